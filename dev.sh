@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The two commands of the README:
+#   ./dev.sh run    set up .venv on first use, then start the bot (settings from .env)
+#   ./dev.sh test   set up .venv on first use, then lint and run the test suite (CPU, tiny models)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${VENV:-.venv}"
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV"
+    fi
+    # Reinstall only when pyproject.toml changed since the last install.
+    if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e ".[test]"
+        touch "$VENV/.installed"
+    fi
+}
+
+case "${1:-}" in
+    run)
+        setup
+        shift
+        exec "$VENV/bin/python" bot.py "$@"
+        ;;
+    test)
+        setup
+        shift
+        "$VENV/bin/ruff" check .
+        exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,134 @@
+"""Command line: check a GPU set-up without Discord, and fetch the weights.
+
+python -m engine generate "a red fox in snow" --mode draft --count 4 -o fox.png
+python -m engine generate "a red fox in snow" --mode final --model sdxl --seed 7 -o fox.png
+python -m engine download
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .requests import ASPECTS, DraftRequest, FinalRequest, RequestError, new_seed, size_for_aspect
+from .settings import EngineSettings, SettingsError
+
+
+def _settings(args) -> EngineSettings:
+    settings = EngineSettings.from_env()
+    if args.preset and args.preset != settings.preset:
+        settings = replace(EngineSettings.for_preset(args.preset), cache_dir=settings.cache_dir)
+    if getattr(args, "device", None):
+        settings = replace(settings, device=args.device)
+    return replace(settings, preload=False)
+
+
+def _outputs(path: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{i + 1}{path.suffix or '.png'}") for i in range(count)]
+
+
+def cmd_generate(args) -> int:
+    from .worker import Engine, JobFailed
+
+    settings = _settings(args)
+    seed = new_seed() if args.seed is None else args.seed
+    try:
+        if args.mode == "draft":
+            w, h = size_for_aspect(args.aspect, 512)
+            request = DraftRequest(
+                args.prompt, seed, args.negative or "", w, h, count=args.count, steps=args.steps or settings.draft_steps
+            ).validate()
+        else:
+            w, h = size_for_aspect(args.aspect, 1024)
+            request = FinalRequest(
+                args.prompt, seed, args.negative or "", w, h, model=args.model or settings.final_model, steps=args.steps
+            ).validate()
+    except RequestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = Engine(settings).start()
+    try:
+        handle = engine.submit(
+            request,
+            user="cli",
+            on_progress=lambda p: print(f"  step {p.step}/{p.total}", file=sys.stderr, flush=True),
+        )
+        result = handle.future.result()
+    except JobFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.shutdown(timeout=5)
+    for path, image in zip(_outputs(Path(args.output), len(result.images)), result.images, strict=True):
+        path.write_bytes(image.png)
+        print(f"{path}  seed={image.seed}  {image.width}x{image.height}")
+    t = result.timings
+    print(
+        f"model={result.model} steps={result.steps} guidance={result.guidance:g} "
+        f"queued={t['queued']:.2f}s run={t['run']:.2f}s encode={t['encode']:.2f}s total={t['total']:.2f}s"
+    )
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .models import download
+
+    settings = _settings(args)
+    names = args.models.split(",") if args.models else ["turbo", "ssd-1b", "sdxl-base", "sdxl-refiner"]
+    unknown = [n for n in names if n not in ("turbo", "ssd-1b", "sdxl-base", "sdxl-refiner")]
+    if unknown:
+        print(
+            f"error: unknown model(s) {', '.join(unknown)}: use turbo, ssd-1b, sdxl-base, sdxl-refiner", file=sys.stderr
+        )
+        return 2
+    if settings.preset == "tiny":
+        from .tiny import ensure_tiny_models
+
+        print(ensure_tiny_models(settings.cache_dir))
+        return 0
+    try:
+        paths = download(settings, names)
+    except Exception as exc:  # no network, unknown repo, disk full, gated model without a login...
+        print(f"error: download failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="make images from a prompt")
+    gen.add_argument("prompt")
+    gen.add_argument("--mode", choices=("draft", "final"), default="draft")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--count", type=int, default=1, help="drafts: 1-4 images (seed, seed+1, ...)")
+    gen.add_argument("--negative", help="negative prompt (finals; Turbo drafts ignore it)")
+    gen.add_argument("--aspect", default="1:1", choices=list(ASPECTS))
+    gen.add_argument("--model", choices=("ssd-1b", "sdxl"), help="final model")
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--preset", choices=("sdxl", "tiny"))
+    gen.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    gen.add_argument("-o", "--output", default="out.png")
+    gen.set_defaults(fn=cmd_generate)
+    dl = sub.add_parser("download", help="fetch the fp16 safetensors weights once")
+    dl.add_argument("--models", help="comma-separated: turbo,ssd-1b,sdxl-base,sdxl-refiner (default: all)")
+    dl.add_argument("--preset", choices=("sdxl", "tiny"))
+    dl.set_defaults(fn=cmd_download)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

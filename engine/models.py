@@ -1,0 +1,313 @@
+"""Loading pipelines: real weights and tiny ones go through the same ``from_pretrained``.
+
+Only the engine's worker thread calls :class:`ModelRegistry` after start-up.
+
+Components that are the same weights in several checkpoints (SDXL, Turbo and SSD-1B ship
+text encoders and a VAE of one architecture) are shared only when their content hash says
+they are identical; the hash of a file in the Hugging Face cache is the name of its blob
+(the SHA-256 the hub checked at download), any other file is hashed once and remembered.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import VAE_FP16_FIX, EngineSettings
+
+log = logging.getLogger(__name__)
+
+SHAREABLE = ("text_encoder", "text_encoder_2", "vae")
+WEIGHT_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae")
+VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@functools.cache
+def _dtype_keyword() -> str:
+    """diffusers 0.42 renamed ``torch_dtype`` to ``dtype`` (the old name still works, with a warning)."""
+    import diffusers
+    from packaging.version import Version
+
+    return "dtype" if Version(diffusers.__version__.split(".dev")[0]) >= Version("0.42") else "torch_dtype"
+
+
+class ModelMissing(RuntimeError):
+    """Weights are not on disk. The message names the model and how to fetch it."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; jobs that need it fail with this message."""
+
+
+def download_patterns(has_text_encoder: bool = True) -> list[str]:
+    """The files a pipeline needs: configs, tokenizers and the fp16 safetensors weights only."""
+    patterns = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer_2/*"]
+    comps = ["text_encoder_2", "unet", "vae"]
+    if has_text_encoder:
+        patterns.append("tokenizer/*")
+        comps.append("text_encoder")
+    for comp in comps:
+        patterns += [f"{comp}/config.json", f"{comp}/*.fp16.safetensors", f"{comp}/*.fp16.safetensors.index.json"]
+    return patterns
+
+
+def hub_files_for(name: str) -> list[str]:
+    return download_patterns(has_text_encoder=(name != "sdxl-refiner"))
+
+
+@dataclass
+class Loaded:
+    """A loaded model: its pipelines by task, and where it lives."""
+
+    name: str
+    text2img: object  # StableDiffusionXLPipeline (None for the refiner)
+    img2img: object  # StableDiffusionXLImg2ImgPipeline sharing the same modules
+    offloaded: bool = False
+    load_s: float = 0.0
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+class ModelRegistry:
+    """Resolves, loads and keeps the pipelines; shares identical components."""
+
+    def __init__(self, settings: EngineSettings, device: str, dtype, memory: str):
+        self.settings = settings
+        self.device = device
+        self.dtype = dtype
+        self.memory = memory  # "resident" | "offload" (already resolved from "auto")
+        self._loaded: dict[str, Loaded] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._shared: dict[str, object] = {}  # content hash -> module
+        self._hash_cache_path = Path(settings.cache_dir) / "component-hashes.json"
+        self._hash_cache: dict[str, str] | None = None
+        self._lock = threading.RLock()
+        self._vae_override = None
+
+    # ---- resolving -------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> Path:
+        """Local folder of a model; raises :class:`ModelMissing` with what to do."""
+        source = self.settings.model_source(name)
+        if source.startswith("tiny:"):
+            from .tiny import ensure_tiny_models
+
+            return ensure_tiny_models(Path(self.settings.cache_dir)) / source.removeprefix("tiny:")
+        path = Path(source).expanduser()
+        if path.exists():
+            if not (path / "model_index.json").exists():
+                raise ModelMissing(f"{path} has no model_index.json: it is not a diffusers pipeline folder.")
+            return path
+        return self._hub_snapshot(source, hub_files_for(name), name)
+
+    def _hub_snapshot(self, repo_id: str, patterns: list[str], name: str) -> Path:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
+            raise ModelMissing(
+                f"Model {repo_id} ({name}) is not downloaded. Fetch it once with `python -m engine download` "
+                "(fp16 safetensors only), or set the model to a local diffusers folder in .env. "
+                f"({exc.__class__.__name__})"
+            ) from None
+
+    # ---- hashing ---------------------------------------------------------------------------
+
+    def component_hash(self, folder: Path) -> str | None:
+        """Content hash of a component folder's weights (and config), or None if it has none."""
+        files = sorted(p for p in folder.glob("*.safetensors") if ".fp16." in p.name) or sorted(
+            folder.glob("*.safetensors")
+        )
+        if not files:
+            return None
+        h = hashlib.sha256()
+        config = folder / "config.json"
+        if config.exists():
+            cfg = json.loads(config.read_text())
+            cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}  # versions and paths differ
+            h.update(json.dumps(cfg, sort_keys=True).encode())
+        for f in files:
+            h.update(self._file_hash(f).encode())
+        return h.hexdigest()
+
+    def _file_hash(self, path: Path) -> str:
+        real = path.resolve()
+        if _SHA256.match(real.name):  # a Hugging Face cache blob: its name is its SHA-256
+            return real.name
+        stat = real.stat()
+        key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
+        cache = self._load_hash_cache()
+        if key not in cache:
+            digest = hashlib.sha256()
+            with open(real, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+            cache[key] = digest.hexdigest()
+            self._save_hash_cache()
+        return cache[key]
+
+    def _load_hash_cache(self) -> dict[str, str]:
+        if self._hash_cache is None:
+            try:
+                self._hash_cache = json.loads(self._hash_cache_path.read_text())
+            except (OSError, ValueError):
+                self._hash_cache = {}
+        return self._hash_cache
+
+    def _save_hash_cache(self) -> None:
+        try:
+            self._hash_cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._hash_cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._hash_cache))
+            os.replace(tmp, self._hash_cache_path)
+        except OSError as exc:  # a read-only cache only costs time
+            log.warning("could not save component hashes: %s", exc)
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    def _variant(self, folder: Path) -> str | None:
+        has_fp16 = any(folder.glob("*/*.fp16.safetensors"))
+        return "fp16" if has_fp16 else None
+
+    def _vae_fix(self):
+        if not self.settings.vae_model:
+            return None
+        if self._vae_override is None:
+            from diffusers import AutoencoderKL
+
+            source = self.settings.vae_model
+            path = Path(source).expanduser()
+            if not path.exists():
+                path = self._hub_snapshot(source, VAE_FILES, "vae")
+            vae = AutoencoderKL.from_pretrained(path, use_safetensors=True, **{_dtype_keyword(): self.dtype})
+            if source == VAE_FP16_FIX or not vae.config.get("force_upcast", True):
+                vae.register_to_config(force_upcast=False)
+            self._vae_override = vae.to(self.device) if self.memory == "resident" else vae
+        return self._vae_override
+
+    def get(self, name: str) -> Loaded:
+        """The loaded model ``name``; loads it on first use. Raises ModelMissing / ModelLoadError."""
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name]
+            failed = self._failed.get(name)
+            if failed and time.monotonic() - failed[0] < 60:
+                raise ModelLoadError(failed[1])
+            try:
+                loaded = self._load(name)
+            except ModelMissing as exc:
+                self._failed[name] = (time.monotonic(), str(exc))
+                raise
+            except Exception as exc:
+                log.exception("loading %s failed", name)
+                msg = f"Model {name} failed to load: {exc.__class__.__name__}: {exc}"
+                self._failed[name] = (time.monotonic(), msg)
+                raise ModelLoadError(msg) from exc
+            self._failed.pop(name, None)
+            self._loaded[name] = loaded
+            return loaded
+
+    def loaded_names(self) -> list[str]:
+        return list(self._loaded)
+
+    def failures(self) -> dict[str, str]:
+        return {name: msg for name, (_, msg) in self._failed.items()}
+
+    def _load(self, name: str) -> Loaded:
+        from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+        started = time.perf_counter()
+        folder = self.resolve(name)
+        # Finals are offloaded in "offload" mode; the draft model always stays on the device.
+        offload = self.memory == "offload" and name != "turbo"
+        share = not offload and self.memory == "resident"
+        kwargs: dict[str, object] = {}
+        hashes: dict[str, str] = {}
+        index = json.loads((folder / "model_index.json").read_text())
+        for comp in SHAREABLE:
+            entry = index.get(comp)
+            if not entry or entry[0] is None:
+                continue
+            digest = self.component_hash(folder / comp)
+            if digest is None:
+                continue
+            hashes[comp] = digest
+            if share and digest in self._shared:
+                kwargs[comp] = self._shared[digest]
+        vae_fix = self._vae_fix()
+        if vae_fix is not None:
+            kwargs["vae"] = vae_fix
+        if name == "sdxl-refiner":
+            base = self.get("sdxl-base")
+            # The ensemble of experts: the refiner reuses the base's second text encoder and VAE
+            # when (and only when) they are the same weights.
+            for comp in ("text_encoder_2", "vae"):
+                if comp in hashes and hashes[comp] == base.hashes.get(comp) and not offload:
+                    kwargs[comp] = getattr(base.img2img, comp)
+            cls = StableDiffusionXLImg2ImgPipeline
+        else:
+            cls = StableDiffusionXLPipeline
+        shared_names = sorted(kwargs)
+        pipe = cls.from_pretrained(
+            folder,
+            **{_dtype_keyword(): self.dtype},
+            variant=self._variant(folder),
+            use_safetensors=True,
+            local_files_only=True,
+            **kwargs,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        if offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        if share:
+            for comp, digest in hashes.items():
+                self._shared.setdefault(digest, getattr(pipe, comp))
+        if name == "sdxl-refiner":
+            text2img, img2img = None, pipe
+        else:
+            text2img = pipe
+            img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
+            img2img.set_progress_bar_config(disable=True)
+        load_s = time.perf_counter() - started
+        log.info(
+            "loaded %s from %s in %.1fs (%s%s)",
+            name,
+            folder,
+            load_s,
+            "offloaded" if offload else f"on {self.device}",
+            f", shared: {', '.join(shared_names)}" if shared_names else "",
+        )
+        return Loaded(name, text2img, img2img, offload, load_s, hashes)
+
+    def shares(self, a: str, b: str, component: str) -> bool:
+        """Whether two loaded models use the very same module for ``component`` (for tests and logs)."""
+        pa, pb = self._loaded[a].img2img, self._loaded[b].img2img
+        return getattr(pa, component, None) is not None and getattr(pa, component) is getattr(pb, component, None)
+
+
+def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
+    """Fetch exactly the files the engine loads (fp16 safetensors, configs, tokenizers), with progress bars."""
+    from huggingface_hub import snapshot_download
+
+    paths: dict[str, Path] = {}
+    for name in names:
+        source = settings.model_source(name)
+        if source.startswith("tiny:") or Path(source).expanduser().exists():
+            continue
+        print(f"fetching {name}: {source}", flush=True)
+        paths[name] = Path(snapshot_download(source, allow_patterns=hub_files_for(name)))
+    if settings.vae_model and not Path(settings.vae_model).expanduser().exists():
+        print(f"fetching vae: {settings.vae_model}", flush=True)
+        paths["vae"] = Path(snapshot_download(settings.vae_model, allow_patterns=VAE_FILES))
+    return paths

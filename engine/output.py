@@ -1,0 +1,78 @@
+"""Image files: PNG with the generation parameters, and smaller files for upload limits.
+
+Torch-free: the Discord side may call :func:`fit_to_limit` too.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, PngImagePlugin
+
+SAMPLERS = {"turbo": "Euler a", "ssd-1b": "Euler", "sdxl": "Euler"}
+MODEL_NAMES = {"turbo": "sdxl-turbo", "ssd-1b": "SSD-1B", "sdxl": "sdxl-base-1.0+refiner"}
+
+
+def parameters_text(
+    *,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance: float,
+    seed: int,
+    width: int,
+    height: int,
+    model: str,
+    strength: float | None = None,
+) -> str:
+    """The ``parameters`` text that other Stable Diffusion tools (A1111, Civitai...) read."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    fields = [
+        f"Steps: {steps}",
+        f"Sampler: {SAMPLERS.get(model, 'Euler')}",
+        f"CFG scale: {guidance:g}",
+        f"Seed: {seed}",
+        f"Size: {width}x{height}",
+        f"Model: {MODEL_NAMES.get(model, model)}",
+    ]
+    if strength is not None:
+        fields.append(f"Denoising strength: {strength:g}")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def encode_png(image: Image.Image, parameters: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
+def read_parameters(png: bytes) -> str | None:
+    with Image.open(io.BytesIO(png)) as img:
+        return img.info.get("parameters")
+
+
+def fit_to_limit(png: bytes, limit: int) -> tuple[bytes, str]:
+    """``(data, extension)``: the PNG itself if it fits in ``limit`` bytes, else a WebP or JPEG that does.
+
+    Quality steps down until the file fits; raises ValueError if even the smallest does not.
+    """
+    if len(png) <= limit:
+        return png, "png"
+    with Image.open(io.BytesIO(png)) as img:
+        params = img.info.get("parameters")
+        rgb = img.convert("RGB")
+    for fmt, ext in (("WEBP", "webp"), ("JPEG", "jpg")):
+        for quality in (90, 80, 65, 50):
+            buf = io.BytesIO()
+            kwargs = {"quality": quality}
+            if fmt == "JPEG" and params:
+                kwargs["comment"] = params.encode("utf-8", "replace")[:60000]
+            rgb.save(buf, format=fmt, **kwargs)
+            if buf.tell() <= limit:
+                return buf.getvalue(), ext
+    raise ValueError(f"image does not fit in {limit} bytes even as a low-quality JPEG")

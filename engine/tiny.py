@@ -1,0 +1,277 @@
+"""Random-weight SDXL-family pipelines: tiny ones for tests and CI, full-size ones for benchmarks.
+
+The tiny preset keeps the real geometry (VAE with an 8x scale factor and 4 latent
+channels, two CLIP text encoders whose hidden states are concatenated for the
+UNet's cross-attention, SDXL's added-conditioning sizes, Turbo's trailing
+Euler-ancestral scheduler) so that sizes, latents, batching and the
+base-to-refiner hand-over behave as with the real models. The pipelines are
+saved once with ``save_pretrained`` and then loaded through the same
+``from_pretrained`` code as real weights (see ``engine.models``).
+
+Shared parts (text encoders, VAE) are built from the same seed in every
+pipeline, as the real SDXL, Turbo and SSD-1B checkpoints ship identical ones:
+the loader's content-hash check then finds them identical and shares them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TINY_VERSION = "v1"
+TINY_MODELS = ("turbo", "ssd-1b", "sdxl-base", "sdxl-refiner")
+
+_TE_WIDTH = 32  # both tiny text encoders; cross-attention = 32 + 32 like 768 + 1280 in SDXL
+_TIME_EMBED = 8  # addition_time_embed_dim
+
+
+def full_architectures() -> dict:
+    """The full-size configs shipped with the engine (copied from the published checkpoints)."""
+    return json.loads(resources.files("engine").joinpath("architectures.json").read_text())
+
+
+def _tiny_unet_config(kind: str) -> dict:
+    refiner = kind == "sdxl-refiner"
+    n_time_ids = 5 if refiner else 6
+    text_embeds = _TE_WIDTH  # pooled output of text_encoder_2 (its projection_dim)
+    config = {
+        "sample_size": 64,
+        "in_channels": 4,
+        "out_channels": 4,
+        # Three levels like SDXL, attention only at the lowest one so that 1024 px finals stay
+        # cheap on a CPU (attention over 128x128 latents would dominate).
+        "block_out_channels": (16, 32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "attention_head_dim": (2, 4, 8),
+        "transformer_layers_per_block": (1, 1, 1),
+        "cross_attention_dim": _TE_WIDTH if refiner else 2 * _TE_WIDTH,
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": _TIME_EMBED,
+        "projection_class_embeddings_input_dim": n_time_ids * _TIME_EMBED + text_embeds,
+        "norm_num_groups": 16,
+    }
+    if kind == "ssd-1b":
+        # SSD-1B differs from SDXL in depth, and has no attention in its mid block.
+        config["mid_block_type"] = "UNetMidBlock2D"
+    return config
+
+
+def _tiny_vae_config() -> dict:
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "block_out_channels": (4, 8, 8, 8),  # four blocks: three 2x steps, the 8x scale factor
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        # No attention over 128x128 latents at 1024 px (16k tokens): on a CPU it would cost more than all else.
+        "mid_block_add_attention": False,
+        "sample_size": 512,
+        "scaling_factor": 0.13025,
+        "force_upcast": True,
+    }
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's (GPT-2's) reversible map from bytes to printable characters."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+def make_tokenizer(directory: Path):
+    """A CLIP tokenizer made offline: a byte-level vocabulary and no merges.
+
+    Written as vocab.json + merges.txt so that it also loads back with ``from_pretrained``.
+    """
+    from transformers import CLIPTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    byte_chars = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for ch in byte_chars:
+        vocab.setdefault(ch, len(vocab))
+    for ch in byte_chars:
+        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer.from_pretrained(str(directory), model_max_length=77)
+
+
+def _seeded(seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def build_components(arch: str = "tiny", *, init_std: float | None = None) -> dict:
+    """Random-weight components for every model: {"turbo": {...}, "ssd-1b": {...}, ...}.
+
+    ``arch`` is "tiny" or "full" (the published sizes, for benchmarks). Text encoders and VAE
+    are built once and the same objects are placed in every pipeline's components.
+    ``init_std`` re-initialises weights with a small normal std (random full-size weights can
+    overflow in float16).
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tmp = Path(tempfile.mkdtemp(prefix="tok-"))
+    try:
+        tokenizer = make_tokenizer(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    vocab_size = len(tokenizer)
+
+    if arch == "full":
+        full = full_architectures()
+        unet_cfg = {
+            "turbo": dict(full["unet_sdxl"], sample_size=64),
+            "ssd-1b": full["unet_ssd1b"],
+            "sdxl-base": full["unet_sdxl"],
+            "sdxl-refiner": full["unet_refiner"],
+        }
+        vae_cfg = full["vae"]
+        te1_cfg = dict(full["text_encoder"], vocab_size=vocab_size)
+        te2_cfg = dict(full["text_encoder_2"], vocab_size=vocab_size)
+        sched_turbo = dict(full["scheduler_turbo"])
+        sched_sdxl = dict(full["scheduler_sdxl"])
+    elif arch == "tiny":
+        unet_cfg = {name: _tiny_unet_config(name) for name in TINY_MODELS}
+        unet_cfg["sdxl-base"]["sample_size"] = 128
+        unet_cfg["ssd-1b"]["sample_size"] = 128
+        unet_cfg["sdxl-refiner"]["sample_size"] = 128
+        vae_cfg = _tiny_vae_config()
+        te = {
+            "hidden_size": _TE_WIDTH,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "projection_dim": _TE_WIDTH,
+            "vocab_size": vocab_size,
+            "bos_token_id": vocab_size - 2,
+            "eos_token_id": vocab_size - 1,
+            "pad_token_id": vocab_size - 1,
+        }
+        te1_cfg = dict(te, hidden_act="quick_gelu")
+        te2_cfg = dict(te, hidden_act="gelu")
+        full = full_architectures()
+        sched_turbo = dict(full["scheduler_turbo"])
+        sched_sdxl = dict(full["scheduler_sdxl"])
+    else:
+        raise ValueError(f"unknown architecture {arch!r}: tiny or full")
+
+    for cfg in (sched_turbo, sched_sdxl):
+        cfg.pop("_class_name", None)
+
+    def init(module):
+        if init_std is not None:
+            with torch.no_grad():
+                for p in module.parameters():
+                    if p.dim() > 1:
+                        p.normal_(0.0, init_std)
+        return module.eval()
+
+    _seeded(1)
+    text_encoder = init(CLIPTextModel(CLIPTextConfig(**te1_cfg)))
+    _seeded(2)
+    text_encoder_2 = init(CLIPTextModelWithProjection(CLIPTextConfig(**te2_cfg)))
+    _seeded(3)
+    vae = init(AutoencoderKL(**vae_cfg))
+    unets = {}
+    for i, name in enumerate(TINY_MODELS):
+        _seeded(10 + i)
+        unets[name] = init(UNet2DConditionModel(**unet_cfg[name]))
+
+    def base_parts(name: str, scheduler) -> dict:
+        return {
+            "vae": vae,
+            "text_encoder": text_encoder,
+            "text_encoder_2": text_encoder_2,
+            "tokenizer": tokenizer,
+            "tokenizer_2": tokenizer,
+            "unet": unets[name],
+            "scheduler": scheduler,
+        }
+
+    return {
+        "turbo": base_parts("turbo", EulerAncestralDiscreteScheduler.from_config(sched_turbo)),
+        "ssd-1b": base_parts("ssd-1b", EulerDiscreteScheduler.from_config(sched_sdxl)),
+        "sdxl-base": base_parts("sdxl-base", EulerDiscreteScheduler.from_config(sched_sdxl)),
+        "sdxl-refiner": {
+            "vae": vae,
+            "text_encoder": None,
+            "text_encoder_2": text_encoder_2,
+            "tokenizer": None,
+            "tokenizer_2": tokenizer,
+            "unet": unets["sdxl-refiner"],
+            "scheduler": EulerDiscreteScheduler.from_config(sched_sdxl),
+            "requires_aesthetics_score": True,
+        },
+    }
+
+
+def build_pipelines(arch: str = "tiny", *, init_std: float | None = None) -> dict:
+    """The four pipelines from :func:`build_components`, in memory."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    parts = build_components(arch, init_std=init_std)
+    return {
+        name: (StableDiffusionXLImg2ImgPipeline if name == "sdxl-refiner" else StableDiffusionXLPipeline)(**comp)
+        for name, comp in parts.items()
+    }
+
+
+def tiny_root(cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"tiny-{TINY_VERSION}"
+
+
+def ensure_tiny_models(cache_dir: Path) -> Path:
+    """Build and save the tiny pipelines under ``cache_dir`` once; returns their root folder.
+
+    Each pipeline is saved to a temporary folder and renamed into place, so a crash or a
+    second process building at the same time never leaves a half-written model behind.
+    """
+    root = tiny_root(cache_dir)
+    if all((root / name / "model_index.json").exists() for name in TINY_MODELS):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    log.info("building tiny random pipelines under %s", root)
+    pipelines = build_pipelines("tiny")
+    for name, pipe in pipelines.items():
+        final = root / name
+        if (final / "model_index.json").exists():
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
