@@ -181,6 +181,8 @@ class Engine:
         if not isinstance(request, DraftRequest | FinalRequest):
             raise RequestError(f"Unknown request type {type(request).__name__}.")
         request.validate()
+        if self.recipes is None:
+            raise RuntimeError("Engine.start() must be called before submit().")
         job_id = job_id or uuid.uuid4().hex
         future: concurrent.futures.Future = concurrent.futures.Future()
         job = _Job(job_id, str(user), request, future, on_progress)
