@@ -1,0 +1,194 @@
+"""Start the bot: ``python bot.py``. Settings come from the environment and ``.env`` (see ``.env.example``).
+
+settings -> HistoryStore -> Engine -> ImagineBot -> run until SIGTERM/SIGINT, then stop taking
+work, let the running job finish for a bounded time, and close the database cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+import discord
+import discord.http
+from discord.ext import commands
+from dotenv import load_dotenv
+
+from core.history import HistoryError, HistoryStore
+from core.jobs import EngineErrors, JobService
+from core.settings import BotSettings, SettingsError, apply_endpoints
+from core.tree import ImagineTree
+from engine.settings import EngineSettings
+from engine.settings import SettingsError as EngineSettingsError
+
+log = logging.getLogger("imagine_bot")
+
+# Loaded in this order in setup_hook; a failure is logged loudly and the rest still load.
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.history",
+    "cogs.queue",
+    "cogs.admin",
+    "cogs.channels",
+)
+
+EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled
+EXIT_FAILURE = 1
+
+
+class ImagineBot(commands.Bot):
+    """The bot: holds the store, the engine and the job service for the cogs."""
+
+    def __init__(
+        self,
+        *,
+        settings: BotSettings,
+        store: HistoryStore,
+        engine: Any,
+        engine_settings: EngineSettings,
+        engine_errors: EngineErrors,
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = settings.message_content
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=ImagineTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.jobs = JobService(
+            client=self,
+            store=store,
+            engine=engine,
+            engine_settings=engine_settings,
+            settings=settings,
+            errors=engine_errors,
+        )
+        self.failed_extensions: list[str] = []
+        self._closing_started = False
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            try:
+                await self.load_extension(name)
+            except Exception:
+                self.failed_extensions.append(name)
+                log.exception("EXTENSION %s FAILED TO LOAD: its commands and listeners are missing", name)
+        if self.settings.sync_commands:
+            if self.settings.guild_id is not None:
+                guild = discord.Object(self.settings.guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d commands to server %s", len(synced), self.settings.guild_id)
+            else:
+                synced = await self.tree.sync()
+                log.info("synced %d global commands (Discord may take a while to show changes)", len(synced))
+        await self.jobs.start()
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    async def close(self) -> None:
+        if not self._closing_started:
+            self._closing_started = True
+            await self.jobs.shutdown(self.settings.shutdown_timeout)
+        # discord.py 2.7 leaves its "wait for guilds, then dispatch ready" task running on close; when the
+        # bot stops within guild_ready_timeout of READY, it later dispatches on a closed client and logs
+        # an AttributeError. Nothing is waiting for that ready any more.
+        ready_task = getattr(self._connection, "_ready_task", None)
+        if ready_task is not None:
+            ready_task.cancel()
+        await super().close()
+
+
+def _configure_logging(level: int) -> None:
+    discord.utils.setup_logging(level=level, root=True)
+
+
+async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
+    # engine.worker loads torch: imported here, so that importing this module (tests) stays light.
+    from engine.worker import Engine, EngineStopped, JobCancelled, JobFailed, QueueFull
+
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store = await HistoryStore.open(settings.database_path)
+    except HistoryError as e:
+        log.error("cannot open the history database %s: %s", settings.database_path, e)
+        return EXIT_FAILURE
+
+    engine = Engine(engine_settings)
+    bot: ImagineBot | None = None
+    try:
+        engine.start()
+        bot = ImagineBot(
+            settings=settings,
+            store=store,
+            engine=engine,
+            engine_settings=engine_settings,
+            engine_errors=EngineErrors(
+                queue_full=QueueFull, cancelled=JobCancelled, failed=JobFailed, stopped=EngineStopped
+            ),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async with bot:
+            runner = asyncio.create_task(bot.start(settings.token), name="discord")
+            stopper = asyncio.create_task(stop.wait(), name="signals")
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                log.info("signal received: shutting down")
+                await bot.close()
+            else:
+                stopper.cancel()
+            try:
+                await runner
+            except discord.LoginFailure:
+                log.error(
+                    "Discord refused DISCORD_TOKEN: reset it at https://discord.com/developers/applications "
+                    "-> your app -> Bot -> Reset Token, and put the new one in .env."
+                )
+                return EXIT_CONFIG
+            except (aiohttp.ClientError, OSError) as e:
+                log.error("cannot reach Discord at %s: %s", discord.http.Route.BASE, e)
+                return EXIT_FAILURE
+            except discord.PrivilegedIntentsRequired:
+                log.error(
+                    "Discord refused the Message Content intent: enable it at https://discord.com/developers/"
+                    "applications -> your app -> Bot -> Message Content Intent, or set DISCORD_MESSAGE_CONTENT=false "
+                    "(image channels then stop working)."
+                )
+                return EXIT_CONFIG
+        return 0
+    finally:
+        if bot is None or not bot._closing_started:
+            await asyncio.to_thread(engine.shutdown, 0.0)
+        await store.close()
+        log.info("history database closed")
+
+
+def main() -> int:
+    load_dotenv(".env", override=False)  # .env in the directory the bot starts from; the environment wins
+    try:
+        settings = BotSettings.from_env()
+        engine_settings = EngineSettings.from_env()
+    except (SettingsError, EngineSettingsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings.log_level_number)
+    apply_endpoints(settings)
+    return asyncio.run(_run(settings, engine_settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""/settings: image channels, per-user limits, finals outside age-restricted channels, blocked words.
+
+Members with Manage Server only: the commands are hidden from others by default permissions
+(which a server can change), and every handler checks the permission again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from core.delivery import NO_MENTIONS
+from core.history import GuildSettings
+from core.limits import MAX_BLOCKED_WORDS, Refusal, parse_word_list
+from core.render import shown
+
+log = logging.getLogger(__name__)
+
+MAX_LIMIT = 100
+CHANNEL_PERMISSIONS = ("view_channel", "send_messages", "attach_files", "read_message_history", "add_reactions")
+
+
+def describe_settings(settings: GuildSettings) -> str:
+    channels = ", ".join(f"<#{c}>" for c in sorted(settings.image_channels)) or "none"
+    words = ", ".join(shown(w, 50) for w in settings.blocked_words) or "none"
+    return "\n".join(
+        [
+            "**Image settings for this server**",
+            f"Image channels (every message is a prompt): {channels}",
+            f"Jobs waiting per member: {settings.max_waiting_per_user}",
+            f"Jobs per member per minute: {settings.max_jobs_per_minute}",
+            "Finals outside age-restricted channels: " + ("allowed" if settings.finals_outside_nsfw else "not allowed"),
+            f"Blocked words (outside age-restricted channels): {words}",
+        ]
+    )[:2000]
+
+
+class AdminCog(commands.Cog):
+    """Server settings for the image bot."""
+
+    settings = app_commands.Group(
+        name="settings",
+        description="Image bot settings for this server (Manage Server).",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+    channels = app_commands.Group(
+        name="channels", description="Channels where every message is a prompt.", parent=settings
+    )
+    words = app_commands.Group(
+        name="words", description="Words refused in prompts outside age-restricted channels.", parent=settings
+    )
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        """Checked on our side too: default permissions are only a default a server can change."""
+        if interaction.guild_id is None:
+            raise app_commands.NoPrivateMessage()
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    @property
+    def jobs(self):  # core.jobs.JobService: guild settings go through its cache
+        return self.bot.jobs  # type: ignore[attr-defined]
+
+    async def _reply(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    @settings.command(name="show", description="Show this server's image settings.")
+    async def show(self, interaction: discord.Interaction) -> None:
+        await self._reply(interaction, describe_settings(await self.jobs.guild_settings(interaction.guild_id)))
+
+    # ----------------------------------------------------------------- image channels
+
+    @channels.command(name="add", description="Make every message in a channel a prompt.")
+    @app_commands.describe(channel="The channel")
+    async def channel_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        if channel.guild.id != interaction.guild_id:
+            raise Refusal("That channel is in another server.")
+        await self.jobs.add_image_channel(interaction.guild_id, channel.id)
+        log.info("guild %s: image channel %s added by %s", interaction.guild_id, channel.id, interaction.user.id)
+        text = f"{channel.mention} is now an image channel: every message there is a prompt."
+        me = channel.guild.me
+        if me is not None:
+            permissions = channel.permissions_for(me)
+            missing = [p.replace("_", " ").title() for p in CHANNEL_PERMISSIONS if not getattr(permissions, p)]
+            if missing:
+                text += f"\nI'm missing {', '.join(missing)} there; until a moderator fixes that, I can't answer."
+        if not self.bot.intents.message_content:
+            text += "\nI run without the Message Content intent (DISCORD_MESSAGE_CONTENT=false): I can't read prompts."
+        await self._reply(interaction, text)
+
+    @channels.command(name="remove", description="Stop treating a channel's messages as prompts.")
+    @app_commands.describe(channel="The channel")
+    async def channel_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        if not await self.jobs.remove_image_channel(interaction.guild_id, channel.id):
+            raise Refusal(f"{channel.mention} is not an image channel.")
+        log.info("guild %s: image channel %s removed by %s", interaction.guild_id, channel.id, interaction.user.id)
+        await self._reply(interaction, f"{channel.mention} is a normal channel again.")
+
+    @channels.command(name="list", description="List the image channels.")
+    async def channel_list(self, interaction: discord.Interaction) -> None:
+        settings = await self.jobs.guild_settings(interaction.guild_id)
+        channels = ", ".join(f"<#{c}>" for c in sorted(settings.image_channels))
+        await self._reply(interaction, f"Image channels: {channels}" if channels else "There are no image channels.")
+
+    # ----------------------------------------------------------------- limits and finals
+
+    @settings.command(name="limits", description="Per-member limits: jobs waiting at once, jobs per minute.")
+    @app_commands.describe(
+        waiting=f"Jobs one member may have waiting (1-{MAX_LIMIT})", per_minute=f"Jobs per minute (1-{MAX_LIMIT})"
+    )
+    async def limits(
+        self, interaction: discord.Interaction, waiting: int | None = None, per_minute: int | None = None
+    ) -> None:
+        changes: dict[str, int] = {}
+        for name, value, field in (
+            ("waiting", waiting, "max_waiting_per_user"),
+            ("per_minute", per_minute, "max_jobs_per_minute"),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= MAX_LIMIT):
+                raise Refusal(f"{name} must be a whole number from 1 to {MAX_LIMIT}, not {value}.")
+            changes[field] = value
+        if not changes:
+            settings = await self.jobs.guild_settings(interaction.guild_id)
+        else:
+            settings = await self.jobs.update_guild_settings(interaction.guild_id, **changes)
+            log.info("guild %s: limits %s set by %s", interaction.guild_id, changes, interaction.user.id)
+        await self._reply(
+            interaction,
+            f"Each member may have {settings.max_waiting_per_user} jobs waiting and start "
+            f"{settings.max_jobs_per_minute} per minute.",
+        )
+
+    @settings.command(name="finals", description="Allow finals in channels that are not age-restricted.")
+    @app_commands.describe(allowed="Allow finals outside age-restricted channels")
+    async def finals(self, interaction: discord.Interaction, allowed: bool) -> None:
+        await self.jobs.update_guild_settings(interaction.guild_id, finals_outside_nsfw=bool(allowed))
+        log.info("guild %s: finals outside nsfw = %s, by %s", interaction.guild_id, allowed, interaction.user.id)
+        where = "in every channel" if allowed else "in age-restricted channels only"
+        await self._reply(interaction, f"Finals are now made {where}.")
+
+    # ----------------------------------------------------------------- blocked words
+
+    @words.command(name="add", description="Refuse prompts with these words outside age-restricted channels.")
+    @app_commands.describe(words="Words or phrases, separated by commas")
+    async def words_add(self, interaction: discord.Interaction, words: str) -> None:
+        settings = await self.jobs.guild_settings(interaction.guild_id)
+        new = [w for w in parse_word_list(words) if w not in settings.blocked_words]
+        merged = (*settings.blocked_words, *new)
+        if len(merged) > MAX_BLOCKED_WORDS:
+            raise Refusal(f"That would make {len(merged)} blocked words; the most is {MAX_BLOCKED_WORDS}.")
+        await self.jobs.update_guild_settings(interaction.guild_id, blocked_words=merged)
+        log.info("guild %s: %d blocked words added by %s", interaction.guild_id, len(new), interaction.user.id)
+        await self._reply(
+            interaction, f"Blocked {len(new)} more word{'s' if len(new) != 1 else ''}; {len(merged)} in all."
+        )
+
+    @words.command(name="remove", description="Allow these words again.")
+    @app_commands.describe(words="Words or phrases, separated by commas")
+    async def words_remove(self, interaction: discord.Interaction, words: str) -> None:
+        settings = await self.jobs.guild_settings(interaction.guild_id)
+        gone = set(parse_word_list(words))
+        kept = tuple(w for w in settings.blocked_words if w not in gone)
+        removed = len(settings.blocked_words) - len(kept)
+        if not removed:
+            raise Refusal("None of those words were blocked.")
+        await self.jobs.update_guild_settings(interaction.guild_id, blocked_words=kept)
+        log.info("guild %s: %d blocked words removed by %s", interaction.guild_id, removed, interaction.user.id)
+        await self._reply(interaction, f"Unblocked {removed} word{'s' if removed != 1 else ''}; {len(kept)} left.")
+
+    @words.command(name="list", description="List the blocked words.")
+    async def words_list(self, interaction: discord.Interaction) -> None:
+        settings = await self.jobs.guild_settings(interaction.guild_id)
+        if not settings.blocked_words:
+            await self._reply(interaction, "No words are blocked.")
+            return
+        await self._reply(interaction, "Blocked words: " + ", ".join(shown(w, 50) for w in settings.blocked_words))
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(AdminCog(bot))

@@ -1,0 +1,69 @@
+"""Image channels: every plain message there is a prompt, and the drafts come back as a reply.
+
+Reading messages needs the privileged Message Content intent (Developer Portal -> Bot ->
+Message Content Intent); without it Discord sends empty text and nothing happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord.ext import commands
+
+from core.delivery import MessageOrigin
+
+log = logging.getLogger(__name__)
+
+PLAIN_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+class ImageChannelsCog(commands.Cog):
+    """Prompts as plain messages in the channels a server chose."""
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is None or message.author.bot or message.webhook_id is not None:
+            return
+        if message.type not in PLAIN_MESSAGE_TYPES:
+            return
+        jobs = self.bot.jobs  # type: ignore[attr-defined]
+        settings = await jobs.guild_settings(message.guild.id)
+        if message.channel.id not in settings.image_channels:
+            return
+
+        channel = message.channel
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        origin = MessageOrigin(
+            self.bot,
+            channel_id=channel.id,
+            guild_id=message.guild.id,
+            user_id=message.author.id,
+            source_message_id=message.id,
+            age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
+        )
+        me = message.guild.me
+        if me is not None and isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+            permissions = channel.permissions_for(me)
+            if not permissions.send_messages:
+                log.warning("image channel %s: I may not send messages there; ignoring prompts", channel.id)
+                return
+            if not permissions.attach_files:
+                await origin.refuse("I can't attach images in this channel (missing Attach Files); ask a moderator.")
+                return
+
+        prompt = message.clean_content
+        if not prompt.strip():
+            if message.attachments or message.stickers:
+                await origin.refuse(
+                    "In this channel I draw from text: write what you want to see. Images alone aren't used."
+                )
+            return
+        await jobs.imagine(origin, prompt=prompt)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(ImageChannelsCog(bot))

@@ -1,0 +1,71 @@
+"""Slash command options shared by the cogs.
+
+Discord enforces the bounds given here in its client, but a raw interaction can carry anything,
+so the transformers pass values through unchanged and ``core.limits`` checks them again with
+a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+
+from core.limits import MAX_SEARCH_CHARS
+from engine.requests import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
+
+ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECTS]
+MODEL_CHOICES = [app_commands.Choice(name=model, value=model) for model in FINAL_MODELS]
+
+
+class _PassThrough(app_commands.Transformer):
+    """An option with Discord-side bounds whose value reaches the command unchanged."""
+
+    option_type = discord.AppCommandOptionType.string
+    low: int | None = None
+    high: int | None = None
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        return self.option_type
+
+    @property
+    def min_value(self) -> int | None:
+        return self.low
+
+    @property
+    def max_value(self) -> int | None:
+        return self.high
+
+    async def transform(self, interaction: discord.Interaction, value: object, /) -> object:
+        return value
+
+
+class PromptOption(_PassThrough):
+    high = MAX_PROMPT_CHARS
+
+
+class SearchOption(_PassThrough):
+    high = MAX_SEARCH_CHARS
+
+
+class SeedOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.integer
+    low = 0
+    high = MAX_SEED
+
+
+class PageOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.integer
+    low = 1
+
+
+class JobIdOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.integer
+    low = 1
+
+
+Prompt = app_commands.Transform[str, PromptOption]
+Search = app_commands.Transform[str, SearchOption]
+Seed = app_commands.Transform[int, SeedOption]
+Page = app_commands.Transform[int, PageOption]
+JobId = app_commands.Transform[int, JobIdOption]

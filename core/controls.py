@@ -1,0 +1,81 @@
+"""The buttons under a result: U1-U4 (final of a draft), V1-V4 (variations), 🔁 (reroll).
+
+Custom ids carry the job id (``job:<id>:u2``), and the handler rebuilds everything from the
+database, so buttons keep working after a restart: the class is registered once with
+``bot.add_dynamic_items`` (in ``cogs.imagine``) and no view state is kept in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+
+from core.delivery import InteractionOrigin
+from core.history import JobRecord
+from core.tree import report_error
+
+log = logging.getLogger(__name__)
+
+REROLL_EMOJI = "🔁"
+ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll")
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=re.compile(r"job:(?P<job_id>[0-9]{1,19}):(?P<action>u[1-4]|v[1-4]|reroll)"),
+):
+    """One control of a job's message; the work happens in ``bot.jobs`` (core.jobs.JobService)."""
+
+    def __init__(self, job_id: int, action: str) -> None:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown job action {action!r}")
+        self.job_id = job_id
+        self.action = action
+        if action == "reroll":
+            button = discord.ui.Button(
+                emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:reroll", row=2
+            )
+        else:
+            button = discord.ui.Button(
+                label=action.upper(),
+                style=discord.ButtonStyle.primary if action[0] == "u" else discord.ButtonStyle.secondary,
+                custom_id=f"job:{job_id}:{action}",
+                row=0 if action[0] == "u" else 1,
+            )
+        super().__init__(button)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> JobButton:
+        return cls(int(match["job_id"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        jobs = interaction.client.jobs  # type: ignore[attr-defined]
+        origin = InteractionOrigin(interaction)
+        try:
+            if self.action == "reroll":
+                await jobs.reroll(origin, self.job_id)
+            elif self.action[0] == "u":
+                await jobs.upscale(origin, self.job_id, int(self.action[1]) - 1)
+            else:
+                await jobs.variation(origin, self.job_id, int(self.action[1]) - 1)
+        except Exception as e:
+            interaction.extras.setdefault("job_id", self.job_id)
+            await report_error(interaction, e)
+
+
+def controls_for(job: JobRecord) -> discord.ui.View:
+    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get 🔁."""
+    view = discord.ui.View(timeout=None)
+    if job.kind == "draft":
+        for i in range(1, min(job.count, 4) + 1):
+            view.add_item(JobButton(job.id, f"u{i}"))
+        for i in range(1, min(job.count, 4) + 1):
+            view.add_item(JobButton(job.id, f"v{i}"))
+    view.add_item(JobButton(job.id, "reroll"))
+    # Nothing to listen for in this object: clicks reach JobButton through the dynamic item registry.
+    view.stop()
+    return view

@@ -1,0 +1,394 @@
+"""Where a job comes from and where its result goes.
+
+An :class:`Origin` is the place a request came from: a slash command or button
+(:class:`InteractionOrigin`) or a message or reaction in a channel (:class:`MessageOrigin`).
+It answers refusals (ephemerally where Discord allows it) and acknowledges an accepted job,
+which gives a :class:`Delivery`: the one message that shows the job's state and then its result.
+
+Delivery order for a result: edit the interaction's message while its token is valid
+(15 minutes), else edit our own placeholder message in the channel, else post a new message
+in the channel, replying to the message the job came from where there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import discord
+
+from core.history import JobRecord
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+INTERACTION_TTL_S = 15 * 60.0
+TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
+REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
+
+
+class DeliveryError(Exception):
+    """A result could not be posted anywhere; the message says why, for logs and the user."""
+
+
+def forbidden_text(channel_id: int) -> str:
+    return f"I may not post or attach files in <#{channel_id}> (missing Send Messages or Attach Files)."
+
+
+class Delivery:
+    """The message that shows one job: its queue position, progress, and finally its images."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        channel_id: int,
+        guild_id: int | None,
+        interaction: discord.Interaction | None = None,
+        token: str | None = None,
+        token_expires_at: float | None = None,
+        placeholder_id: int | None = None,
+        placeholder_by_webhook: bool = False,
+        reply_to: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.channel_id = channel_id
+        self.guild_id = guild_id
+        self.interaction = interaction
+        self.token = token if token is not None else (interaction.token if interaction is not None else None)
+        self.token_expires_at = token_expires_at
+        self.placeholder_id = placeholder_id
+        self.placeholder_by_webhook = placeholder_by_webhook
+        self.reply_to = reply_to
+        self._clock = clock
+        self._token_dead = False
+
+    @classmethod
+    def for_job(cls, client: discord.Client, job: JobRecord) -> Delivery:
+        """A delivery rebuilt from a stored job (after a restart): no live interaction, maybe a token."""
+        return cls(
+            client,
+            channel_id=job.channel_id,
+            guild_id=job.guild_id,
+            token=job.interaction_token,
+            token_expires_at=job.interaction_expires_at,
+            placeholder_id=job.result_message_id,
+            placeholder_by_webhook=job.interaction_token is not None,
+            reply_to=job.source_message_id,
+        )
+
+    # ----------------------------------------------------------------- state
+
+    def token_alive(self) -> bool:
+        if self.token is None or self._token_dead:
+            return False
+        if self.token_expires_at is None:
+            return self.interaction is not None
+        return self._clock() < self.token_expires_at - TOKEN_MARGIN_S
+
+    def _webhook_usable(self) -> bool:
+        if not self.token_alive():
+            return False
+        return self.interaction is not None or (
+            self.placeholder_id is not None and self.client.application_id is not None
+        )
+
+    def _channel(self) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+
+    async def _edit_webhook(self, **fields: Any) -> discord.Message:
+        if self.interaction is not None:
+            return await self.interaction.edit_original_response(allowed_mentions=NO_MENTIONS, **fields)
+        assert self.client.application_id is not None and self.token is not None and self.placeholder_id is not None
+        webhook = discord.Webhook.partial(self.client.application_id, self.token, client=self.client)
+        return await webhook.edit_message(self.placeholder_id, allowed_mentions=NO_MENTIONS, **fields)
+
+    # ----------------------------------------------------------------- operations
+
+    async def show(self, content: str) -> None:
+        """Replace the placeholder's text (queue position, progress). Raises discord.HTTPException."""
+        if self._webhook_usable():
+            try:
+                await self._edit_webhook(content=content)
+            except (discord.NotFound, discord.Forbidden):
+                self._token_dead = True
+                raise
+            return
+        if self.placeholder_id is not None and not self.placeholder_by_webhook:
+            await (
+                self._channel()
+                .get_partial_message(self.placeholder_id)
+                .edit(content=content, allowed_mentions=NO_MENTIONS)
+            )
+
+    async def post(
+        self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None
+    ) -> discord.Message:
+        """Post the result; returns the message it is in. Raises DeliveryError where nothing worked."""
+
+        def attachments() -> list[discord.File]:
+            return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
+
+        view_arg: Any = view if view is not None else discord.utils.MISSING
+        if self._webhook_usable():
+            try:
+                return await self._edit_webhook(content=content, attachments=attachments(), view=view_arg)
+            except discord.HTTPException as e:
+                # 404 Unknown Webhook (token expired) or Unknown Message (deleted), 401, 403, or Discord
+                # failing after its retries: the channel is a separate route that may still work.
+                log.info("interaction message unusable (%s %s); posting in the channel", e.status, e.code)
+                if e.status < 500:
+                    self._token_dead = True
+
+        channel = self._channel()
+        if self.placeholder_id is not None and not self.placeholder_by_webhook:
+            try:
+                return await channel.get_partial_message(self.placeholder_id).edit(
+                    content=content, attachments=attachments(), view=view_arg, allowed_mentions=NO_MENTIONS
+                )
+            except discord.NotFound:
+                log.info("placeholder message %s was deleted; posting a new one", self.placeholder_id)
+            except discord.Forbidden as e:
+                raise DeliveryError(forbidden_text(self.channel_id)) from e
+
+        reference_id = self.reply_to if self.reply_to is not None else self.placeholder_id
+        reference = (
+            discord.MessageReference(
+                message_id=reference_id, channel_id=self.channel_id, guild_id=self.guild_id, fail_if_not_exists=False
+            )
+            if reference_id is not None
+            else None
+        )
+        try:
+            return await channel.send(
+                content,
+                files=attachments(),
+                view=view_arg,
+                reference=reference,  # type: ignore[arg-type]
+                allowed_mentions=NO_MENTIONS,
+            )
+        except discord.NotFound as e:
+            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
+        except discord.Forbidden as e:
+            raise DeliveryError(forbidden_text(self.channel_id)) from e
+        except discord.HTTPException as e:
+            raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+
+    async def react(self, message_id: int, emoji: str) -> None:
+        """Add our reaction to a message in this channel, so people see they can use it."""
+        try:
+            await self._channel().get_partial_message(message_id).add_reaction(emoji)
+        except discord.HTTPException as e:
+            log.info("could not add %s to message %s: %s", emoji, message_id, e)
+
+    async def tell(self, text: str) -> bool:
+        """A private note to the user where one is possible (a live interaction); returns whether it was sent."""
+        if self.interaction is None or not self.token_alive():
+            return False
+        try:
+            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as e:
+            log.info("could not tell the user: %s", e)
+            return False
+        return True
+
+
+class StatusUpdater:
+    """Edits one message with the newest state, at most once per ``interval``; older states are skipped."""
+
+    def __init__(self, edit: Callable[[str], Awaitable[None]], *, interval: float, name: str = "status") -> None:
+        self._edit = edit
+        self._interval = interval
+        self._pending: str | None = None
+        self._last: str | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self.progressed = False  # whether a progress state (step i/n) was ever set
+        self._task = asyncio.create_task(self._run(), name=name)
+
+    def set(self, text: str, progress: bool = False) -> None:
+        if self._closed:
+            return
+        self.progressed = self.progressed or progress
+        self._pending = text
+        self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            text, self._pending = self._pending, None
+            if text is None or text == self._last:
+                continue
+            try:
+                await self._edit(text)
+                self._last = text
+                failures = 0
+            except discord.HTTPException as e:
+                failures += 1
+                log.info("status edit failed (%s); %d in a row", e, failures)
+                if failures >= 3 or isinstance(e, discord.NotFound | discord.Forbidden):
+                    return  # the message is gone or not ours to edit: the result is posted anyway
+            await asyncio.sleep(self._interval)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop; an edit in flight may finish first (so it cannot land after the result)."""
+        self._closed = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        except Exception:  # the loop itself failed: it only logs, never raises
+            log.exception("status updater failed")
+
+
+class Origin(ABC):
+    """Where a request came from: who asked, where, and how to answer them."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    age_restricted: bool
+    moderator: bool
+    source_message_id: int | None
+
+    def job_fields(self) -> dict[str, Any]:
+        """Fields of the stored job that say where it came from."""
+        return {
+            "guild_id": self.guild_id,
+            "channel_id": self.channel_id,
+            "user_id": self.user_id,
+            "source_message_id": self.source_message_id,
+        }
+
+    def note_job(self, job_id: int) -> None:  # noqa: B027 - a hook, empty unless the origin logs job ids
+        """Remember the job id for error reports."""
+
+    @abstractmethod
+    async def refuse(self, text: str) -> None:
+        """Tell the user why nothing happens (before anything was acknowledged)."""
+
+    @abstractmethod
+    async def acknowledge(self, content: str) -> Delivery:
+        """Answer at once that the job is accepted; returns where its states and result go."""
+
+
+class InteractionOrigin(Origin):
+    """A slash command, a button or a select menu."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self.user_id = interaction.user.id
+        self.guild_id = interaction.guild_id
+        self.channel_id = interaction.channel_id  # type: ignore[assignment]
+        channel = interaction.channel
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
+        self.moderator = interaction.permissions.manage_messages
+        # A button's message: where a result goes as a reply once the token has expired.
+        self.source_message_id = interaction.message.id if interaction.message is not None else None
+
+    def job_fields(self) -> dict[str, Any]:
+        fields = super().job_fields()
+        fields["interaction_token"] = self.interaction.token
+        fields["interaction_expires_at"] = self.interaction.created_at.timestamp() + INTERACTION_TTL_S
+        return fields
+
+    def note_job(self, job_id: int) -> None:
+        self.interaction.extras["job_id"] = job_id
+
+    async def refuse(self, text: str) -> None:
+        if self.interaction.response.is_done():
+            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        else:
+            await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    async def acknowledge(self, content: str) -> Delivery:
+        callback = await self.interaction.response.defer(thinking=True)
+        message_id = getattr(callback, "message_id", None)
+        if message_id is None:
+            with contextlib.suppress(discord.HTTPException):
+                message_id = (await self.interaction.original_response()).id
+        return Delivery(
+            self.interaction.client,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            interaction=self.interaction,
+            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
+            placeholder_id=message_id,
+            placeholder_by_webhook=True,
+            reply_to=self.source_message_id,
+        )
+
+
+class MessageOrigin(Origin):
+    """A message in an image channel or a reaction on one of our results: answers go in the channel."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        channel_id: int,
+        guild_id: int | None,
+        user_id: int,
+        source_message_id: int,
+        age_restricted: bool = False,
+        moderator: bool = False,
+    ) -> None:
+        self.client = client
+        self.channel_id = channel_id
+        self.guild_id = guild_id
+        self.user_id = user_id
+        self.source_message_id = source_message_id
+        self.age_restricted = age_restricted
+        self.moderator = moderator
+
+    def _reference(self) -> discord.MessageReference:
+        return discord.MessageReference(
+            message_id=self.source_message_id,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            fail_if_not_exists=False,
+        )
+
+    async def refuse(self, text: str) -> None:
+        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+        try:
+            await channel.send(
+                f"<@{self.user_id}> {text}",
+                reference=self._reference(),
+                allowed_mentions=NO_MENTIONS,
+                delete_after=REFUSAL_DELETE_AFTER_S,
+            )
+        except discord.HTTPException as e:
+            log.info("could not post a refusal in channel %s: %s", self.channel_id, e)
+
+    async def acknowledge(self, content: str) -> Delivery:
+        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+        try:
+            message = await channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS)
+        except discord.NotFound as e:
+            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
+        except discord.Forbidden as e:
+            raise DeliveryError(forbidden_text(self.channel_id)) from e
+        return Delivery(
+            self.client,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            placeholder_id=message.id,
+            placeholder_by_webhook=False,
+            reply_to=self.source_message_id,
+        )

@@ -1,0 +1,172 @@
+"""Checks on what users send, before anything is stored or queued.
+
+Pure functions: each returns the cleaned value or raises :class:`Refusal` with a short,
+specific message for the user. The cogs and the job service share them, so a slash
+command, a button, a reaction and a message in an image channel are held to the same rules.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from engine.requests import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
+
+DEFAULT_ASPECT = "1:1"
+MAX_SEARCH_CHARS = 40  # /history search text; it travels inside button custom ids (100 chars at most)
+MAX_BLOCKED_WORDS = 200
+MAX_BLOCKED_WORD_CHARS = 50
+
+# Characters that render as nothing but are not whitespace by str.isspace(): the Unicode
+# "format" category (zero-width space/joiners, bidi marks, soft hyphen, BOM, ...) plus a few
+# letters and symbols that draw blank and are known tricks for "empty" names and messages.
+_BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class Refusal(Exception):
+    """A request we turn down; ``str(refusal)`` is the message for the user."""
+
+
+def is_invisible(ch: str) -> bool:
+    return ch.isspace() or ch in _BLANK_LOOKALIKES or unicodedata.category(ch) in ("Cf", "Cc")
+
+
+def clean_text(text: str) -> str:
+    """Control characters become spaces; invisible characters at either end are dropped."""
+    text = _CONTROL.sub(" ", text)
+    start, end = 0, len(text)
+    while start < end and is_invisible(text[start]):
+        start += 1
+    while end > start and is_invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def check_prompt(
+    prompt: object,
+    *,
+    blocked_words: Iterable[str] = (),
+    age_restricted: bool = False,
+) -> str:
+    """The prompt, cleaned; refuses empty, invisible-only, too long and (outside age-restricted channels) blocked.
+
+    Emoji-only prompts are fine: the text encoder reads them, and people use them.
+    """
+    if not isinstance(prompt, str):
+        raise Refusal("Your prompt is empty: describe the image you want.")
+    cleaned = clean_text(prompt)
+    if not cleaned:
+        if prompt:
+            raise Refusal("Your prompt has only blank or invisible characters: describe the image you want.")
+        raise Refusal("Your prompt is empty: describe the image you want.")
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        raise Refusal(f"Your prompt is {len(cleaned):,} characters long; the limit is {MAX_PROMPT_CHARS:,}.")
+    if not age_restricted:
+        word = find_blocked_word(cleaned, blocked_words)
+        if word is not None:
+            raise Refusal(f"“{word}” is not allowed in prompts on this server outside age-restricted channels.")
+    return cleaned
+
+
+def check_negative_prompt(negative: object) -> str:
+    """The negative prompt, cleaned ("" when absent or blank)."""
+    if negative is None:
+        return ""
+    if not isinstance(negative, str):
+        raise Refusal("The negative prompt must be text.")
+    cleaned = clean_text(negative)
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        raise Refusal(f"Your negative prompt is {len(cleaned):,} characters long; the limit is {MAX_PROMPT_CHARS:,}.")
+    return cleaned
+
+
+def check_seed(seed: object, *, count: int = 1) -> int:
+    """A seed in 0..2^32-1 that leaves room for ``count`` images (seed, seed+1, ...); None draws one."""
+    highest = MAX_SEED - (count - 1)
+    if seed is None:
+        return random.randint(0, highest)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise Refusal(f"The seed must be a whole number from 0 to {MAX_SEED}.")
+    if not (0 <= seed <= MAX_SEED):
+        raise Refusal(f"Seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}.")
+    if seed > highest:
+        raise Refusal(f"Seed {seed} leaves no room for {count} images (seeds go up by one); use at most {highest}.")
+    return seed
+
+
+def random_seed(count: int = 1) -> int:
+    return check_seed(None, count=count)
+
+
+def check_aspect(aspect: object) -> str:
+    """One of the offered aspect ratios; None means square."""
+    if aspect is None:
+        return DEFAULT_ASPECT
+    value = aspect.strip() if isinstance(aspect, str) else aspect
+    if value not in ASPECTS:
+        raise Refusal(f"Unknown aspect ratio {str(aspect)[:20]!r}: choose one of {', '.join(ASPECTS)}.")
+    return value  # type: ignore[return-value]
+
+
+def check_final_model(model: object, default: str) -> str:
+    if model is None:
+        return default
+    value = model.strip().lower() if isinstance(model, str) else model
+    if value not in FINAL_MODELS:
+        raise Refusal(f"Unknown model {str(model)[:20]!r}: choose one of {', '.join(FINAL_MODELS)}.")
+    return value  # type: ignore[return-value]
+
+
+def check_search(search: object) -> str | None:
+    """History search text, cleaned; None when absent or blank."""
+    if search is None:
+        return None
+    if not isinstance(search, str):
+        raise Refusal("Search text must be text.")
+    cleaned = clean_text(search)
+    if len(cleaned) > MAX_SEARCH_CHARS:
+        raise Refusal(f"Search text is {len(cleaned)} characters long; the limit is {MAX_SEARCH_CHARS}.")
+    return cleaned or None
+
+
+def find_blocked_word(text: str, words: Iterable[str]) -> str | None:
+    """The first of ``words`` found in ``text`` as a whole word (case-insensitive), or None."""
+    folded = text.casefold()
+    for word in words:
+        needle = word.casefold().strip()
+        if needle and re.search(r"(?<!\w)" + re.escape(needle) + r"(?!\w)", folded):
+            return word
+    return None
+
+
+def parse_word_list(text: str) -> tuple[str, ...]:
+    """Words or phrases separated by commas or new lines: cleaned, lower-case, without repeats."""
+    words: list[str] = []
+    for part in re.split(r"[,\n]", text):
+        word = clean_text(part).casefold()
+        if not word:
+            continue
+        if len(word) > MAX_BLOCKED_WORD_CHARS:
+            raise Refusal(f"“{word[:20]}…” is longer than {MAX_BLOCKED_WORD_CHARS} characters.")
+        if word not in words:
+            words.append(word)
+    if not words:
+        raise Refusal("Give at least one word; separate several with commas.")
+    return tuple(words)
+
+
+def check_user_limits(*, waiting: int, recent: int, max_waiting: int, max_per_minute: int) -> None:
+    """Refuse a user over this server's limits: jobs waiting at once, jobs started in the last minute."""
+    if waiting >= max_waiting:
+        raise Refusal(
+            f"You already have {waiting} job{'s' if waiting != 1 else ''} waiting; this server allows "
+            f"{max_waiting} at a time. Wait for one to finish, or use /cancel."
+        )
+    if recent >= max_per_minute:
+        raise Refusal(
+            f"You started {recent} jobs in the last minute; this server allows {max_per_minute} per minute. "
+            "Try again in a moment."
+        )

@@ -1,0 +1,98 @@
+"""The text of what the bot posts about a job: prompt, seed, model, and its state while it waits.
+
+User text is shown escaped (markdown and mentions) on one line; everything is also posted with
+``AllowedMentions.none()``, so even a mention that slips through pings nobody.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from core.history import JobRecord
+
+MESSAGE_LIMIT = 2000
+PROMPT_SHOWN_CHARS = 1500  # leaves room for the lines below the prompt
+DRAFT_EMOJI = "🎨"
+
+
+def escape(text: str) -> str:
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def shown(text: str, limit: int) -> str:
+    """``text`` on one line, escaped, cut with an ellipsis so that the escaped form fits in ``limit``."""
+    flat = " ".join(text.split())
+    out = escape(flat)
+    if len(out) <= limit:
+        return out
+    cut = flat[: max(0, limit - 1)]
+    while cut and len(escape(cut)) > limit - 1:
+        over = len(escape(cut)) - (limit - 1)
+        cut = cut[: len(cut) - max(1, over // 2)]
+    return escape(cut) + "…"
+
+
+def header_for(prompt: str, user_id: int) -> str:
+    return f"**{shown(prompt, PROMPT_SHOWN_CHARS)}** — <@{user_id}>"
+
+
+def header(job: JobRecord) -> str:
+    return header_for(job.prompt, job.user_id)
+
+
+def describe(job: JobRecord, *, steps: int | None = None) -> str:
+    """One line: what this job is, its seed, model and size."""
+    size = f"{job.width}×{job.height}"
+    if job.kind == "draft":
+        if job.mode == "variation" and job.parent_index is not None:
+            what = f"Variations of job #{job.parent_id} image {job.parent_index + 1}"
+        elif job.mode == "reroll":
+            what = "Drafts (reroll)"
+        else:
+            what = "Drafts"
+        return f"{what} · seed `{job.seed}` · {job.model} · {size} · job #{job.id}"
+    if job.parent_index is not None:
+        what = f"Final of job #{job.parent_id} image {job.parent_index + 1}"
+    else:
+        what = "Final"
+    shown_steps = steps if steps is not None else job.steps
+    step_text = f" · {shown_steps} steps" if shown_steps is not None else ""
+    return f"{what} · seed `{job.seed}` · {job.model}{step_text} · {size} · job #{job.id}"
+
+
+def result_text(job: JobRecord, *, steps: int | None = None, note: str | None = None) -> str:
+    lines = [header(job), describe(job, steps=steps)]
+    if job.negative_prompt:
+        lines.append(f"Without: {shown(job.negative_prompt, 200)}")
+    if note:
+        lines.append(note)
+    return "\n".join(lines)[:MESSAGE_LIMIT]
+
+
+def status_text(job: JobRecord, state: str) -> str:
+    return f"{header(job)}\n{describe(job)}\n{state}"[:MESSAGE_LIMIT]
+
+
+def eta_text(seconds: float) -> str:
+    if seconds < 1:
+        return "in a moment"
+    if seconds < 90:
+        return f"about {round(seconds)} s"
+    return f"about {round(seconds / 60)} min"
+
+
+def queued_state(position: int | None, eta_s: float | None) -> str:
+    if position is None:
+        return "⏳ Queued."
+    where = "next in line" if position <= 1 else f"position {position} in the queue"
+    if eta_s is None:
+        return f"⏳ Queued: {where}."
+    return f"⏳ Queued: {where}, done {eta_text(eta_s)}."
+
+
+def running_state(job: JobRecord) -> str:
+    return f"{DRAFT_EMOJI} Drawing…" if job.kind == "draft" else f"{DRAFT_EMOJI} Starting…"
+
+
+def progress_state(step: int, total: int) -> str:
+    return f"{DRAFT_EMOJI} step {step}/{total}"

@@ -1,0 +1,280 @@
+"""Thin test doubles for the job service: an engine that follows the Engine contract, an origin and a delivery.
+
+They subclass or mirror the real classes (``core.delivery.Origin`` / ``Delivery``, the Engine
+API of docs/CONTRACTS.md) so that a misspelled method fails the test. Jobs finish when the
+test says so, with real PNG bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import itertools
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+from PIL import Image
+
+from core.delivery import Delivery, Origin
+from core.jobs import EngineErrors
+from engine.requests import GeneratedImage, JobResult, Progress, QueueInfo
+
+
+class FakeQueueFull(Exception):
+    pass
+
+
+class FakeJobCancelled(Exception):
+    pass
+
+
+class FakeJobFailed(Exception):
+    pass
+
+
+class FakeEngineStopped(Exception):
+    pass
+
+
+ERRORS = EngineErrors(
+    queue_full=FakeQueueFull, cancelled=FakeJobCancelled, failed=FakeJobFailed, stopped=FakeEngineStopped
+)
+
+
+def png(width: int, height: int, color: tuple[int, int, int] = (200, 100, 50)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class FakeHandle:
+    job_id: str
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass
+class Submitted:
+    request: Any
+    user: str
+    job_id: str
+    on_progress: Callable[[Progress], None] | None
+    handle: FakeHandle
+    row_status: str | None  # the job's row as the engine saw it at submit (None: no row)
+
+
+class FakeEngine:
+    """The Engine contract, with jobs that finish on the test's word. Nothing runs on its own."""
+
+    def __init__(self, db_path: str | None = None, *, queue_max: int = 200) -> None:
+        self.db_path = db_path
+        self.queue_max = queue_max
+        self.submitted: list[Submitted] = []
+        self.waiting: list[str] = []  # job ids in run order
+        self.running: str | None = None
+        self.cancelled: list[str] = []
+        self.shutdown_calls: list[float] = []
+        self.refuse_with: Exception | None = None
+
+    # ----------------------------------------------------------------- the contract
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, request, *, user: str, job_id: str, on_progress=None) -> FakeHandle:
+        request.validate()
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        if len(self.waiting) >= self.queue_max:
+            raise FakeQueueFull(f"The queue is full ({len(self.waiting)} jobs).")
+        row_status = None
+        if self.db_path is not None:
+            # A second connection, as another process would: the row must be committed already.
+            with sqlite3.connect(self.db_path) as conn:
+                row = conn.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+                row_status = row[0] if row else None
+        handle = FakeHandle(job_id)
+        self.submitted.append(Submitted(request, user, job_id, on_progress, handle, row_status))
+        self.waiting.append(job_id)
+        return handle
+
+    def cancel(self, job_id: str) -> bool:
+        item = self._find(job_id)
+        if item is None or item.handle.future.done():
+            return False
+        if job_id in self.waiting:
+            self.waiting.remove(job_id)
+        if self.running == job_id:
+            self.running = None
+        self.cancelled.append(job_id)
+        item.handle.future.set_exception(FakeJobCancelled(f"job {job_id} cancelled"))
+        return True
+
+    def queue_info(self, job_id: str) -> QueueInfo:
+        if self.running == job_id:
+            return QueueInfo(job_id, "running", 0, 1.0)
+        if job_id in self.waiting:
+            position = self.waiting.index(job_id) + 1
+            return QueueInfo(job_id, "waiting", position, 2.0 * position)
+        item = self._find(job_id)
+        if item is not None and item.handle.future.done():
+            return QueueInfo(job_id, "done", 0, 0.0)
+        return QueueInfo(job_id, "unknown", 0, 0.0)
+
+    def queue_snapshot(self) -> list[QueueInfo]:
+        ids = ([self.running] if self.running else []) + list(self.waiting)
+        return [self.queue_info(job_id) for job_id in ids]
+
+    def health(self) -> dict:
+        return {"ok": True, "worker_alive": True, "models": {}, "error": None}
+
+    def shutdown(self, timeout: float = 30.0) -> list[str]:
+        self.shutdown_calls.append(timeout)
+        running = self._find(self.running) if self.running else None
+        left = ([self.running] if running is not None and not running.handle.future.done() else []) + self.waiting
+        for job_id in left:
+            item = self._find(job_id)
+            if item is not None and not item.handle.future.done():
+                item.handle.future.set_exception(FakeEngineStopped("the engine stopped before this job ran"))
+        self.waiting.clear()
+        return left
+
+    # ----------------------------------------------------------------- test controls
+
+    def _find(self, job_id: str) -> Submitted | None:
+        for item in reversed(self.submitted):
+            if item.job_id == job_id:
+                return item
+        return None
+
+    def item(self, job_id: int | str) -> Submitted:
+        found = self._find(str(job_id))
+        assert found is not None, f"job {job_id} was not submitted"
+        return found
+
+    def run(self, job_id: int | str) -> None:
+        """Move a job to running."""
+        job_id = str(job_id)
+        if job_id in self.waiting:
+            self.waiting.remove(job_id)
+        self.running = job_id
+
+    def progress(self, job_id: int | str, step: int, total: int) -> None:
+        item = self.item(job_id)
+        assert item.on_progress is not None
+        item.on_progress(Progress(str(job_id), step, total))
+
+    def finish(self, job_id: int | str) -> JobResult:
+        item = self.item(job_id)
+        job_id = str(job_id)
+        if job_id in self.waiting:
+            self.waiting.remove(job_id)
+        if self.running == job_id:
+            self.running = None
+        request = item.request
+        images = tuple(
+            GeneratedImage(
+                png=png(request.width // 8, request.height // 8), seed=seed, width=request.width, height=request.height
+            )
+            for seed in request.seeds
+        )
+        steps = request.steps if request.steps is not None else 4
+        result = JobResult(
+            images=images,
+            model=request.model,
+            request=request,
+            steps=steps,
+            guidance=0.0,
+            timings={"queued": 0.1, "run": 0.2, "total": 0.3},
+        )
+        item.handle.future.set_result(result)
+        return result
+
+    def fail(self, job_id: int | str, message: str) -> None:
+        job_id = str(job_id)
+        if job_id in self.waiting:
+            self.waiting.remove(job_id)
+        self.item(job_id).handle.future.set_exception(FakeJobFailed(message))
+
+
+class RecordingDelivery(Delivery):
+    """A Delivery whose Discord calls are recorded instead of sent."""
+
+    _ids = itertools.count(9_000_000)
+
+    def __init__(self, *, channel_id: int = 100, guild_id: int | None = 10, placeholder_id: int | None = None) -> None:
+        super().__init__(None, channel_id=channel_id, guild_id=guild_id, placeholder_id=placeholder_id)  # type: ignore[arg-type]
+        self.shown: list[str] = []
+        self.posts: list[tuple[str, list[tuple[str, bytes]], discord.ui.View | None]] = []
+        self.told: list[str] = []
+        self.reactions: list[tuple[int, str]] = []
+        self.post_error: Exception | None = None
+
+    async def show(self, content: str) -> None:
+        self.shown.append(content)
+
+    async def post(self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None):
+        if self.post_error is not None:
+            raise self.post_error
+        self.posts.append((content, list(files), view))
+        return discord.Object(id=next(self._ids))
+
+    async def react(self, message_id: int, emoji: str) -> None:
+        self.reactions.append((message_id, emoji))
+
+    async def tell(self, text: str) -> bool:
+        self.told.append(text)
+        return True
+
+
+class RecordingOrigin(Origin):
+    """An origin that records refusals; acknowledging gives a RecordingDelivery."""
+
+    _placeholders = itertools.count(5_000_000)
+
+    def __init__(
+        self,
+        *,
+        user_id: int = 1,
+        guild_id: int | None = 10,
+        channel_id: int = 100,
+        age_restricted: bool = False,
+        moderator: bool = False,
+        source_message_id: int | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.guild_id = guild_id
+        self.channel_id = channel_id
+        self.age_restricted = age_restricted
+        self.moderator = moderator
+        self.source_message_id = source_message_id
+        self.refusals: list[str] = []
+        self.deliveries: list[RecordingDelivery] = []
+
+    async def refuse(self, text: str) -> None:
+        self.refusals.append(text)
+
+    async def acknowledge(self, content: str) -> Delivery:
+        delivery = RecordingDelivery(
+            channel_id=self.channel_id, guild_id=self.guild_id, placeholder_id=next(self._placeholders)
+        )
+        delivery.shown.append(content)
+        self.deliveries.append(delivery)
+        return delivery
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Wait until ``check()`` is truthy (polling the loop); returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s: {check}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,72 @@
+"""The bot's wiring: every extension loads, commands carry the bounds Discord shows, buttons are registered."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot import EXTENSIONS, ImagineBot
+from core.controls import JobButton
+from core.history import HistoryStore
+from core.settings import BotSettings
+from engine.requests import ASPECTS, MAX_PROMPT_CHARS, MAX_SEED
+from engine.settings import EngineSettings
+from tests.core.doubles import ERRORS, FakeEngine
+
+
+@pytest.fixture
+async def bot(tmp_path):
+    store = await HistoryStore.open(tmp_path / "history.sqlite3")
+    bot = ImagineBot(
+        settings=BotSettings(token="t"),
+        store=store,
+        engine=FakeEngine(),
+        engine_settings=EngineSettings.for_preset("tiny"),
+        engine_errors=ERRORS,
+    )
+    for name in EXTENSIONS:
+        await bot.load_extension(name)
+    yield bot
+    await bot.close()
+    await store.close()
+
+
+async def test_every_extension_loads_with_its_commands(bot):
+    names = sorted(command.name for command in bot.tree.get_commands())
+    assert names == ["cancel", "final", "history", "imagine", "queue", "settings", "show"]
+    assert sorted(bot.cogs) == ["AdminCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "QueueCog"]
+
+
+async def test_imagine_options_as_discord_shows_them(bot):
+    options = {o["name"]: o for o in bot.tree.get_command("imagine").to_dict(bot.tree)["options"]}
+    assert options["prompt"]["required"] and options["prompt"]["max_length"] == MAX_PROMPT_CHARS
+    assert (options["seed"]["min_value"], options["seed"]["max_value"]) == (0, MAX_SEED)
+    assert [c["value"] for c in options["aspect"]["choices"]] == list(ASPECTS)
+    final = {o["name"]: o for o in bot.tree.get_command("final").to_dict(bot.tree)["options"]}
+    assert [c["value"] for c in final["model"]["choices"]] == ["ssd-1b", "sdxl"]
+
+
+async def test_commands_are_server_only_and_settings_need_manage_server(bot):
+    for command in bot.tree.get_commands():
+        assert command.guild_only, command.name
+    assert bot.tree.get_command("settings").default_permissions.manage_guild
+
+
+async def test_buttons_survive_restarts_through_the_dynamic_registry(bot):
+    patterns = bot._connection._view_store._dynamic_items
+    assert JobButton.__discord_ui_compiled_template__ in patterns
+
+
+async def test_message_content_intent_follows_the_setting(tmp_path):
+    store = await HistoryStore.open(tmp_path / "h.sqlite3")
+    try:
+        off = ImagineBot(
+            settings=BotSettings(token="t", message_content=False),
+            store=store,
+            engine=FakeEngine(),
+            engine_settings=EngineSettings.for_preset("tiny"),
+            engine_errors=ERRORS,
+        )
+        assert not off.intents.message_content and off.intents.guild_reactions
+        assert off.allowed_mentions.everyone is False and off.allowed_mentions.users is False
+    finally:
+        await store.close()
