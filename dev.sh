@@ -22,6 +22,9 @@ case "${1:-}" in
     run)
         setup
         shift
+        # Fetch the weights the settings name (once, with progress bars), so that the first
+        # Discord request never waits for gigabytes. Reads .env like the bot does.
+        "$VENV/bin/python" -m engine download --if-missing
         exec "$VENV/bin/python" bot.py "$@"
         ;;
     test)

@@ -75,11 +75,27 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _missing(settings: EngineSettings, name: str) -> bool:
+    import torch
+
+    from .models import ModelMissing, ModelRegistry
+
+    try:
+        ModelRegistry(settings, "cpu", torch.float32, "resident").resolve(name)
+        return False
+    except ModelMissing:
+        return True
+
+
 def cmd_download(args) -> int:
     from .models import download
 
     settings = _settings(args)
-    names = args.models.split(",") if args.models else ["turbo", "ssd-1b", "sdxl-base", "sdxl-refiner"]
+    if args.models:
+        names = args.models.split(",")
+    else:  # the draft model and the configured final model(s)
+        finals = ["ssd-1b"] if settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
+        names = ["turbo", *finals]
     unknown = [n for n in names if n not in ("turbo", "ssd-1b", "sdxl-base", "sdxl-refiner")]
     if unknown:
         print(
@@ -91,6 +107,11 @@ def cmd_download(args) -> int:
 
         print(ensure_tiny_models(settings.cache_dir))
         return 0
+    if args.if_missing:
+        names = [name for name in names if _missing(settings, name)]
+        if not names:
+            print("all weights are on disk")
+            return 0
     try:
         paths = download(settings, names)
     except Exception as exc:  # no network, unknown repo, disk full, gated model without a login...
@@ -120,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     dl = sub.add_parser("download", help="fetch the fp16 safetensors weights once")
     dl.add_argument("--models", help="comma-separated: turbo,ssd-1b,sdxl-base,sdxl-refiner (default: all)")
     dl.add_argument("--preset", choices=("sdxl", "tiny"))
+    dl.add_argument("--if-missing", action="store_true", help="only fetch models that are not on disk yet")
     dl.set_defaults(fn=cmd_download)
     args = parser.parse_args(argv)
+    from dotenv import load_dotenv
+
+    load_dotenv(".env", override=False)  # the same settings as the bot; the environment wins
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)
