@@ -297,11 +297,6 @@ class Engine:
                 log.critical("engine worker crashed; restarting it", exc_info=True)
                 self._last_error = f"{exc.__class__.__name__}: {exc}"
                 self._restarts += 1
-                with self._lock:
-                    running, self._running = self._running, []
-                for job in running:
-                    self._jobs.pop(job.job_id, None)
-                    _set_exception(job.future, JobFailed("The image engine hit an internal error; please retry."))
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     return
 
@@ -350,6 +345,11 @@ class Engine:
                 return
             try:
                 self._execute(jobs)
+            except BaseException:
+                # A bug outside the recipes: fail the jobs in hand (the loop restarts in _thread_main).
+                for job in jobs:
+                    _set_exception(job.future, JobFailed("The image engine hit an internal error; please retry."))
+                raise
             finally:
                 with self._lock:
                     self._running = []
