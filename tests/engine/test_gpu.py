@@ -1,0 +1,43 @@
+"""Checks that only mean something on a CUDA GPU: float16, offloading, memory. Skipped elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.requests import DraftInit, DraftRequest, FinalRequest
+from engine.settings import EngineSettings
+from engine.worker import Engine
+
+from .conftest import pixels
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("memory", ["resident", "offload"])
+def test_drafts_and_finals_in_float16(tiny_cache_dir, memory):
+    settings = EngineSettings.for_preset("tiny", cache_dir=tiny_cache_dir, device="cuda", memory=memory)
+    engine = Engine(settings).start()
+    try:
+        assert engine.wait_ready(300)
+        draft = DraftRequest("a red fox", seed=1, count=4)
+        drafts = engine.submit(draft, user="u").future.result(timeout=300)
+        assert [pixels(i.png).shape for i in drafts.images] == [(512, 512, 3)] * 4
+        for model in ("ssd-1b", "sdxl"):
+            final = FinalRequest("a red fox", seed=2, model=model, init=DraftInit(draft, 1), steps=4)
+            result = engine.submit(final, user="u").future.result(timeout=300)
+            image = pixels(result.images[0].png)
+            assert image.shape == (1024, 1024, 3) and np.isfinite(image).all()
+        assert engine.health()["memory"] == memory
+    finally:
+        engine.shutdown(30)
+
+
+def test_same_seed_same_image_on_the_gpu(tiny_cache_dir):
+    settings = EngineSettings.for_preset("tiny", cache_dir=tiny_cache_dir, device="cuda", preload=False)
+    engine = Engine(settings).start()
+    try:
+        a, b = (engine.submit(DraftRequest("a castle", seed=9, count=1), user="u").future.result(300) for _ in "ab")
+        assert np.abs(pixels(a.images[0].png) - pixels(b.images[0].png)).max() <= 1
+    finally:
+        engine.shutdown(30)
