@@ -277,8 +277,7 @@ class ModelRegistry:
             text2img, img2img = None, pipe
         else:
             text2img = pipe
-            img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
-            img2img.set_progress_bar_config(disable=True)
+            img2img = self.derive(StableDiffusionXLImg2ImgPipeline, pipe)
         load_s = time.perf_counter() - started
         log.info(
             "loaded %s from %s in %.1fs (%s%s)",
@@ -289,6 +288,16 @@ class ModelRegistry:
             f", shared: {', '.join(shared_names)}" if shared_names else "",
         )
         return Loaded(name, text2img, img2img, offload, load_s, hashes)
+
+    def derive(self, cls, pipe):
+        """Another task's pipeline over the same modules (no weights loaded twice).
+
+        ``from_pipe`` casts every module to float32 unless told the dtype: on a GPU that would
+        double the memory of the shared modules and break the refiner, whose UNet stays float16.
+        """
+        derived = cls.from_pipe(pipe, **{_dtype_keyword(): self.dtype})
+        derived.set_progress_bar_config(disable=True)
+        return derived
 
     def shares(self, a: str, b: str, component: str) -> bool:
         """Whether two loaded models use the very same module for ``component`` (for tests and logs)."""

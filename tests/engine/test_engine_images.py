@@ -180,3 +180,17 @@ def test_a_model_that_fails_to_load_fails_only_its_jobs(make_engine, tmp_path):
     drafts = run(engine, DraftRequest("a fox", seed=1, count=1))
     assert len(drafts.images) == 1
     assert "ssd-1b" in engine.health()["failed_models"]
+
+
+def test_every_module_keeps_the_loading_dtype(tiny_cache_dir):
+    """from_pipe casts to float32 unless told otherwise; on a GPU that doubled memory and broke the refiner."""
+    registry = ModelRegistry(tiny_settings(tiny_cache_dir), "cpu", torch.bfloat16, "resident")
+    for name in ("turbo", "sdxl-base", "sdxl-refiner"):
+        loaded = registry.get(name)
+        for pipe in (loaded.text2img, loaded.img2img):
+            if pipe is None:
+                continue
+            for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+                module = getattr(pipe, part, None)
+                if module is not None:
+                    assert module.dtype == torch.bfloat16, (name, type(pipe).__name__, part, module.dtype)
