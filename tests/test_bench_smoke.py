@@ -1,0 +1,46 @@
+"""The benchmark script runs end to end on the tiny preset and prints every row (CI smoke run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_script", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_bench_tiny_quick_prints_every_row(tiny_cache_dir, tmp_path, capsys):
+    bench = load_bench()
+    out = tmp_path / "bench.md"
+    rc = bench.main(
+        ["--preset", "tiny", "--device", "cpu", "--quick", "--repeats", "1", "--warmup", "0",
+         "--cache-dir", str(tiny_cache_dir), "--out", str(out)]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    table = out.read_text()
+    assert table in printed
+    assert "| work | stock | engine | ratio (engine/stock) | target (issue 5) |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| work")]
+    for name in bench.ROW_NAMES.values():
+        assert sum(row.startswith(f"| {name}") for row in rows) == 1, name
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert {r["key"] for r in data["rows"]} == set(bench.ROW_NAMES)
+    assert not any(r["error"] for r in data["rows"])
+    for row in data["rows"]:
+        if row["key"].startswith("same_"):  # float32 on a CPU: the engine makes the stock image exactly
+            assert row["engine_value"] is not None and row["engine_value"] <= 0.5, row
+        else:
+            assert row["stock_value"] and row["engine_value"], row
