@@ -107,6 +107,7 @@ class Engine:
         self.registry = None
         self.recipes = None
         self._ready = threading.Event()
+        self._idle_loads: list[str] = []  # models to load when the queue is empty (worker thread only)
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ class Engine:
         self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the preload finished (or failed). For the command line and tests."""
+        """Block until the draft model is loaded (or failed to). For the command line and tests."""
         return self._ready.wait(timeout)
 
     def shutdown(self, timeout: float = 30.0) -> list[str]:
@@ -287,7 +288,11 @@ class Engine:
     def _thread_main(self) -> None:
         """Runs the worker loop; an unexpected error fails the jobs in hand and the loop goes on."""
         if self.settings.preload and not self._ready.is_set():
-            self._preload()
+            # The draft model first, so drafts are served as soon as possible; the final model(s)
+            # load while the queue is empty (see _next_batch), or on the first final.
+            self._preload(["turbo"])
+            finals = ["ssd-1b"] if self.settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
+            self._idle_loads = [name for name in finals if name not in self.registry.loaded_names()]
         self._ready.set()
         while True:
             try:
@@ -300,8 +305,7 @@ class Engine:
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     return
 
-    def _preload(self) -> None:
-        names = ["turbo"] + (["ssd-1b"] if self.settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"])
+    def _preload(self, names: list[str]) -> None:
         for name in names:
             try:
                 self.registry.get(name)
@@ -309,6 +313,13 @@ class Engine:
                 log.error("could not load %s: %s", name, exc)
 
     def _next_batch(self) -> list[_Job] | None:
+        while True:
+            with self._lock:
+                idle = not self._stopping and len(self._queue) == 0
+                load = self._idle_loads.pop(0) if idle and self._idle_loads else None
+            if load is None:
+                break
+            self._preload([load])  # nothing waits: use the time to load a final model
         with self._lock:
             while not self._stopping and len(self._queue) == 0:
                 self._wake.wait()

@@ -13,7 +13,7 @@ from engine.worker import Engine
 
 
 def tiny_settings(cache_dir, **changes) -> EngineSettings:
-    return EngineSettings.for_preset("tiny", cache_dir=cache_dir, device="cpu", preload=False, **changes)
+    return EngineSettings.for_preset("tiny", **{"cache_dir": cache_dir, "device": "cpu", "preload": False, **changes})
 
 
 @pytest.fixture

@@ -179,3 +179,13 @@ async def test_the_event_loop_stays_responsive_while_a_job_runs(make_engine):
     # Model work or PNG encoding on the loop would stall it for hundreds of ms; a busy 2-core
     # machine alone can delay one wake-up by a few tens.
     assert p99 < 0.05 and worst < 0.2, f"event loop lag p99 {p99 * 1000:.0f} ms, worst {worst * 1000:.0f} ms"
+
+
+def test_preload_serves_drafts_first_and_loads_finals_while_idle(make_engine):
+    engine = make_engine(preload=True)
+    assert engine.wait_ready(120)
+    assert "turbo" in engine.health()["models"]
+    deadline = time.monotonic() + 120
+    while "ssd-1b" not in engine.health()["models"]:
+        assert time.monotonic() < deadline, engine.health()
+        time.sleep(0.05)
