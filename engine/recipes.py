@@ -6,6 +6,10 @@
   refiner for the rest (ensemble of experts), handing latents over.
 - Upscale of a draft: the draft is made again from its seed, enlarged to the final size and
   run image-to-image through the final model at ``strength``, so the composition stays.
+- Inpainting (a final with ``mask``; ``/edit``, zoom out, pan): the final model's
+  ``StableDiffusionXLInpaintPipeline`` (made with ``from_pipe``, sharing its modules); for "sdxl"
+  the base alone runs the whole schedule (no refiner pass). The kept area is pasted back from the
+  start image through a feathered mask, so it does not drift through the VAE.
 
 Every recipe returns latents and decodes them with :func:`decode_latents`, which upcasts the
 VAE where float16 would overflow and refuses NaN or all-black images.
@@ -23,7 +27,7 @@ import torch
 from PIL import Image
 
 from .models import ModelRegistry
-from .requests import DraftInit, DraftRequest, FinalRequest, ImageInit, Init
+from .requests import DraftInit, DraftRequest, FinalRequest, ImageInit, Init, RequestError
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -119,6 +123,7 @@ class Recipes:
     def __init__(self, registry: ModelRegistry, settings: EngineSettings):
         self.registry = registry
         self.settings = settings
+        self._inpaint: dict[str, object] = {}  # model name -> inpaint pipeline sharing its modules
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -225,6 +230,8 @@ class Recipes:
     def final(
         self, request: FinalRequest, on_step: StepFn | None = None, cancel: threading.Event | None = None
     ) -> Outcome:
+        if request.mask is not None:
+            return self.inpaint(request, on_step, cancel)
         steps = request.steps or self.settings.final_steps
         guidance = request.guidance if request.guidance is not None else self.settings.final_guidance(request.model)
         total = self.planned_steps(request)
@@ -299,3 +306,74 @@ class Recipes:
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
         return Outcome(decode_latents(refiner.vae, out.images), steps, guidance)
+
+    # ---- inpainting and outpainting ------------------------------------------------------------
+
+    def inpaint_pipeline(self, model: str):
+        """The inpaint pipeline of a final model (``from_pipe``: no weights are loaded twice)."""
+        name = "sdxl-base" if model == "sdxl" else model
+        pipe = self._inpaint.get(name)
+        if pipe is None:
+            from diffusers import StableDiffusionXLInpaintPipeline
+
+            pipe = self.registry.derive(StableDiffusionXLInpaintPipeline, self.registry.get(name).text2img)
+            pipe.set_progress_bar_config(disable=True)
+            self._inpaint[name] = pipe
+        return pipe
+
+    @torch.inference_mode()
+    def inpaint(
+        self, request: FinalRequest, on_step: StepFn | None = None, cancel: threading.Event | None = None
+    ) -> Outcome:
+        """Paint the white area of ``request.mask`` again over the start image."""
+        assert request.init is not None and request.mask is not None
+        steps = request.steps or self.settings.final_steps
+        guidance = request.guidance if request.guidance is not None else self.settings.final_guidance(request.model)
+        init = self.init_image(request.init, request.width, request.height)
+        mask = fit_mask(request.mask, request.width, request.height)
+        pipe = self.inpaint_pipeline(request.model)
+        out = pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            image=init,
+            mask_image=mask,
+            width=request.width,
+            height=request.height,
+            strength=request.strength,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators([request.seed]),
+            output_type="latent",
+            callback_on_step_end=self._callback(on_step, cancel, self.planned_steps(request)),
+        )
+        if cancel is not None and cancel.is_set():
+            raise JobInterrupted()
+        (painted,) = decode_latents(pipe.vae, out.images)
+        return Outcome([keep_unmasked(painted, init, mask)], steps, guidance)
+
+
+def fit_mask(data: bytes, width: int, height: int) -> Image.Image:
+    """Decode a mask (white = repaint), cover-crop it like :func:`fit_image` and make it black or white.
+
+    Raises :class:`RequestError` for bytes that are no image and for a mask with nothing to repaint.
+    """
+    from PIL import ImageOps
+
+    from .canvas import mask_image, open_image
+
+    mask = mask_image(open_image(data, "mask"))
+    if mask.size != (width, height):
+        mask = ImageOps.fit(mask, (width, height), Image.BILINEAR)
+    mask = mask.point(lambda v: 255 if v >= 128 else 0)
+    if mask.getbbox() is None:
+        raise RequestError("The mask has no white area, so there is nothing to repaint.")
+    return mask
+
+
+def keep_unmasked(painted: Image.Image, original: Image.Image, mask: Image.Image) -> Image.Image:
+    """``painted`` inside the mask, ``original`` outside, blended over a few pixels at the edge."""
+    from PIL import ImageFilter
+
+    radius = max(2, min(mask.size) // 128)
+    soft = mask.filter(ImageFilter.MaxFilter(2 * (radius // 2) + 1)).filter(ImageFilter.GaussianBlur(radius))
+    return Image.composite(painted, original.convert("RGB"), soft)

@@ -70,6 +70,23 @@ def _check_common(r: DraftRequest | FinalRequest, *, max_side: int) -> None:
     if r.init is not None:
         if not (0.0 < r.strength <= 1.0):
             raise RequestError(f"Strength {r.strength} must be above 0 and at most 1.")
+        if isinstance(r.init, ImageInit):
+            _check_image_header(r.init.data, "start image")
+
+
+def _check_image_header(data: bytes, what: str) -> None:
+    """Refuse bytes that are not an image at once (reads the header only; decoding happens on the worker)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(data, bytes | bytearray) or not data:
+        raise RequestError(f"The {what} is empty.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.size  # noqa: B018 - the header is parsed by open()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise RequestError(f"The {what} is not an image I can read ({e.__class__.__name__}).") from None
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,9 @@ class FinalRequest:
 
     ``steps`` and ``guidance`` of ``None`` take the engine's per-model defaults.
     With ``init`` it runs image-to-image at ``strength`` (the upscale of a draft).
+    With ``init`` and ``mask`` (PNG or other image bytes; white = repaint, black = keep) it
+    inpaints: only the white area is painted again (``/edit``, zoom out and pan; see ``engine.canvas``).
+    ``width``/``height`` are the job's size; init and mask are fitted to it.
     """
 
     prompt: str
@@ -157,10 +177,15 @@ class FinalRequest:
     init: Init | None = None
     strength: float = 0.5
     refiner_split: float = 0.8
+    mask: bytes | None = field(default=None, repr=False)
     kind: Literal["final"] = "final"
 
     def validate(self) -> FinalRequest:
         _check_common(self, max_side=2048)
+        if self.mask is not None:
+            if self.init is None:
+                raise RequestError("A mask needs an image to paint in.")
+            _check_image_header(self.mask, "mask")
         if self.model not in FINAL_MODELS:
             raise RequestError(f"Unknown final model {self.model!r}; choose one of {', '.join(FINAL_MODELS)}.")
         if self.steps is not None and not (1 <= self.steps <= 100):
