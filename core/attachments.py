@@ -1,0 +1,108 @@
+"""Images people upload are untrusted: check them before anything else sees them.
+
+Only PNG, JPEG and WebP are accepted, under a byte limit and a pixel limit (Pillow's
+decompression-bomb guard is raised to an error, never a warning); EXIF orientation is applied,
+animation is reduced to its first frame, transparency is flattened on white, and the result is
+re-encoded as a plain PNG (no metadata carried over). Torch-free: the cogs call it.
+
+Every refusal is a :class:`core.limits.Refusal` whose text can go straight to the user.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.limits import Refusal
+
+log = logging.getLogger(__name__)
+
+ALLOWED_FORMATS: dict[str, str] = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+MAX_BYTES = 10 * 1024 * 1024  # 10 MiB: more than Discord's free upload limit
+MAX_PIXELS = 40_000_000  # about 6300 x 6300; a bomb claims far more
+MIN_SIDE = 64
+
+
+def _formats_text() -> str:
+    return ", ".join(ALLOWED_FORMATS.values())
+
+
+def check_declared(*, filename: str, size: int, content_type: str | None, max_bytes: int = MAX_BYTES) -> None:
+    """Cheap checks on what Discord says about an attachment, before downloading it."""
+    if size > max_bytes:
+        raise Refusal(f"“{filename}” is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB.")
+    if content_type and not content_type.startswith("image/"):
+        raise Refusal(f"“{filename}” is not an image ({content_type}); send a {_formats_text()} file.")
+
+
+def open_checked(data: bytes, *, what: str = "image", max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS):
+    """The decoded, upright image in ``data`` (first frame); raises :class:`Refusal` with the reason."""
+    if not data:
+        raise Refusal(f"The {what} is empty.")
+    if len(data) > max_bytes:
+        raise Refusal(f"The {what} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB.")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both are refusals here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise Refusal(
+                        f"The {what} is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels."
+                    )
+                if width < MIN_SIDE or height < MIN_SIDE:
+                    raise Refusal(f"The {what} is {width}x{height} pixels; each side must be at least {MIN_SIDE}.")
+                img.seek(0)  # animated WebP/PNG: the first frame
+                img.load()
+                return ImageOps.exif_transpose(img)
+    except Refusal:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Refusal(f"The {what} claims too many pixels to open safely.") from None
+    except UnidentifiedImageError:
+        raise Refusal(f"The {what} is not a {_formats_text()} image.") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        log.info("unreadable %s: %s", what, e)
+        raise Refusal(f"The {what} is damaged or cut short; I could not read it.") from None
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=4)
+    return buf.getvalue()
+
+
+def normalize_image(data: bytes, *, what: str = "image", **limits) -> bytes:
+    """PNG bytes of the image in ``data``: RGB, upright, transparency on white, no metadata."""
+    img = open_checked(data, what=what, **limits)
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return _png(img.convert("RGB"))
+
+
+def normalize_mask(data: bytes, **limits) -> bytes:
+    """A black-and-white PNG mask (white = repaint); transparent pixels count as black."""
+    img = open_checked(data, what="mask", **limits)
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        gray = Image.composite(rgba.convert("L"), Image.new("L", rgba.size, 0), rgba.getchannel("A"))
+    else:
+        gray = img.convert("L")
+    gray = gray.point(lambda v: 255 if v >= 128 else 0)
+    if gray.getbbox() is None:
+        raise Refusal("The mask is all black: paint the area to change in white.")
+    return _png(gray)
+
+
+def image_size(png: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(png)) as img:
+        return img.size

@@ -1,0 +1,87 @@
+"""Images a job needs again after a restart, kept on disk next to the history database.
+
+- ``inputs/<sha256>.png``: start images and masks that came from attachments, region forms and
+  outpaint canvases, stored by content (the same upload twice is one file). A job's row names them
+  in ``params`` (``init_image``, ``mask_image``), and the file is written *before* the row, so a
+  stored job can always be made again.
+- ``results/<job id>.png``: the image of each delivered final, the source of zoom out and pan.
+
+Files are written atomically (temporary file, then rename). Only names this module makes are read
+back: a key is 64 hex digits, a job id an int, so a row can never point outside these folders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from pathlib import Path
+
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class MissingInput(LookupError):
+    """A stored image a job needs is gone (deleted by hand, or a database moved without its folder)."""
+
+
+class InputStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.inputs = self.root / "inputs"
+        self.results = self.root / "results"
+
+    @classmethod
+    def beside(cls, database_path: Path) -> InputStore:
+        """The store in the database's folder (``data/`` by default)."""
+        return cls(Path(database_path).parent)
+
+    # ---- sync (run in a thread from async code) ------------------------------------------
+
+    def put_sync(self, png: bytes) -> str:
+        key = hashlib.sha256(png).hexdigest()
+        path = self.inputs / f"{key}.png"
+        if not path.exists():
+            _write_atomic(path, png)
+        return key
+
+    def get_sync(self, key: str) -> bytes:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise MissingInput(f"not an input key: {key!r}")
+        try:
+            return (self.inputs / f"{key}.png").read_bytes()
+        except FileNotFoundError:
+            raise MissingInput(f"input image {key[:12]}… is missing") from None
+
+    def put_result_sync(self, job_id: int, png: bytes) -> None:
+        _write_atomic(self.results / f"{int(job_id)}.png", png)
+
+    def result_sync(self, job_id: int) -> bytes | None:
+        try:
+            return (self.results / f"{int(job_id)}.png").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    # ---- async ------------------------------------------------------------------------------
+
+    async def put(self, png: bytes) -> str:
+        return await asyncio.to_thread(self.put_sync, png)
+
+    async def get(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.get_sync, key)
+
+    async def put_result(self, job_id: int, png: bytes) -> None:
+        await asyncio.to_thread(self.put_result_sync, job_id, png)
+
+    async def result(self, job_id: int) -> bytes | None:
+        return await asyncio.to_thread(self.result_sync, job_id)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
