@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,7 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 from core.history import HistoryError, HistoryStore
+from core.inputs import InputStore
 from core.jobs import EngineErrors, JobService
 from core.settings import BotSettings, SettingsError, apply_endpoints
 from core.tree import ImagineTree
@@ -71,6 +73,7 @@ class ImagineBot(commands.Bot):
             engine_settings=engine_settings,
             settings=settings,
             errors=engine_errors,
+            inputs=InputStore.beside(Path(store.path)),
         )
         self.failed_extensions: list[str] = []
         self._closing_started = False

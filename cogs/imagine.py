@@ -7,13 +7,15 @@ Our own reactions, reactions by bots and reactions on any other message are igno
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Prompt, Seed
+from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength
+from core.attachments import check_declared, normalize_image, normalize_mask
 from core.controls import REROLL_EMOJI, JobButton
 from core.delivery import InteractionOrigin, MessageOrigin
 from core.history import JobRecord
@@ -22,7 +24,24 @@ from core.limits import Refusal
 log = logging.getLogger(__name__)
 
 CANCEL_EMOJI = "❌"
+ATTACHMENT_TIMEOUT_S = 2.0  # the download must leave time to answer within Discord's 3 s
 NUMBER_EMOJI = {f"{n}\u20e3": n - 1 for n in range(1, 5)}  # 1️⃣-4️⃣ keycaps, without the variation selector
+
+
+async def read_image(attachment: discord.Attachment, *, what: str) -> bytes:
+    """Download and check an uploaded image (or mask); normalized PNG bytes, or :class:`Refusal`."""
+    check_declared(filename=attachment.filename, size=attachment.size, content_type=attachment.content_type)
+    try:
+        data = await asyncio.wait_for(attachment.read(), ATTACHMENT_TIMEOUT_S)
+    except (discord.HTTPException, asyncio.TimeoutError) as e:
+        log.info("could not download attachment %s: %s", attachment.id, e)
+        raise Refusal(f"I could not download “{attachment.filename}”; try again.") from None
+    normalize = normalize_mask if what == "mask" else normalize_image
+    return (
+        await asyncio.to_thread(normalize, data)
+        if what == "mask"
+        else await asyncio.to_thread(normalize, data, what=what)
+    )
 
 
 def _plain(emoji: str) -> str:
@@ -47,8 +66,10 @@ class ImagineCog(commands.Cog):
     @app_commands.describe(
         prompt="What to draw",
         negative_prompt="What to keep out of the image",
-        aspect="Aspect ratio (default 1:1)",
+        aspect="Aspect ratio (default 1:1, or the image's own with an image)",
         seed="Seed for repeatable drafts (0 to 4294967295)",
+        image="Start from this image (PNG, JPEG or WebP)",
+        strength="With an image: how much may change, 0.25 (a little) to 1 (everything); default 0.6",
     )
     @app_commands.choices(aspect=ASPECT_CHOICES)
     async def imagine(
@@ -58,9 +79,89 @@ class ImagineCog(commands.Cog):
         negative_prompt: Prompt | None = None,
         aspect: str | None = None,
         seed: Seed | None = None,
+        image: discord.Attachment | None = None,
+        strength: Strength | None = None,
     ) -> None:
+        origin = InteractionOrigin(interaction)
+        start = None
+        if image is not None:
+            try:
+                start = await read_image(image, what="image")
+            except Refusal as r:
+                await origin.refuse(str(r))
+                return
+        elif strength is not None:
+            await origin.refuse("Strength only matters with an image: attach one, or leave strength out.")
+            return
         await self.bot.jobs.imagine(  # type: ignore[attr-defined]
-            InteractionOrigin(interaction), prompt=prompt, negative_prompt=negative_prompt, aspect=aspect, seed=seed
+            origin,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            aspect=aspect,
+            seed=seed,
+            image=start,
+            strength=strength,
+        )
+
+    @app_commands.command(name="edit", description="Repaint part of an image (inpainting).")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image="The image to edit (PNG, JPEG or WebP)",
+        prompt="What to paint in the marked area",
+        mask="Black and white image: white = repaint (or give a region instead)",
+        left="Region instead of a mask: left edge, % of the width",
+        top="Region: top edge, % of the height",
+        width="Region: width, % of the image's width",
+        height="Region: height, % of the image's height",
+        negative_prompt="What to keep out of the image",
+        strength="How much the marked area may change, 0 to 1 (default 0.9)",
+        seed="Seed for a repeatable image (0 to 4294967295)",
+        model="ssd-1b (faster) or sdxl",
+    )
+    @app_commands.choices(model=MODEL_CHOICES)
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: Prompt,
+        mask: discord.Attachment | None = None,
+        left: Percent | None = None,
+        top: Percent | None = None,
+        width: Percent | None = None,
+        height: Percent | None = None,
+        negative_prompt: Prompt | None = None,
+        strength: Strength | None = None,
+        seed: Seed | None = None,
+        model: str | None = None,
+    ) -> None:
+        origin = InteractionOrigin(interaction)
+        sides = (left, top, width, height)
+        try:
+            if mask is not None and any(v is not None for v in sides):
+                raise Refusal("Give a mask or a region (left, top, width, height), not both.")
+            region = None
+            if mask is None:
+                if any(v is None for v in sides):
+                    raise Refusal(
+                        "Mark what to repaint: attach a mask (white = repaint), or give all four of "
+                        "left, top, width and height (percent of the image)."
+                    )
+                region = tuple(float(v) for v in sides)  # type: ignore[arg-type]
+            picture = await read_image(image, what="image")
+            painted = await read_image(mask, what="mask") if mask is not None else None
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return
+        await self.bot.jobs.edit(  # type: ignore[attr-defined]
+            origin,
+            prompt=prompt,
+            image=picture,
+            mask=painted,
+            region=region,
+            negative_prompt=negative_prompt,
+            strength=strength,
+            seed=seed,
+            model=model,
         )
 
     @app_commands.command(name="final", description="Straight to a 1024 px final.")

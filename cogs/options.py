@@ -64,8 +64,22 @@ class JobIdOption(_PassThrough):
     low = 1
 
 
+class StrengthOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.number
+    low = 0
+    high = 1
+
+
+class PercentOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.number
+    low = 0
+    high = 100
+
+
 Prompt = app_commands.Transform[str, PromptOption]
 Search = app_commands.Transform[str, SearchOption]
 Seed = app_commands.Transform[int, SeedOption]
 Page = app_commands.Transform[int, PageOption]
 JobId = app_commands.Transform[int, JobIdOption]
+Strength = app_commands.Transform[float, StrengthOption]
+Percent = app_commands.Transform[float, PercentOption]

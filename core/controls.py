@@ -1,4 +1,5 @@
-"""The buttons under a result: U1-U4 (final of a draft), V1-V4 (variations), 🔁 (reroll).
+"""The buttons under a result: U1-U4 (final of a draft), V1-V4 (variations), 🔁 (reroll);
+on finals, Zoom out 1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting: a new final with its own buttons).
 
 Custom ids carry the job id (``job:<id>:u2``), and the handler rebuilds everything from the
 database, so buttons keep working after a restart: the class is registered once with
@@ -19,12 +20,22 @@ from core.tree import report_error
 log = logging.getLogger(__name__)
 
 REROLL_EMOJI = "🔁"
-ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll")
+OUTPAINT_BUTTONS: dict[str, dict[str, str]] = {
+    "zoom15": {"label": "Zoom out 1.5x"},
+    "zoom2": {"label": "Zoom out 2x"},
+    "pan_left": {"emoji": "⬅️"},
+    "pan_right": {"emoji": "➡️"},
+    "pan_up": {"emoji": "⬆️"},
+    "pan_down": {"emoji": "⬇️"},
+}
+ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS)
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=re.compile(r"job:(?P<job_id>[0-9]{1,19}):(?P<action>u[1-4]|v[1-4]|reroll)"),
+    template=re.compile(
+        r"job:(?P<job_id>[0-9]{1,19}):(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down))"
+    ),
 ):
     """One control of a job's message; the work happens in ``bot.jobs`` (core.jobs.JobService)."""
 
@@ -36,6 +47,13 @@ class JobButton(
         if action == "reroll":
             button = discord.ui.Button(
                 emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:reroll", row=2
+            )
+        elif action in OUTPAINT_BUTTONS:
+            button = discord.ui.Button(
+                **OUTPAINT_BUTTONS[action],
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"job:{job_id}:{action}",
+                row=0 if action.startswith("zoom") else 1,
             )
         else:
             button = discord.ui.Button(
@@ -58,6 +76,8 @@ class JobButton(
         try:
             if self.action == "reroll":
                 await jobs.reroll(origin, self.job_id)
+            elif self.action in OUTPAINT_BUTTONS:
+                await jobs.outpaint(origin, self.job_id, self.action)
             elif self.action[0] == "u":
                 await jobs.upscale(origin, self.job_id, int(self.action[1]) - 1)
             else:
@@ -68,13 +88,16 @@ class JobButton(
 
 
 def controls_for(job: JobRecord) -> discord.ui.View:
-    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get 🔁."""
+    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get zoom, pan and 🔁."""
     view = discord.ui.View(timeout=None)
     if job.kind == "draft":
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"u{i}"))
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"v{i}"))
+    else:
+        for action in OUTPAINT_BUTTONS:
+            view.add_item(JobButton(job.id, action))
     view.add_item(JobButton(job.id, "reroll"))
     # Nothing to listen for in this object: clicks reach JobButton through the dynamic item registry.
     view.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from core import render
 from core.controls import REROLL_EMOJI, controls_for
 from core.delivery import Delivery, DeliveryError, Origin, StatusUpdater
 from core.history import GuildSettings, HistoryStore, JobRecord, NewJob
+from core.inputs import InputStore, MissingInput
 from core.limits import (
     Refusal,
     check_aspect,
@@ -41,7 +43,8 @@ from core.limits import (
     random_seed,
 )
 from core.settings import BotSettings
-from engine.requests import DraftInit, DraftRequest, FinalRequest, RequestError, size_for_aspect
+from engine import canvas
+from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit, RequestError, size_for_aspect
 from engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,16 @@ MAX_INIT_DEPTH = 8  # a variation of a variation of ...: each level is regenerat
 RECENT_WINDOW_S = 60.0
 DELIVERY_GRACE_S = 15.0  # on shutdown, time for results that are done to be posted
 MAX_JOB_ID = 2**63 - 1
+DEFAULT_IMAGE_STRENGTH = 0.6  # /imagine with an image: how far the drafts may move from it
+DEFAULT_EDIT_STRENGTH = 0.9  # /edit: the masked area keeps a little of what was there
+OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
+    "zoom15": {"zoom": 1.5},
+    "zoom2": {"zoom": 2.0},
+    "pan_left": {"pan": "left"},
+    "pan_right": {"pan": "right"},
+    "pan_up": {"pan": "up"},
+    "pan_down": {"pan": "down"},
+}
 ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to be stored
 RESTARTING_STATE = "⏸ I'm restarting; this job continues when I'm back."
 
@@ -80,14 +93,24 @@ class _Dropped(Exception):
 # --------------------------------------------------------------------------- rows <-> requests
 
 
-def request_for(job: JobRecord, parent: DraftRequest | None = None) -> Request:
+def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict[str, bytes] | None = None) -> Request:
     """The engine request stored in ``job``; ``parent`` is the parent draft's request when the job starts from one.
 
     A job starts from image ``parent_index`` of its parent when ``parent_index`` is set
-    (upscales, variations). ``parent_id`` alone (a reroll) only records where it came from.
+    (upscales, variations). ``parent_id`` alone (a reroll, an outpaint) only records where it came from.
+    A job whose ``params`` name an ``init_image`` (and a ``mask_image``) starts from that stored image
+    (``core.inputs``); ``images`` maps those keys to the bytes.
     """
     init = None
-    if job.parent_index is not None:
+    mask = None
+    if job.params.get("init_image"):
+        try:
+            init = ImageInit((images or {})[job.params["init_image"]])
+            if job.params.get("mask_image"):
+                mask = (images or {})[job.params["mask_image"]]
+        except KeyError as e:
+            raise RebuildError(f"Job {job.id}: its stored image {e} was not given.") from None
+    elif job.parent_index is not None:
         if parent is None:
             raise RebuildError(f"Job {job.id} starts from job {job.parent_id}, whose request was not given.")
         try:
@@ -118,13 +141,14 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None) -> Request:
         init=init,
         strength=job.strength if job.strength is not None else FinalRequest.strength,
         refiner_split=float(job.params.get("refiner_split", FinalRequest.refiner_split)),
+        mask=mask,
     )
 
 
-async def rebuild_request(store: HistoryStore, job: JobRecord) -> Request:
-    """The request of ``job``, loading the chain of drafts it starts from."""
+async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStore | None = None) -> Request:
+    """The request of ``job``, loading the chain of drafts it starts from and the stored images it needs."""
     chain = [job]
-    while chain[-1].parent_index is not None:
+    while chain[-1].parent_index is not None and not chain[-1].params.get("init_image"):
         if len(chain) > MAX_INIT_DEPTH + 1:
             raise RebuildError(f"Job {job.id} starts from a chain of more than {MAX_INIT_DEPTH} drafts.")
         current = chain[-1]
@@ -134,11 +158,22 @@ async def rebuild_request(store: HistoryStore, job: JobRecord) -> Request:
         if parent.kind != "draft":
             raise RebuildError(f"Job {current.id} starts from job {parent.id}, which is not a draft.")
         chain.append(parent)
+    images: dict[str, bytes] = {}
+    for item in chain:
+        for name in ("init_image", "mask_image"):
+            key = item.params.get(name)
+            if key and key not in images:
+                if inputs is None:
+                    raise RebuildError(f"Job {item.id} starts from a stored image, but no image store was given.")
+                try:
+                    images[key] = await inputs.get(key)
+                except MissingInput as e:
+                    raise RebuildError(f"Job {item.id}: {e}.") from None
     request: Request | None = None
     for item in reversed(chain):
         if request is not None and not isinstance(request, DraftRequest):
             raise RebuildError(f"Job {item.id} starts from a final.")
-        request = request_for(item, request)
+        request = request_for(item, request, images)
     assert request is not None
     return request
 
@@ -225,8 +260,11 @@ class JobService:
         errors: EngineErrors,
         clock: Callable[[], float] = time.time,
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery] = Delivery.for_job,
+        inputs: InputStore | None = None,
     ) -> None:
         self.client = client
+        # Start images, masks and finals' images on disk (None: image features refuse politely).
+        self.inputs = inputs
         self.store = store
         self.engine = engine
         self.engine_settings = engine_settings
@@ -286,14 +324,40 @@ class JobService:
         negative_prompt: object = None,
         aspect: object = None,
         seed: object = None,
+        image: bytes | None = None,
+        strength: object = None,
     ) -> JobRecord | None:
-        """Four drafts."""
+        """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it."""
         try:
             guild = await self._guild_of(origin)
             text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
             negative = check_negative_prompt(negative_prompt)
-            ratio = check_aspect(aspect)
-            width, height = size_for_aspect(ratio, self.settings.draft_size)
+            if image is None:
+                ratio = check_aspect(aspect)
+                width, height = size_for_aspect(ratio, self.settings.draft_size)
+                request = DraftRequest(
+                    prompt=text,
+                    seed=check_seed(seed, count=DRAFT_COUNT),
+                    negative_prompt=negative,
+                    width=width,
+                    height=height,
+                    count=DRAFT_COUNT,
+                    steps=self.engine_settings.draft_steps,
+                )
+                fields = _fields_of_request(request, mode="imagine", params={"aspect": ratio})
+                return await self._accept(origin, fields, request, guild)
+            amount = _check_strength(strength, DEFAULT_IMAGE_STRENGTH)
+            # Turbo image-to-image runs int(steps x strength) steps: at least one.
+            steps = max(self.engine_settings.draft_steps, math.ceil(1 / amount - 1e-9))
+            if steps > 4:
+                raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
+            params: dict[str, Any] = {}
+            if aspect is not None:
+                ratio = check_aspect(aspect)
+                params["aspect"] = ratio
+                width, height = size_for_aspect(ratio, self.settings.draft_size)
+            else:
+                width, height = _image_job_size(image, self.settings.draft_size)
             request = DraftRequest(
                 prompt=text,
                 seed=check_seed(seed, count=DRAFT_COUNT),
@@ -301,9 +365,12 @@ class JobService:
                 width=width,
                 height=height,
                 count=DRAFT_COUNT,
-                steps=self.engine_settings.draft_steps,
+                steps=steps,
+                init=ImageInit(image),
+                strength=amount,
             )
-            fields = _fields_of_request(request, mode="imagine", params={"aspect": ratio})
+            params["init_image"] = await self._keep_input(image)
+            fields = _fields_of_request(request, mode="img2img", params=params)
             return await self._accept(origin, fields, request, guild)
         except Refusal as r:
             await origin.refuse(str(r))
@@ -340,6 +407,114 @@ class JobService:
         except Refusal as r:
             await origin.refuse(str(r))
             return None
+
+    async def edit(
+        self,
+        origin: Origin,
+        *,
+        prompt: object,
+        image: bytes,
+        mask: bytes | None = None,
+        region: tuple[float, float, float, float] | None = None,
+        negative_prompt: object = None,
+        strength: object = None,
+        seed: object = None,
+        model: object = None,
+    ) -> JobRecord | None:
+        """Inpainting (/edit): paint the white area of ``mask`` (or the ``region`` rectangle, in percent) again.
+
+        ``image`` and ``mask`` are normalized PNGs (``core.attachments``).
+        """
+        try:
+            guild = await self._guild_of(origin)
+            self._check_finals_allowed(guild, origin)
+            text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+            negative = check_negative_prompt(negative_prompt)
+            if (mask is None) == (region is None):
+                raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
+            amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
+            width, height = _image_job_size(image, self.settings.final_size)
+            params: dict[str, Any] = {}
+            if mask is None:
+                assert region is not None
+                try:
+                    mask = canvas.region_mask(width, height, *region)
+                except RequestError as e:
+                    raise Refusal(str(e)) from e
+                params["region"] = list(region)
+            request = FinalRequest(
+                prompt=text,
+                seed=check_seed(seed),
+                negative_prompt=negative,
+                width=width,
+                height=height,
+                model=check_final_model(model, self.engine_settings.final_model),
+                init=ImageInit(image),
+                mask=mask,
+                strength=amount,
+            )
+            params["init_image"] = await self._keep_input(image)
+            params["mask_image"] = await self._keep_input(mask)
+            fields = _fields_of_request(request, mode="inpaint", params=params)
+            return await self._accept(origin, fields, request, guild)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
+
+    async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
+        try:
+            if action not in OUTPAINT_ACTIONS:
+                raise Refusal(f"Unknown outpaint action {action!r}.")
+            guild = await self._guild_of(origin)
+            self._check_finals_allowed(guild, origin)
+            parent = await self._job_in_guild(origin, job_id)
+            if parent.kind != "final":
+                raise Refusal(f"Job #{parent.id} is a set of drafts; zoom and pan work on finals (press U first).")
+            if parent.status != "done":
+                if parent.finished:
+                    raise Refusal(f"Job #{parent.id} {_status_word(parent)}; it has no image to extend.")
+                raise Refusal(f"Job #{parent.id} isn't finished yet.")
+            check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+            source = await self.inputs.result(parent.id) if self.inputs is not None else None
+            if source is None:
+                raise Refusal(f"The image of job #{parent.id} is no longer stored, so I can't extend it.")
+            budget = self.settings.final_size**2
+            try:
+                extended = await asyncio.to_thread(canvas.outpaint, source, budget=budget, **OUTPAINT_ACTIONS[action])
+            except RequestError as e:
+                raise Refusal(str(e)) from e
+            request = FinalRequest(
+                prompt=parent.prompt,
+                seed=random_seed(1),
+                negative_prompt=parent.negative_prompt,
+                width=extended.width,
+                height=extended.height,
+                model=parent.model,
+                init=ImageInit(extended.image),
+                mask=extended.mask,
+                strength=1.0,
+            )
+            params = {
+                "outpaint": action,
+                "init_image": await self._keep_input(extended.image),
+                "mask_image": await self._keep_input(extended.mask),
+            }
+            fields = _fields_of_request(request, mode="outpaint", parent_id=parent.id, params=params)
+            return await self._accept(origin, fields, request, guild)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
+
+    async def _keep_input(self, png: bytes) -> str:
+        """Store an image a job starts from (before its row is written); returns its key."""
+        if self.inputs is None:
+            raise Refusal("This bot keeps no image files, so it can't start from an image.")
+        try:
+            return await self.inputs.put(png)
+        except OSError as e:
+            log.error("could not store an input image: %s", e)
+            raise Refusal("I could not store your image on my side; try again later.") from e
 
     async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
         """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣)."""
@@ -478,7 +653,7 @@ class JobService:
 
     async def _rebuild(self, job: JobRecord) -> Request:
         try:
-            return await rebuild_request(self.store, job)
+            return await rebuild_request(self.store, job, self.inputs)
         except RebuildError as e:
             log.warning("cannot rebuild job %s: %s", job.id, e)
             raise Refusal(f"Job #{job.id} can't be made again: the job it started from is gone.") from e
@@ -685,6 +860,11 @@ class JobService:
             await delivery.tell(f"Job #{job.id} is done, but I could not post it: {e}")
             return
         timings["deliver"] = round(time.monotonic() - started, 3)
+        if job.kind == "final" and self.inputs is not None and result.images:
+            try:  # the source of zoom out and pan
+                await self.inputs.put_result(job.id, result.images[0].png)
+            except OSError as e:
+                log.warning("job %s: could not keep its image for zoom and pan: %s", job.id, e)
         await self.store.finish_job(
             job.id,
             seeds=seeds,
@@ -711,7 +891,7 @@ class JobService:
             if job.status == "running":
                 await self.store.requeue(job.id)
             try:
-                request = (await rebuild_request(self.store, job)).validate()
+                request = (await rebuild_request(self.store, job, self.inputs)).validate()
             except (RebuildError, RequestError) as e:
                 log.warning("job %s cannot be restarted: %s", job.id, e)
                 await self.store.fail_job(job.id, f"Could not be restarted: {e}")
@@ -762,6 +942,26 @@ def _known_aspect(ratio: object) -> bool:
     except Refusal:
         return False
     return isinstance(ratio, str)
+
+
+def _check_strength(value: object, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refusal("Strength must be a number between 0 and 1.")
+    if not (0.0 < float(value) <= 1.0):
+        raise Refusal(f"Strength {value:g} is out of range: use more than 0 and at most 1.")
+    return float(value)
+
+
+def _image_job_size(png: bytes, side: int) -> tuple[int, int]:
+    """A job size with the image's aspect at about ``side`` x ``side`` pixels."""
+    from core.attachments import image_size
+
+    try:
+        return canvas.edit_size(*image_size(png), budget=side * side)
+    except RequestError as e:
+        raise Refusal(str(e)) from e
 
 
 def _scaled(width: int, height: int, factor: float) -> tuple[int, int]:

@@ -13,6 +13,14 @@ from core.history import JobRecord
 MESSAGE_LIMIT = 2000
 PROMPT_SHOWN_CHARS = 1500  # leaves room for the lines below the prompt
 DRAFT_EMOJI = "🎨"
+OUTPAINT_WORDS = {
+    "zoom15": "Zoomed out 1.5x",
+    "zoom2": "Zoomed out 2x",
+    "pan_left": "Panned ⬅️",
+    "pan_right": "Panned ➡️",
+    "pan_up": "Panned ⬆️",
+    "pan_down": "Panned ⬇️",
+}
 
 
 def escape(text: str) -> str:
@@ -44,7 +52,9 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
     """One line: what this job is, its seed, model and size."""
     size = f"{job.width}×{job.height}"
     if job.kind == "draft":
-        if job.mode == "variation" and job.parent_index is not None:
+        if job.mode == "img2img":
+            what = "Drafts from your image"
+        elif job.mode == "variation" and job.parent_index is not None:
             what = f"Variations of job #{job.parent_id} image {job.parent_index + 1}"
         elif job.mode == "reroll":
             what = "Drafts (reroll)"
@@ -53,6 +63,11 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
         return f"{what} · seed `{job.seed}` · {job.model} · {size} · job #{job.id}"
     if job.parent_index is not None:
         what = f"Final of job #{job.parent_id} image {job.parent_index + 1}"
+    elif job.mode == "outpaint" and job.parent_id is not None:
+        how = OUTPAINT_WORDS.get(str(job.params.get("outpaint")), "Extended")
+        what = f"{how} from job #{job.parent_id}"
+    elif job.mode == "inpaint":
+        what = "Edit of your image"
     else:
         what = "Final"
     shown_steps = steps if steps is not None else job.steps

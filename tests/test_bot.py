@@ -32,7 +32,7 @@ async def bot(tmp_path):
 
 async def test_every_extension_loads_with_its_commands(bot):
     names = sorted(command.name for command in bot.tree.get_commands())
-    assert names == ["cancel", "final", "history", "imagine", "queue", "settings", "show"]
+    assert names == ["cancel", "edit", "final", "history", "imagine", "queue", "settings", "show"]
     assert sorted(bot.cogs) == ["AdminCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "QueueCog"]
 
 

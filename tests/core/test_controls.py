@@ -20,15 +20,31 @@ async def test_draft_controls():
 
 def test_final_controls():
     view = controls_for(_row(id=43, kind="final", count=1))
-    assert [item.custom_id for item in view.children] == ["job:43:reroll"]
+    assert [item.custom_id for item in view.children] == [
+        "job:43:zoom15",
+        "job:43:zoom2",
+        "job:43:pan_left",
+        "job:43:pan_right",
+        "job:43:pan_up",
+        "job:43:pan_down",
+        "job:43:reroll",
+    ]
+    rows: dict[int, list[str]] = {}
+    for item in view.children:
+        rows.setdefault(item.item.row, []).append(item.item.label or str(item.item.emoji))
+    assert rows == {0: ["Zoom out 1.5x", "Zoom out 2x"], 1: ["⬅️", "➡️", "⬆️", "⬇️"], 2: ["🔁"]}
 
 
-@pytest.mark.parametrize("custom_id", ["job:1:u1", "job:9223372036854775807:v4", "job:5:reroll"])
+@pytest.mark.parametrize(
+    "custom_id", ["job:1:u1", "job:9223372036854775807:v4", "job:5:reroll", "job:5:zoom15", "job:5:pan_down"]
+)
 def test_template_matches_what_we_send(custom_id):
     assert JobButton.__discord_ui_compiled_template__.fullmatch(custom_id)
 
 
-@pytest.mark.parametrize("custom_id", ["job:1:u5", "job:x:u1", "job:1:delete", "hist:1:1:1:"])
+@pytest.mark.parametrize(
+    "custom_id", ["job:1:u5", "job:x:u1", "job:1:delete", "hist:1:1:1:", "job:1:zoom3", "job:1:pan_"]
+)
 def test_template_rejects_others(custom_id):
     assert not JobButton.__discord_ui_compiled_template__.fullmatch(custom_id)
 

@@ -1,0 +1,180 @@
+"""Creative controls in the job service: image-to-image from an upload, /edit, zoom out and pan."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from core.history import HistoryStore
+from core.inputs import InputStore
+from core.jobs import rebuild_request
+from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit
+from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually, png
+from tests.core.test_jobs import make_service, wait_status
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await HistoryStore.open(tmp_path / "history.sqlite3")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return FakeEngine(str(tmp_path / "history.sqlite3"))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    return InputStore(tmp_path / "data")
+
+
+@pytest.fixture
+async def service(store, engine, inputs):
+    service = make_service(store, engine, inputs=inputs)
+    yield service
+    await service.shutdown(0.0)
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
+
+
+async def test_imagine_with_an_image_starts_the_drafts_from_it(service, store, engine, inputs):
+    photo = png(800, 600)
+    job = await service.imagine(RecordingOrigin(), prompt="as a watercolour", image=photo, strength=0.4, seed=9)
+    request = engine.item(job.id).request
+    assert isinstance(request, DraftRequest) and request.init == ImageInit(photo)
+    assert request.strength == 0.4 and request.steps * request.strength >= 1
+    assert (request.width, request.height) == (576, 448)  # the image's aspect at the draft size
+    row = await store.get_job(job.id)
+    assert row.mode == "img2img" and row.strength == 0.4
+    assert inputs.get_sync(row.params["init_image"]) == photo  # on disk before the row: survives a restart
+    assert await rebuild_request(store, row, inputs) == request
+
+
+async def test_the_final_of_an_image_draft_rebuilds_the_whole_chain(service, store, engine, inputs):
+    photo = png(512, 512)
+    drafts = await service.imagine(RecordingOrigin(), prompt="a cat", image=photo, seed=1)
+    engine.finish(drafts.id)
+    await wait_status(store, drafts.id, "done")
+    final = await service.upscale(RecordingOrigin(), drafts.id, 2)
+    request = engine.item(final.id).request
+    assert isinstance(request.init, DraftInit) and request.init.draft.init == ImageInit(photo)
+    assert await rebuild_request(store, await store.get_job(final.id), inputs) == request
+
+
+@pytest.mark.parametrize(
+    ("strength", "message"),
+    [(0.1, "at least 0.25"), (0.0, "out of range"), (1.5, "out of range"), ("x", "must be a number")],
+)
+async def test_bad_strength_is_refused(service, strength, message):
+    origin = RecordingOrigin()
+    assert await service.imagine(origin, prompt="a cat", image=png(512, 512), strength=strength) is None
+    assert message in origin.refusals[0]
+
+
+async def test_edit_with_a_region_inpaints_that_rectangle(service, store, engine, inputs):
+    photo = png(1024, 768)
+    origin = RecordingOrigin()
+    job = await service.edit(origin, prompt="a red hat", image=photo, region=(25, 0, 50, 50), seed=4)
+    assert origin.refusals == []
+    request = engine.item(job.id).request
+    assert isinstance(request, FinalRequest) and request.init == ImageInit(photo)
+    assert (request.width, request.height) == (1152, 896)
+    with Image.open(io.BytesIO(request.mask)) as mask:
+        assert mask.size == (1152, 896)
+        assert mask.getpixel((576, 100)) == 255 and mask.getpixel((100, 100)) == 0 and mask.getpixel((576, 800)) == 0
+    row = await store.get_job(job.id)
+    assert row.mode == "inpaint" and row.params["region"] == [25, 0, 50, 50]
+    assert await rebuild_request(store, row, inputs) == request
+
+
+async def test_edit_with_a_mask_file(service, engine):
+    mask = png(512, 512, (255, 255, 255))
+    job = await service.edit(RecordingOrigin(), prompt="snow", image=png(512, 512), mask=mask, strength=0.7)
+    request = engine.item(job.id).request
+    assert request.mask == mask and request.strength == 0.7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "Give either a mask"),
+        ({"region": (0, 0, 50, 50), "mask": png(64, 64)}, "Give either a mask"),
+        ({"region": (60, 0, 50, 50)}, "past the image"),
+        ({"region": (0, 0, 0, 50)}, "above 0 percent"),
+    ],
+)
+async def test_edit_refusals_are_specific(service, kwargs, message):
+    origin = RecordingOrigin()
+    assert await service.edit(origin, prompt="x", image=png(512, 512), **kwargs) is None
+    assert message in origin.refusals[0]
+
+
+async def final_done(service, store, engine):
+    job = await service.final(RecordingOrigin(), prompt="a harbour", seed=3, model="sdxl")
+    engine.finish(job.id)
+    await wait_status(store, job.id, "done")
+    return job
+
+
+@pytest.mark.parametrize(
+    ("action", "wide"),
+    [("zoom15", None), ("zoom2", None), ("pan_left", True), ("pan_right", True), ("pan_up", False)],
+)
+async def test_zoom_and_pan_make_a_new_final_from_the_stored_image(service, store, engine, inputs, action, wide):
+    parent = await final_done(service, store, engine)
+    assert inputs.result_sync(parent.id) is not None  # kept at delivery
+    origin = RecordingOrigin()
+    job = await service.outpaint(origin, parent.id, action)
+    assert origin.refusals == []
+    request = engine.item(job.id).request
+    assert isinstance(request, FinalRequest) and request.mask is not None and request.strength == 1.0
+    assert request.model == "sdxl" and request.prompt == "a harbour" and request.seed != 3
+    assert size_of(request.mask) == size_of(request.init.data) == (request.width, request.height)
+    if wide is True:
+        assert request.width > request.height
+    elif wide is False:
+        assert request.height > request.width
+    else:
+        assert request.width == request.height
+    row = await store.get_job(job.id)
+    assert (row.mode, row.parent_id, row.parent_index, row.params["outpaint"]) == ("outpaint", parent.id, None, action)
+    assert await rebuild_request(store, row, inputs) == request
+    # The new final has its own zoom and pan buttons.
+    engine.finish(job.id)
+    delivery = origin.deliveries[0]
+    await eventually(lambda: delivery.posts)
+    ids = [item.custom_id for item in delivery.posts[0][2].children]
+    assert f"job:{job.id}:zoom2" in ids and f"job:{job.id}:pan_down" in ids
+    assert "from job #" in delivery.posts[0][0]
+
+
+async def test_outpaint_refusals(service, store, engine, inputs):
+    drafts = await service.imagine(RecordingOrigin(), prompt="a cat")
+    origin = RecordingOrigin()
+    assert await service.outpaint(origin, drafts.id, "zoom2") is None
+    assert "zoom and pan work on finals" in origin.refusals[-1]
+    parent = await final_done(service, store, engine)
+    (inputs.results / f"{parent.id}.png").unlink()
+    assert await service.outpaint(origin, parent.id, "zoom2") is None
+    assert "no longer stored" in origin.refusals[-1]
+    assert await service.outpaint(origin, 999_999, "zoom2") is None
+    assert "no job #999999" in origin.refusals[-1]
+
+
+async def test_a_restart_picks_up_an_edit_from_its_stored_images(store, engine, inputs, tmp_path):
+    first = make_service(store, engine, inputs=inputs)
+    job = await first.edit(RecordingOrigin(), prompt="a red hat", image=png(512, 512), region=(0, 0, 50, 50))
+    before = engine.item(job.id).request
+    await first.shutdown(0.0)
+    fresh = FakeEngine(str(tmp_path / "history.sqlite3"))
+    second = make_service(store, fresh, inputs=inputs, delivery_for_job=lambda client, job: RecordingDelivery())
+    assert await second.start() == 1
+    assert fresh.item(job.id).request == before
+    await second.shutdown(0.0)
