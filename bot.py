@@ -22,6 +22,7 @@ from dotenv import load_dotenv
 from core.history import HistoryError, HistoryStore
 from core.inputs import InputStore
 from core.jobs import EngineErrors, JobService
+from core.runlog import RunLog, open_run_log
 from core.settings import BotSettings, SettingsError, apply_endpoints
 from core.tree import ImagineTree
 from engine.settings import EngineSettings
@@ -36,6 +37,7 @@ EXTENSIONS = (
     "cogs.queue",
     "cogs.admin",
     "cogs.channels",
+    "cogs.prefs",
 )
 
 EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled
@@ -53,6 +55,7 @@ class ImagineBot(commands.Bot):
         engine: Any,
         engine_settings: EngineSettings,
         engine_errors: EngineErrors,
+        run_log: RunLog | None = None,
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = settings.message_content
@@ -74,6 +77,7 @@ class ImagineBot(commands.Bot):
             settings=settings,
             errors=engine_errors,
             inputs=InputStore.beside(Path(store.path)),
+            run_log=run_log,
         )
         self.failed_extensions: list[str] = []
         self._closing_started = False
@@ -129,7 +133,9 @@ async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
 
     engine = Engine(engine_settings)
     bot: ImagineBot | None = None
+    run_log = RunLog()
     try:
+        run_log = await asyncio.to_thread(open_run_log, settings.wandb_project)  # one warning line if unusable
         engine.start()
         bot = ImagineBot(
             settings=settings,
@@ -139,6 +145,7 @@ async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
             engine_errors=EngineErrors(
                 queue_full=QueueFull, cancelled=JobCancelled, failed=JobFailed, stopped=EngineStopped
             ),
+            run_log=run_log,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -178,6 +185,8 @@ async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
             await asyncio.to_thread(engine.shutdown, 0.0)
         await store.close()
         log.info("history database closed")
+        if run_log.enabled:
+            await asyncio.to_thread(run_log.close)
 
 
 def main() -> int:

@@ -1,8 +1,9 @@
-"""/history (paged, searchable, with a menu to re-post an entry) and /show.
+"""/history (paged, searchable, favourites only, with a menu to re-post an entry) and /show.
 
 A member sees their own jobs in this server; moderators (Manage Messages) may look at
 another member's. Pages are stateless: the paging buttons carry viewer, member, page and
-search text in their custom ids, so they keep working after a restart.
+search text in their custom ids (``histf:`` for favourites), so they keep working after a restart.
+A favourite is a job its author marked with ⭐ (``cogs.prefs``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ def _job_line(job: JobRecord) -> str:
 
 
 async def history_page(
-    interaction: discord.Interaction, *, viewer_id: int, target_id: int, page: int, search: str | None
+    interaction: discord.Interaction,
+    *,
+    viewer_id: int,
+    target_id: int,
+    page: int,
+    search: str | None,
+    favorites: bool = False,
 ) -> tuple[str, discord.ui.View]:
     """The text and controls of one page. Raises Refusal."""
     if target_id != viewer_id and not interaction.permissions.manage_messages:
@@ -52,6 +59,7 @@ async def history_page(
         user_id=target_id,
         guild_id=interaction.guild_id,
         search=search,
+        favorites=favorites,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
     )
@@ -59,18 +67,25 @@ async def history_page(
     if page > pages:
         raise Refusal(f"Page {page} does not exist; there {'is' if pages == 1 else 'are'} {pages}.")
 
-    title = f"**History of <@{target_id}>**"
+    title = f"**{'Favourites' if favorites else 'History'} of <@{target_id}>**"
     if search:
         title += f" matching “{render.shown(search, 60)}”"
     if not jobs:
-        text = f"{title}\n" + ("Nothing matches." if search else "No jobs yet: try /imagine.")
-        return text, discord.ui.View()
+        if search:
+            empty = "Nothing matches."
+        elif favorites:
+            empty = "No favourites yet: react ⭐ on one of your results."
+        else:
+            empty = "No jobs yet: try /imagine."
+        return f"{title}\n{empty}", discord.ui.View()
     title += f" — page {page} of {pages}, {total} job{'s' if total != 1 else ''}"
     text = "\n".join([title, *(_job_line(job) for job in jobs)])[: render.MESSAGE_LIMIT]
 
     view = discord.ui.View(timeout=None)
-    view.add_item(HistoryPageButton(viewer_id, target_id, page - 1, search, label="◀ Newer", disabled=page <= 1))
-    view.add_item(HistoryPageButton(viewer_id, target_id, page + 1, search, label="Older ▶", disabled=page >= pages))
+    for number, label, disabled in ((page - 1, "◀ Newer", page <= 1), (page + 1, "Older ▶", page >= pages)):
+        view.add_item(
+            HistoryPageButton(viewer_id, target_id, number, search, label=label, disabled=disabled, favorites=favorites)
+        )
     view.add_item(RepostSelect(viewer_id, jobs))
     view.stop()  # clicks reach the dynamic items through the registry; nothing to keep in memory
     return text, view
@@ -79,18 +94,29 @@ async def history_page(
 class HistoryPageButton(
     discord.ui.DynamicItem[discord.ui.Button],
     template=re.compile(
-        r"hist:(?P<viewer>[0-9]{1,20}):(?P<target>[0-9]{1,20}):(?P<page>[0-9]{1,5}):(?P<search>.*)", re.S
+        r"hist(?P<favorites>f?):(?P<viewer>[0-9]{1,20}):(?P<target>[0-9]{1,20}):(?P<page>[0-9]{1,5}):"
+        r"(?P<search>.*)",
+        re.S,
     ),
 ):
     def __init__(
-        self, viewer_id: int, target_id: int, page: int, search: str | None, *, label: str, disabled: bool
+        self,
+        viewer_id: int,
+        target_id: int,
+        page: int,
+        search: str | None,
+        *,
+        label: str,
+        disabled: bool,
+        favorites: bool = False,
     ) -> None:
         self.viewer_id, self.target_id, self.page, self.search = viewer_id, target_id, page, search or None
+        self.favorites = favorites
         super().__init__(
             discord.ui.Button(
                 label=label,
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"hist:{viewer_id}:{target_id}:{page}:{search or ''}",
+                custom_id=f"hist{'f' if favorites else ''}:{viewer_id}:{target_id}:{page}:{search or ''}",
                 disabled=disabled,
                 row=0,
             )
@@ -107,6 +133,7 @@ class HistoryPageButton(
             match["search"],
             label=item.label or "",
             disabled=item.disabled,
+            favorites=bool(match["favorites"]),
         )
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -114,7 +141,12 @@ class HistoryPageButton(
             if interaction.user.id != self.viewer_id:
                 raise Refusal("These buttons belong to someone else's /history; run /history yourself.")
             text, view = await history_page(
-                interaction, viewer_id=self.viewer_id, target_id=self.target_id, page=self.page, search=self.search
+                interaction,
+                viewer_id=self.viewer_id,
+                target_id=self.target_id,
+                page=self.page,
+                search=self.search,
+                favorites=self.favorites,
             )
             await interaction.response.edit_message(content=text, view=view, allowed_mentions=NO_MENTIONS)
         except Exception as e:
@@ -179,6 +211,7 @@ class HistoryCog(commands.Cog):
         user="Whose history (moderators only for other members)",
         search="Only prompts containing this text",
         page="Page number (10 jobs a page)",
+        favorites="Only your favourites (results you marked with ⭐)",
     )
     async def history(
         self,
@@ -186,13 +219,19 @@ class HistoryCog(commands.Cog):
         user: discord.User | None = None,
         search: Search | None = None,
         page: Page | None = None,
+        favorites: bool = False,
     ) -> None:
         target = user.id if user is not None else interaction.user.id
         number = 1 if page is None else page
         if not isinstance(number, int) or isinstance(number, bool):
             raise Refusal("The page must be a whole number.")
         text, view = await history_page(
-            interaction, viewer_id=interaction.user.id, target_id=target, page=number, search=check_search(search)
+            interaction,
+            viewer_id=interaction.user.id,
+            target_id=target,
+            page=number,
+            search=check_search(search),
+            favorites=bool(favorites),
         )
         await interaction.response.send_message(text, view=view, ephemeral=True, allowed_mentions=NO_MENTIONS)
 

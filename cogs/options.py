@@ -10,7 +10,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from core.limits import MAX_SEARCH_CHARS
+from core.limits import MAX_SEARCH_CHARS, MAX_STYLE_SUFFIX_CHARS
 from engine.requests import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
 
 ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECTS]
@@ -48,6 +48,10 @@ class SearchOption(_PassThrough):
     high = MAX_SEARCH_CHARS
 
 
+class StyleSuffixOption(_PassThrough):
+    high = MAX_STYLE_SUFFIX_CHARS
+
+
 class SeedOption(_PassThrough):
     option_type = discord.AppCommandOptionType.integer
     low = 0
@@ -78,6 +82,7 @@ class PercentOption(_PassThrough):
 
 Prompt = app_commands.Transform[str, PromptOption]
 Search = app_commands.Transform[str, SearchOption]
+StyleSuffix = app_commands.Transform[str, StyleSuffixOption]
 Seed = app_commands.Transform[int, SeedOption]
 Page = app_commands.Transform[int, PageOption]
 JobId = app_commands.Transform[int, JobIdOption]

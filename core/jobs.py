@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,8 @@ import discord
 
 from core import render
 from core.controls import REROLL_EMOJI, controls_for
-from core.delivery import Delivery, DeliveryError, Origin, StatusUpdater
-from core.history import GuildSettings, HistoryStore, JobRecord, NewJob
+from core.delivery import Delivery, DeliveryError, Origin, StatusUpdater, message_link, send_direct
+from core.history import GuildSettings, HistoryStore, JobRecord, NewJob, UserPrefs
 from core.inputs import InputStore, MissingInput
 from core.limits import (
     Refusal,
@@ -39,9 +39,12 @@ from core.limits import (
     check_negative_prompt,
     check_prompt,
     check_seed,
+    check_style_suffix,
     check_user_limits,
     random_seed,
+    with_style,
 )
+from core.runlog import RunLog
 from core.settings import BotSettings
 from engine import canvas
 from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit, RequestError, size_for_aspect
@@ -70,6 +73,8 @@ ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to 
 RESTARTING_STATE = "⏸ I'm restarting; this job continues when I'm back."
 
 Request = DraftRequest | FinalRequest
+# (client, user id, text, files) -> whether it was sent: core.delivery.send_direct, or a test's recorder
+DirectMessage = Callable[[discord.Client, int, str, Sequence[tuple[str, bytes]]], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -261,8 +266,12 @@ class JobService:
         clock: Callable[[], float] = time.time,
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery] = Delivery.for_job,
         inputs: InputStore | None = None,
+        direct_message: DirectMessage = send_direct,
+        run_log: RunLog | None = None,
     ) -> None:
         self.client = client
+        self._direct_message = direct_message  # DMs results to users who asked for that (/prefer dm)
+        self.run_log = run_log if run_log is not None else RunLog()  # finals to Weights & Biases (WANDB_PROJECT)
         # Start images, masks and finals' images on disk (None: image features refuse politely).
         self.inputs = inputs
         self.store = store
@@ -314,6 +323,68 @@ class JobService:
         self._guilds.pop(guild_id, None)
         return await self.store.remove_image_channel(guild_id, channel_id)
 
+    # ----------------------------------------------------------------- user preferences (/prefer)
+
+    async def user_prefs(self, user_id: int) -> UserPrefs:
+        return await self.store.user_prefs(user_id)
+
+    async def update_prefs(self, user_id: int, **changes: Any) -> UserPrefs:
+        """Check and store some of a user's defaults; ``None`` resets one. Raises Refusal, storing nothing.
+
+        Fields: ``aspect``, ``negative_prompt``, ``style_suffix``, ``final_model``, ``dm_results``.
+        """
+        checked: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "aspect":
+                checked[name] = None if value is None else check_aspect(value)
+            elif name == "negative_prompt":
+                checked[name] = check_negative_prompt(value) or None
+            elif name == "style_suffix":
+                checked[name] = check_style_suffix(value)
+            elif name == "final_model":
+                checked[name] = None if value is None else check_final_model(value, self.engine_settings.final_model)
+            elif name == "dm_results":
+                if value is not None and not isinstance(value, bool):
+                    raise Refusal("“DM results” is on or off (true or false).")
+                checked[name] = bool(value)
+            else:
+                raise Refusal(f"There is no preference called {str(name)[:30]!r}.")
+        return await self.store.update_user_prefs(user_id, **checked)
+
+    def _styled(self, text: str, prefs: UserPrefs, guild: GuildSettings, origin: Origin, applied: list[str]) -> str:
+        """The prompt with the user's style suffix; the suffix is held to the server's blocked words too."""
+        styled = with_style(text, prefs.style_suffix)
+        if styled != text:
+            applied.append("style_suffix")
+            check_prompt(styled, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        return styled
+
+    @staticmethod
+    def _pref_negative(negative_prompt: object, prefs: UserPrefs, applied: list[str]) -> str:
+        if negative_prompt is None and prefs.negative_prompt:
+            applied.append("negative_prompt")
+            return check_negative_prompt(prefs.negative_prompt)
+        return check_negative_prompt(negative_prompt)
+
+    @staticmethod
+    def _pref_aspect(aspect: object, prefs: UserPrefs, applied: list[str]) -> object:
+        if aspect is None and prefs.aspect is not None and _known_aspect(prefs.aspect):
+            applied.append("aspect")
+            return prefs.aspect
+        return aspect
+
+    @staticmethod
+    def _pref_model(model: object, prefs: UserPrefs, applied: list[str]) -> object:
+        if model is None and prefs.final_model is not None:
+            try:
+                check_final_model(prefs.final_model, "")
+            except Refusal:
+                log.info("user %s prefers model %r, which this bot no longer offers", prefs.user_id, prefs.final_model)
+                return None
+            applied.append("final_model")
+            return prefs.final_model
+        return model
+
     # ----------------------------------------------------------------- what users ask for
 
     async def imagine(
@@ -327,13 +398,20 @@ class JobService:
         image: bytes | None = None,
         strength: object = None,
     ) -> JobRecord | None:
-        """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it."""
+        """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it.
+
+        The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
+        suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
+        """
         try:
             guild = await self._guild_of(origin)
             text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            negative = check_negative_prompt(negative_prompt)
+            prefs = await self.store.user_prefs(origin.user_id)
+            applied: list[str] = []
+            text = self._styled(text, prefs, guild, origin, applied)
+            negative = self._pref_negative(negative_prompt, prefs, applied)
             if image is None:
-                ratio = check_aspect(aspect)
+                ratio = check_aspect(self._pref_aspect(aspect, prefs, applied))
                 width, height = size_for_aspect(ratio, self.settings.draft_size)
                 request = DraftRequest(
                     prompt=text,
@@ -344,7 +422,7 @@ class JobService:
                     count=DRAFT_COUNT,
                     steps=self.engine_settings.draft_steps,
                 )
-                fields = _fields_of_request(request, mode="imagine", params={"aspect": ratio})
+                fields = _fields_of_request(request, mode="imagine", params=_with_applied({"aspect": ratio}, applied))
                 return await self._accept(origin, fields, request, guild)
             amount = _check_strength(strength, DEFAULT_IMAGE_STRENGTH)
             # Turbo image-to-image runs int(steps x strength) steps: at least one.
@@ -370,7 +448,7 @@ class JobService:
                 strength=amount,
             )
             params["init_image"] = await self._keep_input(image)
-            fields = _fields_of_request(request, mode="img2img", params=params)
+            fields = _fields_of_request(request, mode="img2img", params=_with_applied(params, applied))
             return await self._accept(origin, fields, request, guild)
         except Refusal as r:
             await origin.refuse(str(r))
@@ -386,13 +464,17 @@ class JobService:
         seed: object = None,
         model: object = None,
     ) -> JobRecord | None:
-        """A 1024 px final straight from the prompt."""
+        """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty)."""
         try:
             guild = await self._guild_of(origin)
             self._check_finals_allowed(guild, origin)
             text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            negative = check_negative_prompt(negative_prompt)
-            ratio = check_aspect(aspect)
+            prefs = await self.store.user_prefs(origin.user_id)
+            applied: list[str] = []
+            text = self._styled(text, prefs, guild, origin, applied)
+            negative = self._pref_negative(negative_prompt, prefs, applied)
+            ratio = check_aspect(self._pref_aspect(aspect, prefs, applied))
+            model = self._pref_model(model, prefs, applied)
             width, height = size_for_aspect(ratio, self.settings.final_size)
             request = FinalRequest(
                 prompt=text,
@@ -402,7 +484,7 @@ class JobService:
                 height=height,
                 model=check_final_model(model, self.engine_settings.final_model),
             )
-            fields = _fields_of_request(request, mode="final", params={"aspect": ratio})
+            fields = _fields_of_request(request, mode="final", params=_with_applied({"aspect": ratio}, applied))
             return await self._accept(origin, fields, request, guild)
         except Refusal as r:
             await origin.refuse(str(r))
@@ -423,13 +505,18 @@ class JobService:
     ) -> JobRecord | None:
         """Inpainting (/edit): paint the white area of ``mask`` (or the ``region`` rectangle, in percent) again.
 
-        ``image`` and ``mask`` are normalized PNGs (``core.attachments``).
+        ``image`` and ``mask`` are normalized PNGs (``core.attachments``). The user's /prefer style
+        suffix, negative prompt and final model apply as for /final; the image keeps its own aspect.
         """
         try:
             guild = await self._guild_of(origin)
             self._check_finals_allowed(guild, origin)
             text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            negative = check_negative_prompt(negative_prompt)
+            prefs = await self.store.user_prefs(origin.user_id)
+            applied: list[str] = []
+            text = self._styled(text, prefs, guild, origin, applied)
+            negative = self._pref_negative(negative_prompt, prefs, applied)
+            model = self._pref_model(model, prefs, applied)
             if (mask is None) == (region is None):
                 raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
             amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
@@ -455,7 +542,7 @@ class JobService:
             )
             params["init_image"] = await self._keep_input(image)
             params["mask_image"] = await self._keep_input(mask)
-            fields = _fields_of_request(request, mode="inpaint", params=params)
+            fields = _fields_of_request(request, mode="inpaint", params=_with_applied(params, applied))
             return await self._accept(origin, fields, request, guild)
         except Refusal as r:
             await origin.refuse(str(r))
@@ -523,6 +610,8 @@ class JobService:
             self._check_finals_allowed(guild, origin)
             parent, parent_request = await self._parent_draft(origin, job_id, index)
             check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+            applied: list[str] = []
+            model = self._pref_model(None, await self.store.user_prefs(origin.user_id), applied)
             ratio = parent.params.get("aspect")
             if _known_aspect(ratio):
                 width, height = size_for_aspect(ratio, self.settings.final_size)
@@ -536,11 +625,11 @@ class JobService:
                 negative_prompt=parent.negative_prompt,
                 width=width,
                 height=height,
-                model=self.engine_settings.final_model,
+                model=model if isinstance(model, str) else self.engine_settings.final_model,
                 init=DraftInit(parent_request, index),
                 strength=self.engine_settings.upscale_strength,
             )
-            params = {"aspect": ratio} if isinstance(ratio, str) else {}
+            params = _with_applied({"aspect": ratio} if isinstance(ratio, str) else {}, applied)
             fields = _fields_of_request(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
             return await self._accept(origin, fields, request, guild)
         except Refusal as r:
@@ -874,6 +963,25 @@ class JobService:
         )
         log.info("job %s delivered as message %s", job.id, message.id)
         await delivery.react(message.id, REROLL_EMOJI)
+        if job.kind == "final" and result.images:
+            await self.run_log.log_final(job, result.images[0].png, steps=result.steps, seconds=timings.get("total"))
+        link = message_link(job.guild_id, delivery.channel_id, message.id)
+        await self._direct_copy(job, files, steps=result.steps if job.kind == "final" else None, link=link)
+
+    async def _direct_copy(
+        self, job: JobRecord, files: Sequence[tuple[str, bytes]], *, steps: int | None, link: str
+    ) -> None:
+        """DM the result to its author when they asked for that (/prefer dm:true). Never raises."""
+        try:
+            if not (await self.store.user_prefs(job.user_id)).dm_results:
+                return
+            text = render.direct_text(job, steps=steps, link=link)
+            sent = await self._direct_message(self.client, job.user_id, text, files)
+        except Exception:
+            log.exception("job %s: the DM copy failed", job.id)
+            return
+        if sent:
+            log.info("job %s: a copy went to user %s by DM", job.id, job.user_id)
 
     async def _show(self, delivery: Delivery, job: JobRecord, state: str) -> None:
         try:
@@ -934,6 +1042,13 @@ class JobService:
                 "s" if len(left) != 1 else "",
                 ", ".join(sorted(left)),
             )
+
+
+def _with_applied(params: dict[str, Any], applied: list[str]) -> dict[str, Any]:
+    """``params`` noting which /prefer defaults shaped the job (the row holds the effective values)."""
+    if applied:
+        params["prefs"] = sorted(applied)
+    return params
 
 
 def _known_aspect(ratio: object) -> bool:

@@ -170,3 +170,47 @@ def check_user_limits(*, waiting: int, recent: int, max_waiting: int, max_per_mi
             f"You started {recent} jobs in the last minute; this server allows {max_per_minute} per minute. "
             "Try again in a moment."
         )
+
+
+# --------------------------------------------------------------------------- preferences (/prefer)
+
+MAX_STYLE_SUFFIX_CHARS = 200  # room is left for the prompt: prompt + ", " + suffix must fit MAX_PROMPT_CHARS
+STYLE_SEPARATOR = ", "
+
+
+def check_style_suffix(suffix: object) -> str | None:
+    """A style suffix for /prefer, cleaned and without leading commas; None when absent or blank.
+
+    ``", watercolor"`` and ``"watercolor"`` are the same suffix: it is joined with ``", "``.
+    """
+    if suffix is None:
+        return None
+    if not isinstance(suffix, str):
+        raise Refusal("The style suffix must be text.")
+    cleaned = clean_text(clean_text(suffix).lstrip(",;").strip())
+    if len(cleaned) > MAX_STYLE_SUFFIX_CHARS:
+        raise Refusal(
+            f"Your style suffix is {len(cleaned):,} characters long; the limit is {MAX_STYLE_SUFFIX_CHARS} "
+            "(it is added to every prompt, which must stay within "
+            f"{MAX_PROMPT_CHARS:,} characters)."
+        )
+    return cleaned or None
+
+
+def with_style(prompt: str, suffix: str | None) -> str:
+    """``prompt`` with the style suffix appended (``"a fox" + "watercolor"`` -> ``"a fox, watercolor"``).
+
+    Unchanged when there is no suffix or the prompt already ends with it (a prompt copied from
+    an earlier result). Refuses when the two together are longer than a prompt may be.
+    """
+    if not suffix:
+        return prompt
+    if prompt.casefold().rstrip(" ,;.").endswith(suffix.casefold()):
+        return prompt
+    styled = f"{prompt.rstrip(' ,;')}{STYLE_SEPARATOR}{suffix}"
+    if len(styled) > MAX_PROMPT_CHARS:
+        raise Refusal(
+            f"Your prompt with your style suffix “{suffix[:40]}” is {len(styled):,} characters long; the limit is "
+            f"{MAX_PROMPT_CHARS:,}. Shorten the prompt, or turn the suffix off with /prefer reset what:style."
+        )
+    return styled

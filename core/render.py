@@ -6,6 +6,8 @@ User text is shown escaped (markdown and mentions) on one line; everything is al
 
 from __future__ import annotations
 
+import re
+
 import discord
 
 from core.history import JobRecord
@@ -111,3 +113,25 @@ def running_state(job: JobRecord) -> str:
 
 def progress_state(step: int, total: int) -> str:
     return f"{DRAFT_EMOJI} step {step}/{total}"
+
+
+def direct_text(job: JobRecord, *, steps: int | None = None, link: str | None = None) -> str:
+    """A result's parameters for a DM (✉️, or /prefer dm): prompt, seed, model, steps, size, where it is."""
+    lines = [f"**{shown(job.prompt, PROMPT_SHOWN_CHARS)}**", describe(job, steps=steps)]
+    shown_steps = steps if steps is not None else job.steps
+    if job.kind == "draft" and shown_steps is not None:
+        lines.append(f"Steps: {shown_steps} · seeds `{job.seed}`–`{job.seed + job.count - 1}`")
+    if job.negative_prompt:
+        lines.append(f"Without: {shown(job.negative_prompt, 200)}")
+    if link:
+        lines.append(link)
+    return "\n".join(lines)[:MESSAGE_LIMIT]
+
+
+_STEPS_SHOWN = re.compile(r" · (\d{1,3}) steps · ")
+
+
+def steps_shown(content: str) -> int | None:
+    """The step count that :func:`describe` wrote into a result message's text, if any."""
+    match = _STEPS_SHOWN.search(content)
+    return int(match.group(1)) if match else None

@@ -47,6 +47,7 @@ class BotSettings:
     shutdown_timeout: float = 30.0  # seconds the running job may take to finish on SIGTERM/SIGINT
     progress_interval: float = 1.0  # at most one progress edit per message this often, in seconds
     queue_update_interval: float = 3.0  # how often a waiting job's queue position is checked
+    wandb_project: str | None = None  # log finals to this Weights & Biases project (core.runlog); None = off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -109,6 +110,9 @@ class BotSettings:
                 if not (low <= value <= high):
                     raise SettingsError(f"{name}={raw!r} must be {low:g} to {high:g} seconds.")
                 changes[attr] = value
+
+        if (project := text("WANDB_PROJECT")) is not None:
+            changes["wandb_project"] = project
 
         return cls(**changes)  # type: ignore[arg-type]
 
