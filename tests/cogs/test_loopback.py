@@ -87,10 +87,10 @@ class Harness:
         await self.store.close()
 
     async def job_of(self, message: StoredMessage, timeout: float = 5.0):
-        """The job shown by ``message`` (its row gets the message id just after the post)."""
+        """The finished job shown by ``message`` (the row is marked done just after the post)."""
         for _ in range(int(timeout / 0.02)):
             job = await self.store.job_by_message(int(message.id))
-            if job is not None:
+            if job is not None and job.status not in ("queued", "running"):
                 return job
             await asyncio.sleep(0.02)
         raise AssertionError(f"no job shows message {message.id}")
