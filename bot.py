@@ -44,6 +44,11 @@ EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled
 EXIT_FAILURE = 1
 
 
+# An image bot never joins voice: no warnings about voice libraries at every start.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class ImagineBot(commands.Bot):
     """The bot: holds the store, the engine and the job service for the cogs."""
 
@@ -117,7 +122,9 @@ class ImagineBot(commands.Bot):
 
 
 def _configure_logging(level: int) -> None:
-    discord.utils.setup_logging(level=level, root=True)
+    # discord.py colours its log inside Docker even when it goes to a file; colour only a terminal.
+    plain = None if sys.stderr.isatty() else logging.Formatter("{asctime} {levelname:<8} {name}: {message}", style="{")
+    discord.utils.setup_logging(level=level, root=True, formatter=plain)
 
 
 async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:

@@ -42,11 +42,8 @@ _MESSAGE_ROUTES = re.compile(
 
 
 class E2EFakeDiscord(FakeDiscord):
-    """The loopback Discord, plus two things the base fake lacks (candidates for tests/fakediscord itself):
-
-    - faults that hit only requests carrying files (an image upload): ``fail_next`` matches method and
-      path, and a status edit and the upload of a result use the same path;
-    - Discord's default ``replied_user: false`` when ``allowed_mentions`` is given without it.
+    """The loopback Discord, plus faults that hit only requests carrying files (an image upload):
+    ``fail_next`` matches method and path, and a status edit and the upload of a result use the same path.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -61,16 +58,6 @@ class E2EFakeDiscord(FakeDiscord):
         fault = Fault(method.upper(), re.compile(path_regex), status, retry_after, count)
         self.upload_faults.append(fault)
         return fault
-
-    async def _create_message(self, channel: Any, author: Any, payload: dict[str, Any], *args: Any,
-                              **kwargs: Any) -> StoredMessage:
-        message = await super()._create_message(channel, author, payload, *args, **kwargs)
-        allowed = payload.get("allowed_mentions")
-        if allowed is not None and not allowed.get("replied_user", False):
-            # Discord: with allowed_mentions given, replied_user defaults to false (discord.py leaves the key
-            # out for AllowedMentions.none()); the base fake (server.py, _create_message) assumes true.
-            message.mention_ids = self._mentions(message.content, allowed)[0]
-        return message
 
     async def _parse(self, request: Any) -> Any:
         parsed = await super()._parse(request)

@@ -28,6 +28,8 @@ from .server import FakeDiscord, WaitTimeout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROBLEM_RE = re.compile(r"Traceback \(most recent call last\)|\bERROR\b|\bCRITICAL\b")
+# discord.py colours its log where it believes a terminal or Docker is: "\x1b[31mERROR" has no word boundary.
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BotProcess:
@@ -208,7 +210,7 @@ class BotProcess:
         excuses = [re.compile(pattern) for pattern in allowed]
         return [
             line
-            for line in self.log.splitlines()
+            for line in ANSI_RE.sub("", self.log).splitlines()
             if PROBLEM_RE.search(line) and not any(excuse.search(line) for excuse in excuses)
         ]
 

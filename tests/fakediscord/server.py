@@ -942,7 +942,7 @@ class FakeDiscord:
                    for key, value in reference.items()},
             }
             referenced = self._messages.get(str(reference.get("message_id")))
-            if referenced is not None and (allowed is None or allowed.get("replied_user", True)):
+            if referenced is not None and (allowed is None or allowed.get("replied_user", False)):
                 if referenced.author.id not in mention_ids and referenced.author.id != author.id:
                     mention_ids.append(referenced.author.id)
         message = StoredMessage(
