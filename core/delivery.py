@@ -112,11 +112,17 @@ class Delivery:
 
     # ----------------------------------------------------------------- operations
 
-    async def show(self, content: str) -> None:
-        """Replace the placeholder's text (queue position, progress). Raises discord.HTTPException."""
+    async def show(self, content: str, preview: bytes | None = None) -> None:
+        """Replace the placeholder's text (queue position, progress), and its image with ``preview`` if given.
+
+        Raises discord.HTTPException. The result's own upload later replaces the preview.
+        """
+        extra: dict[str, Any] = {}
+        if preview is not None:
+            extra["attachments"] = [discord.File(io.BytesIO(preview), filename="preview.png")]
         if self._webhook_usable():
             try:
-                await self._edit_webhook(content=content)
+                await self._edit_webhook(content=content, **extra)
             except (discord.NotFound, discord.Forbidden):
                 self._token_dead = True
                 raise
@@ -125,7 +131,7 @@ class Delivery:
             await (
                 self._channel()
                 .get_partial_message(self.placeholder_id)
-                .edit(content=content, allowed_mentions=NO_MENTIONS)
+                .edit(content=content, allowed_mentions=NO_MENTIONS, **extra)
             )
 
     async def post(
@@ -201,23 +207,29 @@ class Delivery:
 
 
 class StatusUpdater:
-    """Edits one message with the newest state, at most once per ``interval``; older states are skipped."""
+    """Edits one message with the newest state, at most once per ``interval``; older states are skipped.
 
-    def __init__(self, edit: Callable[[str], Awaitable[None]], *, interval: float, name: str = "status") -> None:
+    A live preview (a small PNG of a final's latents) rides along with the next edit.
+    """
+
+    def __init__(self, edit: Callable[..., Awaitable[None]], *, interval: float, name: str = "status") -> None:
         self._edit = edit
         self._interval = interval
         self._pending: str | None = None
+        self._preview: bytes | None = None
         self._last: str | None = None
         self._wake = asyncio.Event()
         self._closed = False
         self.progressed = False  # whether a progress state (step i/n) was ever set
         self._task = asyncio.create_task(self._run(), name=name)
 
-    def set(self, text: str, progress: bool = False) -> None:
+    def set(self, text: str, progress: bool = False, preview: bytes | None = None) -> None:
         if self._closed:
             return
         self.progressed = self.progressed or progress
         self._pending = text
+        if preview is not None:
+            self._preview = preview  # the newest preview waits for the next edit, even one without
         self._wake.set()
 
     async def _run(self) -> None:
@@ -228,10 +240,14 @@ class StatusUpdater:
             if self._closed:
                 return
             text, self._pending = self._pending, None
-            if text is None or text == self._last:
+            preview, self._preview = self._preview, None
+            if text is None or (text == self._last and preview is None):
                 continue
             try:
-                await self._edit(text)
+                if preview is None:
+                    await self._edit(text)
+                else:
+                    await self._edit(text, preview=preview)
                 self._last = text
                 failures = 0
             except discord.HTTPException as e:

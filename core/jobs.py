@@ -848,7 +848,7 @@ class JobService:
         def on_progress(progress: Any) -> None:  # called on the engine's worker thread
             text = render.status_text(job, render.progress_state(progress.step, progress.total))
             try:
-                loop.call_soon_threadsafe(updater.set, text, True)
+                loop.call_soon_threadsafe(updater.set, text, True, progress.preview)
             except RuntimeError:
                 pass  # the loop is closed: we are shutting down
 

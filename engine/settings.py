@@ -53,7 +53,7 @@ class EngineSettings:
     upscale_strength: float = 0.5
     max_batch_images: int = 8  # drafts merged into one GPU batch, in images
     queue_max: int = 200  # waiting jobs, all users together
-    preview_every: int = 0  # finals: a latent preview every N steps (0 = off)
+    preview_every: int = 5  # finals: a rough preview of the latents every N steps (0 = off)
     preload: bool = True  # load the draft and default final model at start, not at the first request
     final_not_starved_after_s: float = 20.0  # a waiting final runs before further drafts after this long
 

@@ -175,7 +175,12 @@ async def start_bot(
 
 
 def _with_files(messages: list[StoredMessage], count: int) -> list[StoredMessage]:
-    return [message for message in messages if len(message.attachments) >= count]
+    """Messages with at least ``count`` result files (a live preview of a running final is no result)."""
+    return [
+        message
+        for message in messages
+        if sum(a.filename != "preview.png" for a in message.attachments) >= count
+    ]
 
 
 async def result_of(interaction: Interaction, files: int = 1, timeout: float = RESULT_TIMEOUT) -> StoredMessage:
