@@ -190,10 +190,27 @@ async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
     finally:
         if bot is None or not bot._closing_started:
             await asyncio.to_thread(engine.shutdown, 0.0)
+        await _finish_event_handlers(timeout=5.0)
         await store.close()
         log.info("history database closed")
         if run_log.enabled:
             await asyncio.to_thread(run_log.close)
+
+
+async def _finish_event_handlers(timeout: float) -> None:
+    """Let listeners that were already running (a reaction, a button) finish before the store closes.
+
+    discord.py runs each event in a task of its own; once the gateway is closed no new ones start.
+    """
+    handlers = [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task() and task.get_name().startswith("discord.py: ")
+    ]
+    if handlers:
+        _, pending = await asyncio.wait(handlers, timeout=timeout)
+        if pending:
+            log.warning("%d event handler(s) still running after %.0f s; closing anyway", len(pending), timeout)
 
 
 def main() -> int:
