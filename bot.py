@@ -213,6 +213,27 @@ async def _finish_event_handlers(timeout: float) -> None:
             log.warning("%d event handler(s) still running after %.0f s; closing anyway", len(pending), timeout)
 
 
+def _fetch_missing_weights(engine_settings: EngineSettings) -> bool:
+    """Download the models the settings name, once, before connecting: no Discord request waits for gigabytes."""
+    from engine.models import download, missing_models, needed_models
+
+    missing = missing_models(engine_settings, needed_models(engine_settings))
+    if not missing:
+        return True
+    log.info("fetching model weights once (fp16 safetensors, several GB): %s", ", ".join(missing))
+    try:
+        download(engine_settings, missing)
+    except Exception as e:  # no network, a gated model without a login, disk full...
+        log.error(
+            "could not download %s: %s. Fetch them with `.venv/bin/python -m engine download`, or point the "
+            "model settings in .env at local folders (or set ENGINE_PRESET=tiny to try the bot without them).",
+            ", ".join(missing),
+            str(e).splitlines()[0] if str(e) else type(e).__name__,
+        )
+        return False
+    return True
+
+
 def main() -> int:
     load_dotenv(".env", override=False)  # .env in the directory the bot starts from; the environment wins
     try:
@@ -222,6 +243,8 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level_number)
+    if not _fetch_missing_weights(engine_settings):
+        return EXIT_FAILURE
     apply_endpoints(settings)
     return asyncio.run(_run(settings, engine_settings))
 

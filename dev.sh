@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two commands of the README:
-#   ./dev.sh run    set up .venv on first use, then start the bot (settings from .env)
+#   ./dev.sh run    set up .venv on first use, then start the bot (settings from .env; weights fetched once)
 #   ./dev.sh test   set up .venv on first use, then lint and run the test suite (CPU, tiny models)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,9 +22,7 @@ case "${1:-}" in
     run)
         setup
         shift
-        # Fetch the weights the settings name (once, with progress bars), so that the first
-        # Discord request never waits for gigabytes. Reads .env like the bot does.
-        "$VENV/bin/python" -m engine download --if-missing
+        # bot.py fetches the weights the settings name once (with progress bars) before it connects.
         exec "$VENV/bin/python" bot.py "$@"
         ;;
     test)

@@ -75,27 +75,14 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _missing(settings: EngineSettings, name: str) -> bool:
-    import torch
-
-    from .models import ModelMissing, ModelRegistry
-
-    try:
-        ModelRegistry(settings, "cpu", torch.float32, "resident").resolve(name)
-        return False
-    except ModelMissing:
-        return True
-
-
 def cmd_download(args) -> int:
-    from .models import download
+    from .models import download, missing_models, needed_models
 
     settings = _settings(args)
     if args.models:
         names = args.models.split(",")
-    else:  # the draft model and the configured final model(s)
-        finals = ["ssd-1b"] if settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
-        names = ["turbo", *finals]
+    else:
+        names = needed_models(settings)
     unknown = [n for n in names if n not in ("turbo", "ssd-1b", "sdxl-base", "sdxl-refiner")]
     if unknown:
         print(
@@ -108,7 +95,7 @@ def cmd_download(args) -> int:
         print(ensure_tiny_models(settings.cache_dir))
         return 0
     if args.if_missing:
-        names = [name for name in names if _missing(settings, name)]
+        names = missing_models(settings, names)
         if not names:
             print("all weights are on disk")
             return 0

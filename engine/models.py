@@ -305,6 +305,26 @@ class ModelRegistry:
         return getattr(pa, component, None) is not None and getattr(pa, component) is getattr(pb, component, None)
 
 
+def needed_models(settings: EngineSettings) -> list[str]:
+    """The draft model and the configured final model(s)."""
+    finals = ["ssd-1b"] if settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
+    return ["turbo", *finals]
+
+
+def missing_models(settings: EngineSettings, names: list[str]) -> list[str]:
+    """Those of ``names`` whose weights are not on disk (the tiny preset builds its own: never missing)."""
+    registry = ModelRegistry(settings, "cpu", None, "resident")
+    missing = []
+    for name in names:
+        if settings.model_source(name).startswith("tiny:"):
+            continue
+        try:
+            registry.resolve(name)
+        except ModelMissing:
+            missing.append(name)
+    return missing
+
+
 def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
     """Fetch exactly the files the engine loads (fp16 safetensors, configs, tokenizers), with progress bars."""
     from huggingface_hub import snapshot_download
