@@ -1,0 +1,34 @@
+"""engine/ knows nothing of Discord or the history store; its request types stay torch-free."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FOREIGN = ("discord", "aiosqlite", "core", "cogs", "bot")
+
+
+def test_engine_never_imports_the_bot_side():
+    for path in (ROOT / "engine").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in FOREIGN, f"engine/{path.name} imports {name}"
+
+
+def test_requests_output_and_canvas_load_without_torch():
+    code = (
+        "import sys\n"
+        "import engine.requests, engine.output, engine.canvas, engine.settings\n"
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
