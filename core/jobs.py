@@ -890,7 +890,7 @@ class JobService:
                     raise _Dropped()
                 return future.result()
             info = self.engine.queue_info(str(job.id))
-            if info.state == "waiting" and info.position != last_position:
+            if info.state == "waiting" and position_worth_showing(last_position, info.position):
                 last_position = info.position
                 updater.set(render.status_text(job, render.queued_state(info.position, info.eta_s)))
             elif info.state == "running" and not running:
@@ -1049,6 +1049,17 @@ def _with_applied(params: dict[str, Any], applied: list[str]) -> dict[str, Any]:
     if applied:
         params["prefs"] = sorted(applied)
     return params
+
+
+def position_worth_showing(last: int | None, now: int) -> bool:
+    """Whether a waiting job's message should show its new queue position.
+
+    Every move near the front; further back only moves of a fifth or more, so that fifty waiting
+    jobs cost tens of message edits per job finished, not a thousand.
+    """
+    if last is None:
+        return True
+    return now != last and (now <= 5 or now <= last * 0.8)
 
 
 def _known_aspect(ratio: object) -> bool:

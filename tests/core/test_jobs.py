@@ -525,3 +525,19 @@ def test_request_for_round_trips():
         request_for(upscale)
     with pytest.raises(RebuildError):
         request_for(_row(parent_id=1, parent_index=7), parent_request)
+
+
+def test_queue_positions_are_shown_for_every_move_near_the_front_and_big_moves_further_back():
+    from core.jobs import position_worth_showing
+
+    assert position_worth_showing(None, 40)
+    assert not position_worth_showing(40, 40)
+    assert not position_worth_showing(40, 39)
+    assert position_worth_showing(40, 32)
+    assert position_worth_showing(6, 5) and position_worth_showing(2, 1)
+    shown, last = [], None
+    for position in range(50, 0, -1):
+        if position_worth_showing(last, position):
+            shown.append(position)
+            last = position
+    assert len(shown) < 20 and shown[-5:] == [5, 4, 3, 2, 1]
