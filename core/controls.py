@@ -1,5 +1,8 @@
 """The buttons under a result: U1-U4 (final of a draft), V1-V4 (variations), 🔁 (reroll);
-on finals, Zoom out 1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting: a new final with its own buttons).
+on finals, Vary (subtle) / Vary (strong) (image-to-image from the final, new seed) and Zoom out
+1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting): each makes a new final with its own buttons.
+
+Rows of a final: Vary | Zoom out | Pan | 🔁 (Discord allows 5 rows of 5 buttons).
 
 Custom ids carry the job id (``job:<id>:u2``), and the handler rebuilds everything from the
 database, so buttons keep working after a restart: the class is registered once with
@@ -28,18 +31,21 @@ OUTPAINT_BUTTONS: dict[str, dict[str, str]] = {
     "pan_up": {"emoji": "⬆️"},
     "pan_down": {"emoji": "⬇️"},
 }
-ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS)
+VARY_BUTTONS: dict[str, str] = {"vary_subtle": "Vary (subtle)", "vary_strong": "Vary (strong)"}
+ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS)
+FINAL_REROLL_ROW = 3
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
     template=re.compile(
-        r"job:(?P<job_id>[0-9]{1,19}):(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down))"
+        r"job:(?P<job_id>[0-9]{1,19}):"
+        r"(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down)|vary_(?:subtle|strong))"
     ),
 ):
     """One control of a job's message; the work happens in ``bot.jobs`` (core.jobs.JobService)."""
 
-    def __init__(self, job_id: int, action: str) -> None:
+    def __init__(self, job_id: int, action: str, *, row: int | None = None) -> None:
         if action not in ACTIONS:
             raise ValueError(f"unknown job action {action!r}")
         self.job_id = job_id
@@ -48,12 +54,19 @@ class JobButton(
             button = discord.ui.Button(
                 emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:reroll", row=2
             )
+        elif action in VARY_BUTTONS:
+            button = discord.ui.Button(
+                label=VARY_BUTTONS[action],
+                style=discord.ButtonStyle.primary,
+                custom_id=f"job:{job_id}:{action}",
+                row=0,
+            )
         elif action in OUTPAINT_BUTTONS:
             button = discord.ui.Button(
                 **OUTPAINT_BUTTONS[action],
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"job:{job_id}:{action}",
-                row=0 if action.startswith("zoom") else 1,
+                row=1 if action.startswith("zoom") else 2,
             )
         else:
             button = discord.ui.Button(
@@ -62,6 +75,8 @@ class JobButton(
                 custom_id=f"job:{job_id}:{action}",
                 row=0 if action[0] == "u" else 1,
             )
+        if row is not None:  # where the message's layout wants it (🔁 goes lower on finals)
+            button.row = row
         super().__init__(button)
 
     @classmethod
@@ -76,6 +91,8 @@ class JobButton(
         try:
             if self.action == "reroll":
                 await jobs.reroll(origin, self.job_id)
+            elif self.action in VARY_BUTTONS:
+                await jobs.vary(origin, self.job_id, self.action)
             elif self.action in OUTPAINT_BUTTONS:
                 await jobs.outpaint(origin, self.job_id, self.action)
             elif self.action[0] == "u":
@@ -88,17 +105,18 @@ class JobButton(
 
 
 def controls_for(job: JobRecord) -> discord.ui.View:
-    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get zoom, pan and 🔁."""
+    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get vary, zoom, pan and 🔁."""
     view = discord.ui.View(timeout=None)
     if job.kind == "draft":
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"u{i}"))
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"v{i}"))
+        view.add_item(JobButton(job.id, "reroll"))
     else:
-        for action in OUTPAINT_BUTTONS:
+        for action in (*VARY_BUTTONS, *OUTPAINT_BUTTONS):
             view.add_item(JobButton(job.id, action))
-    view.add_item(JobButton(job.id, "reroll"))
+        view.add_item(JobButton(job.id, "reroll", row=FINAL_REROLL_ROW))
     # Nothing to listen for in this object: clicks reach JobButton through the dynamic item registry.
     view.stop()
     return view

@@ -69,6 +69,8 @@ OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
     "pan_up": {"pan": "up"},
     "pan_down": {"pan": "down"},
 }
+# Vary (subtle) / Vary (strong) on a final: image-to-image from its stored PNG at this strength, new seed.
+VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
 ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to be stored
 RESTARTING_STATE = "⏸ I'm restarting; this job continues when I'm back."
 
@@ -554,18 +556,7 @@ class JobService:
             if action not in OUTPAINT_ACTIONS:
                 raise Refusal(f"Unknown outpaint action {action!r}.")
             guild = await self._guild_of(origin)
-            self._check_finals_allowed(guild, origin)
-            parent = await self._job_in_guild(origin, job_id)
-            if parent.kind != "final":
-                raise Refusal(f"Job #{parent.id} is a set of drafts; zoom and pan work on finals (press U first).")
-            if parent.status != "done":
-                if parent.finished:
-                    raise Refusal(f"Job #{parent.id} {_status_word(parent)}; it has no image to extend.")
-                raise Refusal(f"Job #{parent.id} isn't finished yet.")
-            check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            source = await self.inputs.result(parent.id) if self.inputs is not None else None
-            if source is None:
-                raise Refusal(f"The image of job #{parent.id} is no longer stored, so I can't extend it.")
+            parent, source = await self._final_source(origin, guild, job_id, "zoom and pan", "extend")
             budget = self.settings.final_size**2
             try:
                 extended = await asyncio.to_thread(canvas.outpaint, source, budget=budget, **OUTPAINT_ACTIONS[action])
@@ -592,6 +583,60 @@ class JobService:
         except Refusal as r:
             await origin.refuse(str(r))
             return None
+
+    async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+        """Vary (subtle) / Vary (strong) on a final: a new final by image-to-image from its image, new seed."""
+        try:
+            if action not in VARY_ACTIONS:
+                raise Refusal(f"Unknown variation {action!r}.")
+            guild = await self._guild_of(origin)
+            parent, source = await self._final_source(origin, guild, job_id, "Vary buttons", "vary")
+            amount = VARY_ACTIONS[action]
+            steps = parent.steps
+            planned = steps if steps is not None else self.engine_settings.final_steps
+            if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
+                steps = math.ceil(1 / amount - 1e-9)
+            request = FinalRequest(
+                prompt=parent.prompt,
+                seed=random_seed(1),
+                negative_prompt=parent.negative_prompt,
+                width=parent.width,
+                height=parent.height,
+                model=parent.model,
+                steps=steps,
+                guidance=parent.guidance,
+                init=ImageInit(source),
+                strength=amount,
+            )
+            params: dict[str, Any] = {
+                "vary": action.removeprefix("vary_"),
+                "init_image": await self._keep_input(source),
+            }
+            if _known_aspect(parent.params.get("aspect")):
+                params["aspect"] = parent.params["aspect"]
+            fields = _fields_of_request(request, mode="variation", parent_id=parent.id, params=params)
+            return await self._accept(origin, fields, request, guild)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
+
+    async def _final_source(
+        self, origin: Origin, guild: GuildSettings, job_id: int, buttons: str, verb: str
+    ) -> tuple[JobRecord, bytes]:
+        """A finished final of this guild that a new final may start from, and its stored image."""
+        self._check_finals_allowed(guild, origin)
+        parent = await self._job_in_guild(origin, job_id)
+        if parent.kind != "final":
+            raise Refusal(f"Job #{parent.id} is a set of drafts; {buttons} work on finals (press U first).")
+        if parent.status != "done":
+            if parent.finished:
+                raise Refusal(f"Job #{parent.id} {_status_word(parent)}; it has no image to {verb}.")
+            raise Refusal(f"Job #{parent.id} isn't finished yet.")
+        check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        source = await self.inputs.result(parent.id) if self.inputs is not None else None
+        if source is None:
+            raise Refusal(f"The image of job #{parent.id} is no longer stored, so I can't {verb} it.")
+        return parent, source
 
     async def _keep_input(self, png: bytes) -> str:
         """Store an image a job starts from (before its row is written); returns its key."""

@@ -25,6 +25,9 @@ OUTPAINT_WORDS = {
 }
 
 
+VARY_WORDS = {"subtle": "Subtle variation", "strong": "Strong variation"}
+
+
 def escape(text: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
@@ -68,6 +71,9 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
     elif job.mode == "outpaint" and job.parent_id is not None:
         how = OUTPAINT_WORDS.get(str(job.params.get("outpaint")), "Extended")
         what = f"{how} from job #{job.parent_id}"
+    elif job.mode == "variation" and job.parent_id is not None:
+        how = VARY_WORDS.get(str(job.params.get("vary")), "Variation")
+        what = f"{how} of job #{job.parent_id}"
     elif job.mode == "inpaint":
         what = "Edit of your image"
     else:

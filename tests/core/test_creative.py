@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -178,3 +179,52 @@ async def test_a_restart_picks_up_an_edit_from_its_stored_images(store, engine, 
     assert await second.start() == 1
     assert fresh.item(job.id).request == before
     await second.shutdown(0.0)
+
+
+@pytest.mark.parametrize(("action", "strength"), [("vary_subtle", 0.35), ("vary_strong", 0.75)])
+async def test_vary_makes_a_new_final_from_the_stored_image(service, store, engine, inputs, action, strength):
+    parent = await final_done(service, store, engine)
+    kept = inputs.result_sync(parent.id)
+    origin = RecordingOrigin()
+    job = await service.vary(origin, parent.id, action)
+    assert origin.refusals == []
+    request = engine.item(job.id).request
+    assert isinstance(request, FinalRequest) and request.init == ImageInit(kept) and request.mask is None
+    assert request.strength == strength and request.seed != 3
+    assert (request.prompt, request.model) == ("a harbour", "sdxl")
+    assert (request.width, request.height) == (parent.width, parent.height)
+    row = await store.get_job(job.id)
+    assert (row.mode, row.parent_id, row.parent_index) == ("variation", parent.id, None)
+    assert row.params["vary"] == action.removeprefix("vary_") and row.strength == strength
+    assert await rebuild_request(store, row, inputs) == request  # survives a restart: the image is stored
+    engine.finish(job.id)
+    delivery = origin.deliveries[0]
+    await eventually(lambda: delivery.posts)
+    ids = [item.custom_id for item in delivery.posts[0][2].children]
+    assert f"job:{job.id}:vary_subtle" in ids and f"job:{job.id}:zoom2" in ids
+    assert f"variation of job #{parent.id}" in delivery.posts[0][0]
+
+
+async def test_vary_runs_at_least_one_step_with_few_final_steps(store, engine, inputs):
+    service = make_service(store, engine, inputs=inputs)
+    service.engine_settings = dataclasses.replace(service.engine_settings, final_steps=2)
+    try:
+        parent = await final_done(service, store, engine)
+        job = await service.vary(RecordingOrigin(), parent.id, "vary_subtle")
+        request = engine.item(job.id).request
+        assert request.steps is not None and int(request.steps * request.strength) >= 1
+    finally:
+        await service.shutdown(0.0)
+
+
+async def test_vary_refusals(service, store, engine, inputs):
+    drafts = await service.imagine(RecordingOrigin(), prompt="a cat")
+    origin = RecordingOrigin()
+    assert await service.vary(origin, drafts.id, "vary_strong") is None
+    assert "Vary buttons work on finals" in origin.refusals[-1]
+    parent = await final_done(service, store, engine)
+    assert await service.vary(origin, parent.id, "vary_wild") is None
+    assert "Unknown variation" in origin.refusals[-1]
+    (inputs.results / f"{parent.id}.png").unlink()
+    assert await service.vary(origin, parent.id, "vary_subtle") is None
+    assert "no longer stored" in origin.refusals[-1]
