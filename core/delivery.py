@@ -8,6 +8,10 @@ which gives a :class:`Delivery`: the one message that shows the job's state and 
 Delivery order for a result: edit the interaction's message while its token is valid
 (15 minutes), else edit our own placeholder message in the channel, else post a new message
 in the channel, replying to the message the job came from where there is one.
+
+A file bigger than the upload limit of where it goes (the interaction's ``attachment_size_limit``,
+else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that fits
+(``engine.output.fit_to_limit``, torch-free) instead of failing the upload.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from typing import Any
 import discord
 
 from core.history import JobRecord
+from engine.output import fit_to_limit
 
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 INTERACTION_TTL_S = 15 * 60.0
 TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
 REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
 
 
@@ -137,15 +143,23 @@ class Delivery:
     async def post(
         self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None
     ) -> discord.Message:
-        """Post the result; returns the message it is in. Raises DeliveryError where nothing worked."""
+        """Post the result; returns the message it is in. Raises DeliveryError where nothing worked.
 
-        def attachments() -> list[discord.File]:
-            return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
+        Files over the upload limit of the route used are shrunk first (see :meth:`upload_limit`).
+        """
+        fitted: dict[int, list[tuple[str, bytes]]] = {}
+
+        async def attachments(limit: int) -> list[discord.File]:
+            if limit not in fitted:
+                fitted[limit] = await fit_files(files, limit)
+            return [discord.File(io.BytesIO(data), filename=name) for name, data in fitted[limit]]
 
         view_arg: Any = view if view is not None else discord.utils.MISSING
         if self._webhook_usable():
             try:
-                return await self._edit_webhook(content=content, attachments=attachments(), view=view_arg)
+                return await self._edit_webhook(
+                    content=content, attachments=await attachments(self.upload_limit(webhook=True)), view=view_arg
+                )
             except discord.HTTPException as e:
                 # 404 Unknown Webhook (token expired) or Unknown Message (deleted), 401, 403, or Discord
                 # failing after its retries: the channel is a separate route that may still work.
@@ -154,10 +168,11 @@ class Delivery:
                     self._token_dead = True
 
         channel = self._channel()
+        limit = self.upload_limit(webhook=False)
         if self.placeholder_id is not None and not self.placeholder_by_webhook:
             try:
                 return await channel.get_partial_message(self.placeholder_id).edit(
-                    content=content, attachments=attachments(), view=view_arg, allowed_mentions=NO_MENTIONS
+                    content=content, attachments=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS
                 )
             except discord.NotFound:
                 log.info("placeholder message %s was deleted; posting a new one", self.placeholder_id)
@@ -175,7 +190,7 @@ class Delivery:
         try:
             return await channel.send(
                 content,
-                files=attachments(),
+                files=await attachments(limit),
                 view=view_arg,
                 reference=reference,  # type: ignore[arg-type]
                 allowed_mentions=NO_MENTIONS,
@@ -186,6 +201,18 @@ class Delivery:
             raise DeliveryError(forbidden_text(self.channel_id)) from e
         except discord.HTTPException as e:
             raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+
+    def upload_limit(self, *, webhook: bool) -> int:
+        """The most bytes one file may have: the interaction's limit through its webhook, else the guild's."""
+        if webhook and self.interaction is not None:
+            limit = getattr(self.interaction, "filesize_limit", None)  # the payload's attachment_size_limit
+            if isinstance(limit, int) and limit > 0:
+                return limit
+        guild = self.client.get_guild(self.guild_id) if self.client is not None and self.guild_id is not None else None
+        limit = getattr(guild, "filesize_limit", None)
+        if isinstance(limit, int) and limit > 0:
+            return limit
+        return DEFAULT_UPLOAD_LIMIT
 
     async def react(self, message_id: int, emoji: str) -> None:
         """Add our reaction to a message in this channel, so people see they can use it."""
@@ -204,6 +231,33 @@ class Delivery:
             log.info("could not tell the user: %s", e)
             return False
         return True
+
+
+async def fit_files(files: Sequence[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:
+    """``files`` with each one over ``limit`` bytes re-encoded smaller (``name.png`` -> ``name.webp``/``.jpg``).
+
+    Raises DeliveryError for a file that cannot be made small enough.
+    """
+    out: list[tuple[str, bytes]] = []
+    for name, data in files:
+        if len(data) <= limit:
+            out.append((name, data))
+            continue
+        try:
+            smaller, ext = await asyncio.to_thread(fit_to_limit, data, limit)
+        except (ValueError, OSError) as e:
+            raise DeliveryError(f"{name} is too large to upload here ({len(data)} bytes; limit {limit}).") from e
+        stem = name.rsplit(".", 1)[0] if "." in name else name
+        log.info(
+            "%s is %d bytes, over the upload limit of %d: sent as %s (%d bytes)",
+            name,
+            len(data),
+            limit,
+            ext,
+            len(smaller),
+        )
+        out.append((f"{stem}.{ext}", smaller))
+    return out
 
 
 class StatusUpdater:
