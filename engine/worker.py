@@ -218,30 +218,28 @@ class Engine:
         return True
 
     def queue_info(self, job_id: str) -> QueueInfo:
+        """Where one job stands (``state`` "unknown" once it is done or was never here)."""
+        for info in self.queue_snapshot():
+            if info.job_id == job_id:
+                return info
+        return QueueInfo(job_id, "unknown", -1, 0.0)
+
+    def queue_snapshot(self) -> list[QueueInfo]:
+        """Running jobs (position 0), then waiting ones in the order they will run, with ETAs."""
         with self._lock:
             running = list(self._running)
             order = self._queue.order()
         now = time.monotonic()
-        ahead = sum(max(0.0, self._estimate(j.request) - (now - (j.started_at or now))) for j in running)
-        for j in running:
-            if j.job_id == job_id:
-                left = max(0.0, self._estimate(j.request) - (now - (j.started_at or now)))
-                return QueueInfo(job_id, "running", 0, round(left, 1))
+        infos: list[QueueInfo] = []
+        ahead = 0.0
+        for job in running:
+            left = max(0.0, self._estimate(job.request) - (now - (job.started_at or now)))
+            infos.append(QueueInfo(job.job_id, "running", 0, round(left, 1)))
+            ahead = max(ahead, left)  # a batch runs together: the longest one is what waiting jobs wait for
         for position, q in enumerate(order, start=1):
-            own = self._estimate(q.request)
-            if q.job_id == job_id:
-                return QueueInfo(job_id, "waiting", position, round(ahead + own, 1))
-            ahead += own
-        return QueueInfo(job_id, "unknown", -1, 0.0)
-
-    def queue_snapshot(self) -> list[QueueInfo]:
-        with self._lock:
-            ids = [j.job_id for j in self._running] + [q.job_id for q in self._queue.order()]
-        return [self.queue_info(i) for i in ids]
-
-    def owner_of(self, job_id: str) -> str | None:
-        job = self._jobs.get(job_id)
-        return job.user if job else None
+            ahead += self._estimate(q.request)
+            infos.append(QueueInfo(q.job_id, "waiting", position, round(ahead, 1)))
+        return infos
 
     def health(self) -> dict:
         alive = self._thread is not None and self._thread.is_alive()
