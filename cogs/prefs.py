@@ -203,7 +203,7 @@ class PrefsCog(commands.Cog):
             return
         if not files:
             return  # not finished yet, or its images were removed: nothing to send
-        steps = render.steps_shown(message.content) if job.kind == "final" else None
+        steps = job.steps if job.kind == "final" else None
         link = message_link(payload.guild_id, payload.channel_id, payload.message_id)
         text = render.direct_text(job, steps=steps, link=link)
         if await send_direct(self.bot, payload.user_id, text, files):

@@ -203,7 +203,8 @@ _SQL_COUNT_RECENT = "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND created_at 
 _SQL_MARK_RUNNING = "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'"
 _SQL_FINISH = """
 UPDATE jobs SET status = 'done', error = NULL, seeds = ?, timings = ?, finished_at = ?,
-    result_channel_id = COALESCE(?, result_channel_id), result_message_id = COALESCE(?, result_message_id)
+    result_channel_id = COALESCE(?, result_channel_id), result_message_id = COALESCE(?, result_message_id),
+    steps = COALESCE(?, steps)
 WHERE id = ? AND status IN ('queued', 'running')
 """
 _SQL_FAIL = """
@@ -688,15 +689,17 @@ class HistoryStore:
         timings: Mapping[str, float],
         result_channel_id: int | None = None,
         result_message_id: int | None = None,
+        steps: int | None = None,
     ) -> bool:
         """queued/running -> done with the result seeds and timings (seconds by phase).
 
-        The result channel/message are stored when given (kept otherwise). Returns False,
-        changing nothing, when the job had already finished (e.g. it was cancelled).
+        The result channel/message and the steps the engine used (a final asked for with the
+        default has ``steps`` None until then) are stored when given, kept otherwise. Returns
+        False, changing nothing, when the job had already finished (e.g. it was cancelled).
         """
         seeds_json = _dumps([operator.index(s) for s in seeds])
         timings_json = _dumps({str(k): float(v) for k, v in timings.items()})
-        params = (seeds_json, timings_json, self._clock(), result_channel_id, result_message_id, job_id)
+        params = (seeds_json, timings_json, self._clock(), result_channel_id, result_message_id, steps, job_id)
         return await self._transition(job_id, _SQL_FINISH, params, "finished")
 
     async def fail_job(self, job_id: int, error: str) -> bool:

@@ -990,7 +990,7 @@ class JobService:
             message = await delivery.post(content, files, controls_for(job))
         except DeliveryError as e:
             log.warning("job %s is done but its result was not posted: %s", job.id, e)
-            await self.store.finish_job(job.id, seeds=seeds, timings=timings)
+            await self.store.finish_job(job.id, seeds=seeds, timings=timings, steps=result.steps)
             await delivery.tell(f"Job #{job.id} is done, but I could not post it: {e}")
             return
         timings["deliver"] = round(time.monotonic() - started, 3)
@@ -1005,6 +1005,7 @@ class JobService:
             timings=timings,
             result_channel_id=delivery.channel_id,
             result_message_id=message.id,
+            steps=result.steps,
         )
         log.info("job %s delivered as message %s", job.id, message.id)
         await delivery.react(message.id, REROLL_EMOJI)

@@ -6,8 +6,6 @@ User text is shown escaped (markdown and mentions) on one line; everything is al
 
 from __future__ import annotations
 
-import re
-
 import discord
 
 from core.history import JobRecord
@@ -134,10 +132,3 @@ def direct_text(job: JobRecord, *, steps: int | None = None, link: str | None = 
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
-_STEPS_SHOWN = re.compile(r" · (\d{1,3}) steps · ")
-
-
-def steps_shown(content: str) -> int | None:
-    """The step count that :func:`describe` wrote into a result message's text, if any."""
-    match = _STEPS_SHOWN.search(content)
-    return int(match.group(1)) if match else None

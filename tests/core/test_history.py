@@ -808,3 +808,17 @@ async def test_cancelled_calls_leave_the_store_usable(store: HistoryStore, db_pa
         rows = conn.execute("SELECT prompt, status FROM jobs").fetchall()
     assert all(status == "queued" for _, status in rows)
     assert sum(prompt.startswith("after") for prompt, _ in rows) == 12
+
+
+async def test_finish_job_records_the_steps_the_engine_used(tmp_path):
+    store = await HistoryStore.open(tmp_path / "steps.sqlite3")
+    try:
+        job = await store.create_job(
+            NewJob(kind="final", mode="final", guild_id=1, channel_id=2, user_id=3, prompt="p", model="ssd-1b",
+                   width=1024, height=1024, seed=5)
+        )
+        assert job.steps is None  # asked for with the engine's default
+        await store.finish_job(job.id, seeds=[5], timings={"run": 1.0}, steps=28)
+        assert (await store.get_job(job.id)).steps == 28
+    finally:
+        await store.close()
