@@ -317,7 +317,6 @@ class Recipes:
             from diffusers import StableDiffusionXLInpaintPipeline
 
             pipe = self.registry.derive(StableDiffusionXLInpaintPipeline, self.registry.get(name).text2img)
-            pipe.set_progress_bar_config(disable=True)
             self._inpaint[name] = pipe
         return pipe
 
