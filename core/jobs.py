@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -253,6 +254,23 @@ class ActiveJob:
 # --------------------------------------------------------------------------- the service
 
 
+_RequestMethod = Callable[..., Awaitable["JobRecord | None"]]
+
+
+def _refusals_answered(method: _RequestMethod) -> _RequestMethod:
+    """A user-facing request method: a :class:`Refusal` raised inside becomes the user's (ephemeral) answer."""
+
+    @functools.wraps(method)
+    async def wrapper(self: JobService, origin: Origin, *args: Any, **kwargs: Any) -> JobRecord | None:
+        try:
+            return await method(self, origin, *args, **kwargs)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
+
+    return wrapper
+
+
 class JobService:
     """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
 
@@ -389,6 +407,7 @@ class JobService:
 
     # ----------------------------------------------------------------- what users ask for
 
+    @_refusals_answered
     async def imagine(
         self,
         origin: Origin,
@@ -405,39 +424,15 @@ class JobService:
         The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
         """
-        try:
-            guild = await self._guild_of(origin)
-            text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            prefs = await self.store.user_prefs(origin.user_id)
-            applied: list[str] = []
-            text = self._styled(text, prefs, guild, origin, applied)
-            negative = self._pref_negative(negative_prompt, prefs, applied)
-            if image is None:
-                ratio = check_aspect(self._pref_aspect(aspect, prefs, applied))
-                width, height = size_for_aspect(ratio, self.settings.draft_size)
-                request = DraftRequest(
-                    prompt=text,
-                    seed=check_seed(seed, count=DRAFT_COUNT),
-                    negative_prompt=negative,
-                    width=width,
-                    height=height,
-                    count=DRAFT_COUNT,
-                    steps=self.engine_settings.draft_steps,
-                )
-                fields = _fields_of_request(request, mode="imagine", params=_with_applied({"aspect": ratio}, applied))
-                return await self._accept(origin, fields, request, guild)
-            amount = _check_strength(strength, DEFAULT_IMAGE_STRENGTH)
-            # Turbo image-to-image runs int(steps x strength) steps: at least one.
-            steps = max(self.engine_settings.draft_steps, math.ceil(1 / amount - 1e-9))
-            if steps > 4:
-                raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
-            params: dict[str, Any] = {}
-            if aspect is not None:
-                ratio = check_aspect(aspect)
-                params["aspect"] = ratio
-                width, height = size_for_aspect(ratio, self.settings.draft_size)
-            else:
-                width, height = _image_job_size(image, self.settings.draft_size)
+        guild = await self._guild_of(origin)
+        text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        prefs = await self.store.user_prefs(origin.user_id)
+        applied: list[str] = []
+        text = self._styled(text, prefs, guild, origin, applied)
+        negative = self._pref_negative(negative_prompt, prefs, applied)
+        if image is None:
+            ratio = check_aspect(self._pref_aspect(aspect, prefs, applied))
+            width, height = size_for_aspect(ratio, self.settings.draft_size)
             request = DraftRequest(
                 prompt=text,
                 seed=check_seed(seed, count=DRAFT_COUNT),
@@ -445,17 +440,38 @@ class JobService:
                 width=width,
                 height=height,
                 count=DRAFT_COUNT,
-                steps=steps,
-                init=ImageInit(image),
-                strength=amount,
+                steps=self.engine_settings.draft_steps,
             )
-            params["init_image"] = await self._keep_input(image)
-            fields = _fields_of_request(request, mode="img2img", params=_with_applied(params, applied))
+            fields = _fields_of_request(request, mode="imagine", params=_with_applied({"aspect": ratio}, applied))
             return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        amount = _check_strength(strength, DEFAULT_IMAGE_STRENGTH)
+        # Turbo image-to-image runs int(steps x strength) steps: at least one.
+        steps = max(self.engine_settings.draft_steps, math.ceil(1 / amount - 1e-9))
+        if steps > 4:
+            raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
+        params: dict[str, Any] = {}
+        if aspect is not None:
+            ratio = check_aspect(aspect)
+            params["aspect"] = ratio
+            width, height = size_for_aspect(ratio, self.settings.draft_size)
+        else:
+            width, height = _image_job_size(image, self.settings.draft_size)
+        request = DraftRequest(
+            prompt=text,
+            seed=check_seed(seed, count=DRAFT_COUNT),
+            negative_prompt=negative,
+            width=width,
+            height=height,
+            count=DRAFT_COUNT,
+            steps=steps,
+            init=ImageInit(image),
+            strength=amount,
+        )
+        params["init_image"] = await self._keep_input(image)
+        fields = _fields_of_request(request, mode="img2img", params=_with_applied(params, applied))
+        return await self._accept(origin, fields, request, guild)
 
+    @_refusals_answered
     async def final(
         self,
         origin: Origin,
@@ -467,31 +483,28 @@ class JobService:
         model: object = None,
     ) -> JobRecord | None:
         """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty)."""
-        try:
-            guild = await self._guild_of(origin)
-            self._check_finals_allowed(guild, origin)
-            text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            prefs = await self.store.user_prefs(origin.user_id)
-            applied: list[str] = []
-            text = self._styled(text, prefs, guild, origin, applied)
-            negative = self._pref_negative(negative_prompt, prefs, applied)
-            ratio = check_aspect(self._pref_aspect(aspect, prefs, applied))
-            model = self._pref_model(model, prefs, applied)
-            width, height = size_for_aspect(ratio, self.settings.final_size)
-            request = FinalRequest(
-                prompt=text,
-                seed=check_seed(seed),
-                negative_prompt=negative,
-                width=width,
-                height=height,
-                model=check_final_model(model, self.engine_settings.final_model),
-            )
-            fields = _fields_of_request(request, mode="final", params=_with_applied({"aspect": ratio}, applied))
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        guild = await self._guild_of(origin)
+        self._check_finals_allowed(guild, origin)
+        text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        prefs = await self.store.user_prefs(origin.user_id)
+        applied: list[str] = []
+        text = self._styled(text, prefs, guild, origin, applied)
+        negative = self._pref_negative(negative_prompt, prefs, applied)
+        ratio = check_aspect(self._pref_aspect(aspect, prefs, applied))
+        model = self._pref_model(model, prefs, applied)
+        width, height = size_for_aspect(ratio, self.settings.final_size)
+        request = FinalRequest(
+            prompt=text,
+            seed=check_seed(seed),
+            negative_prompt=negative,
+            width=width,
+            height=height,
+            model=check_final_model(model, self.engine_settings.final_model),
+        )
+        fields = _fields_of_request(request, mode="final", params=_with_applied({"aspect": ratio}, applied))
+        return await self._accept(origin, fields, request, guild)
 
+    @_refusals_answered
     async def edit(
         self,
         origin: Origin,
@@ -510,115 +523,105 @@ class JobService:
         ``image`` and ``mask`` are normalized PNGs (``core.attachments``). The user's /prefer style
         suffix, negative prompt and final model apply as for /final; the image keeps its own aspect.
         """
-        try:
-            guild = await self._guild_of(origin)
-            self._check_finals_allowed(guild, origin)
-            text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            prefs = await self.store.user_prefs(origin.user_id)
-            applied: list[str] = []
-            text = self._styled(text, prefs, guild, origin, applied)
-            negative = self._pref_negative(negative_prompt, prefs, applied)
-            model = self._pref_model(model, prefs, applied)
-            if (mask is None) == (region is None):
-                raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
-            amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
-            width, height = _image_job_size(image, self.settings.final_size)
-            params: dict[str, Any] = {}
-            if mask is None:
-                assert region is not None
-                try:
-                    mask = canvas.region_mask(width, height, *region)
-                except RequestError as e:
-                    raise Refusal(str(e)) from e
-                params["region"] = list(region)
-            request = FinalRequest(
-                prompt=text,
-                seed=check_seed(seed),
-                negative_prompt=negative,
-                width=width,
-                height=height,
-                model=check_final_model(model, self.engine_settings.final_model),
-                init=ImageInit(image),
-                mask=mask,
-                strength=amount,
-            )
-            params["init_image"] = await self._keep_input(image)
-            params["mask_image"] = await self._keep_input(mask)
-            fields = _fields_of_request(request, mode="inpaint", params=_with_applied(params, applied))
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
-
-    async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
-        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
-        try:
-            if action not in OUTPAINT_ACTIONS:
-                raise Refusal(f"Unknown outpaint action {action!r}.")
-            guild = await self._guild_of(origin)
-            parent, source = await self._final_source(origin, guild, job_id, "zoom and pan", "extend")
-            budget = self.settings.final_size**2
+        guild = await self._guild_of(origin)
+        self._check_finals_allowed(guild, origin)
+        text = check_prompt(prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        prefs = await self.store.user_prefs(origin.user_id)
+        applied: list[str] = []
+        text = self._styled(text, prefs, guild, origin, applied)
+        negative = self._pref_negative(negative_prompt, prefs, applied)
+        model = self._pref_model(model, prefs, applied)
+        if (mask is None) == (region is None):
+            raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
+        amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
+        width, height = _image_job_size(image, self.settings.final_size)
+        params: dict[str, Any] = {}
+        if mask is None:
+            assert region is not None
             try:
-                extended = await asyncio.to_thread(canvas.outpaint, source, budget=budget, **OUTPAINT_ACTIONS[action])
+                mask = canvas.region_mask(width, height, *region)
             except RequestError as e:
                 raise Refusal(str(e)) from e
-            request = FinalRequest(
-                prompt=parent.prompt,
-                seed=random_seed(1),
-                negative_prompt=parent.negative_prompt,
-                width=extended.width,
-                height=extended.height,
-                model=parent.model,
-                init=ImageInit(extended.image),
-                mask=extended.mask,
-                strength=1.0,
-            )
-            params = {
-                "outpaint": action,
-                "init_image": await self._keep_input(extended.image),
-                "mask_image": await self._keep_input(extended.mask),
-            }
-            fields = _fields_of_request(request, mode="outpaint", parent_id=parent.id, params=params)
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+            params["region"] = list(region)
+        request = FinalRequest(
+            prompt=text,
+            seed=check_seed(seed),
+            negative_prompt=negative,
+            width=width,
+            height=height,
+            model=check_final_model(model, self.engine_settings.final_model),
+            init=ImageInit(image),
+            mask=mask,
+            strength=amount,
+        )
+        params["init_image"] = await self._keep_input(image)
+        params["mask_image"] = await self._keep_input(mask)
+        fields = _fields_of_request(request, mode="inpaint", params=_with_applied(params, applied))
+        return await self._accept(origin, fields, request, guild)
 
+    @_refusals_answered
+    async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
+        if action not in OUTPAINT_ACTIONS:
+            raise Refusal(f"Unknown outpaint action {action!r}.")
+        guild = await self._guild_of(origin)
+        parent, source = await self._final_source(origin, guild, job_id, "zoom and pan", "extend")
+        budget = self.settings.final_size**2
+        try:
+            extended = await asyncio.to_thread(canvas.outpaint, source, budget=budget, **OUTPAINT_ACTIONS[action])
+        except RequestError as e:
+            raise Refusal(str(e)) from e
+        request = FinalRequest(
+            prompt=parent.prompt,
+            seed=random_seed(1),
+            negative_prompt=parent.negative_prompt,
+            width=extended.width,
+            height=extended.height,
+            model=parent.model,
+            init=ImageInit(extended.image),
+            mask=extended.mask,
+            strength=1.0,
+        )
+        params = {
+            "outpaint": action,
+            "init_image": await self._keep_input(extended.image),
+            "mask_image": await self._keep_input(extended.mask),
+        }
+        fields = _fields_of_request(request, mode="outpaint", parent_id=parent.id, params=params)
+        return await self._accept(origin, fields, request, guild)
+
+    @_refusals_answered
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Vary (subtle) / Vary (strong) on a final: a new final by image-to-image from its image, new seed."""
-        try:
-            if action not in VARY_ACTIONS:
-                raise Refusal(f"Unknown variation {action!r}.")
-            guild = await self._guild_of(origin)
-            parent, source = await self._final_source(origin, guild, job_id, "Vary buttons", "vary")
-            amount = VARY_ACTIONS[action]
-            steps = parent.steps
-            planned = steps if steps is not None else self.engine_settings.final_steps
-            if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
-                steps = math.ceil(1 / amount - 1e-9)
-            request = FinalRequest(
-                prompt=parent.prompt,
-                seed=random_seed(1),
-                negative_prompt=parent.negative_prompt,
-                width=parent.width,
-                height=parent.height,
-                model=parent.model,
-                steps=steps,
-                guidance=parent.guidance,
-                init=ImageInit(source),
-                strength=amount,
-            )
-            params: dict[str, Any] = {
-                "vary": action.removeprefix("vary_"),
-                "init_image": await self._keep_input(source),
-            }
-            if _known_aspect(parent.params.get("aspect")):
-                params["aspect"] = parent.params["aspect"]
-            fields = _fields_of_request(request, mode="variation", parent_id=parent.id, params=params)
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        if action not in VARY_ACTIONS:
+            raise Refusal(f"Unknown variation {action!r}.")
+        guild = await self._guild_of(origin)
+        parent, source = await self._final_source(origin, guild, job_id, "Vary buttons", "vary")
+        amount = VARY_ACTIONS[action]
+        steps = parent.steps
+        planned = steps if steps is not None else self.engine_settings.final_steps
+        if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
+            steps = math.ceil(1 / amount - 1e-9)
+        request = FinalRequest(
+            prompt=parent.prompt,
+            seed=random_seed(1),
+            negative_prompt=parent.negative_prompt,
+            width=parent.width,
+            height=parent.height,
+            model=parent.model,
+            steps=steps,
+            guidance=parent.guidance,
+            init=ImageInit(source),
+            strength=amount,
+        )
+        params: dict[str, Any] = {
+            "vary": action.removeprefix("vary_"),
+            "init_image": await self._keep_input(source),
+        }
+        if _known_aspect(parent.params.get("aspect")):
+            params["aspect"] = parent.params["aspect"]
+        fields = _fields_of_request(request, mode="variation", parent_id=parent.id, params=params)
+        return await self._accept(origin, fields, request, guild)
 
     async def _final_source(
         self, origin: Origin, guild: GuildSettings, job_id: int, buttons: str, verb: str
@@ -648,99 +651,87 @@ class JobService:
             log.error("could not store an input image: %s", e)
             raise Refusal("I could not store your image on my side; try again later.") from e
 
+    @_refusals_answered
     async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
         """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣)."""
-        try:
-            guild = await self._guild_of(origin)
-            self._check_finals_allowed(guild, origin)
-            parent, parent_request = await self._parent_draft(origin, job_id, index)
-            check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            applied: list[str] = []
-            model = self._pref_model(None, await self.store.user_prefs(origin.user_id), applied)
-            ratio = parent.params.get("aspect")
-            if _known_aspect(ratio):
-                width, height = size_for_aspect(ratio, self.settings.final_size)
-            else:
-                width, height = _scaled(
-                    parent.width, parent.height, self.settings.final_size / self.settings.draft_size
-                )
-            request = FinalRequest(
-                prompt=parent.prompt,
-                seed=parent_request.seeds[index],
-                negative_prompt=parent.negative_prompt,
-                width=width,
-                height=height,
-                model=model if isinstance(model, str) else self.engine_settings.final_model,
-                init=DraftInit(parent_request, index),
-                strength=self.engine_settings.upscale_strength,
+        guild = await self._guild_of(origin)
+        self._check_finals_allowed(guild, origin)
+        parent, parent_request = await self._parent_draft(origin, job_id, index)
+        check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        applied: list[str] = []
+        model = self._pref_model(None, await self.store.user_prefs(origin.user_id), applied)
+        ratio = parent.params.get("aspect")
+        if _known_aspect(ratio):
+            width, height = size_for_aspect(ratio, self.settings.final_size)
+        else:
+            width, height = _scaled(
+                parent.width, parent.height, self.settings.final_size / self.settings.draft_size
             )
-            params = _with_applied({"aspect": ratio} if isinstance(ratio, str) else {}, applied)
-            fields = _fields_of_request(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        request = FinalRequest(
+            prompt=parent.prompt,
+            seed=parent_request.seeds[index],
+            negative_prompt=parent.negative_prompt,
+            width=width,
+            height=height,
+            model=model if isinstance(model, str) else self.engine_settings.final_model,
+            init=DraftInit(parent_request, index),
+            strength=self.engine_settings.upscale_strength,
+        )
+        params = _with_applied({"aspect": ratio} if isinstance(ratio, str) else {}, applied)
+        fields = _fields_of_request(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
+        return await self._accept(origin, fields, request, guild)
 
+    @_refusals_answered
     async def variation(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
         """Four new drafts that start from image ``index`` of a draft job (V1-V4)."""
-        try:
-            guild = await self._guild_of(origin)
-            parent, parent_request = await self._parent_draft(origin, job_id, index)
-            check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            request = DraftRequest(
-                prompt=parent.prompt,
-                seed=random_seed(DRAFT_COUNT),
-                negative_prompt=parent.negative_prompt,
-                width=parent.width,
-                height=parent.height,
-                count=DRAFT_COUNT,
-                steps=VARIATION_STEPS,
-                init=DraftInit(parent_request, index),
-                strength=VARIATION_STRENGTH,
-            )
-            fields = _fields_of_request(
-                request, mode="variation", parent_id=parent.id, parent_index=index, params=dict(parent.params)
-            )
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        guild = await self._guild_of(origin)
+        parent, parent_request = await self._parent_draft(origin, job_id, index)
+        check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        request = DraftRequest(
+            prompt=parent.prompt,
+            seed=random_seed(DRAFT_COUNT),
+            negative_prompt=parent.negative_prompt,
+            width=parent.width,
+            height=parent.height,
+            count=DRAFT_COUNT,
+            steps=VARIATION_STEPS,
+            init=DraftInit(parent_request, index),
+            strength=VARIATION_STRENGTH,
+        )
+        fields = _fields_of_request(
+            request, mode="variation", parent_id=parent.id, parent_index=index, params=dict(parent.params)
+        )
+        return await self._accept(origin, fields, request, guild)
 
+    @_refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:
         """The same job with a new seed (🔁)."""
-        try:
-            guild = await self._guild_of(origin)
-            job = await self._job_in_guild(origin, job_id)
-            if job.kind == "final":
-                self._check_finals_allowed(guild, origin)
-            check_prompt(job.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            request = dataclasses.replace(await self._rebuild(job), seed=random_seed(job.count))
-            fields = _fields_of(job, mode="reroll", seed=request.seed, params={**job.params, "reroll_of": job.id})
-            if job.parent_index is None:
-                fields["parent_id"] = job.id
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        guild = await self._guild_of(origin)
+        job = await self._job_in_guild(origin, job_id)
+        if job.kind == "final":
+            self._check_finals_allowed(guild, origin)
+        check_prompt(job.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        request = dataclasses.replace(await self._rebuild(job), seed=random_seed(job.count))
+        fields = _fields_of(job, mode="reroll", seed=request.seed, params={**job.params, "reroll_of": job.id})
+        if job.parent_index is None:
+            fields["parent_id"] = job.id
+        return await self._accept(origin, fields, request, guild)
 
+    @_refusals_answered
     async def repost(self, origin: Origin, job_id: int) -> JobRecord | None:
         """The same job again with the same seed (same images), posted here with live controls."""
-        try:
-            guild = await self._guild_of(origin)
-            job = await self._job_in_guild(origin, job_id)
-            if job.user_id != origin.user_id and not origin.moderator:
-                raise Refusal(
-                    f"Job #{job.id} belongs to someone else; only moderators can re-post other members' jobs."
-                )
-            if job.kind == "final":
-                self._check_finals_allowed(guild, origin)
-            check_prompt(job.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
-            request = await self._rebuild(job)
-            fields = _fields_of(job, params={**job.params, "repost_of": job.id})
-            return await self._accept(origin, fields, request, guild)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        guild = await self._guild_of(origin)
+        job = await self._job_in_guild(origin, job_id)
+        if job.user_id != origin.user_id and not origin.moderator:
+            raise Refusal(
+                f"Job #{job.id} belongs to someone else; only moderators can re-post other members' jobs."
+            )
+        if job.kind == "final":
+            self._check_finals_allowed(guild, origin)
+        check_prompt(job.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
+        request = await self._rebuild(job)
+        fields = _fields_of(job, params={**job.params, "repost_of": job.id})
+        return await self._accept(origin, fields, request, guild)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
