@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .api import EngineStopped, JobCancelled, JobFailed, QueueFull
 from .output import encode_png, parameters_text
 from .queue import FairQueue, QueuedJob
 from .requests import (
@@ -40,22 +41,6 @@ from .settings import EngineSettings
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Progress], None]
-
-
-class QueueFull(RuntimeError):
-    """The queue holds as many jobs as it may; the message is for users."""
-
-
-class JobCancelled(Exception):
-    """The job was cancelled before it finished."""
-
-
-class EngineStopped(Exception):
-    """The engine shut down before the job ran; it was not failed and can be submitted again later."""
-
-
-class JobFailed(RuntimeError):
-    """The job failed; the message says why in words for users."""
 
 
 @dataclass
