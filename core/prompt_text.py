@@ -1,0 +1,223 @@
+"""What people type after the prompt: ``--ar 16:9 --seed 5 --no trees``, and ``{red, blue}`` permutations.
+
+Pure functions, no I/O. :func:`expand_permutations` turns one text into the texts it stands for
+(``a {red, blue} car`` -> ``a red car``, ``a blue car``); :func:`split_parameters` takes the
+Midjourney-style parameters off the end of each. Both raise :class:`core.limits.Refusal` with a
+message that names what is wrong, so a slash command, a button and an image channel all answer
+the same way. Slash options win over parameters in the text: the caller merges them
+(:meth:`PromptParams.merged_with`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, fields, replace
+
+from engine.api import ASPECTS, FINAL_MODELS, MAX_SEED
+
+from .limits import Refusal
+
+MAX_CHAOS = 100
+MAX_STYLE_NAME_CHARS = 50
+
+# A parameter starts with "--" (or the "—" a phone's keyboard makes of it) right after a space or
+# at the start, followed by a letter: "a -- b" and "x--y" stay part of the prompt.
+_PARAM = re.compile(r"(?:(?<=\s)|^)(?:--|\u2014)([A-Za-z][\w-]*)")
+
+# name -> the field it fills; aliases share a field.
+_NAMES = {
+    "ar": "aspect",
+    "aspect": "aspect",
+    "seed": "seed",
+    "no": "negative",
+    "steps": "steps",
+    "chaos": "chaos",
+    "c": "chaos",
+    "tile": "tile",
+    "style": "style",
+    "model": "model",
+}
+_SHOWN = ("--ar W:H", "--seed N", "--no words", "--steps N", "--chaos 0-100", "--tile", "--style NAME", "--model")
+
+
+@dataclass(frozen=True)
+class PromptParams:
+    """A prompt with the parameters typed after it; ``None`` means "not given"."""
+
+    prompt: str
+    aspect: str | None = None
+    seed: int | None = None
+    negative: str | None = None
+    steps: int | None = None
+    chaos: int | None = None
+    tile: bool | None = None
+    style: str | None = None
+    model: str | None = None
+
+    def merged_with(self, **options: object) -> PromptParams:
+        """These parameters with the slash command's options laid over them (an option given wins)."""
+        given = {name: value for name, value in options.items() if value is not None}
+        unknown = set(given) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown options {sorted(unknown)}")
+        return replace(self, **given)
+
+    def recorded(self) -> dict[str, object]:
+        """The parameters that were given (for the job row), without the prompt."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompt"}
+        return {name: value for name, value in given.items() if value is not None}
+
+
+def help_text() -> str:
+    """One line for /help and command descriptions."""
+    return "After the prompt: " + ", ".join(_SHOWN) + "; {a, b} makes one job per choice."
+
+
+def split_parameters(text: str) -> PromptParams:
+    """The prompt before the first ``--name`` and the parameters after it, checked."""
+    matches = list(_PARAM.finditer(text))
+    if not matches:
+        return PromptParams(prompt=text.strip())
+    values: dict[str, object] = {}
+    seen: dict[str, str] = {}
+    for i, match in enumerate(matches):
+        name = match.group(1).lower()
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        raw = text[match.end() : end].strip()
+        field_name = _NAMES.get(name)
+        if field_name is None:
+            raise Refusal(f"I don't know the parameter --{name}. I understand {', '.join(_SHOWN)}.")
+        if field_name in seen:
+            raise Refusal(f"--{name} is given twice (as --{seen[field_name]} too); give it once.")
+        seen[field_name] = name
+        values[field_name] = _PARSERS[field_name](name, raw)
+    return PromptParams(prompt=text[: matches[0].start()].strip(), **values)  # type: ignore[arg-type]
+
+
+def expand_permutations(text: str, limit: int) -> list[str]:
+    """Every text that ``{a, b}`` groups stand for, in order; ``\\{`` and ``\\}`` are literal braces.
+
+    Refuses unbalanced or nested braces, empty groups and more than ``limit`` combinations.
+    """
+    parts: list[list[str]] = []  # fixed text and groups of choices, alternating
+    literal: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+            literal.append(text[i + 1])
+            i += 2
+            continue
+        if ch == "}":
+            raise Refusal("Your prompt has a “}” without a “{” before it (write \\} for a brace).")
+        if ch != "{":
+            literal.append(ch)
+            i += 1
+            continue
+        close = _closing_brace(text, i)
+        body = text[i + 1 : close].replace("\\{", "{").replace("\\}", "}")
+        choices = [c.strip() for c in body.split(",")]
+        if any(not c for c in choices):
+            raise Refusal(f"The choices {{{body}}} have an empty one; write them as {{red, blue}}.")
+        parts.append(["".join(literal)])
+        parts.append(choices)
+        literal = []
+        i = close + 1
+    parts.append(["".join(literal)])
+    count = math.prod(len(p) for p in parts)
+    if count > limit:
+        raise Refusal(f"Your prompt makes {count} combinations; the most I make at once is {limit}.")
+    texts = []
+    for combo in itertools.product(*parts):
+        texts.append(re.sub(r"[ \t]{2,}", " ", "".join(combo)).strip())
+    return list(dict.fromkeys(texts))  # "{a, a}" makes one job, not two
+
+
+def _closing_brace(text: str, start: int) -> int:
+    i = start + 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+            i += 2
+            continue
+        if ch == "{":
+            raise Refusal("Choices can't be nested: write {red, blue} {car, bike}, not {red {car, bike}}.")
+        if ch == "}":
+            return i
+        i += 1
+    raise Refusal("Your prompt has a “{” that is never closed; write choices as {red, blue}.")
+
+
+# --------------------------------------------------------------------------- one parser per parameter
+
+
+def _need_value(name: str, raw: str, example: str) -> str:
+    if not raw:
+        raise Refusal(f"--{name} needs a value, e.g. --{name} {example}.")
+    return raw
+
+
+def _integer(name: str, raw: str, low: int, high: int, example: str) -> int:
+    raw = _need_value(name, raw, example)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Refusal(f"--{name} takes a whole number from {low} to {high}, not “{raw[:40]}”.") from None
+    if not (low <= value <= high):
+        raise Refusal(f"--{name} must be {low} to {high}, not {value}.")
+    return value
+
+
+def _aspect(name: str, raw: str) -> str:
+    raw = _need_value(name, raw, "16:9")
+    match = re.fullmatch(r"(\d{1,4})\s*[:x×]\s*(\d{1,4})", raw)
+    if not match or not int(match.group(1)) or not int(match.group(2)):
+        raise Refusal(f"--{name} takes a ratio like 16:9, not “{raw[:40]}”.")
+    w, h = int(match.group(1)), int(match.group(2))
+    g = math.gcd(w, h)
+    aspect = f"{w // g}:{h // g}"
+    if aspect not in ASPECTS:
+        raise Refusal(f"--{name} {raw}: I make {', '.join(ASPECTS)}.")
+    return aspect
+
+
+def _negative(name: str, raw: str) -> str:
+    raw = _need_value(name, raw, "trees, people")
+    words = [w.strip() for w in raw.split(",") if w.strip()]
+    return ", ".join(words)
+
+
+def _tile(name: str, raw: str) -> bool:
+    if raw:
+        raise Refusal(f"--{name} takes no value (“{raw[:40]}” follows it); put it after the prompt on its own.")
+    return True
+
+
+def _style(name: str, raw: str) -> str:
+    raw = _need_value(name, raw, "watercolor")
+    if len(raw) > MAX_STYLE_NAME_CHARS:
+        raise Refusal(f"--{name} names a style of at most {MAX_STYLE_NAME_CHARS} characters.")
+    return raw.lower()
+
+
+def _model(name: str, raw: str) -> str:
+    raw = _need_value(name, raw, FINAL_MODELS[0]).lower()
+    aliases = {"ssd1b": "ssd-1b", "ssd": "ssd-1b", "sdxl-base": "sdxl", "xl": "sdxl"}
+    model = aliases.get(raw, raw)
+    if model not in FINAL_MODELS:
+        raise Refusal(f"--{name} {raw}: the final models are {', '.join(FINAL_MODELS)}.")
+    return model
+
+
+_PARSERS = {
+    "aspect": _aspect,
+    "seed": lambda name, raw: _integer(name, raw, 0, MAX_SEED, "5"),
+    "negative": _negative,
+    "steps": lambda name, raw: _integer(name, raw, 1, 100, "4"),
+    "chaos": lambda name, raw: _integer(name, raw, 0, MAX_CHAOS, "50"),
+    "tile": _tile,
+    "style": _style,
+    "model": _model,
+}
