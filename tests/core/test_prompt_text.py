@@ -15,8 +15,10 @@ def test_plain_prompt_has_no_parameters():
 
 
 def test_every_parameter_is_read():
-    p = split_parameters("a lighthouse --ar 16:9 --seed 5 --no trees,  people --steps 3 --chaos 40 --tile "
-                         "--style Watercolor --model sdxl")
+    p = split_parameters(
+        "a lighthouse --ar 16:9 --seed 5 --no trees,  people --steps 3 --chaos 40 --tile "
+        "--style Watercolor --model sdxl"
+    )
     assert p.prompt == "a lighthouse"
     assert p.recorded() == {
         "aspect": "16:9",
