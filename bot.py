@@ -1,7 +1,10 @@
 """Start the bot: ``python bot.py``. Settings come from the environment and ``.env`` (see ``.env.example``).
 
-settings -> HistoryStore -> Engine -> ImagineBot -> run until SIGTERM/SIGINT, then stop taking
-work, let the running job finish for a bounded time, and close the database cleanly.
+settings -> HistoryStore -> engine (``ENGINE_BACKEND``: ``local`` = engine.local.LocalEngine in this
+process, ``ray`` = engine.cluster.client.ClusterEngine on a Ray Serve cluster) -> ImagineBot -> run until
+SIGTERM/SIGINT, then stop taking work, let the running job finish for a bounded time, and close the
+database cleanly. This is the one place that knows which engine it is; everything else sees
+``engine.api.ImageEngine``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import discord
@@ -21,10 +23,11 @@ from dotenv import load_dotenv
 
 from core.history import HistoryError, HistoryStore
 from core.inputs import InputStore
-from core.jobs import EngineErrors, JobService
+from core.jobs import JobService
 from core.runlog import RunLog, open_run_log
 from core.settings import BotSettings, SettingsError, apply_endpoints
 from core.tree import ImagineTree
+from engine.api import ImageEngine
 from engine.settings import EngineSettings
 from engine.settings import SettingsError as EngineSettingsError
 
@@ -42,6 +45,7 @@ EXTENSIONS = (
 
 EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled
 EXIT_FAILURE = 1
+RAY_CLIENT_MISSING = "ENGINE_BACKEND=ray needs the cluster client: pip install -e '.[ray]'"
 
 
 # An image bot never joins voice: no warnings about voice libraries at every start.
@@ -49,17 +53,19 @@ discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
 
 
-class ImagineBot(commands.Bot):
-    """The bot: holds the store, the engine and the job service for the cogs."""
+class ImagineBot(commands.AutoShardedBot):
+    """The bot: holds the store, the engine and the job service for the cogs.
+
+    Auto-sharded: Discord says how many shards the bot needs (``GET /gateway/bot``) and one process
+    runs them all. History stays in one SQLite file, so there is one bot process.
+    """
 
     def __init__(
         self,
         *,
         settings: BotSettings,
         store: HistoryStore,
-        engine: Any,
-        engine_settings: EngineSettings,
-        engine_errors: EngineErrors,
+        engine: ImageEngine,
         run_log: RunLog | None = None,
     ) -> None:
         intents = discord.Intents.default()
@@ -78,9 +84,7 @@ class ImagineBot(commands.Bot):
             client=self,
             store=store,
             engine=engine,
-            engine_settings=engine_settings,
             settings=settings,
-            errors=engine_errors,
             inputs=InputStore.beside(Path(store.path)),
             run_log=run_log,
         )
@@ -127,10 +131,21 @@ def _configure_logging(level: int) -> None:
     discord.utils.setup_logging(level=level, root=True, formatter=plain)
 
 
-async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
-    # engine.worker loads torch: imported here, so that importing this module (tests) stays light.
-    from engine.worker import Engine, EngineStopped, JobCancelled, JobFailed, QueueFull
+def build_engine(settings: BotSettings, engine_settings: EngineSettings | None) -> ImageEngine:
+    """The engine ``ENGINE_BACKEND`` names. Raises ImportError (ray) when the cluster client is not installed."""
+    if settings.engine_backend == "ray":
+        assert settings.engine_url is not None  # BotSettings refuses ray without ENGINE_URL
+        # Imported here: only owners who chose the cluster install its client (the [ray] extra).
+        from engine.cluster.client import ClusterEngine
 
+        return ClusterEngine(settings.engine_url, settings.engine_token)
+    from engine.local import LocalEngine  # torch loads in LocalEngine.start(), not at import
+
+    assert engine_settings is not None
+    return LocalEngine(engine_settings)
+
+
+async def _run(settings: BotSettings, engine: ImageEngine) -> int:
     settings.database_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         store = await HistoryStore.open(settings.database_path)
@@ -138,22 +153,13 @@ async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
         log.error("cannot open the history database %s: %s", settings.database_path, e)
         return EXIT_FAILURE
 
-    engine = Engine(engine_settings)
     bot: ImagineBot | None = None
     run_log = RunLog()
     try:
         run_log = await asyncio.to_thread(open_run_log, settings.wandb_project)  # one warning line if unusable
-        engine.start()
-        bot = ImagineBot(
-            settings=settings,
-            store=store,
-            engine=engine,
-            engine_settings=engine_settings,
-            engine_errors=EngineErrors(
-                queue_full=QueueFull, cancelled=JobCancelled, failed=JobFailed, stopped=EngineStopped
-            ),
-            run_log=run_log,
-        )
+        await engine.start()
+        log.info("image engine: %s", engine.offer.backend)
+        bot = ImagineBot(settings=settings, store=store, engine=engine, run_log=run_log)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -189,7 +195,7 @@ async def _run(settings: BotSettings, engine_settings: EngineSettings) -> int:
         return 0
     finally:
         if bot is None or not bot._closing_started:
-            await asyncio.to_thread(engine.shutdown, 0.0)
+            await engine.close(0.0)
         await _finish_event_handlers(timeout=5.0)
         await store.close()
         log.info("history database closed")
@@ -213,40 +219,31 @@ async def _finish_event_handlers(timeout: float) -> None:
             log.warning("%d event handler(s) still running after %.0f s; closing anyway", len(pending), timeout)
 
 
-def _fetch_missing_weights(engine_settings: EngineSettings) -> bool:
-    """Download the models the settings name, once, before connecting: no Discord request waits for gigabytes."""
-    from engine.models import download, missing_models, needed_models
-
-    missing = missing_models(engine_settings, needed_models(engine_settings))
-    if not missing:
-        return True
-    log.info("fetching model weights once (fp16 safetensors, several GB): %s", ", ".join(missing))
-    try:
-        download(engine_settings, missing)
-    except Exception as e:  # no network, a gated model without a login, disk full...
-        log.error(
-            "could not download %s: %s. Fetch them with `.venv/bin/python -m engine download`, or point the "
-            "model settings in .env at local folders (or set ENGINE_PRESET=tiny to try the bot without them).",
-            ", ".join(missing),
-            str(e).splitlines()[0] if str(e) else type(e).__name__,
-        )
-        return False
-    return True
-
-
 def main() -> int:
     load_dotenv(".env", override=False)  # .env in the directory the bot starts from; the environment wins
     try:
         settings = BotSettings.from_env()
-        engine_settings = EngineSettings.from_env()
+        # The cluster reads its own engine settings where it runs; here only the local engine needs them.
+        engine_settings = EngineSettings.from_env() if settings.engine_backend == "local" else None
     except (SettingsError, EngineSettingsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level_number)
-    if not _fetch_missing_weights(engine_settings):
-        return EXIT_FAILURE
+    try:
+        engine = build_engine(settings, engine_settings)
+    except ImportError as e:
+        if settings.engine_backend != "ray":
+            raise
+        log.debug("cluster client import failed", exc_info=e)
+        print(f"error: {RAY_CLIENT_MISSING}", file=sys.stderr)
+        return EXIT_CONFIG
+    if engine_settings is not None:
+        from engine.local import fetch_missing_weights
+
+        if not fetch_missing_weights(engine_settings):
+            return EXIT_FAILURE
     apply_endpoints(settings)
-    return asyncio.run(_run(settings, engine_settings))
+    return asyncio.run(_run(settings, engine))
 
 
 if __name__ == "__main__":

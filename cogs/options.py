@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 
 from core.limits import MAX_SEARCH_CHARS, MAX_STYLE_SUFFIX_CHARS
-from engine.requests import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
+from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
 
 ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECTS]
 MODEL_CHOICES = [app_commands.Choice(name=model, value=model) for model in FINAL_MODELS]

@@ -83,7 +83,7 @@ class PrefsCog(commands.Cog):
     # ----------------------------------------------------------------- /prefer
 
     def _default_model(self) -> str:
-        return self.bot.jobs.engine_settings.final_model  # type: ignore[attr-defined]
+        return self.bot.jobs.engine.offer.default_final_model  # type: ignore[attr-defined]
 
     @prefer.command(name="set", description="Set some of your defaults (the others stay as they are).")
     @app_commands.describe(

@@ -27,7 +27,7 @@ class QueueCog(commands.Cog):
     @app_commands.command(name="queue", description="What is waiting, and where your jobs are.")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
-        snapshot = self.bot.engine.queue_snapshot()  # type: ignore[attr-defined]
+        snapshot = await self.bot.engine.queue_snapshot()  # type: ignore[attr-defined]
         active = self.bot.jobs.active()  # type: ignore[attr-defined]
         running = [info for info in snapshot if info.state == "running"]
         waiting = [info for info in snapshot if info.state == "waiting"]

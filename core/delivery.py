@@ -11,7 +11,7 @@ in the channel, replying to the message the job came from where there is one.
 
 A file bigger than the upload limit of where it goes (the interaction's ``attachment_size_limit``,
 else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that fits
-(``engine.output.fit_to_limit``, torch-free) instead of failing the upload.
+(``core.uploads.fit_to_limit``) instead of failing the upload.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import discord
 
 from core.history import JobRecord
-from engine.output import fit_to_limit
+from core.uploads import fit_to_limit
 
 log = logging.getLogger(__name__)
 

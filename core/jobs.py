@@ -1,16 +1,17 @@
 """The job service: the one path every image request takes.
 
 validate -> limits -> acknowledge (defer / placeholder) -> ``store.create_job`` (the row is
-written before the engine sees the job) -> ``engine.submit`` -> wait on the event loop with
-``asyncio.wrap_future`` (queue position and progress edits meanwhile) -> deliver -> record
+written before the engine sees the job) -> ``await engine.submit`` -> ``await handle.result()``
+on a task of its own (queue position and progress edits meanwhile) -> deliver -> record
 seeds, timings and message ids. Failures and cancellations end in the row and in the message.
 
 On start, jobs that were waiting or running when the bot stopped are submitted again and
 delivered to their channel; on shutdown the engine gets a bounded time to finish its job and
 whatever is left stays queued in the database for the next start.
 
-This module never imports ``engine.worker`` (which loads torch): ``bot.py`` hands in the engine
-and its exception types, so the cogs can import from here.
+The engine is any ``engine.api.ImageEngine`` (in-process or a Ray Serve cluster); ``bot.py`` builds
+it and hands it in. Everything the service needs from it (default steps and model, upscale strength,
+queue limit) comes from ``engine.offer``; from the engine package it imports ``engine.api`` only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import discord
 
-from core import render
+from core import canvas, render
 from core.controls import REROLL_EMOJI, controls_for
 from core.delivery import Delivery, DeliveryError, Origin, StatusUpdater, message_link, send_direct
 from core.history import GuildSettings, HistoryStore, JobRecord, NewJob, UserPrefs
@@ -47,9 +48,24 @@ from core.limits import (
 )
 from core.runlog import RunLog
 from core.settings import BotSettings
-from engine import canvas
-from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit, RequestError, size_for_aspect
-from engine.settings import EngineSettings
+from engine.api import (
+    DraftInit,
+    DraftRequest,
+    EngineStopped,
+    EngineUnavailable,
+    FinalRequest,
+    ImageEngine,
+    ImageInit,
+    JobCancelled,
+    JobFailed,
+    JobHandle,
+    JobResult,
+    Progress,
+    QueueFull,
+    QueueInfo,
+    RequestError,
+    size_for_aspect,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +90,11 @@ OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
 VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
 ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to be stored
 RESTARTING_STATE = "⏸ I'm restarting; this job continues when I'm back."
+UNREACHABLE_STATE = "📡 The image engine is unreachable right now; your job is kept and will run when it is back."
 
 Request = DraftRequest | FinalRequest
 # (client, user id, text, files) -> whether it was sent: core.delivery.send_direct, or a test's recorder
 DirectMessage = Callable[[discord.Client, int, str, Sequence[tuple[str, bytes]]], Awaitable[bool]]
-
-
-@dataclass(frozen=True)
-class EngineErrors:
-    """The engine's exception types (from ``engine.worker``), handed in by ``bot.py``."""
-
-    queue_full: type[BaseException]
-    cancelled: type[BaseException]
-    failed: type[BaseException]
-    stopped: type[BaseException]  # the engine shut down before the job ran: run it again on the next start
 
 
 class RebuildError(Exception):
@@ -95,7 +102,7 @@ class RebuildError(Exception):
 
 
 class _Dropped(Exception):
-    """The engine dropped the job's future without a result (it is shutting down)."""
+    """The engine dropped the job without a result (it is shutting down)."""
 
 
 # --------------------------------------------------------------------------- rows <-> requests
@@ -279,10 +286,8 @@ class JobService:
         *,
         client: discord.Client,
         store: HistoryStore,
-        engine: Any,
-        engine_settings: EngineSettings,
+        engine: ImageEngine,
         settings: BotSettings,
-        errors: EngineErrors,
         clock: Callable[[], float] = time.time,
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery] = Delivery.for_job,
         inputs: InputStore | None = None,
@@ -296,9 +301,7 @@ class JobService:
         self.inputs = inputs
         self.store = store
         self.engine = engine
-        self.engine_settings = engine_settings
         self.settings = settings
-        self.errors = errors
         self._clock = clock
         self._delivery_for_job = delivery_for_job
         self._active: dict[int, ActiveJob] = {}
@@ -362,7 +365,8 @@ class JobService:
             elif name == "style_suffix":
                 checked[name] = check_style_suffix(value)
             elif name == "final_model":
-                checked[name] = None if value is None else check_final_model(value, self.engine_settings.final_model)
+                default = self.engine.offer.default_final_model
+                checked[name] = None if value is None else check_final_model(value, default)
             elif name == "dm_results":
                 if value is not None and not isinstance(value, bool):
                     raise Refusal("“DM results” is on or off (true or false).")
@@ -440,13 +444,13 @@ class JobService:
                 width=width,
                 height=height,
                 count=DRAFT_COUNT,
-                steps=self.engine_settings.draft_steps,
+                steps=self.engine.offer.draft_steps,
             )
             fields = _fields_of_request(request, mode="imagine", params=_with_applied({"aspect": ratio}, applied))
             return await self._accept(origin, fields, request, guild)
         amount = _check_strength(strength, DEFAULT_IMAGE_STRENGTH)
         # Turbo image-to-image runs int(steps x strength) steps: at least one.
-        steps = max(self.engine_settings.draft_steps, math.ceil(1 / amount - 1e-9))
+        steps = max(self.engine.offer.draft_steps, math.ceil(1 / amount - 1e-9))
         if steps > 4:
             raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
         params: dict[str, Any] = {}
@@ -499,7 +503,7 @@ class JobService:
             negative_prompt=negative,
             width=width,
             height=height,
-            model=check_final_model(model, self.engine_settings.final_model),
+            model=check_final_model(model, self.engine.offer.default_final_model),
         )
         fields = _fields_of_request(request, mode="final", params=_with_applied({"aspect": ratio}, applied))
         return await self._accept(origin, fields, request, guild)
@@ -549,7 +553,7 @@ class JobService:
             negative_prompt=negative,
             width=width,
             height=height,
-            model=check_final_model(model, self.engine_settings.final_model),
+            model=check_final_model(model, self.engine.offer.default_final_model),
             init=ImageInit(image),
             mask=mask,
             strength=amount,
@@ -599,7 +603,7 @@ class JobService:
         parent, source = await self._final_source(origin, guild, job_id, "Vary buttons", "vary")
         amount = VARY_ACTIONS[action]
         steps = parent.steps
-        planned = steps if steps is not None else self.engine_settings.final_steps
+        planned = steps if steps is not None else self.engine.offer.final_steps
         if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
             steps = math.ceil(1 / amount - 1e-9)
         request = FinalRequest(
@@ -673,9 +677,9 @@ class JobService:
             negative_prompt=parent.negative_prompt,
             width=width,
             height=height,
-            model=model if isinstance(model, str) else self.engine_settings.final_model,
+            model=model if isinstance(model, str) else self.engine.offer.default_final_model,
             init=DraftInit(parent_request, index),
-            strength=self.engine_settings.upscale_strength,
+            strength=self.engine.offer.upscale_strength,
         )
         params = _with_applied({"aspect": ratio} if isinstance(ratio, str) else {}, applied)
         fields = _fields_of_request(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
@@ -747,7 +751,7 @@ class JobService:
             # Stored but not in this process's engine (it could not be restarted): just mark it.
             await self.store.cancel_job(job.id)
             return f"Cancelled job #{job.id}."
-        if not self.engine.cancel(str(job.id)):
+        if not await self.engine.cancel(str(job.id)):
             self._user_cancelled.discard(job.id)
             return f"Job #{job.id} is finishing; it is too late to cancel it."
         return f"Cancelled job #{job.id}."
@@ -814,6 +818,7 @@ class JobService:
             raise Refusal(str(e)) from e
         now = self._clock()
         recent_stored = await self.store.count_recent(origin.user_id, now - RECENT_WINDOW_S)
+        waiting = sum(1 for info in await self.engine.queue_snapshot() if info.state == "waiting")
         # No await from here to the reservation: concurrent requests of one user are counted exactly.
         check_user_limits(
             waiting=self._waiting_of(origin.user_id),
@@ -821,8 +826,7 @@ class JobService:
             max_waiting=guild.max_waiting_per_user,
             max_per_minute=guild.max_jobs_per_minute,
         )
-        waiting = sum(1 for info in self.engine.queue_snapshot() if info.state == "waiting")
-        if waiting >= self.engine_settings.queue_max:
+        if waiting >= self.engine.offer.queue_max:
             raise Refusal(f"The queue is full ({waiting} jobs waiting). Try again in a few minutes.")
         self._reserved[origin.user_id] += 1
         self._recent[origin.user_id].append(now)
@@ -878,32 +882,35 @@ class JobService:
 
     async def _launch(self, job: JobRecord, request: Request, delivery: Delivery, *, restarted: bool = False) -> None:
         """Submit to the engine and follow the job in a task of its own."""
-        loop = asyncio.get_running_loop()
         updater = StatusUpdater(delivery.show, interval=self.settings.progress_interval, name=f"job-{job.id}-status")
 
-        def on_progress(progress: Any) -> None:  # called on the engine's worker thread
+        def on_progress(progress: Progress) -> None:  # the door calls it on this loop
             text = render.status_text(job, render.progress_state(progress.step, progress.total))
-            try:
-                loop.call_soon_threadsafe(updater.set, text, True, progress.preview)
-            except RuntimeError:
-                pass  # the loop is closed: we are shutting down
+            updater.set(text, True, progress.preview)
 
         try:
-            handle = self.engine.submit(
+            handle = await self.engine.submit(
                 request,
                 user=str(job.user_id),
                 job_id=str(job.id),
                 on_progress=on_progress if job.kind == "final" else None,
             )
-        except (RequestError, self.errors.queue_full) as e:
+        except (RequestError, QueueFull) as e:
             message = str(e) or "The queue is full. Try again in a few minutes."
             log.info("job %s refused by the engine: %s", job.id, message)
             await self.store.fail_job(job.id, message)
             await updater.close()
             await self._show(delivery, job, f"⚠️ {message}")
             return
+        except (EngineStopped, EngineUnavailable) as e:
+            # Not taken, not failed: the row stays queued and the next start submits it again.
+            log.warning("job %s not taken by the engine (%s); it stays queued for the next start", job.id, e)
+            await updater.close()
+            kept = RESTARTING_STATE if self._closing else f"⚠️ {e} Your job is kept and runs after my next restart."
+            await self._show(delivery, job, kept)
+            return
 
-        info = self.engine.queue_info(str(job.id))
+        info = await self.engine.queue_info(str(job.id))
         state = render.queued_state(info.position if info.state == "waiting" else None, info.eta_s)
         if restarted:
             state = f"{state} (picked up again after a restart)"
@@ -912,38 +919,63 @@ class JobService:
         active.task = asyncio.create_task(self._follow(job, handle, delivery, updater), name=f"job-{job.id}")
         active.task.add_done_callback(lambda _task: self._active.pop(job.id, None))
 
-    async def _wait(self, job: JobRecord, handle: Any, updater: StatusUpdater) -> Any:
-        """The engine's result, showing the queue position while the job waits."""
-        future = asyncio.wrap_future(handle.future)
+    async def _wait(self, job: JobRecord, handle: JobHandle, updater: StatusUpdater) -> JobResult:
+        """The engine's result, showing the queue position while the job waits.
+
+        While the engine cannot be reached (a cluster that is down) the message says so; the job is
+        kept and its position shows again once the engine is back.
+        """
+        outcome = asyncio.ensure_future(handle.result())
         # If this task is cancelled (shutdown), an outcome that comes later must not be logged as lost.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
         last_position: int | None = None
         running = False
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=self.settings.queue_update_interval)
-            if done:
-                if future.cancelled():
-                    raise _Dropped()
-                return future.result()
-            info = self.engine.queue_info(str(job.id))
-            if info.state == "waiting" and position_worth_showing(last_position, info.position):
-                last_position = info.position
-                updater.set(render.status_text(job, render.queued_state(info.position, info.eta_s)))
-            elif info.state == "running" and not running:
-                running = True
-                await self.store.mark_running(job.id)
-                if not updater.progressed:  # progress may have come first; it says more
-                    updater.set(render.status_text(job, render.running_state(job)))
+        unreachable = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({outcome}, timeout=self.settings.queue_update_interval)
+                if done:
+                    if outcome.cancelled():
+                        raise _Dropped()
+                    return outcome.result()
+                health = await self.engine.health()
+                if not health.reachable:
+                    if not unreachable:
+                        unreachable = True
+                        log.warning("job %s waits for an unreachable engine: %s", job.id, health.detail)
+                        updater.set(render.status_text(job, UNREACHABLE_STATE))
+                    continue
+                if unreachable:
+                    unreachable, last_position = False, None
+                    log.info("job %s: the engine is reachable again", job.id)
+                info = await self.engine.queue_info(str(job.id))
+                last_position, running = await self._show_place(job, info, updater, last_position, running)
+        finally:
+            outcome.cancel()
 
-    async def _follow(self, job: JobRecord, handle: Any, delivery: Delivery, updater: StatusUpdater) -> None:
+    async def _show_place(
+        self, job: JobRecord, info: QueueInfo, updater: StatusUpdater, last_position: int | None, running: bool
+    ) -> tuple[int | None, bool]:
+        """Show a waiting job's queue position (when worth it) or that it started; returns the new state."""
+        if info.state == "waiting" and position_worth_showing(last_position, info.position):
+            last_position = info.position
+            updater.set(render.status_text(job, render.queued_state(info.position, info.eta_s)))
+        elif info.state == "running" and not running:
+            running = True
+            await self.store.mark_running(job.id)
+            if not updater.progressed:  # progress may have come first; it says more
+                updater.set(render.status_text(job, render.running_state(job)))
+        return last_position, running
+
+    async def _follow(self, job: JobRecord, handle: JobHandle, delivery: Delivery, updater: StatusUpdater) -> None:
         try:
             result = await self._wait(job, handle, updater)
         except asyncio.CancelledError:
             await updater.close(timeout=2.0)
             raise
-        except (self.errors.cancelled, self.errors.stopped, _Dropped) as e:
+        except (JobCancelled, EngineStopped, _Dropped) as e:
             await updater.close()
-            if job.id in self._user_cancelled or not (self._closing or isinstance(e, self.errors.stopped)):
+            if job.id in self._user_cancelled or not (self._closing or isinstance(e, EngineStopped)):
                 self._user_cancelled.discard(job.id)
                 await self.store.cancel_job(job.id)
                 log.info("job %s cancelled", job.id)
@@ -952,7 +984,7 @@ class JobService:
                 log.info("job %s stays queued for the next start", job.id)
                 await self._show(delivery, job, RESTARTING_STATE)
             return
-        except self.errors.failed as e:
+        except JobFailed as e:
             await updater.close()
             log.warning("job %s failed: %s", job.id, e)
             await self.store.fail_job(job.id, str(e))
@@ -968,7 +1000,7 @@ class JobService:
         self._user_cancelled.discard(job.id)
         await self._deliver(job, result, delivery)
 
-    async def _deliver(self, job: JobRecord, result: Any, delivery: Delivery) -> None:
+    async def _deliver(self, job: JobRecord, result: JobResult, delivery: Delivery) -> None:
         seeds = [image.seed for image in result.images]
         timings = dict(result.timings)
         if job.kind == "draft":
@@ -1061,7 +1093,7 @@ class JobService:
         except asyncio.TimeoutError:
             log.warning("%d requests were still being accepted at shutdown", self._accepting)
         try:
-            left = set(await asyncio.to_thread(self.engine.shutdown, timeout))
+            left = set(await self.engine.close(timeout))
         except Exception:
             log.exception("the engine did not shut down cleanly")
             left = set()

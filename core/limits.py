@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from engine.requests import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
+from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
 
 DEFAULT_ASPECT = "1:1"
 MAX_SEARCH_CHARS = 40  # /history search text; it travels inside button custom ids (100 chars at most)

@@ -2,7 +2,7 @@
 
 Every name here is documented in ``.env.example``. Engine settings (``ENGINE_PRESET``,
 model ids, device, memory mode) live in ``engine.settings``; this module holds what the
-Discord side needs.
+Discord side needs, and which engine it talks to (``ENGINE_BACKEND``, ``ENGINE_URL``, ``ENGINE_TOKEN``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ TOKEN_HELP = (
     "Bot -> Reset Token, then put DISCORD_TOKEN=<token> in .env (see .env.example)."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ENGINE_BACKENDS = ("local", "ray")
 
 
 class SettingsError(ValueError):
@@ -48,6 +49,10 @@ class BotSettings:
     progress_interval: float = 1.0  # at most one progress edit per message this often, in seconds
     queue_update_interval: float = 3.0  # how often a waiting job's queue position is checked
     wandb_project: str | None = None  # log finals to this Weights & Biases project (core.runlog); None = off
+    # Which engine bot.py builds: "local" (in this process) or "ray" (a Ray Serve cluster at engine_url).
+    engine_backend: str = "local"
+    engine_url: str | None = None
+    engine_token: str | None = field(default=None, repr=False)  # the cluster's shared secret
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -113,6 +118,27 @@ class BotSettings:
 
         if (project := text("WANDB_PROJECT")) is not None:
             changes["wandb_project"] = project
+
+        if (backend := text("ENGINE_BACKEND")) is not None:
+            if backend.lower() not in ENGINE_BACKENDS:
+                raise SettingsError(
+                    f"ENGINE_BACKEND={backend!r}: use local (the engine in this process) or ray (a Ray Serve cluster)."
+                )
+            changes["engine_backend"] = backend.lower()
+        if (url := text("ENGINE_URL")) is not None:
+            if not url.startswith(("http://", "https://")):
+                raise SettingsError(
+                    f"ENGINE_URL={url!r} must start with http:// or https:// "
+                    "(the address `python -m engine serve` printed)."
+                )
+            changes["engine_url"] = url.rstrip("/")
+        if (secret := text("ENGINE_TOKEN")) is not None:
+            changes["engine_token"] = secret
+        if changes.get("engine_backend") == "ray" and "engine_url" not in changes:
+            raise SettingsError(
+                "ENGINE_BACKEND=ray needs ENGINE_URL: the address `python -m engine serve` printed "
+                "(e.g. http://127.0.0.1:8000)."
+            )
 
         return cls(**changes)  # type: ignore[arg-type]
 

@@ -10,7 +10,9 @@ Every method is ``async`` and none of them waits for a GPU: ``submit`` queues an
 :class:`JobHandle`; ``JobHandle.result()`` is where a caller waits, on its own task.
 
 Requests, results and errors are the frozen, bytes-only types of ``engine.requests`` (re-exported
-here), so they cross a process boundary as they are. The bot imports them from here.
+here), so they cross a process boundary as they are. The bot imports them from here, and
+``open_image`` (``engine.canvas``: image bytes to an upright Pillow image, or a RequestError), which
+the bot's canvases (``core.canvas``) decode with exactly as the engine does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from .canvas import open_image
 from .requests import (
     ASPECTS,
     FINAL_MODELS,
@@ -65,6 +68,7 @@ __all__ = [
     "Request",
     "RequestError",
     "new_seed",
+    "open_image",
     "size_for_aspect",
 ]
 

@@ -8,9 +8,8 @@ from bot import EXTENSIONS, ImagineBot
 from core.controls import JobButton
 from core.history import HistoryStore
 from core.settings import BotSettings
-from engine.requests import ASPECTS, MAX_PROMPT_CHARS, MAX_SEED
-from engine.settings import EngineSettings
-from tests.core.doubles import ERRORS, FakeEngine
+from engine.api import ASPECTS, MAX_PROMPT_CHARS, MAX_SEED
+from tests.core.doubles import FakeEngine
 
 
 @pytest.fixture
@@ -20,13 +19,11 @@ async def bot(tmp_path):
         settings=BotSettings(token="t"),
         store=store,
         engine=FakeEngine(),
-        engine_settings=EngineSettings.for_preset("tiny"),
-        engine_errors=ERRORS,
     )
-    for name in EXTENSIONS:
-        await bot.load_extension(name)
-    yield bot
-    await bot.close()
+    async with bot:  # as bot.py runs it (an auto-sharded client sets up its event queue here)
+        for name in EXTENSIONS:
+            await bot.load_extension(name)
+        yield bot
     await store.close()
 
 
@@ -63,10 +60,14 @@ async def test_message_content_intent_follows_the_setting(tmp_path):
             settings=BotSettings(token="t", message_content=False),
             store=store,
             engine=FakeEngine(),
-            engine_settings=EngineSettings.for_preset("tiny"),
-            engine_errors=ERRORS,
         )
         assert not off.intents.message_content and off.intents.guild_reactions
         assert off.allowed_mentions.everyone is False and off.allowed_mentions.users is False
     finally:
         await store.close()
+
+
+async def test_one_process_serves_every_shard(bot):
+    from discord.ext import commands
+
+    assert isinstance(bot, commands.AutoShardedBot) and bot.shard_count is None  # Discord says how many

@@ -1,15 +1,14 @@
 """The bot's cogs and job service through real discord.py, against the loopback Discord, in this process.
 
-The engine is the contract-following double (no torch), run by a small loop that works through
-its queue; everything Discord-side is real: defers, multipart uploads, webhook edits, channel
-messages, reactions, dynamic buttons, a restart with the interaction token still valid.
+The engine is the door-following double (no torch) that works through its queue by itself;
+everything Discord-side is real: defers, multipart uploads, webhook edits, channel messages, reactions,
+dynamic buttons, a restart with the interaction token still valid.
 The subprocess end-to-end tests (``tests/e2e``) run ``python bot.py`` with the real engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -18,40 +17,10 @@ import pytest
 from bot import ImagineBot
 from core.history import HistoryStore
 from core.settings import BotSettings
-from engine.settings import EngineSettings
-from tests.core.doubles import ERRORS, FakeEngine
+from tests.core.doubles import RunningFakeEngine
 from tests.fakediscord import FakeDiscord, StoredMessage
 
 FLAG_EPHEMERAL = 64
-
-
-class AutoEngine(FakeEngine):
-    """Works through its queue by itself, like the real worker thread; ``paused`` holds it."""
-
-    def __init__(self, db_path: str) -> None:
-        super().__init__(db_path)
-        self.paused = False
-        self._task = asyncio.create_task(self._work())
-
-    async def _work(self) -> None:
-        while True:
-            await asyncio.sleep(0.02)
-            if self.paused or not self.waiting:
-                continue
-            job_id = self.waiting[0]
-            self.run(job_id)
-            item = self.item(job_id)
-            if item.on_progress is not None:
-                for step in range(1, 5):
-                    self.progress(job_id, step, 4)
-                    await asyncio.sleep(0.03)
-            if not item.handle.future.done():
-                self.finish(job_id)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 class Harness:
@@ -59,20 +28,18 @@ class Harness:
         self.fake = fake
         self.db_path = tmp_path / "history.sqlite3"
         self.bot: ImagineBot | None = None
-        self.engine: AutoEngine | None = None
+        self.engine: RunningFakeEngine | None = None
         self.store: HistoryStore | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self, *, paused: bool = False) -> None:
         self.store = await HistoryStore.open(self.db_path)
-        self.engine = AutoEngine(str(self.db_path))
+        self.engine = RunningFakeEngine(str(self.db_path))
         self.engine.paused = paused
         self.bot = ImagineBot(
             settings=BotSettings(token="fake-token", progress_interval=0.05, queue_update_interval=0.05),
             store=self.store,
             engine=self.engine,
-            engine_settings=EngineSettings.for_preset("tiny"),
-            engine_errors=ERRORS,
         )
         syncs = len(self.fake.calls_to("PUT", r"/commands$"))
         self._task = asyncio.create_task(self.bot.start("fake-token"))

@@ -18,8 +18,7 @@ from core.history import HistoryStore, NewJob, UserPrefs
 from core.jobs import JobService
 from core.limits import Refusal
 from core.settings import BotSettings
-from engine.settings import EngineSettings
-from tests.core.doubles import ERRORS, FakeEngine
+from tests.core.doubles import FakeEngine
 
 BOT_ID = 999
 AUTHOR = 1
@@ -75,9 +74,7 @@ class BotDouble:
             client=self,  # type: ignore[arg-type]
             store=store,
             engine=FakeEngine(),
-            engine_settings=EngineSettings.for_preset("tiny"),
             settings=BotSettings(token="t"),
-            errors=ERRORS,
         )
         self.channel = Channel()
         self.recipients: dict[int, Recipient] = {}

@@ -1,14 +1,17 @@
-"""Thin test doubles for the job service: an engine that follows the Engine contract, an origin and a delivery.
+"""Thin test doubles for the job service: an engine behind the door, an origin and a delivery.
 
-They subclass or mirror the real classes (``core.delivery.Origin`` / ``Delivery``, the Engine
-API of docs/CONTRACTS.md) so that a misspelled method fails the test. Jobs finish when the
-test says so, with real PNG bytes.
+:class:`FakeEngine` is a third implementation of ``engine.api.ImageEngine`` (beside LocalEngine and
+the cluster engine): the same async methods and exceptions, and the contract suite
+(``tests/engine/test_contract.py``) runs against it too. Jobs finish when the test says so, with
+real PNG bytes. The origin and delivery subclass the real classes (``core.delivery``), so a
+misspelled method fails the test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import io
 import itertools
 import sqlite3
@@ -21,28 +24,18 @@ import discord
 from PIL import Image
 
 from core.delivery import Delivery, Origin
-from core.jobs import EngineErrors
-from engine.requests import GeneratedImage, JobResult, Progress, QueueInfo
-
-
-class FakeQueueFull(Exception):
-    pass
-
-
-class FakeJobCancelled(Exception):
-    pass
-
-
-class FakeJobFailed(Exception):
-    pass
-
-
-class FakeEngineStopped(Exception):
-    pass
-
-
-ERRORS = EngineErrors(
-    queue_full=FakeQueueFull, cancelled=FakeJobCancelled, failed=FakeJobFailed, stopped=FakeEngineStopped
+from engine.api import (
+    EngineHealth,
+    EngineOffer,
+    EngineStopped,
+    GeneratedImage,
+    JobCancelled,
+    JobFailed,
+    JobResult,
+    Progress,
+    QueueFull,
+    QueueInfo,
+    RequestError,
 )
 
 
@@ -54,8 +47,17 @@ def png(width: int, height: int, color: tuple[int, int, int] = (200, 100, 50)) -
 
 @dataclass
 class FakeHandle:
+    """A JobHandle: the outcome is a thread-safe future the test completes."""
+
     job_id: str
+    engine: FakeEngine = field(repr=False)
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+    async def result(self) -> JobResult:
+        return await asyncio.wrap_future(self.future)
+
+    async def cancel(self) -> bool:
+        return await self.engine.cancel(self.job_id)
 
 
 @dataclass
@@ -69,41 +71,54 @@ class Submitted:
 
 
 class FakeEngine:
-    """The Engine contract, with jobs that finish on the test's word. Nothing runs on its own."""
+    """An ImageEngine whose jobs finish on the test's word. Nothing runs on its own.
+
+    ``offer`` is what it advertises (the tiny preset's defaults); ``queue_max`` is the limit it
+    really enforces, so a test can make the two disagree. ``reachable = False`` makes
+    ``health()`` report a cluster the bot cannot reach (jobs are kept).
+    """
 
     def __init__(self, db_path: str | None = None, *, queue_max: int = 200) -> None:
         self.db_path = db_path
         self.queue_max = queue_max
+        self.offer = EngineOffer(final_steps=4, queue_max=queue_max, backend="fake")
         self.submitted: list[Submitted] = []
         self.waiting: list[str] = []  # job ids in run order
         self.running: str | None = None
         self.cancelled: list[str] = []
-        self.shutdown_calls: list[float] = []
+        self.close_calls: list[float] = []
         self.refuse_with: Exception | None = None
+        self.reachable = True
+        self.started = False
+        self.closed = False
 
-    # ----------------------------------------------------------------- the contract
+    # ----------------------------------------------------------------- the door
 
-    def start(self) -> None:
-        pass
+    async def start(self) -> None:
+        self.started = True
 
-    def submit(self, request, *, user: str, job_id: str, on_progress=None) -> FakeHandle:
+    async def submit(self, request, *, user: str, job_id: str, on_progress=None) -> FakeHandle:
         request.validate()
+        if self.closed:
+            raise EngineStopped("The image engine is shutting down; try again in a minute.")
         if self.refuse_with is not None:
             raise self.refuse_with
         if len(self.waiting) >= self.queue_max:
-            raise FakeQueueFull(f"The queue is full ({len(self.waiting)} jobs).")
+            raise QueueFull(f"The queue is full ({len(self.waiting)} jobs).")
+        if job_id in self.waiting or job_id == self.running:
+            raise RequestError(f"Job {job_id} is already queued.")
         row_status = None
         if self.db_path is not None:
             # A second connection, as another process would: the row must be committed already.
             with sqlite3.connect(self.db_path) as conn:
                 row = conn.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
                 row_status = row[0] if row else None
-        handle = FakeHandle(job_id)
+        handle = FakeHandle(job_id, self)
         self.submitted.append(Submitted(request, user, job_id, on_progress, handle, row_status))
         self.waiting.append(job_id)
         return handle
 
-    def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str) -> bool:
         item = self._find(job_id)
         if item is None or item.handle.future.done():
             return False
@@ -112,39 +127,43 @@ class FakeEngine:
         if self.running == job_id:
             self.running = None
         self.cancelled.append(job_id)
-        item.handle.future.set_exception(FakeJobCancelled(f"job {job_id} cancelled"))
+        item.handle.future.set_exception(JobCancelled(f"job {job_id} cancelled"))
         return True
 
-    def queue_info(self, job_id: str) -> QueueInfo:
-        if self.running == job_id:
-            return QueueInfo(job_id, "running", 0, 1.0)
-        if job_id in self.waiting:
-            position = self.waiting.index(job_id) + 1
-            return QueueInfo(job_id, "waiting", position, 2.0 * position)
-        item = self._find(job_id)
-        if item is not None and item.handle.future.done():
-            return QueueInfo(job_id, "done", 0, 0.0)
-        return QueueInfo(job_id, "unknown", 0, 0.0)
+    async def queue_info(self, job_id: str) -> QueueInfo:
+        return self._info(job_id)
 
-    def queue_snapshot(self) -> list[QueueInfo]:
+    async def queue_snapshot(self) -> list[QueueInfo]:
         ids = ([self.running] if self.running else []) + list(self.waiting)
-        return [self.queue_info(job_id) for job_id in ids]
+        return [self._info(job_id) for job_id in ids]
 
-    def health(self) -> dict:
-        return {"ok": True, "worker_alive": True, "models": {}, "error": None}
+    async def health(self) -> EngineHealth:
+        if not self.reachable:
+            return EngineHealth(ok=False, reachable=False, detail="fake cluster unreachable", workers=0)
+        return EngineHealth(ok=not self.closed, detail="fake engine")
 
-    def shutdown(self, timeout: float = 30.0) -> list[str]:
-        self.shutdown_calls.append(timeout)
+    async def close(self, timeout: float = 30.0) -> list[str]:
+        self.close_calls.append(timeout)
+        self.closed = True
         running = self._find(self.running) if self.running else None
         left = ([self.running] if running is not None and not running.handle.future.done() else []) + self.waiting
         for job_id in left:
             item = self._find(job_id)
             if item is not None and not item.handle.future.done():
-                item.handle.future.set_exception(FakeEngineStopped("the engine stopped before this job ran"))
+                item.handle.future.set_exception(EngineStopped("the engine stopped before this job ran"))
         self.waiting.clear()
+        self.running = None
         return left
 
     # ----------------------------------------------------------------- test controls
+
+    def _info(self, job_id: str) -> QueueInfo:
+        if self.running == job_id:
+            return QueueInfo(job_id, "running", 0, 1.0)
+        if job_id in self.waiting:
+            position = self.waiting.index(job_id) + 1
+            return QueueInfo(job_id, "waiting", position, 2.0 * position)
+        return QueueInfo(job_id, "unknown", -1, 0.0)
 
     def _find(self, job_id: str) -> Submitted | None:
         for item in reversed(self.submitted):
@@ -165,6 +184,7 @@ class FakeEngine:
         self.running = job_id
 
     def progress(self, job_id: int | str, step: int, total: int) -> None:
+        """Report a step of a running final (the test runs on the loop, as the door promises)."""
         item = self.item(job_id)
         assert item.on_progress is not None
         item.on_progress(Progress(str(job_id), step, total))
@@ -179,11 +199,11 @@ class FakeEngine:
         request = item.request
         images = tuple(
             GeneratedImage(
-                png=png(request.width // 8, request.height // 8), seed=seed, width=request.width, height=request.height
+                png=png(request.width, request.height), seed=seed, width=request.width, height=request.height
             )
             for seed in request.seeds
         )
-        steps = request.steps if request.steps is not None else 4
+        steps = request.steps if request.steps is not None else self.offer.final_steps
         result = JobResult(
             images=images,
             model=request.model,
@@ -199,7 +219,55 @@ class FakeEngine:
         job_id = str(job_id)
         if job_id in self.waiting:
             self.waiting.remove(job_id)
-        self.item(job_id).handle.future.set_exception(FakeJobFailed(message))
+        if self.running == job_id:
+            self.running = None
+        self.item(job_id).handle.future.set_exception(JobFailed(message))
+
+
+class RunningFakeEngine(FakeEngine):
+    """A FakeEngine that works through its queue by itself, one job at a time, like the worker thread.
+
+    A final reports each of its steps ``step_s`` apart (on the loop); ``paused`` holds the queue.
+    Used where a test wants an engine that runs on its own: the contract suite, the loopback tests.
+    """
+
+    def __init__(self, db_path: str | None = None, *, queue_max: int = 200, step_s: float = 0.03) -> None:
+        super().__init__(db_path, queue_max=queue_max)
+        self.step_s = step_s
+        self.paused = False
+        self._task: asyncio.Task | None = asyncio.get_running_loop().create_task(self._work(), name="fake-engine")
+
+    async def _work(self) -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            if self.paused or not self.waiting:
+                continue
+            job_id = self.waiting[0]
+            self.run(job_id)
+            item = self.item(job_id)
+            request = item.request
+            total = (request.steps or self.offer.final_steps) if request.kind == "final" else request.steps
+            for step in range(1, total + 1):
+                await asyncio.sleep(self.step_s)
+                if item.handle.future.done():  # cancelled or stopped while running
+                    break
+                if item.on_progress is not None:
+                    self.progress(job_id, step, total)
+            if not item.handle.future.done():
+                self.finish(job_id)
+
+    async def stop(self) -> None:
+        """Stop working through the queue (idempotent)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self, timeout: float = 30.0) -> list[str]:
+        left = await super().close(timeout)
+        await self.stop()
+        return left
 
 
 class RecordingDelivery(Delivery):

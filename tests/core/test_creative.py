@@ -11,7 +11,7 @@ from PIL import Image
 from core.history import HistoryStore
 from core.inputs import InputStore
 from core.jobs import rebuild_request
-from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit
+from engine.api import DraftInit, DraftRequest, FinalRequest, ImageInit
 from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually, png
 from tests.core.test_jobs import make_service, wait_status
 
@@ -207,7 +207,7 @@ async def test_vary_makes_a_new_final_from_the_stored_image(service, store, engi
 
 async def test_vary_runs_at_least_one_step_with_few_final_steps(store, engine, inputs):
     service = make_service(store, engine, inputs=inputs)
-    service.engine_settings = dataclasses.replace(service.engine_settings, final_steps=2)
+    engine.offer = dataclasses.replace(engine.offer, final_steps=2)
     try:
         parent = await final_done(service, store, engine)
         job = await service.vary(RecordingOrigin(), parent.id, "vary_subtle")

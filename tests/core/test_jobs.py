@@ -11,9 +11,8 @@ from core.delivery import DeliveryError
 from core.history import HistoryStore, NewJob
 from core.jobs import JobService, RebuildError, rebuild_request, request_for
 from core.settings import BotSettings
-from engine.requests import MAX_SEED, DraftInit, DraftRequest, FinalRequest
-from engine.settings import EngineSettings
-from tests.core.doubles import ERRORS, FakeEngine, RecordingDelivery, RecordingOrigin, eventually
+from engine.api import MAX_SEED, DraftInit, DraftRequest, FinalRequest
+from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually
 
 
 @pytest.fixture
@@ -33,9 +32,7 @@ def make_service(store, engine, **kwargs) -> JobService:
         client=None,  # type: ignore[arg-type]  (only restart deliveries use it; the tests inject those)
         store=store,
         engine=engine,
-        engine_settings=EngineSettings.for_preset("tiny"),
         settings=BotSettings(token="test", progress_interval=0.01, queue_update_interval=0.02),
-        errors=ERRORS,
         **kwargs,
     )
 
@@ -204,7 +201,7 @@ async def test_jobs_per_minute_limit(service, store, engine):
 async def test_full_queue_is_refused_before_anything_is_stored(store, engine):
     engine.queue_max = 1
     service = make_service(store, engine)
-    service.engine_settings = dataclasses.replace(service.engine_settings, queue_max=1)
+    engine.offer = dataclasses.replace(engine.offer, queue_max=1)
     assert await service.imagine(RecordingOrigin(user_id=1), prompt="a") is not None
     origin = RecordingOrigin(user_id=2)
     assert await service.imagine(origin, prompt="b") is None
@@ -274,7 +271,7 @@ async def test_upscale_starts_from_the_draft(service, store, engine):
     request = engine.item(final.id).request
     assert isinstance(request, FinalRequest) and request.seed == 101
     assert request.init == DraftInit(engine.item(draft.id).request, 1)
-    assert request.strength == service.engine_settings.upscale_strength
+    assert request.strength == engine.offer.upscale_strength
     assert (request.width, request.height) == (1280, 832)  # 3:2 at about 1024x1024 pixels
     assert (final.kind, final.mode, final.parent_id, final.parent_index, final.user_id) == (
         "final",
@@ -387,13 +384,13 @@ async def test_shutdown_leaves_waiting_jobs_queued(service, store, engine):
     waiting = [await service.imagine(RecordingOrigin(user_id=u), prompt="waiting") for u in (2, 3)]
     engine.run(running.id)
     await wait_status(store, running.id, "running")
-    original_shutdown = engine.shutdown
+    original_close = engine.close
 
-    def shutdown(timeout):
+    async def close(timeout):
         engine.finish(running.id)  # the running job finishes within the timeout
-        return original_shutdown(timeout)
+        return await original_close(timeout)
 
-    engine.shutdown = shutdown
+    engine.close = close
     await service.shutdown(5.0)
     assert (await store.get_job(running.id)).status == "done"
     for job in waiting:
@@ -541,3 +538,21 @@ def test_queue_positions_are_shown_for_every_move_near_the_front_and_big_moves_f
             shown.append(position)
             last = position
     assert len(shown) < 20 and shown[-5:] == [5, 4, 3, 2, 1]
+
+
+async def test_an_unreachable_engine_is_shown_and_the_job_runs_when_it_is_back(service, store, engine):
+    first = await service.imagine(RecordingOrigin(user_id=2), prompt="ahead")
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="a fox while the cluster is down")
+    delivery = origin.deliveries[0]
+    await eventually(lambda: any("position 2" in s for s in delivery.shown))
+    engine.reachable = False
+    await eventually(lambda: "unreachable right now" in delivery.shown[-1])
+    assert "your job is kept and will run when it is back" in delivery.shown[-1]
+    assert (await store.get_job(job.id)).status == "queued"
+    engine.reachable = True
+    engine.finish(first.id)
+    await eventually(lambda: "next in line" in delivery.shown[-1])  # the position shows again
+    engine.finish(job.id)
+    assert (await wait_status(store, job.id, "done")).seeds
+    assert delivery.posts and all("unreachable" not in content for content, _, _ in delivery.posts)

@@ -8,9 +8,8 @@ from core.history import HistoryStore
 from core.jobs import JobService
 from core.limits import MAX_STYLE_SUFFIX_CHARS, Refusal, check_style_suffix, with_style
 from core.settings import BotSettings
-from engine.requests import MAX_PROMPT_CHARS, FinalRequest
-from engine.settings import EngineSettings
-from tests.core.doubles import ERRORS, FakeEngine, RecordingOrigin, eventually, png
+from engine.api import MAX_PROMPT_CHARS, FinalRequest
+from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
 
 
 @pytest.fixture
@@ -52,9 +51,7 @@ async def service(store, engine, dms, tmp_path):
         client=None,  # type: ignore[arg-type]
         store=store,
         engine=engine,
-        engine_settings=EngineSettings.for_preset("tiny"),
         settings=BotSettings(token="test", progress_interval=0.01, queue_update_interval=0.02),
-        errors=ERRORS,
         direct_message=dms,
         inputs=InputStore(tmp_path / "inputs"),
     )

@@ -16,7 +16,7 @@ from core.limits import (
     find_blocked_word,
     parse_word_list,
 )
-from engine.requests import MAX_SEED
+from engine.api import MAX_SEED
 
 
 @pytest.mark.parametrize(

@@ -108,8 +108,7 @@ async def test_a_failure_later_is_one_warning_then_logging_stops(caplog):
 async def test_the_job_service_logs_finals_only(tmp_path, kind):
     from core.history import HistoryStore
     from core.jobs import JobService
-    from engine.settings import EngineSettings
-    from tests.core.doubles import ERRORS, FakeEngine, RecordingOrigin, eventually
+    from tests.core.doubles import FakeEngine, RecordingOrigin, eventually
 
     class Recording(RunLog):
         enabled = True
@@ -127,9 +126,7 @@ async def test_the_job_service_logs_finals_only(tmp_path, kind):
         client=None,  # type: ignore[arg-type]
         store=store,
         engine=engine,
-        engine_settings=EngineSettings.for_preset("tiny"),
         settings=BotSettings(token="t", progress_interval=0.01, queue_update_interval=0.02),
-        errors=ERRORS,
         run_log=recording,
     )
     try:

@@ -42,6 +42,9 @@ def test_missing_token_says_how_to_get_one():
         ({"DISCORD_MESSAGE_CONTENT": "maybe"}, "true or false"),
         ({"DRAFT_SIZE": "500"}, "multiple of 64"),
         ({"SHUTDOWN_TIMEOUT": "soon"}, "not a valid number"),
+        ({"ENGINE_BACKEND": "cuda"}, "ENGINE_BACKEND='cuda': use local"),
+        ({"ENGINE_BACKEND": "ray"}, "ENGINE_BACKEND=ray needs ENGINE_URL"),
+        ({"ENGINE_BACKEND": "ray", "ENGINE_URL": "127.0.0.1:8000"}, "ENGINE_URL='127.0.0.1:8000' must start with"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -66,6 +69,39 @@ def test_all_values():
     assert settings.guild_id == 123 and settings.api_base == "http://127.0.0.1:5000/api/v10"
     assert settings.log_level == "DEBUG" and not settings.message_content and settings.draft_size == 256
     assert settings.shutdown_timeout == 5.0
+
+
+def test_the_engine_is_local_unless_a_cluster_is_named():
+    assert BotSettings.from_env({"DISCORD_TOKEN": "t"}).engine_backend == "local"
+    ray = BotSettings.from_env(
+        {"DISCORD_TOKEN": "t", "ENGINE_BACKEND": "Ray", "ENGINE_URL": "http://10.0.0.5:8000/", "ENGINE_TOKEN": "s3"}
+    )
+    assert (ray.engine_backend, ray.engine_url, ray.engine_token) == ("ray", "http://10.0.0.5:8000", "s3")
+    assert "s3" not in repr(ray)
+
+
+def test_ray_without_the_cluster_client_exits_2_with_one_line(tmp_path):
+    # As where the [ray] extra is not installed: importing ray (or the cluster client) fails.
+    code = (
+        "import sys\n"
+        "class NoRay:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ray' or name.startswith(('ray.', 'engine.cluster')):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoRay())\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import bot\n"
+        "sys.exit(bot.main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "ENGINE_"))}
+    env.update(DISCORD_TOKEN="t", ENGINE_BACKEND="ray", ENGINE_URL="http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: ENGINE_BACKEND=ray needs the cluster client: pip install -e '.[ray]'"
+    ]
 
 
 def test_apply_endpoints(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image, ImageChops, ImageStat
 
-from engine import canvas
+from core import canvas
 from tests.e2e.support import BASE_ENV, RunningBot, new_user, refusal_of, result_of
 from tests.fakediscord import StoredMessage, Upload
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE

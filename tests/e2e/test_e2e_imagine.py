@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from engine.requests import size_for_aspect
+from engine.api import size_for_aspect
 from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 

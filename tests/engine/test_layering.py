@@ -24,10 +24,10 @@ def test_engine_never_imports_the_bot_side():
                 assert name.split(".")[0] not in FOREIGN, f"engine/{path.name} imports {name}"
 
 
-def test_requests_output_and_canvas_load_without_torch():
+def test_the_door_and_the_request_types_load_without_torch():
     code = (
         "import sys\n"
-        "import engine.requests, engine.output, engine.canvas, engine.settings\n"
+        "import engine.api, engine.local, engine.requests, engine.output, engine.canvas, engine.settings\n"
         "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'torch was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1034,13 +1034,15 @@ class FakeDiscord:
     # ------------------------------------------------------------------ REST: users, app, gateway, guilds
 
     async def _get_gateway(self, request: ApiRequest) -> Reply:
-        return Reply(200, {"url": f"ws://{self.host}:{self.port}"})
+        return Reply(200, {"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: ApiRequest) -> Reply:
+        # An auto-sharded client connects to this url (not DEFAULT_GATEWAY) and IDENTIFYs with
+        # "shard": [0, 1]. One shard: the fake gateway holds one session at a time.
         return Reply(
             200,
             {
-                "url": f"ws://{self.host}:{self.port}",
+                "url": self.gateway_url,
                 "shards": 1,
                 "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
             },
