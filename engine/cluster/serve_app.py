@@ -80,6 +80,10 @@ class _Worker:
     def __init__(self, settings: EngineSettings, preload: list[str]):
         import torch
 
+        # Import the pipeline classes here, before any other thread does: a first import of
+        # transformers' image processors (torchvision) from a second thread can fail half-way.
+        from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline  # noqa: F401
+
         from ..models import ModelRegistry
         from ..recipes import Recipes
         from ..worker import _quiet_libraries, _resolve_device, _resolve_memory
@@ -99,11 +103,10 @@ class _Worker:
         log.info("%s ready on %s (memory %s, preset %s)", name, self.device, self.memory, settings.preset)
 
     def _preload(self, names: list[str]) -> None:
+        """Load the models before the replica takes work. A failure fails the replica (Serve reports
+        it and tries again) rather than leaving a replica that fails every job."""
         for name in names:
-            try:
-                self.registry.get(name)
-            except Exception as exc:  # jobs that need it fail with the message; others keep serving
-                log.error("could not load %s: %s", name, exc)
+            self.registry.get(name)
 
     async def _on_gpu(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._gpu, lambda: fn(*args, **kwargs))

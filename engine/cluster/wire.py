@@ -123,6 +123,13 @@ def encode_request(request: Request) -> dict:
 
 def decode_request(obj: Any) -> Request:
     """The request ``encode_request`` made (not validated: call ``.validate()`` where it matters)."""
+    try:
+        return _decode_request(obj)
+    except TypeError as exc:  # a missing field
+        raise WireError(f"malformed request: {exc}") from exc
+
+
+def _decode_request(obj: Any) -> Request:
     if not isinstance(obj, dict):
         raise WireError("request must be an object")
     kind = obj.get("kind")

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray.serve", reason="ray[serve] is not installed (pip install -e '.[ray]')")
-
-from engine.cluster.serve_app import Scaling, build_app, deploy  # noqa: E402
-from engine.settings import EngineSettings  # noqa: E402
+from engine.settings import EngineSettings
 
 TOKEN = "test-token-3f9a"
 REPO = Path(__file__).resolve().parents[2]
@@ -36,17 +33,24 @@ class Cluster:
     settings: EngineSettings
 
     def app(self):
+        from engine.cluster.serve_app import Scaling, build_app
+
         return build_app(self.settings, token=self.token, drafts=Scaling(cpus=1), finals=Scaling(cpus=1))
 
     def redeploy(self) -> None:
         """Start Serve and the application again (after a test stopped it)."""
+        from engine.cluster.serve_app import deploy
+
         deploy(self.app(), port=self.port)
 
 
 @pytest.fixture(scope="session")
 def cluster(tiny_cache_dir) -> Cluster:
+    pytest.importorskip("ray.serve", reason="ray[serve] is not installed (pip install -e '.[ray]')")
     import ray
     from ray import serve
+
+    from engine.cluster.serve_app import deploy
 
     started = time.monotonic()
     ray.init(
