@@ -481,15 +481,19 @@ def _raise_error(line: dict) -> JobResult:
 
 
 def _with_client_timings(result: JobResult, job: _Job) -> JobResult:
-    """Timings as the bot sees them: time waiting here counts as queued, total is since submit."""
+    """Timings as the bot sees them: ``queued`` adds the wait here, ``total`` is since submit,
+    ``cluster`` the time in flight and ``overhead`` what of it was not the replica's own work
+    (HTTP, Serve's routing, JSON and base64)."""
     from dataclasses import replace
 
     now = time.monotonic()
     timings = dict(result.timings)
     started = job.started_at or now
+    on_replica = sum(timings.get(k, 0.0) for k in ("queued", "run", "encode"))
     timings["queued"] = round(timings.get("queued", 0.0) + (started - job.submitted_at), 4)
     timings["total"] = round(now - job.submitted_at, 4)
-    timings["cluster"] = round(now - started, 4)  # in flight: transport, replica queue, run, encode
+    timings["cluster"] = round(now - started, 4)
+    timings["overhead"] = round(max(0.0, now - started - on_replica), 4)
     return replace(result, timings=timings)
 
 

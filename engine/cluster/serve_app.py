@@ -54,6 +54,7 @@ class Scaling:
     max_replicas: int = 1
     gpus: float = 0.0  # per replica; fractions share a GPU between replicas
     cpus: float = 1.0
+    target_ongoing: float = 1.0  # autoscaling: requests in flight per replica it aims for
 
     def options(self) -> dict:
         """``Deployment.options`` for these numbers: fixed replicas, or autoscaling between min and max."""
@@ -65,7 +66,7 @@ class Scaling:
                     "min_replicas": self.min_replicas,
                     "max_replicas": self.max_replicas,
                     "initial_replicas": self.min_replicas,
-                    "target_ongoing_requests": 1,
+                    "target_ongoing_requests": self.target_ongoing,
                 },
             }
         return {"ray_actor_options": actor, "num_replicas": self.min_replicas}
@@ -142,8 +143,8 @@ def failure_line(exc: BaseException) -> bytes:
     return wire.error_line("failed", f"The image engine failed: {exc.__class__.__name__}. Please retry.")
 
 
-def _images_of(items: list[tuple[str, DraftRequest]]) -> int:
-    return sum(request.count for _, request in items)
+def _images_of(items: list[tuple[str, DraftRequest, float]]) -> int:
+    return sum(request.count for _, request, _ in items)
 
 
 @serve.deployment(name=DRAFTS)
@@ -157,6 +158,7 @@ class DraftWorker(_Worker):
 
     async def run(self, job_id: str, payload: dict) -> bytes:
         """One draft job: one NDJSON line (``result`` or ``error``)."""
+        received = time.monotonic()
         try:
             request = wire.decode_request(payload).validate()
         except (RequestError, wire.WireError) as exc:
@@ -164,35 +166,42 @@ class DraftWorker(_Worker):
         if not isinstance(request, DraftRequest):
             return wire.error_line("request", "A final was sent to the draft workers.")
         if request.init is not None:
-            return await self._alone(request)
-        return await self.batched((job_id, request))
+            return await self._alone(request, received)
+        return await self.batched((job_id, request, received))
 
-    async def _alone(self, request: DraftRequest) -> bytes:
-        started = time.monotonic()
+    async def _alone(self, request: DraftRequest, received: float) -> bytes:
+        started: list[float] = []
+
+        def make():
+            started.append(time.monotonic())
+            return self.recipes.draft_img2img(request)
+
         try:
-            out = await self._on_gpu(self.recipes.draft_img2img, request)
+            out = await self._on_gpu(make)
         except Exception as exc:
             return failure_line(exc)
-        timings = {"run": round(time.monotonic() - started, 4)}
+        timings = {"queued": round(started[0] - received, 4), "run": round(time.monotonic() - started[0], 4)}
         return await self._encode(request, out.images, out.steps, out.guidance, timings, 1)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, batch_size_fn=_images_of)
-    async def batched(self, items: list[tuple[str, DraftRequest]]) -> list[bytes]:
+    async def batched(self, items: list[tuple[str, DraftRequest, float]]) -> list[bytes]:
         """A Serve batch (at most ``max_batch_images`` images): each same-shape group is one GPU call."""
-        arrived = time.monotonic()
         groups: dict[tuple, list[int]] = {}
-        for index, (_, request) in enumerate(items):
+        for index, (_, request, _) in enumerate(items):
             groups.setdefault(request.batch_key(), []).append(index)
         lines: list[bytes | None] = [None] * len(items)
         for indexes in groups.values():
             requests = [items[i][1] for i in indexes]
-            for positions, reqs in await self._run_group(indexes, requests, arrived):
+            received = [items[i][2] for i in indexes]
+            for positions, reqs in await self._run_group(indexes, requests, received):
                 for i, line in zip(positions, reqs, strict=True):
                     lines[i] = line
         return lines  # type: ignore[return-value]
 
-    async def _run_group(self, indexes: list[int], requests: list[DraftRequest], arrived: float):
-        """Run one group; if the batch fails (out of memory), run its requests one by one."""
+    async def _run_group(self, indexes: list[int], requests: list[DraftRequest], received: list[float]):
+        """Run one group; if the batch fails (out of memory), run its requests one by one.
+
+        ``received``: when each request reached this replica (its ``queued`` time starts there)."""
         started = time.monotonic()
         try:
             per_request = await self._on_gpu(self.recipes.drafts, requests)
@@ -201,15 +210,14 @@ class DraftWorker(_Worker):
                 return [(indexes, [failure_line(exc)])]
             log.warning("a batch of %d drafts failed (%s); running them one by one", len(requests), exc)
             out = []
-            for index, request in zip(indexes, requests, strict=True):
-                out += await self._run_group([index], [request], arrived)
+            for index, request, when in zip(indexes, requests, received, strict=True):
+                out += await self._run_group([index], [request], [when])
             return out
         run_s = round(time.monotonic() - started, 4)
-        timings = {"queued": round(started - arrived, 4), "run": run_s}
         lines = await asyncio.gather(
             *(
-                self._encode(r, images, r.steps, 0.0, timings, len(requests))
-                for r, images in zip(requests, per_request, strict=True)
+                self._encode(r, images, r.steps, 0.0, {"queued": round(started - when, 4), "run": run_s}, len(requests))
+                for r, images, when in zip(requests, per_request, received, strict=True)
             )
         )
         return [(indexes, list(lines))]
@@ -344,7 +352,7 @@ class Ingress:
             log.warning("draft job %s lost its replica: %s", job_id, exc.__class__.__name__)
             yield wire.error_line("worker_lost", "The GPU worker running this job stopped.")
         except Exception as exc:
-            yield failure_line(exc)
+            yield _ingress_failure(job_id, exc)
 
     async def _final_stream(self, job_id: str, payload: dict) -> AsyncIterator[bytes]:
         response = self._finals.options(stream=True).run.remote(job_id, payload)
@@ -361,7 +369,7 @@ class Ingress:
             raise
         except Exception as exc:
             finished = True
-            yield failure_line(exc)
+            yield _ingress_failure(job_id, exc)
         finally:
             if not finished:
                 response.cancel()  # the bot closed the stream: stop the final at its next step
@@ -390,6 +398,12 @@ class Ingress:
         self._replicas = await asyncio.to_thread(_count_replicas)
         self._replicas_at = time.monotonic()
         return self._replicas
+
+
+def _ingress_failure(job_id: str, exc: Exception) -> bytes:
+    """A failure between the ingress and a worker (the workers answer their own errors as lines)."""
+    log.error("job %s failed in the ingress", job_id, exc_info=exc)
+    return wire.error_line("failed", f"The engine cluster failed: {exc.__class__.__name__}. Please retry.")
 
 
 def _room(running: int, scaling: Scaling) -> int:
@@ -442,6 +456,7 @@ def build_app(
     batch = settings.max_batch_images
     # A batch is counted in images; twice that in flight keeps a batch forming while one runs
     # (Serve's default max_ongoing_requests of 5 would cap batches).
+    drafts = replace(drafts, target_ongoing=max(1.0, batch / 2))  # about one batch of 2-image drafts
     draft_worker = DraftWorker.options(max_ongoing_requests=2 * batch, **drafts.options()).bind(settings, batch_wait_s)
     final_worker = FinalWorker.options(**finals.options()).bind(settings)
     return Ingress.bind(
