@@ -1,11 +1,12 @@
 """Benchmark: the same drafts in-process and through the Ray Serve cluster (tiny preset by default).
 
 Rows (markdown table on stdout):
-- one draft alone (median of ``--repeats``; in-process: the better of a run before and after the cluster): in-process vs cluster; the difference is the cluster's
-  cost per job (HTTP through Serve's proxy, routing, JSON + base64 of the PNGs);
-- 16 concurrent drafts (best of ``--rounds``): wall time and images/s in-process, and through the cluster with 1 and 2
-  draft replicas (``--cpus-per-replica`` CPUs each); mean ``overhead`` per job as measured by
-  ClusterEngine (time in flight minus the replica's own queue, run and encode time).
+- one draft alone (median of ``--repeats``): in-process vs cluster; the difference is the cluster's
+  cost per job (HTTP through Serve's proxy, routing, JSON + base64 of the PNGs). In-process runs
+  before and after the cluster and the better run counts (a busy machine shows as a gap);
+- 16 concurrent drafts (best of ``--rounds``): wall time and images/s in-process, and through the
+  cluster with 1 and 2 draft replicas (``--cpus-per-replica`` CPUs each); mean ``overhead`` per job
+  as ClusterEngine measures it (time in flight minus the replica's own queue, run and encode time).
 
     .venv/bin/python benchmarks/cluster_bench.py            # CPU, tiny models, about 2-3 min on 2 cores
     .venv/bin/python benchmarks/cluster_bench.py --device cuda --preset sdxl --gpus-per-replica 0.5
