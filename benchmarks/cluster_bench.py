@@ -53,8 +53,9 @@ def in_process(settings: EngineSettings, args) -> dict:
     from engine.worker import Engine
 
     torch.set_num_threads(args.cpus_per_replica)  # the same threads as one replica (Ray sets OMP_NUM_THREADS)
-    engine = Engine(replace(settings, preload=True)).start()
-    engine.wait_ready(300)
+    # No preload: it would load the final model while the queue is idle, in the middle of the
+    # measurement; the warm-up job loads Turbo (the cluster's replicas load theirs before serving).
+    engine = Engine(replace(settings, preload=False)).start()
     try:
         warm = engine.submit(drafts(1, args.size, args.count)[0], user="warm")
         warm.future.result()

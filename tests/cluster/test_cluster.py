@@ -118,6 +118,23 @@ async def test_cancelling_a_running_final_stops_it_at_its_next_step(engine):
     assert not await engine.cancel("final-long")  # gone
 
 
+@pytest.mark.timeout(60)
+async def test_cancelling_one_running_draft_leaves_the_rest_of_its_batch(engine):
+    requests = [DraftRequest(f"fox {i}", seed=100 * i, width=512, height=512, count=2) for i in range(4)]
+    handles = [await engine.submit(r, user=f"u{i}", job_id=f"cb-{i}") for i, r in enumerate(requests)]
+    deadline = time.monotonic() + 10
+    while (await engine.queue_info("cb-1")).state != "running":  # all four fit in one batch's room
+        assert time.monotonic() < deadline, "cb-1 never started"
+        await asyncio.sleep(0.01)
+    assert await engine.cancel("cb-1")
+    with pytest.raises(JobCancelled):
+        await handles[1].result()
+    for i in (0, 2, 3):
+        assert (await handles[i].result()).request == requests[i]
+    after = await engine.submit(DraftRequest("still fine", seed=9, width=256, height=256), user="u", job_id="cb-after")
+    assert [image.seed for image in (await after.result()).images] == [9, 10, 11, 12]
+
+
 def _replica_of(deployment: str):
     import ray
 
