@@ -149,7 +149,7 @@ async def test_a_replica_killed_mid_job_is_retried_and_the_job_delivered_once(en
     import ray
 
     steps = []
-    request = FinalRequest("a stubborn fox", seed=6, width=512, height=512, steps=40)
+    request = FinalRequest("a stubborn fox", seed=6, width=512, height=512, steps=80)
     handle = await engine.submit(request, user="u", job_id="final-killed", on_progress=steps.append)
     await wait_for(lambda: len(steps) >= 2, 60, "the final to start")
     ray.kill(_replica_of("FinalWorker"), no_restart=True)
@@ -157,9 +157,9 @@ async def test_a_replica_killed_mid_job_is_retried_and_the_job_delivered_once(en
     assert result.request == request and len(result.images) == 1
     restarts = [i for i in range(1, len(steps)) if steps[i].step < steps[i - 1].step]
     assert len(restarts) == 1, [p.step for p in steps]  # one retry, from the first step
-    assert steps[-1].step == 40
+    assert steps[-1].step == 80
     await asyncio.sleep(1.0)
-    assert steps[-1].step == 40 and (await engine.queue_info("final-killed")).state == "unknown"
+    assert steps[-1].step == 80 and (await engine.queue_info("final-killed")).state == "unknown"
 
 
 @pytest.mark.timeout(300)
