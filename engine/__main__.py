@@ -3,6 +3,7 @@
 python -m engine generate "a red fox in snow" --mode draft --count 4 -o fox.png
 python -m engine generate "a red fox in snow" --mode final --model sdxl --seed 7 -o fox.png
 python -m engine download
+python -m engine serve [--preset tiny] [--address ADDR] [--replicas N] [--gpus-per-replica F]
 """
 
 from __future__ import annotations
@@ -109,6 +110,89 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Deploy the engine onto a Ray cluster (a running one, or a local one) and serve until stopped."""
+    import secrets
+    import signal
+    import time
+
+    try:
+        import ray
+        from ray import serve
+
+        from .cluster.serve_app import Scaling, build_app, deploy
+    except ImportError as exc:
+        print(f"error: Ray Serve is not installed ({exc.name}): pip install -e '.[ray]'", file=sys.stderr)
+        return 2
+    from .cluster.settings import ClusterSettings
+
+    cluster = ClusterSettings.from_env()
+    changes: dict[str, object] = {}
+    if args.address:
+        changes["address"] = args.address
+    if args.host:
+        changes["host"] = args.host
+    if args.port:
+        changes["port"] = args.port
+    if args.replicas:
+        changes.update(draft_replicas=args.replicas, final_replicas=args.replicas)
+        changes.update(draft_max_replicas=0, final_max_replicas=0)
+    if args.gpus_per_replica is not None:
+        changes.update(draft_gpus=args.gpus_per_replica, final_gpus=args.gpus_per_replica)
+    cluster = replace(cluster, **changes).validate()
+    settings = replace(_settings(args), preload=True)
+    token = cluster.token or secrets.token_urlsafe(24)
+    if settings.preset == "tiny":
+        from .tiny import ensure_tiny_models
+
+        ensure_tiny_models(settings.cache_dir)  # once here, not by several replicas at once
+
+    # Workers import this checkout's engine too (on other machines: the project installed there).
+    runtime_env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
+    if cluster.address:
+        ray.init(address=cluster.address, runtime_env=runtime_env)
+    else:
+        try:
+            ray.init(address="auto", runtime_env=runtime_env)
+        except ConnectionError:
+            print("no running Ray cluster found: starting a local one", file=sys.stderr)
+            ray.init(runtime_env=runtime_env)
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+
+    def gpus(value: float) -> float:
+        return (0.5 if has_gpus else 0.0) if value == -1.0 else value
+
+    drafts = Scaling(
+        cluster.draft_replicas,
+        max(cluster.draft_replicas, cluster.draft_max_replicas),
+        gpus(cluster.draft_gpus),
+        cluster.replica_cpus,
+    )
+    finals = Scaling(
+        cluster.final_replicas,
+        max(cluster.final_replicas, cluster.final_max_replicas),
+        gpus(cluster.final_gpus),
+        cluster.replica_cpus,
+    )
+    print(f"deploying: drafts {drafts}, finals {finals}, preset {settings.preset}", file=sys.stderr)
+    app = build_app(settings, token=token, drafts=drafts, finals=finals, batch_wait_s=cluster.batch_wait_ms / 1000)
+    url = deploy(app, host=cluster.host, port=cluster.port)
+    if cluster.host in ("0.0.0.0", "::"):
+        url = url.replace("127.0.0.1", ray.util.get_node_ip_address())
+        print("warning: listening on every interface over plain HTTP; keep it on a private network", file=sys.stderr)
+    print(f"ENGINE_BACKEND=ray ENGINE_URL={url} ENGINE_TOKEN={token}", flush=True)
+
+    stopping: list[int] = []  # a flag the handlers set: a lock taken in a signal handler can deadlock
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    while not stopping:
+        time.sleep(0.5)
+    print("shutting down Serve", file=sys.stderr)
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("--preset", choices=("sdxl", "tiny"))
     dl.add_argument("--if-missing", action="store_true", help="only fetch models that are not on disk yet")
     dl.set_defaults(fn=cmd_download)
+    sv = sub.add_parser("serve", help="deploy the engine onto a Ray cluster and serve the bot over HTTP")
+    sv.add_argument("--preset", choices=("sdxl", "tiny"))
+    sv.add_argument("--device", help="auto, cpu, cuda, cuda:N (on every replica)")
+    sv.add_argument("--address", help="a running Ray cluster (default: RAY_ADDRESS, then 'auto', then a local one)")
+    sv.add_argument("--replicas", type=int, help="replicas of each worker deployment (no autoscaling)")
+    sv.add_argument("--gpus-per-replica", type=float, help="GPUs per worker replica; fractions share a GPU")
+    sv.add_argument("--host", help="where Serve's HTTP proxy listens (default 127.0.0.1, ENGINE_SERVE_HOST)")
+    sv.add_argument("--port", type=int, help="its port (default 8000, ENGINE_SERVE_PORT)")
+    sv.set_defaults(fn=cmd_serve)
     args = parser.parse_args(argv)
     from dotenv import load_dotenv
 

@@ -48,6 +48,31 @@ def encode_png(image: Image.Image, parameters: str) -> bytes:
     return buf.getvalue()
 
 
+def encode_images(request, images: list[Image.Image], steps: int, guidance: float) -> tuple:
+    """The ``GeneratedImage`` of each PIL image of ``request`` (one per seed): PNG with its parameters.
+
+    Shared by the local worker and the cluster's replicas, so both write the same files.
+    """
+    from .requests import GeneratedImage
+
+    strength = request.strength if request.init is not None else None
+    generated = []
+    for seed, image in zip(request.seeds, images, strict=True):
+        text = parameters_text(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            width=image.width,
+            height=image.height,
+            model=request.model,
+            strength=strength,
+        )
+        generated.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
+    return tuple(generated)
+
+
 def read_parameters(png: bytes) -> str | None:
     with Image.open(io.BytesIO(png)) as img:
         return img.info.get("parameters")

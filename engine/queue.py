@@ -44,8 +44,9 @@ class FairQueue:
         lane.setdefault(job.user, deque()).append(job)
         self._size += 1
 
-    def _next_lane(self) -> str | None:
-        drafts, finals = self._lanes["draft"], self._lanes["final"]
+    def _next_lane(self, lanes: tuple[str, ...] = LANES) -> str | None:
+        drafts = self._lanes["draft"] if "draft" in lanes else {}
+        finals = self._lanes["final"] if "final" in lanes else {}
         if not finals:
             return "draft" if drafts else None
         if not drafts:
@@ -53,9 +54,13 @@ class FairQueue:
         oldest_final = min(q[0].enqueued_at for q in finals.values())
         return "final" if self.clock() - oldest_final >= self.final_after_s else "draft"
 
-    def pop(self) -> QueuedJob | None:
-        """The next job to run, or None when empty. The user served moves to the end of the turn."""
-        lane_name = self._next_lane()
+    def pop(self, lanes: tuple[str, ...] = LANES) -> QueuedJob | None:
+        """The next job to run, or None when empty. The user served moves to the end of the turn.
+
+        ``lanes`` limits the choice to lanes that can run now (the cluster engine: draft and final
+        workers are separate, so a busy lane must not hold the other one back).
+        """
+        lane_name = self._next_lane(lanes)
         if lane_name is None:
             return None
         lane = self._lanes[lane_name]

@@ -24,12 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .api import EngineStopped, JobCancelled, JobFailed, QueueFull
-from .output import encode_png, parameters_text
+from .output import encode_images
 from .queue import FairQueue, QueuedJob
 from .requests import (
     DraftRequest,
     FinalRequest,
-    GeneratedImage,
     JobResult,
     Progress,
     QueueInfo,
@@ -447,24 +446,10 @@ class Engine:
             started = time.monotonic()
             r = job.request
             model = r.model
-            strength = r.strength if r.init is not None else None
-            generated = []
-            for seed, image in zip(r.seeds, images, strict=True):
-                text = parameters_text(
-                    prompt=r.prompt,
-                    negative_prompt=r.negative_prompt,
-                    steps=steps,
-                    guidance=guidance,
-                    seed=seed,
-                    width=image.width,
-                    height=image.height,
-                    model=model,
-                    strength=strength,
-                )
-                generated.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
+            generated = encode_images(r, images, steps, guidance)
             timings = dict(timings, encode=round(time.monotonic() - started, 4))
             timings["total"] = round(time.monotonic() - job.submitted_at, 4)
-            result = JobResult(tuple(generated), model, r, steps, guidance, timings, batch_size)
+            result = JobResult(generated, model, r, steps, guidance, timings, batch_size)
             _set_result(job.future, result)
         except Exception as exc:
             log.exception("encoding job %s failed", job.job_id)

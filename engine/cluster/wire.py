@@ -1,0 +1,223 @@
+"""The cluster's wire format: requests, results and progress as JSON. Torch-free, Ray-free.
+
+Both sides of the HTTP link (``engine.cluster.client`` in the bot, ``engine.cluster.serve_app`` on
+the cluster) use these functions, and nothing else crosses the network: no pickle, so a bot and a
+cluster on different Python or Ray versions still understand each other. Bytes travel as base64;
+every object names its fields explicitly, and an unknown field or kind is refused.
+
+A job's answer is a stream of NDJSON lines (one JSON object per line):
+``{"type": "progress", ...}`` any number of times, then exactly one of
+``{"type": "result", "result": {...}}`` or ``{"type": "error", "kind": ..., "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from ..requests import (
+    DraftInit,
+    DraftRequest,
+    FinalRequest,
+    GeneratedImage,
+    ImageInit,
+    Init,
+    JobResult,
+    Progress,
+    Request,
+)
+
+# Error kinds in an ``error`` line, and what the client does with them.
+ERROR_KINDS = (
+    "request",  # the request was refused (bad input): JobFailed with the message, no retry
+    "failed",  # the recipe failed (model missing, invalid image, out of memory): JobFailed, no retry
+    "cancelled",  # the job was stopped because it was cancelled
+    "worker_lost",  # the replica running it died: the client retries once with the same job id
+)
+
+_DRAFT_FIELDS = ("prompt", "seed", "negative_prompt", "width", "height", "count", "steps", "strength")
+_FINAL_FIELDS = (
+    "prompt",
+    "seed",
+    "negative_prompt",
+    "width",
+    "height",
+    "model",
+    "steps",
+    "guidance",
+    "strength",
+    "refiner_split",
+)
+
+
+class WireError(ValueError):
+    """A message that does not follow the wire format (a version mismatch or a bug, never user input)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise WireError(f"{what} must be base64 text")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except ValueError as exc:
+        raise WireError(f"{what} is not valid base64") from exc
+
+
+def _expect(obj: Any, keys: set[str], what: str) -> dict:
+    if not isinstance(obj, dict):
+        raise WireError(f"{what} must be an object")
+    unknown = set(obj) - keys
+    if unknown:
+        raise WireError(f"{what} has unknown field(s): {', '.join(sorted(unknown))}")
+    return obj
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _encode_init(init: Init | None) -> dict | None:
+    if init is None:
+        return None
+    if isinstance(init, ImageInit):
+        return {"type": "image", "data": _b64(init.data)}
+    if isinstance(init, DraftInit):
+        return {"type": "draft", "draft": encode_request(init.draft), "index": init.index}
+    raise WireError(f"unknown init type {type(init).__name__}")
+
+
+def _decode_init(obj: Any) -> Init | None:
+    if obj is None:
+        return None
+    _expect(obj, {"type", "data", "draft", "index"}, "init")
+    kind = obj.get("type")
+    if kind == "image":
+        return ImageInit(_unb64(obj.get("data"), "init.data"))
+    if kind == "draft":
+        draft = decode_request(obj.get("draft"))
+        if not isinstance(draft, DraftRequest):
+            raise WireError("init.draft must be a draft request")
+        index = obj.get("index")
+        if not isinstance(index, int):
+            raise WireError("init.index must be an integer")
+        return DraftInit(draft, index)
+    raise WireError(f"unknown init type {kind!r}")
+
+
+def encode_request(request: Request) -> dict:
+    """A JSON-ready dict of a draft or final request (nested DraftInit included)."""
+    if isinstance(request, DraftRequest):
+        out: dict[str, Any] = {"kind": "draft", **{name: getattr(request, name) for name in _DRAFT_FIELDS}}
+    elif isinstance(request, FinalRequest):
+        out = {"kind": "final", **{name: getattr(request, name) for name in _FINAL_FIELDS}}
+        out["mask"] = None if request.mask is None else _b64(request.mask)
+    else:
+        raise WireError(f"unknown request type {type(request).__name__}")
+    out["init"] = _encode_init(request.init)
+    return out
+
+
+def decode_request(obj: Any) -> Request:
+    """The request ``encode_request`` made (not validated: call ``.validate()`` where it matters)."""
+    try:
+        return _decode_request(obj)
+    except TypeError as exc:  # a missing field
+        raise WireError(f"malformed request: {exc}") from exc
+
+
+def _decode_request(obj: Any) -> Request:
+    if not isinstance(obj, dict):
+        raise WireError("request must be an object")
+    kind = obj.get("kind")
+    if kind == "draft":
+        _expect(obj, {"kind", "init", *_DRAFT_FIELDS}, "draft request")
+        return DraftRequest(
+            **{name: obj[name] for name in _DRAFT_FIELDS if name in obj}, init=_decode_init(obj.get("init"))
+        )
+    if kind == "final":
+        _expect(obj, {"kind", "init", "mask", *_FINAL_FIELDS}, "final request")
+        mask = obj.get("mask")
+        return FinalRequest(
+            **{name: obj[name] for name in _FINAL_FIELDS if name in obj},
+            init=_decode_init(obj.get("init")),
+            mask=None if mask is None else _unb64(mask, "mask"),
+        )
+    raise WireError(f"unknown request kind {kind!r}")
+
+
+# --------------------------------------------------------------------------- results and progress
+
+
+def encode_result(result: JobResult) -> dict:
+    return {
+        "images": [
+            {"png": _b64(image.png), "seed": image.seed, "width": image.width, "height": image.height}
+            for image in result.images
+        ],
+        "model": result.model,
+        "request": encode_request(result.request),
+        "steps": result.steps,
+        "guidance": result.guidance,
+        "timings": dict(result.timings),
+        "batch_size": result.batch_size,
+    }
+
+
+def decode_result(obj: Any) -> JobResult:
+    _expect(obj, {"images", "model", "request", "steps", "guidance", "timings", "batch_size"}, "result")
+    images = []
+    for item in obj.get("images") or []:
+        _expect(item, {"png", "seed", "width", "height"}, "image")
+        images.append(GeneratedImage(_unb64(item["png"], "image.png"), item["seed"], item["width"], item["height"]))
+    return JobResult(
+        images=tuple(images),
+        model=obj["model"],
+        request=decode_request(obj["request"]),
+        steps=obj["steps"],
+        guidance=float(obj["guidance"]),
+        timings={str(k): float(v) for k, v in obj["timings"].items()},
+        batch_size=obj.get("batch_size", 1),
+    )
+
+
+def progress_line(step: int, total: int, preview: bytes | None) -> bytes:
+    return line(
+        {"type": "progress", "step": step, "total": total, "preview": None if preview is None else _b64(preview)}
+    )
+
+
+def decode_progress(job_id: str, obj: dict) -> Progress:
+    _expect(obj, {"type", "step", "total", "preview"}, "progress")
+    preview = obj.get("preview")
+    return Progress(
+        job_id, int(obj["step"]), int(obj["total"]), None if preview is None else _unb64(preview, "preview")
+    )
+
+
+def result_line(result: JobResult) -> bytes:
+    return line({"type": "result", "result": encode_result(result)})
+
+
+def error_line(kind: str, message: str) -> bytes:
+    if kind not in ERROR_KINDS:
+        raise WireError(f"unknown error kind {kind!r}")
+    return line({"type": "error", "kind": kind, "message": message})
+
+
+def line(obj: dict) -> bytes:
+    """One NDJSON line."""
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def parse_line(raw: bytes) -> dict:
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise WireError(f"not a JSON line: {raw[:80]!r}") from exc
+    if not isinstance(obj, dict) or obj.get("type") not in ("progress", "result", "error"):
+        raise WireError(f"unknown line: {raw[:80]!r}")
+    return obj
