@@ -27,6 +27,7 @@ from typing import Any
 
 import discord
 
+from core import scope
 from core.history import JobRecord
 from engine.output import fit_to_limit
 
@@ -332,7 +333,6 @@ class Origin(ABC):
     guild_id: int | None
     channel_id: int
     age_restricted: bool
-    moderator: bool
     source_message_id: int | None
 
     def job_fields(self) -> dict[str, Any]:
@@ -346,6 +346,10 @@ class Origin(ABC):
 
     def note_job(self, job_id: int) -> None:  # noqa: B027 - a hook, empty unless the origin logs job ids
         """Remember the job id for error reports."""
+
+    def moderates(self, job: JobRecord) -> bool:
+        """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
+        return False
 
     @abstractmethod
     async def refuse(self, text: str) -> None:
@@ -367,7 +371,6 @@ class InteractionOrigin(Origin):
         channel = interaction.channel
         is_nsfw = getattr(channel, "is_nsfw", None)
         self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
-        self.moderator = interaction.permissions.manage_messages
         # A button's message: where a result goes as a reply once the token has expired.
         self.source_message_id = interaction.message.id if interaction.message is not None else None
 
@@ -379,6 +382,9 @@ class InteractionOrigin(Origin):
 
     def note_job(self, job_id: int) -> None:
         self.interaction.extras["job_id"] = job_id
+
+    def moderates(self, job: JobRecord) -> bool:
+        return scope.moderates(self.interaction.user, job)
 
     async def refuse(self, text: str) -> None:
         if self.interaction.response.is_done():
@@ -416,7 +422,7 @@ class MessageOrigin(Origin):
         user_id: int,
         source_message_id: int,
         age_restricted: bool = False,
-        moderator: bool = False,
+        member: discord.Member | None = None,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
@@ -424,7 +430,10 @@ class MessageOrigin(Origin):
         self.user_id = user_id
         self.source_message_id = source_message_id
         self.age_restricted = age_restricted
-        self.moderator = moderator
+        self.member = member  # who reacted or wrote, as the gateway gave it
+
+    def moderates(self, job: JobRecord) -> bool:
+        return scope.moderates(self.member, job)
 
     def _reference(self) -> discord.MessageReference:
         return discord.MessageReference(

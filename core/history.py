@@ -29,7 +29,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -260,7 +260,12 @@ def escape_like(text: str) -> str:
 
 
 def _history_where(
-    *, user_id: int | None, guild_id: int | None, search: str | None, favorites: bool
+    *,
+    user_id: int | None,
+    guild_id: int | None,
+    search: str | None,
+    favorites: bool,
+    channel_ids: Collection[int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (built from fixed fragments only) and its parameters for ``history``."""
     if user_id is None and guild_id is None:
@@ -273,6 +278,13 @@ def _history_where(
     if guild_id is not None:
         clauses.append("guild_id = ?")
         params.append(guild_id)
+    if channel_ids is not None:
+        ids = sorted(set(channel_ids))
+        if ids:
+            clauses.append("channel_id IN (" + ", ".join("?" * len(ids)) + ")")
+            params.extend(ids)
+        else:
+            clauses.append("0")
     if favorites:
         clauses.append("favorite = 1")
     if search:
@@ -282,10 +294,17 @@ def _history_where(
 
 
 def _history_sql(
-    *, user_id: int | None, guild_id: int | None, search: str | None, favorites: bool
+    *,
+    user_id: int | None,
+    guild_id: int | None,
+    search: str | None,
+    favorites: bool,
+    channel_ids: Collection[int] | None = None,
 ) -> tuple[str, str, list[Any]]:
     """(page query, count query, parameters) for ``history``; the page query also takes LIMIT and OFFSET."""
-    where, params = _history_where(user_id=user_id, guild_id=guild_id, search=search, favorites=favorites)
+    where, params = _history_where(
+        user_id=user_id, guild_id=guild_id, search=search, favorites=favorites, channel_ids=channel_ids
+    )
     page = _SELECT_JOBS + where + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
     count = "SELECT COUNT(*) FROM jobs" + where
     return page, count, params
@@ -765,17 +784,19 @@ class HistoryStore:
         favorites: bool = False,
         limit: int = 10,
         offset: int = 0,
+        channel_ids: Collection[int] | None = None,
     ) -> tuple[list[JobRecord], int]:
         """One page of jobs, newest first, and the total that match.
 
         ``user_id`` None means every user of ``guild_id``; ``guild_id`` None means every guild
         (and DMs). At least one of them is required (ValueError otherwise). ``search`` is a
         case-insensitive substring of the prompt, matched literally. All statuses are included.
+        ``channel_ids`` (when given) keeps only jobs asked in those channels.
         """
         if limit < 1 or offset < 0:
             raise ValueError(f"history() needs limit >= 1 and offset >= 0, not {limit} and {offset}.")
         page_sql, count_sql, params = _history_sql(
-            user_id=user_id, guild_id=guild_id, search=search, favorites=favorites
+            user_id=user_id, guild_id=guild_id, search=search, favorites=favorites, channel_ids=channel_ids
         )
         async with self._read() as conn:
             rows = await conn.execute_fetchall(page_sql, [*params, limit, offset])

@@ -722,7 +722,7 @@ class JobService:
         """The same job again with the same seed (same images), posted here with live controls."""
         guild = await self._guild_of(origin)
         job = await self._job_in_guild(origin, job_id)
-        if job.user_id != origin.user_id and not origin.moderator:
+        if job.user_id != origin.user_id and not origin.moderates(job):
             raise Refusal(
                 f"Job #{job.id} belongs to someone else; only moderators can re-post other members' jobs."
             )
