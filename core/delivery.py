@@ -29,6 +29,7 @@ import discord
 
 from core import scope
 from core.history import JobRecord
+from core.throttle import UserThrottle
 from engine.output import fit_to_limit
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 INTERACTION_TTL_S = 15 * 60.0
 TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
+PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
 REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
 
 
@@ -411,7 +413,14 @@ class InteractionOrigin(Origin):
 
 
 class MessageOrigin(Origin):
-    """A message in an image channel or a reaction on one of our results: answers go in the channel."""
+    """A message in an image channel or a reaction on one of our results: answers go in the channel.
+
+    Refusals posted in a channel are public, so one member can make the bot post only a few of them:
+    ``replies`` (one throttle for the process) allows ``PUBLIC_REFUSALS_PER_MINUTE`` per member; the
+    rest are logged and not posted.
+    """
+
+    replies = UserThrottle(PUBLIC_REFUSALS_PER_MINUTE, 60.0)
 
     def __init__(
         self,
@@ -444,6 +453,9 @@ class MessageOrigin(Origin):
         )
 
     async def refuse(self, text: str) -> None:
+        if not self.replies.allow(self.user_id):
+            log.info("refusal to user %s in channel %s not posted (throttled): %s", self.user_id, self.channel_id, text)
+            return
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         try:
             await channel.send(

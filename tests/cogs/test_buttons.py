@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
-import pytest
-
-from tests.cogs.test_loopback import FLAG_EPHEMERAL, Harness, imagine
-from tests.fakediscord import FakeDiscord
+from tests.cogs.test_loopback import FLAG_EPHEMERAL, imagine
 
 
-@pytest.fixture
-async def env(tmp_path, caplog):
-    async with FakeDiscord() as fake:
-        with fake.patched_discord_py():
-            harness = Harness(fake, tmp_path)
-            await harness.start()
-            try:
-                yield harness
-            finally:
-                await harness.stop()
-        fake.assert_no_errors()
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
-
-
-async def test_a_button_naming_another_job_than_its_message_is_refused(env):
+async def test_a_button_naming_another_job_than_its_message_is_refused(loopback):
+    env = loopback
     fake = env.fake
     first = await imagine(env, "a first harbour")
     second = await imagine(env, "a second harbour")
