@@ -6,6 +6,7 @@ another member's jobs only in channels they can see, and /history of another mem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -115,3 +116,17 @@ async def test_moderators_act_only_on_jobs_of_channels_they_can_see(scoped):
     public = await queued_job(scoped, "an open field", world.general)
     assert (await answer(fake, "cancel", {"job": public.id}, world.moderator)).startswith("Cancelled job #")
     scoped.engine.paused = False
+
+
+async def test_cross_reaction_deletes_for_a_server_moderator_only(scoped):
+    fake, world = scoped.fake, scoped.fake.world
+    interaction = await fake.slash("imagine", {"prompt": "a lonely tree"})
+    result = await fake.wait_for(
+        lambda: interaction.original if interaction.original and len(interaction.original.attachments) == 4 else None
+    )
+    await scoped.job_of(result)
+    await fake.react(result, "❌", user=helper(world))  # Manage Messages in this channel only: refused
+    await asyncio.sleep(0.3)
+    assert not fake.message(result.id).deleted
+    await fake.react(result, "❌", user=world.moderator)
+    await fake.wait_for(lambda: fake.message(result.id).deleted, what="the deletion")
