@@ -1021,6 +1021,8 @@ class JobService:
             log.info("job %s: a copy went to user %s by DM", job.id, job.user_id)
 
     async def _show(self, delivery: Delivery, job: JobRecord, state: str) -> None:
+        """Show a state of ``job`` in its message; internal detail (an engine's error text) never reaches it."""
+        state = render.public_state(state, job.id)
         try:
             await delivery.show(render.status_text(job, state))
         except discord.HTTPException as e:
