@@ -17,11 +17,14 @@ Rules this module keeps:
   open, each in one transaction together with its ``PRAGMA user_version = NNNN``,
   so a migration that fails leaves the database at the version before it.
 - Times are unix seconds (UTC) as floats.
+- Interaction tokens (credentials while valid) are cleared once they expire: on open and
+  every ``token_sweep_interval`` seconds after (:meth:`HistoryStore.clear_expired_tokens`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import operator
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 5.0
+TOKEN_SWEEP_INTERVAL_S = 60.0  # how often expired interaction tokens are cleared
 
 JOB_KINDS: tuple[str, ...] = ("draft", "final")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -218,6 +222,9 @@ WHERE id = ? AND status IN ('queued', 'running')
 _SQL_REQUEUE = "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ? AND status = 'running'"
 _SQL_SET_RESULT = "UPDATE jobs SET result_channel_id = ?, result_message_id = ? WHERE id = ?"
 _SQL_SET_FAVORITE = "UPDATE jobs SET favorite = ? WHERE id = ?"
+_SQL_CLEAR_EXPIRED_TOKENS = (
+    "UPDATE jobs SET interaction_token = NULL WHERE interaction_token IS NOT NULL AND interaction_expires_at <= ?"
+)
 
 _SQL_GUILD = """
 SELECT max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, check_images
@@ -486,6 +493,7 @@ class HistoryStore:
         self._schema_version = schema_version
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._token_sweeper: asyncio.Task | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -496,12 +504,15 @@ class HistoryStore:
         *,
         migrations_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
+        token_sweep_interval: float | None = TOKEN_SWEEP_INTERVAL_S,
     ) -> HistoryStore:
         """Open (or create) the database at ``path`` and bring its schema up to date.
 
         Parent directories are created. ``migrations_dir`` defaults to ``core/migrations``;
         ``clock`` returns unix seconds and exists for tests. ``":memory:"`` works for tests too.
         Raises :class:`MigrationError` when the schema cannot be brought up to date.
+        Expired interaction tokens are cleared now and every ``token_sweep_interval`` seconds
+        (None: only when :meth:`clear_expired_tokens` is called).
         """
         migrations = load_migrations(migrations_dir if migrations_dir is not None else MIGRATIONS_DIR)
         path_str = os.fspath(path)
@@ -523,7 +534,17 @@ class HistoryStore:
             await conn.close()
             raise
         log.info("History store open at %s (schema version %d)", path_str, version)
-        return cls(conn, path_str, schema_version=version, clock=clock)
+        store = cls(conn, path_str, schema_version=version, clock=clock)
+        try:
+            await store.clear_expired_tokens()
+        except BaseException:
+            await store.close()
+            raise
+        if token_sweep_interval is not None:
+            store._token_sweeper = asyncio.create_task(
+                store._sweep_tokens(token_sweep_interval), name="history-token-sweeper"
+            )
+        return store
 
     @staticmethod
     async def _user_version(conn: aiosqlite.Connection) -> int:
@@ -578,8 +599,22 @@ class HistoryStore:
                 raise MigrationError(f"Migration {name} failed and was rolled back: {e}") from e
             raise
 
+    async def _sweep_tokens(self, interval: float) -> None:
+        """Clear expired interaction tokens every ``interval`` seconds until the store closes."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.clear_expired_tokens()
+            except (sqlite3.Error, HistoryError) as e:
+                log.warning("could not clear expired interaction tokens: %s", e)
+
     async def close(self) -> None:
         """Close the connection (waiting for a running transaction). Safe to call twice."""
+        sweeper, self._token_sweeper = self._token_sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         conn = self._conn
         if conn is None:
             return
@@ -738,6 +773,14 @@ class HistoryStore:
         async with self._write() as conn:
             if not await self._change(conn, _SQL_SET_RESULT, (channel_id, message_id, job_id)):
                 raise JobNotFound(f"No job {job_id}.")
+
+    async def clear_expired_tokens(self) -> int:
+        """Forget the interaction tokens that have expired (Discord accepts them for 15 minutes); returns how many."""
+        async with self._write() as conn:
+            cleared = await self._change(conn, _SQL_CLEAR_EXPIRED_TOKENS, (self._clock(),))
+        if cleared:
+            log.info("cleared %d expired interaction token%s", cleared, "s" if cleared != 1 else "")
+        return cleared
 
     async def set_favorite(self, job_id: int, favorite: bool) -> None:
         """Mark or unmark a job as a favorite."""

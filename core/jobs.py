@@ -274,6 +274,8 @@ def _refusals_answered(method: _RequestMethod) -> _RequestMethod:
 class JobService:
     """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
 
+    _next_forget = 0.0  # when _forget_stale next sweeps (clock seconds)
+
     def __init__(
         self,
         *,
@@ -866,6 +868,8 @@ class JobService:
         return self._reserved[user_id] + sum(1 for a in self._active.values() if a.job.user_id == user_id)
 
     def _recent_of(self, user_id: int, now: float) -> int:
+        """Jobs ``user_id`` started in the last minute; called on every accept, it also forgets what is stale."""
+        self._forget_stale(now)
         times = self._recent[user_id]
         while times and times[0] < now - RECENT_WINDOW_S:
             times.popleft()
@@ -873,6 +877,20 @@ class JobService:
             del self._recent[user_id]
             return 0
         return len(times)
+
+    def _forget_stale(self, now: float) -> None:
+        """Keep per-user and per-job memory bounded (at most once a window).
+
+        Users whose last accept is older than the window are dropped from the recent counts, and
+        cancel marks are kept only for jobs this process still follows (a mark for a job that is not
+        active here, such as one only marked cancelled in its row, is never read).
+        """
+        if now < self._next_forget:
+            return
+        self._next_forget = now + RECENT_WINDOW_S
+        for user_id in [u for u, times in self._recent.items() if not times or times[-1] < now - RECENT_WINDOW_S]:
+            del self._recent[user_id]
+        self._user_cancelled.intersection_update(self._active)
 
     # ----------------------------------------------------------------- running
 

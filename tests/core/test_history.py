@@ -822,3 +822,51 @@ async def test_finish_job_records_the_steps_the_engine_used(tmp_path):
         assert (await store.get_job(job.id)).steps == 28
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- interaction tokens
+
+
+def stored_tokens(path: Path) -> dict[int, str | None]:
+    with raw(path) as conn:
+        return dict(conn.execute("SELECT id, interaction_token FROM jobs ORDER BY id"))
+
+
+async def test_expired_interaction_tokens_are_cleared(db_path: Path) -> None:
+    now = 1_000_000.0
+    store = await HistoryStore.open(db_path, clock=lambda: now)
+    try:
+        old = await store.create_job(job(interaction_token="old-token", interaction_expires_at=now - 1))
+        live = await store.create_job(job(interaction_token="live-token", interaction_expires_at=now + 600))
+        assert await store.clear_expired_tokens() == 1
+        assert stored_tokens(db_path) == {old.id: None, live.id: "live-token"}
+        assert (await store.get_job(live.id)).interaction_token == "live-token"
+        now += 601
+        assert await store.clear_expired_tokens() == 1
+        assert stored_tokens(db_path) == {old.id: None, live.id: None}
+    finally:
+        await store.close()
+
+
+async def test_tokens_expire_without_anyone_asking(db_path: Path) -> None:
+    clock = {"now": 1_000_000.0}
+    store = await HistoryStore.open(db_path, clock=lambda: clock["now"], token_sweep_interval=0.05)
+    try:
+        token_job = await store.create_job(job(interaction_token="t", interaction_expires_at=clock["now"] + 900))
+        clock["now"] += 901
+        for _ in range(100):
+            if stored_tokens(db_path)[token_job.id] is None:
+                break
+            await asyncio.sleep(0.02)
+        assert stored_tokens(db_path)[token_job.id] is None
+    finally:
+        await store.close()
+
+
+async def test_tokens_expired_while_the_bot_was_down_are_cleared_on_open(db_path: Path) -> None:
+    store = await HistoryStore.open(db_path, clock=lambda: 1_000_000.0)
+    stale = await store.create_job(job(interaction_token="t", interaction_expires_at=1_000_100.0))
+    await store.close()
+    store = await HistoryStore.open(db_path, clock=lambda: 1_000_200.0, token_sweep_interval=None)
+    await store.close()
+    assert stored_tokens(db_path)[stale.id] is None
