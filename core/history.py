@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 5.0
+IMAGE_SAFETY_MODES = ("off", "spoiler", "block")
 TOKEN_SWEEP_INTERVAL_S = 60.0  # how often expired interaction tokens are cleared
 
 JOB_KINDS: tuple[str, ...] = ("draft", "final")
@@ -162,7 +163,7 @@ class GuildSettings:
     max_jobs_per_minute: int = 6
     finals_outside_nsfw: bool = True
     blocked_words: tuple[str, ...] = ()
-    check_images: bool = False
+    image_safety: str = "off"  # the image safety check outside age-restricted channels: off, spoiler, block
 
 
 @dataclass(frozen=True)
@@ -227,20 +228,20 @@ _SQL_CLEAR_EXPIRED_TOKENS = (
 )
 
 _SQL_GUILD = """
-SELECT max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, check_images
+SELECT max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, image_safety
 FROM guild_settings WHERE guild_id = ?
 """
 _SQL_GUILD_CHANNELS = "SELECT channel_id FROM image_channels WHERE guild_id = ?"
 _SQL_UPSERT_GUILD = """
 INSERT INTO guild_settings (
-    guild_id, max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, check_images
+    guild_id, max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, image_safety
 ) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (guild_id) DO UPDATE SET
     max_waiting_per_user = excluded.max_waiting_per_user,
     max_jobs_per_minute = excluded.max_jobs_per_minute,
     finals_outside_nsfw = excluded.finals_outside_nsfw,
     blocked_words = excluded.blocked_words,
-    check_images = excluded.check_images
+    image_safety = excluded.image_safety
 """
 _SQL_ADD_CHANNEL = "INSERT OR IGNORE INTO image_channels (guild_id, channel_id) VALUES (?, ?)"
 _SQL_REMOVE_CHANNEL = "DELETE FROM image_channels WHERE guild_id = ? AND channel_id = ?"
@@ -375,6 +376,14 @@ def _check_bool_setting(name: str, value: Any) -> bool:
     return value
 
 
+def _check_choice_setting(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
 def _check_words(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise TypeError(f"blocked_words must be a list of strings, not {type(value).__name__}.")
@@ -405,7 +414,7 @@ _GUILD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_jobs_per_minute": lambda v: _check_count_setting("max_jobs_per_minute", v),
     "finals_outside_nsfw": lambda v: _check_bool_setting("finals_outside_nsfw", v),
     "blocked_words": _check_words,
-    "check_images": lambda v: _check_bool_setting("check_images", v),
+    "image_safety": lambda v: _check_choice_setting("image_safety", v, IMAGE_SAFETY_MODES),
 }
 
 
@@ -862,7 +871,7 @@ class HistoryStore:
             max_jobs_per_minute=row["max_jobs_per_minute"],
             finals_outside_nsfw=bool(row["finals_outside_nsfw"]),
             blocked_words=tuple(json.loads(row["blocked_words"])),
-            check_images=bool(row["check_images"]),
+            image_safety=row["image_safety"],
         )
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
@@ -890,7 +899,7 @@ class HistoryStore:
                     settings.max_jobs_per_minute,
                     1 if settings.finals_outside_nsfw else 0,
                     _dumps(list(settings.blocked_words)),
-                    1 if settings.check_images else 0,
+                    settings.image_safety,
                 ),
             )
             if "image_channels" in checked:

@@ -46,6 +46,7 @@ from core.limits import (
     with_style,
 )
 from core.runlog import RunLog
+from core.safety import ImageSafety, apply_policy
 from core.settings import BotSettings
 from engine import canvas
 from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit, RequestError, size_for_aspect
@@ -275,6 +276,7 @@ class JobService:
     """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
 
     _next_forget = 0.0  # when _forget_stale next sweeps (clock seconds)
+    safety = ImageSafety()  # the image safety check (core.safety), loaded the first time a server uses it
 
     def __init__(
         self,
@@ -994,6 +996,9 @@ class JobService:
         else:
             files = [("final.png", image.png) for image in result.images[:1]]
         content = render.result_text(job, steps=result.steps if job.kind == "final" else None)
+        files, note = await self._safety_checked(job, files, delivery.channel_id)
+        if note:
+            content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
         started = time.monotonic()
         try:
             message = await delivery.post(content, files, controls_for(job))
@@ -1022,6 +1027,39 @@ class JobService:
             await self.run_log.log_final(job, result.images[0].png, steps=result.steps, seconds=timings.get("total"))
         link = message_link(job.guild_id, delivery.channel_id, message.id)
         await self._direct_copy(job, files, steps=result.steps if job.kind == "final" else None, link=link)
+
+    async def _safety_checked(
+        self, job: JobRecord, files: list[tuple[str, bytes]], channel_id: int
+    ) -> tuple[list[tuple[str, bytes]], str | None]:
+        """The files that may be posted under the server's image safety check, and a line saying what it did.
+
+        Age-restricted channels and servers with the check off get every file. When the detector
+        cannot run, every image counts as flagged: the server asked not to see unchecked ones.
+        """
+        if job.guild_id is None or not files or self._age_restricted(channel_id):
+            return files, None
+        mode = (await self.guild_settings(job.guild_id)).image_safety
+        if mode == "off":
+            return files, None
+        try:
+            kept, flagged = await apply_policy(self.safety, mode, files, job_id=job.id)
+        except Exception:
+            log.exception("job %s: the image safety check failed; treating every image as flagged", job.id)
+            flagged = len(files)
+            kept = [(f"SPOILER_{name}", data) for name, data in files] if mode == "spoiler" else []
+        if not flagged:
+            return kept, None
+        images = f"{flagged} of {len(files)} images" if len(files) > 1 else "The image"
+        if mode == "spoiler":
+            done = "posted as spoilers" if len(files) > 1 else "posted as a spoiler"
+        else:
+            done = "held back"
+        return kept, f"🛡️ {images} {done} by this server's image safety check."
+
+    def _age_restricted(self, channel_id: int) -> bool:
+        channel = self.client.get_channel(channel_id) if self.client is not None else None
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw()) if callable(is_nsfw) else False
 
     async def _direct_copy(
         self, job: JobRecord, files: Sequence[tuple[str, bytes]], *, steps: int | None, link: str

@@ -649,7 +649,7 @@ async def test_guild_settings_defaults(store: HistoryStore) -> None:
     settings = await store.guild_settings(5)
     assert settings == GuildSettings(guild_id=5, image_channels=frozenset())
     assert (settings.max_waiting_per_user, settings.max_jobs_per_minute) == (3, 6)
-    assert settings.finals_outside_nsfw is True and settings.check_images is False
+    assert settings.finals_outside_nsfw is True and settings.image_safety == "off"
     assert settings.blocked_words == ()
 
 
@@ -658,9 +658,9 @@ async def test_update_guild_settings(store: HistoryStore, db_path: Path) -> None
     assert updated.max_waiting_per_user == 1
     assert updated.blocked_words == ("gore", "x")
     assert updated.max_jobs_per_minute == 6  # untouched fields keep their defaults
-    again = await store.update_guild_settings(5, finals_outside_nsfw=False, check_images=True)
+    again = await store.update_guild_settings(5, finals_outside_nsfw=False, image_safety="block")
     assert again.max_waiting_per_user == 1 and again.blocked_words == ("gore", "x")
-    assert again.finals_outside_nsfw is False and again.check_images is True
+    assert again.finals_outside_nsfw is False and again.image_safety == "block"
     assert await store.guild_settings(5) == again
     assert await store.guild_settings(6) == GuildSettings(guild_id=6, image_channels=frozenset())
     assert await store.update_guild_settings(5) == again  # no changes: no write, same result
@@ -681,7 +681,8 @@ async def test_update_guild_settings(store: HistoryStore, db_path: Path) -> None
         ({"max_waiting_per_user": -1}, ValueError),
         ({"max_waiting_per_user": "3"}, TypeError),
         ({"max_jobs_per_minute": True}, TypeError),
-        ({"check_images": 1}, TypeError),
+        ({"image_safety": 1}, TypeError),
+        ({"image_safety": "maybe"}, ValueError),
         ({"blocked_words": "gore"}, TypeError),
         ({"blocked_words": ["ok", 3]}, TypeError),
         ({"image_channels": [1, "2"]}, TypeError),
@@ -870,3 +871,26 @@ async def test_tokens_expired_while_the_bot_was_down_are_cleared_on_open(db_path
     store = await HistoryStore.open(db_path, clock=lambda: 1_000_200.0, token_sweep_interval=None)
     await store.close()
     assert stored_tokens(db_path)[stale.id] is None
+
+
+async def test_migration_3_turns_check_images_into_the_safety_mode(db_path: Path, tmp_path: Path) -> None:
+    first_two = tmp_path / "first-two"
+    first_two.mkdir()
+    for name in ("0001_initial.sql", "0002_token_expiry.sql"):
+        shutil.copy(MIGRATIONS_DIR / name, first_two / name)
+    store = await HistoryStore.open(db_path, migrations_dir=first_two)
+    await store.close()
+    with raw(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO guild_settings VALUES (?, 3, 6, 1, '[]', ?)", [(1, 1), (2, 0)]
+        )
+    store = await HistoryStore.open(db_path)
+    try:
+        assert (await store.guild_settings(1)).image_safety == "spoiler"
+        assert (await store.guild_settings(2)).image_safety == "off"
+        assert (await store.guild_settings(3)).image_safety == "off"
+    finally:
+        await store.close()
+    with raw(db_path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(guild_settings)")]
+    assert "check_images" not in columns and "image_safety" in columns
