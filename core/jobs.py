@@ -538,6 +538,8 @@ class JobService:
         if (mask is None) == (region is None):
             raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
         amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
+        if mask is not None:
+            _check_mask_size(image, mask)
         width, height = _image_job_size(image, self.settings.final_size)
         params: dict[str, Any] = {}
         if mask is None:
@@ -1173,6 +1175,19 @@ def _check_strength(value: object, default: float) -> float:
     if not (0.0 < float(value) <= 1.0):
         raise Refusal(f"Strength {value:g} is out of range: use more than 0 and at most 1.")
     return float(value)
+
+
+def _check_mask_size(image: bytes, mask: bytes) -> None:
+    """Refuse a mask whose size is not its image's: each is fitted to the job on its own, so the area would move."""
+    from core.attachments import image_size
+
+    image_w, image_h = image_size(image)
+    mask_w, mask_h = image_size(mask)
+    if (mask_w, mask_h) != (image_w, image_h):
+        raise Refusal(
+            f"Your mask is {mask_w}×{mask_h} but the image is {image_w}×{image_h}: use a mask of the same size "
+            "(white = repaint), or give a region instead."
+        )
 
 
 def _image_job_size(png: bytes, side: int) -> tuple[int, int]:
