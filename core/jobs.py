@@ -46,7 +46,7 @@ from core.limits import (
     with_style,
 )
 from core.runlog import RunLog
-from core.safety import ImageSafety, apply_policy
+from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
 from core.settings import BotSettings
 from engine import canvas
 from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit, RequestError, size_for_aspect
@@ -1048,7 +1048,7 @@ class JobService:
         except Exception:
             log.exception("job %s: the image safety check failed; treating every image as flagged", job.id)
             flagged = len(files)
-            kept = [(f"SPOILER_{name}", data) for name, data in files] if mode == "spoiler" else []
+            kept = [(SPOILER_PREFIX + name, data) for name, data in files] if mode == "spoiler" else []
         if not flagged:
             return kept, None
         images = f"{flagged} of {len(files)} images" if len(files) > 1 else "The image"
