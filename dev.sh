@@ -7,14 +7,17 @@ cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
 
 setup() {
+    # $1: the extras to install ("test,safety" for the tests: the image safety check is tested for real).
+    local extras="${1:-}"
+    local marker="$VENV/.installed${extras:+-${extras//,/-}}"
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
     # Reinstall only when pyproject.toml changed since the last install.
-    if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
+    if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e ".[test]"
-        touch "$VENV/.installed"
+        "$VENV/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+        touch "$marker"
     fi
 }
 
@@ -26,7 +29,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" bot.py "$@"
         ;;
     test)
-        setup
+        setup "test,safety"
         shift
         "$VENV/bin/ruff" check .
         exec "$VENV/bin/python" -m pytest -q "$@"

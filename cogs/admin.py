@@ -1,4 +1,5 @@
-"""/settings: image channels, per-user limits, finals outside age-restricted channels, blocked words.
+"""/settings: image channels, per-user limits, finals outside age-restricted channels, blocked words,
+the image safety check.
 
 Members with Manage Server only: the commands are hidden from others by default permissions
 (which a server can change), and every handler checks the permission again.
@@ -16,10 +17,21 @@ from core.delivery import NO_MENTIONS
 from core.history import GuildSettings
 from core.limits import MAX_BLOCKED_WORDS, Refusal, parse_word_list
 from core.render import shown
+from core.safety import available as safety_available
 
 log = logging.getLogger(__name__)
 
 MAX_LIMIT = 100
+SAFETY_WORDS = {
+    "off": "off",
+    "spoiler": "on: flagged images are posted as spoilers",
+    "block": "on: flagged images are not posted",
+}
+SAFETY_CHOICES = [
+    app_commands.Choice(name="off", value="off"),
+    app_commands.Choice(name="spoiler: post flagged images blurred", value="spoiler"),
+    app_commands.Choice(name="block: do not post flagged images", value="block"),
+]
 CHANNEL_PERMISSIONS = ("view_channel", "send_messages", "attach_files", "read_message_history", "add_reactions")
 
 
@@ -34,6 +46,7 @@ def describe_settings(settings: GuildSettings) -> str:
             f"Jobs per member per minute: {settings.max_jobs_per_minute}",
             "Finals outside age-restricted channels: " + ("allowed" if settings.finals_outside_nsfw else "not allowed"),
             f"Blocked words (outside age-restricted channels): {words}",
+            f"Image safety check (outside age-restricted channels): {SAFETY_WORDS.get(settings.image_safety)}",
         ]
     )[:2000]
 
@@ -147,6 +160,25 @@ class AdminCog(commands.Cog):
         log.info("guild %s: finals outside nsfw = %s, by %s", interaction.guild_id, allowed, interaction.user.id)
         where = "in every channel" if allowed else "in age-restricted channels only"
         await self._reply(interaction, f"Finals are now made {where}.")
+
+    @settings.command(name="safety", description="Check results for nudity outside age-restricted channels.")
+    @app_commands.describe(mode="off, spoiler (post flagged images blurred) or block (do not post them)")
+    @app_commands.choices(mode=SAFETY_CHOICES)
+    async def safety(self, interaction: discord.Interaction, mode: str) -> None:
+        if mode not in SAFETY_WORDS:
+            raise Refusal(f"Unknown mode {mode[:20]!r}: choose off, spoiler or block.")
+        if mode != "off" and not safety_available():
+            raise Refusal(
+                "The image safety check is not installed on this bot: its owner can add it with "
+                "pip install '.[safety]' (NudeNet)."
+            )
+        await self.jobs.update_guild_settings(interaction.guild_id, image_safety=mode)
+        log.info("guild %s: image safety check = %s, by %s", interaction.guild_id, mode, interaction.user.id)
+        await self._reply(
+            interaction,
+            f"Image safety check: {SAFETY_WORDS[mode]}. It looks at drafts and finals before they are posted in "
+            "channels that are not age-restricted.",
+        )
 
     # ----------------------------------------------------------------- blocked words
 

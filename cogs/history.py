@@ -1,8 +1,9 @@
 """/history (paged, searchable, favourites only, with a menu to re-post an entry) and /show.
 
-A member sees their own jobs in this server; moderators (Manage Messages) may look at
-another member's. Pages are stateless: the paging buttons carry viewer, member, page and
-search text in their custom ids (``histf:`` for favourites), so they keep working after a restart.
+A member sees their own jobs in this server; moderators (Manage Messages for the whole server)
+may look at another member's, in the channels they can see (``core.scope``). Pages are stateless:
+the paging buttons carry viewer, member, page and search text in their custom ids (``histf:`` for
+favourites), so they keep working after a restart.
 A favourite is a job its author marked with ⭐ (``cogs.prefs``).
 """
 
@@ -21,6 +22,7 @@ from core import render
 from core.delivery import NO_MENTIONS, InteractionOrigin
 from core.history import JobRecord
 from core.limits import Refusal, check_search
+from core.scope import readable_channel_ids, server_moderator
 from core.tree import report_error
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,11 @@ async def history_page(
     favorites: bool = False,
 ) -> tuple[str, discord.ui.View]:
     """The text and controls of one page. Raises Refusal."""
-    if target_id != viewer_id and not interaction.permissions.manage_messages:
-        raise Refusal("Only moderators can see another member's history.")
+    channel_ids: list[int] | None = None
+    if target_id != viewer_id:
+        if not server_moderator(interaction.user):
+            raise Refusal("Only moderators (Manage Messages for the whole server) can see another member's history.")
+        channel_ids = readable_channel_ids(interaction.user)  # type: ignore[arg-type]
     if not (1 <= page <= MAX_PAGE):
         raise Refusal(f"Page {page} does not exist; pages start at 1.")
     store = interaction.client.store  # type: ignore[attr-defined]
@@ -62,6 +67,7 @@ async def history_page(
         favorites=favorites,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
+        channel_ids=channel_ids,
     )
     pages = max(1, math.ceil(total / PAGE_SIZE))
     if page > pages:

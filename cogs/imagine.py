@@ -214,9 +214,6 @@ class ImagineCog(commands.Cog):
 
         channel = self.bot.get_channel(payload.channel_id)
         is_nsfw = getattr(channel, "is_nsfw", None)
-        moderator = False
-        if payload.member is not None and isinstance(channel, discord.abc.GuildChannel | discord.Thread):
-            moderator = channel.permissions_for(payload.member).manage_messages
         origin = MessageOrigin(
             self.bot,
             channel_id=payload.channel_id,
@@ -224,7 +221,7 @@ class ImagineCog(commands.Cog):
             user_id=payload.user_id,
             source_message_id=payload.message_id,
             age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
-            moderator=moderator,
+            member=payload.member,
         )
         jobs = self.bot.jobs  # type: ignore[attr-defined]
         if name == CANCEL_EMOJI:
@@ -240,7 +237,8 @@ class ImagineCog(commands.Cog):
         message = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id).get_partial_message(
             payload.message_id
         )
-        if job.user_id != payload.user_id and not origin.moderator:
+        moderator = origin.moderates(job)
+        if job.user_id != payload.user_id and not moderator:
             log.info("❌ on job %s by user %s refused: not the author nor a moderator", job.id, payload.user_id)
             try:  # take the reaction back off, so the refusal is visible; needs Manage Messages
                 await message.remove_reaction(payload.emoji, discord.Object(payload.user_id))
@@ -250,7 +248,7 @@ class ImagineCog(commands.Cog):
         if not job.finished:
             try:
                 await self.bot.jobs.cancel(  # type: ignore[attr-defined]
-                    job.id, user_id=payload.user_id, moderator=origin.moderator, guild_id=payload.guild_id
+                    job.id, user_id=payload.user_id, moderator=moderator, guild_id=payload.guild_id
                 )
             except Refusal as r:
                 await origin.refuse(str(r))

@@ -27,12 +27,14 @@ from core import render
 from core.delivery import NO_MENTIONS, message_link, send_direct
 from core.history import JobRecord, UserPrefs
 from core.limits import DEFAULT_ASPECT, Refusal
+from core.throttle import UserThrottle
 
 log = logging.getLogger(__name__)
 
 STAR_EMOJI = "⭐"
 ENVELOPE_EMOJI = "✉"  # ✉️ without its variation selector (clients send both)
 DM_COOLDOWN_S = 30.0  # one ✉️ copy per member and message in this time (removing and adding again)
+DM_COPIES_PER_MINUTE = 5  # ✉️ copies one member can have, over all messages
 ATTACHMENT_READ_TIMEOUT_S = 30.0
 RESET_CHOICES = [
     app_commands.Choice(name="everything", value="all"),
@@ -79,6 +81,7 @@ class PrefsCog(commands.Cog):
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
         self._dm_sent: dict[tuple[int, int], float] = {}  # (user, message) -> when ✉️ last sent a copy
+        self._dm_copies = UserThrottle(DM_COPIES_PER_MINUTE, 60.0)  # ✉️ on many results at once
 
     # ----------------------------------------------------------------- /prefer
 
@@ -192,6 +195,10 @@ class PrefsCog(commands.Cog):
             return
         self._dm_sent = {k: t for k, t in self._dm_sent.items() if now - t < DM_COOLDOWN_S}
         self._dm_sent[key] = now
+        if not self._dm_copies.allow(payload.user_id):
+            log.info("✉️ on job %s by user %s not sent: over %d copies a minute", job.id, payload.user_id,
+                     DM_COPIES_PER_MINUTE)
+            return
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         try:
             message = await channel.fetch_message(payload.message_id)

@@ -12,6 +12,7 @@ from cogs.options import JobId
 from core import render
 from core.delivery import NO_MENTIONS
 from core.limits import Refusal
+from core.scope import moderates
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ class QueueCog(commands.Cog):
             if not mine:
                 raise Refusal("You have no job waiting or running.")
             job = max(mine)
+        record = await self.bot.store.get_job(job)  # type: ignore[attr-defined]
         text = await jobs.cancel(
             job,
             user_id=interaction.user.id,
-            moderator=interaction.permissions.manage_messages,
+            moderator=record is not None and moderates(interaction.user, record),
             guild_id=interaction.guild_id,
         )
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -7,6 +7,8 @@ Rows of a final: Vary | Zoom out | Pan | 🔁 (Discord allows 5 rows of 5 button
 Custom ids carry the job id (``job:<id>:u2``), and the handler rebuilds everything from the
 database, so buttons keep working after a restart: the class is registered once with
 ``bot.add_dynamic_items`` (in ``cogs.imagine``) and no view state is kept in memory.
+A click counts only on the message the job was posted in (its ``result_message_id``), as
+reactions do: a custom id naming another job is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import discord
 
 from core.delivery import InteractionOrigin
 from core.history import JobRecord
+from core.limits import Refusal
 from core.tree import report_error
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class JobButton(
         jobs = interaction.client.jobs  # type: ignore[attr-defined]
         origin = InteractionOrigin(interaction)
         try:
+            await self._check_message(interaction)
             if self.action == "reroll":
                 await jobs.reroll(origin, self.job_id)
             elif self.action in VARY_BUTTONS:
@@ -102,6 +106,26 @@ class JobButton(
         except Exception as e:
             interaction.extras.setdefault("job_id", self.job_id)
             await report_error(interaction, e)
+
+    async def _check_message(self, interaction: discord.Interaction) -> None:
+        """Refuse a click whose message is not the result message of the job its custom id names."""
+        if not 1 <= self.job_id < 2**63:
+            return  # no such row can exist; the job service says "There is no job #N"
+        job = await interaction.client.jobs.store.get_job(self.job_id)  # type: ignore[attr-defined]
+        if job is None:
+            return  # the job service says "There is no job #N"
+        message = interaction.message
+        if message is None or job.result_message_id != message.id:
+            log.info(
+                "button %s on message %s refused: job %s was posted as message %s",
+                self.action,
+                message.id if message is not None else None,
+                job.id,
+                job.result_message_id,
+            )
+            raise Refusal(
+                f"This button is not on the result of job #{job.id}; use the buttons under that result."
+            )
 
 
 def controls_for(job: JobRecord) -> discord.ui.View:

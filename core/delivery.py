@@ -27,7 +27,9 @@ from typing import Any
 
 import discord
 
+from core import scope
 from core.history import JobRecord
+from core.throttle import UserThrottle
 from core.uploads import fit_to_limit
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 INTERACTION_TTL_S = 15 * 60.0
 TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
+PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
 REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
 
 
@@ -332,7 +335,6 @@ class Origin(ABC):
     guild_id: int | None
     channel_id: int
     age_restricted: bool
-    moderator: bool
     source_message_id: int | None
 
     def job_fields(self) -> dict[str, Any]:
@@ -346,6 +348,10 @@ class Origin(ABC):
 
     def note_job(self, job_id: int) -> None:  # noqa: B027 - a hook, empty unless the origin logs job ids
         """Remember the job id for error reports."""
+
+    def moderates(self, job: JobRecord) -> bool:
+        """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
+        return False
 
     @abstractmethod
     async def refuse(self, text: str) -> None:
@@ -367,7 +373,6 @@ class InteractionOrigin(Origin):
         channel = interaction.channel
         is_nsfw = getattr(channel, "is_nsfw", None)
         self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
-        self.moderator = interaction.permissions.manage_messages
         # A button's message: where a result goes as a reply once the token has expired.
         self.source_message_id = interaction.message.id if interaction.message is not None else None
 
@@ -379,6 +384,9 @@ class InteractionOrigin(Origin):
 
     def note_job(self, job_id: int) -> None:
         self.interaction.extras["job_id"] = job_id
+
+    def moderates(self, job: JobRecord) -> bool:
+        return scope.moderates(self.interaction.user, job)
 
     async def refuse(self, text: str) -> None:
         if self.interaction.response.is_done():
@@ -405,7 +413,14 @@ class InteractionOrigin(Origin):
 
 
 class MessageOrigin(Origin):
-    """A message in an image channel or a reaction on one of our results: answers go in the channel."""
+    """A message in an image channel or a reaction on one of our results: answers go in the channel.
+
+    Refusals posted in a channel are public, so one member can make the bot post only a few of them:
+    ``replies`` (one throttle for the process) allows ``PUBLIC_REFUSALS_PER_MINUTE`` per member; the
+    rest are logged and not posted.
+    """
+
+    replies = UserThrottle(PUBLIC_REFUSALS_PER_MINUTE, 60.0)
 
     def __init__(
         self,
@@ -416,7 +431,7 @@ class MessageOrigin(Origin):
         user_id: int,
         source_message_id: int,
         age_restricted: bool = False,
-        moderator: bool = False,
+        member: discord.Member | None = None,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
@@ -424,7 +439,10 @@ class MessageOrigin(Origin):
         self.user_id = user_id
         self.source_message_id = source_message_id
         self.age_restricted = age_restricted
-        self.moderator = moderator
+        self.member = member  # who reacted or wrote, as the gateway gave it
+
+    def moderates(self, job: JobRecord) -> bool:
+        return scope.moderates(self.member, job)
 
     def _reference(self) -> discord.MessageReference:
         return discord.MessageReference(
@@ -435,6 +453,9 @@ class MessageOrigin(Origin):
         )
 
     async def refuse(self, text: str) -> None:
+        if not self.replies.allow(self.user_id):
+            log.info("refusal to user %s in channel %s not posted (throttled): %s", self.user_id, self.channel_id, text)
+            return
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         try:
             await channel.send(

@@ -17,11 +17,14 @@ Rules this module keeps:
   open, each in one transaction together with its ``PRAGMA user_version = NNNN``,
   so a migration that fails leaves the database at the version before it.
 - Times are unix seconds (UTC) as floats.
+- Interaction tokens (credentials while valid) are cleared once they expire: on open and
+  every ``token_sweep_interval`` seconds after (:meth:`HistoryStore.clear_expired_tokens`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import operator
@@ -29,7 +32,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 5.0
+IMAGE_SAFETY_MODES = ("off", "spoiler", "block")
+TOKEN_SWEEP_INTERVAL_S = 60.0  # how often expired interaction tokens are cleared
 
 JOB_KINDS: tuple[str, ...] = ("draft", "final")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -158,7 +163,7 @@ class GuildSettings:
     max_jobs_per_minute: int = 6
     finals_outside_nsfw: bool = True
     blocked_words: tuple[str, ...] = ()
-    check_images: bool = False
+    image_safety: str = "off"  # the image safety check outside age-restricted channels: off, spoiler, block
 
 
 @dataclass(frozen=True)
@@ -218,22 +223,25 @@ WHERE id = ? AND status IN ('queued', 'running')
 _SQL_REQUEUE = "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ? AND status = 'running'"
 _SQL_SET_RESULT = "UPDATE jobs SET result_channel_id = ?, result_message_id = ? WHERE id = ?"
 _SQL_SET_FAVORITE = "UPDATE jobs SET favorite = ? WHERE id = ?"
+_SQL_CLEAR_EXPIRED_TOKENS = (
+    "UPDATE jobs SET interaction_token = NULL WHERE interaction_token IS NOT NULL AND interaction_expires_at <= ?"
+)
 
 _SQL_GUILD = """
-SELECT max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, check_images
+SELECT max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, image_safety
 FROM guild_settings WHERE guild_id = ?
 """
 _SQL_GUILD_CHANNELS = "SELECT channel_id FROM image_channels WHERE guild_id = ?"
 _SQL_UPSERT_GUILD = """
 INSERT INTO guild_settings (
-    guild_id, max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, check_images
+    guild_id, max_waiting_per_user, max_jobs_per_minute, finals_outside_nsfw, blocked_words, image_safety
 ) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (guild_id) DO UPDATE SET
     max_waiting_per_user = excluded.max_waiting_per_user,
     max_jobs_per_minute = excluded.max_jobs_per_minute,
     finals_outside_nsfw = excluded.finals_outside_nsfw,
     blocked_words = excluded.blocked_words,
-    check_images = excluded.check_images
+    image_safety = excluded.image_safety
 """
 _SQL_ADD_CHANNEL = "INSERT OR IGNORE INTO image_channels (guild_id, channel_id) VALUES (?, ?)"
 _SQL_REMOVE_CHANNEL = "DELETE FROM image_channels WHERE guild_id = ? AND channel_id = ?"
@@ -260,7 +268,12 @@ def escape_like(text: str) -> str:
 
 
 def _history_where(
-    *, user_id: int | None, guild_id: int | None, search: str | None, favorites: bool
+    *,
+    user_id: int | None,
+    guild_id: int | None,
+    search: str | None,
+    favorites: bool,
+    channel_ids: Collection[int] | None = None,
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (built from fixed fragments only) and its parameters for ``history``."""
     if user_id is None and guild_id is None:
@@ -273,6 +286,13 @@ def _history_where(
     if guild_id is not None:
         clauses.append("guild_id = ?")
         params.append(guild_id)
+    if channel_ids is not None:
+        ids = sorted(set(channel_ids))
+        if ids:
+            clauses.append("channel_id IN (" + ", ".join("?" * len(ids)) + ")")
+            params.extend(ids)
+        else:
+            clauses.append("0")
     if favorites:
         clauses.append("favorite = 1")
     if search:
@@ -282,10 +302,17 @@ def _history_where(
 
 
 def _history_sql(
-    *, user_id: int | None, guild_id: int | None, search: str | None, favorites: bool
+    *,
+    user_id: int | None,
+    guild_id: int | None,
+    search: str | None,
+    favorites: bool,
+    channel_ids: Collection[int] | None = None,
 ) -> tuple[str, str, list[Any]]:
     """(page query, count query, parameters) for ``history``; the page query also takes LIMIT and OFFSET."""
-    where, params = _history_where(user_id=user_id, guild_id=guild_id, search=search, favorites=favorites)
+    where, params = _history_where(
+        user_id=user_id, guild_id=guild_id, search=search, favorites=favorites, channel_ids=channel_ids
+    )
     page = _SELECT_JOBS + where + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
     count = "SELECT COUNT(*) FROM jobs" + where
     return page, count, params
@@ -349,6 +376,14 @@ def _check_bool_setting(name: str, value: Any) -> bool:
     return value
 
 
+def _check_choice_setting(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
 def _check_words(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise TypeError(f"blocked_words must be a list of strings, not {type(value).__name__}.")
@@ -379,7 +414,7 @@ _GUILD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_jobs_per_minute": lambda v: _check_count_setting("max_jobs_per_minute", v),
     "finals_outside_nsfw": lambda v: _check_bool_setting("finals_outside_nsfw", v),
     "blocked_words": _check_words,
-    "check_images": lambda v: _check_bool_setting("check_images", v),
+    "image_safety": lambda v: _check_choice_setting("image_safety", v, IMAGE_SAFETY_MODES),
 }
 
 
@@ -467,6 +502,7 @@ class HistoryStore:
         self._schema_version = schema_version
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._token_sweeper: asyncio.Task | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -477,12 +513,15 @@ class HistoryStore:
         *,
         migrations_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
+        token_sweep_interval: float | None = TOKEN_SWEEP_INTERVAL_S,
     ) -> HistoryStore:
         """Open (or create) the database at ``path`` and bring its schema up to date.
 
         Parent directories are created. ``migrations_dir`` defaults to ``core/migrations``;
         ``clock`` returns unix seconds and exists for tests. ``":memory:"`` works for tests too.
         Raises :class:`MigrationError` when the schema cannot be brought up to date.
+        Expired interaction tokens are cleared now and every ``token_sweep_interval`` seconds
+        (None: only when :meth:`clear_expired_tokens` is called).
         """
         migrations = load_migrations(migrations_dir if migrations_dir is not None else MIGRATIONS_DIR)
         path_str = os.fspath(path)
@@ -504,7 +543,17 @@ class HistoryStore:
             await conn.close()
             raise
         log.info("History store open at %s (schema version %d)", path_str, version)
-        return cls(conn, path_str, schema_version=version, clock=clock)
+        store = cls(conn, path_str, schema_version=version, clock=clock)
+        try:
+            await store.clear_expired_tokens()
+        except BaseException:
+            await store.close()
+            raise
+        if token_sweep_interval is not None:
+            store._token_sweeper = asyncio.create_task(
+                store._sweep_tokens(token_sweep_interval), name="history-token-sweeper"
+            )
+        return store
 
     @staticmethod
     async def _user_version(conn: aiosqlite.Connection) -> int:
@@ -559,8 +608,22 @@ class HistoryStore:
                 raise MigrationError(f"Migration {name} failed and was rolled back: {e}") from e
             raise
 
+    async def _sweep_tokens(self, interval: float) -> None:
+        """Clear expired interaction tokens every ``interval`` seconds until the store closes."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.clear_expired_tokens()
+            except (sqlite3.Error, HistoryError) as e:
+                log.warning("could not clear expired interaction tokens: %s", e)
+
     async def close(self) -> None:
         """Close the connection (waiting for a running transaction). Safe to call twice."""
+        sweeper, self._token_sweeper = self._token_sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         conn = self._conn
         if conn is None:
             return
@@ -720,6 +783,14 @@ class HistoryStore:
             if not await self._change(conn, _SQL_SET_RESULT, (channel_id, message_id, job_id)):
                 raise JobNotFound(f"No job {job_id}.")
 
+    async def clear_expired_tokens(self) -> int:
+        """Forget the interaction tokens that have expired (Discord accepts them for 15 minutes); returns how many."""
+        async with self._write() as conn:
+            cleared = await self._change(conn, _SQL_CLEAR_EXPIRED_TOKENS, (self._clock(),))
+        if cleared:
+            log.info("cleared %d expired interaction token%s", cleared, "s" if cleared != 1 else "")
+        return cleared
+
     async def set_favorite(self, job_id: int, favorite: bool) -> None:
         """Mark or unmark a job as a favorite."""
         async with self._write() as conn:
@@ -765,17 +836,19 @@ class HistoryStore:
         favorites: bool = False,
         limit: int = 10,
         offset: int = 0,
+        channel_ids: Collection[int] | None = None,
     ) -> tuple[list[JobRecord], int]:
         """One page of jobs, newest first, and the total that match.
 
         ``user_id`` None means every user of ``guild_id``; ``guild_id`` None means every guild
         (and DMs). At least one of them is required (ValueError otherwise). ``search`` is a
         case-insensitive substring of the prompt, matched literally. All statuses are included.
+        ``channel_ids`` (when given) keeps only jobs asked in those channels.
         """
         if limit < 1 or offset < 0:
             raise ValueError(f"history() needs limit >= 1 and offset >= 0, not {limit} and {offset}.")
         page_sql, count_sql, params = _history_sql(
-            user_id=user_id, guild_id=guild_id, search=search, favorites=favorites
+            user_id=user_id, guild_id=guild_id, search=search, favorites=favorites, channel_ids=channel_ids
         )
         async with self._read() as conn:
             rows = await conn.execute_fetchall(page_sql, [*params, limit, offset])
@@ -798,7 +871,7 @@ class HistoryStore:
             max_jobs_per_minute=row["max_jobs_per_minute"],
             finals_outside_nsfw=bool(row["finals_outside_nsfw"]),
             blocked_words=tuple(json.loads(row["blocked_words"])),
-            check_images=bool(row["check_images"]),
+            image_safety=row["image_safety"],
         )
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
@@ -826,7 +899,7 @@ class HistoryStore:
                     settings.max_jobs_per_minute,
                     1 if settings.finals_outside_nsfw else 0,
                     _dumps(list(settings.blocked_words)),
-                    1 if settings.check_images else 0,
+                    settings.image_safety,
                 ),
             )
             if "image_channels" in checked:

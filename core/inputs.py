@@ -13,9 +13,11 @@ back: a key is 64 hex digits, a job id an int, so a row can never point outside 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -78,10 +80,20 @@ class InputStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so readers see the old file or the new one, never part of one.
+
+    The temporary file has a unique name (``mkstemp``): two writers of the same path at once
+    (two people pressing Vary on one fresh final) each rename their own complete copy.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise

@@ -47,6 +47,7 @@ from core.limits import (
     with_style,
 )
 from core.runlog import RunLog
+from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
 from core.settings import BotSettings
 from engine.api import (
     DraftInit,
@@ -280,6 +281,9 @@ def _refusals_answered(method: _RequestMethod) -> _RequestMethod:
 
 class JobService:
     """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
+
+    _next_forget = 0.0  # when _forget_stale next sweeps (clock seconds)
+    safety = ImageSafety()  # the image safety check (core.safety), loaded the first time a server uses it
 
     def __init__(
         self,
@@ -538,6 +542,8 @@ class JobService:
         if (mask is None) == (region is None):
             raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
         amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
+        if mask is not None:
+            _check_mask_size(image, mask)
         width, height = _image_job_size(image, self.settings.final_size)
         params: dict[str, Any] = {}
         if mask is None:
@@ -726,7 +732,7 @@ class JobService:
         """The same job again with the same seed (same images), posted here with live controls."""
         guild = await self._guild_of(origin)
         job = await self._job_in_guild(origin, job_id)
-        if job.user_id != origin.user_id and not origin.moderator:
+        if job.user_id != origin.user_id and not origin.moderates(job):
             raise Refusal(
                 f"Job #{job.id} belongs to someone else; only moderators can re-post other members' jobs."
             )
@@ -870,6 +876,8 @@ class JobService:
         return self._reserved[user_id] + sum(1 for a in self._active.values() if a.job.user_id == user_id)
 
     def _recent_of(self, user_id: int, now: float) -> int:
+        """Jobs ``user_id`` started in the last minute; called on every accept, it also forgets what is stale."""
+        self._forget_stale(now)
         times = self._recent[user_id]
         while times and times[0] < now - RECENT_WINDOW_S:
             times.popleft()
@@ -877,6 +885,20 @@ class JobService:
             del self._recent[user_id]
             return 0
         return len(times)
+
+    def _forget_stale(self, now: float) -> None:
+        """Keep per-user and per-job memory bounded (at most once a window).
+
+        Users whose last accept is older than the window are dropped from the recent counts, and
+        cancel marks are kept only for jobs this process still follows (a mark for a job that is not
+        active here, such as one only marked cancelled in its row, is never read).
+        """
+        if now < self._next_forget:
+            return
+        self._next_forget = now + RECENT_WINDOW_S
+        for user_id in [u for u, times in self._recent.items() if not times or times[-1] < now - RECENT_WINDOW_S]:
+            del self._recent[user_id]
+        self._user_cancelled.intersection_update(self._active)
 
     # ----------------------------------------------------------------- running
 
@@ -1008,6 +1030,9 @@ class JobService:
         else:
             files = [("final.png", image.png) for image in result.images[:1]]
         content = render.result_text(job, steps=result.steps if job.kind == "final" else None)
+        files, note = await self._safety_checked(job, files, delivery.channel_id)
+        if note:
+            content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
         started = time.monotonic()
         try:
             message = await delivery.post(content, files, controls_for(job))
@@ -1037,6 +1062,39 @@ class JobService:
         link = message_link(job.guild_id, delivery.channel_id, message.id)
         await self._direct_copy(job, files, steps=result.steps if job.kind == "final" else None, link=link)
 
+    async def _safety_checked(
+        self, job: JobRecord, files: list[tuple[str, bytes]], channel_id: int
+    ) -> tuple[list[tuple[str, bytes]], str | None]:
+        """The files that may be posted under the server's image safety check, and a line saying what it did.
+
+        Age-restricted channels and servers with the check off get every file. When the detector
+        cannot run, every image counts as flagged: the server asked not to see unchecked ones.
+        """
+        if job.guild_id is None or not files or self._age_restricted(channel_id):
+            return files, None
+        mode = (await self.guild_settings(job.guild_id)).image_safety
+        if mode == "off":
+            return files, None
+        try:
+            kept, flagged = await apply_policy(self.safety, mode, files, job_id=job.id)
+        except Exception:
+            log.exception("job %s: the image safety check failed; treating every image as flagged", job.id)
+            flagged = len(files)
+            kept = [(SPOILER_PREFIX + name, data) for name, data in files] if mode == "spoiler" else []
+        if not flagged:
+            return kept, None
+        images = f"{flagged} of {len(files)} images" if len(files) > 1 else "The image"
+        if mode == "spoiler":
+            done = "posted as spoilers" if len(files) > 1 else "posted as a spoiler"
+        else:
+            done = "held back"
+        return kept, f"🛡️ {images} {done} by this server's image safety check."
+
+    def _age_restricted(self, channel_id: int) -> bool:
+        channel = self.client.get_channel(channel_id) if self.client is not None else None
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw()) if callable(is_nsfw) else False
+
     async def _direct_copy(
         self, job: JobRecord, files: Sequence[tuple[str, bytes]], *, steps: int | None, link: str
     ) -> None:
@@ -1053,6 +1111,8 @@ class JobService:
             log.info("job %s: a copy went to user %s by DM", job.id, job.user_id)
 
     async def _show(self, delivery: Delivery, job: JobRecord, state: str) -> None:
+        """Show a state of ``job`` in its message; internal detail (an engine's error text) never reaches it."""
+        state = render.public_state(state, job.id)
         try:
             await delivery.show(render.status_text(job, state))
         except discord.HTTPException as e:
@@ -1147,6 +1207,19 @@ def _check_strength(value: object, default: float) -> float:
     if not (0.0 < float(value) <= 1.0):
         raise Refusal(f"Strength {value:g} is out of range: use more than 0 and at most 1.")
     return float(value)
+
+
+def _check_mask_size(image: bytes, mask: bytes) -> None:
+    """Refuse a mask whose size is not its image's: each is fitted to the job on its own, so the area would move."""
+    from core.attachments import image_size
+
+    image_w, image_h = image_size(image)
+    mask_w, mask_h = image_size(mask)
+    if (mask_w, mask_h) != (image_w, image_h):
+        raise Refusal(
+            f"Your mask is {mask_w}×{mask_h} but the image is {image_w}×{image_h}: use a mask of the same size "
+            "(white = repaint), or give a region instead."
+        )
 
 
 def _image_job_size(png: bytes, side: int) -> tuple[int, int]:

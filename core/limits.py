@@ -132,12 +132,45 @@ def check_search(search: object) -> str | None:
     return cleaned or None
 
 
+# A word ends where letters end: digits, "_" and punctuation around it do not hide it ("_nude_", "nude2").
+_NOT_LETTER = r"[\W\d_]"
+_LETTER_BEFORE = r"(?<![^\W\d_])"
+_LETTER_AFTER = r"(?![^\W\d_])"
+
+
+def normalize_for_matching(text: str) -> str:
+    """``text`` as blocked words are matched against it: what the text encoder reads, not how it is spelt.
+
+    NFKC (fullwidth and styled letters become plain ones), case folded, invisible characters
+    (soft hyphen, zero-width space, joiners, blank lookalikes) removed wherever they are.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(
+        " " if unicodedata.category(ch) == "Cc" else ch
+        for ch in folded
+        if not (ch in _BLANK_LOOKALIKES or unicodedata.category(ch) == "Cf")
+    )
+
+
+def _blocked_pattern(word: str) -> re.Pattern[str] | None:
+    parts = normalize_for_matching(word).split()
+    if not parts:
+        return None
+    body = (_NOT_LETTER + "+").join(re.escape(part) for part in parts)
+    return re.compile(_LETTER_BEFORE + body + _LETTER_AFTER)
+
+
 def find_blocked_word(text: str, words: Iterable[str]) -> str | None:
-    """The first of ``words`` found in ``text`` as a whole word (case-insensitive), or None."""
-    folded = text.casefold()
+    """The first of ``words`` found in ``text`` as a whole word, or None.
+
+    Both sides are normalized (:func:`normalize_for_matching`); a word is bounded by anything
+    that is not a letter, so "nudes" and "gorgeous" pass while "_nude_" and "nude2" do not.
+    Words of a phrase match across any separators ("blood_bath" for "blood bath").
+    """
+    normalized = normalize_for_matching(text)
     for word in words:
-        needle = word.casefold().strip()
-        if needle and re.search(r"(?<!\w)" + re.escape(needle) + r"(?!\w)", folded):
+        pattern = _blocked_pattern(word)
+        if pattern is not None and pattern.search(normalized):
             return word
     return None
 

@@ -6,6 +6,8 @@ User text is shown escaped (markdown and mentions) on one line; everything is al
 
 from __future__ import annotations
 
+import re
+
 import discord
 
 from core.history import JobRecord
@@ -24,6 +26,29 @@ OUTPAINT_WORDS = {
 
 
 VARY_WORDS = {"subtle": "Subtle variation", "strong": "Strong variation"}
+
+
+# What only the owner should read: tracebacks, exception class names, CUDA and driver errors,
+# OS error numbers, file paths (POSIX and Windows), source files, memory addresses.
+_INTERNAL_DETAIL = re.compile(
+    r"Traceback|\bFile \"|\b[A-Z]\w*(?:Error|Exception|Interrupt)\b|(?i:\bcuda\b|\bcudnn\b|\bcublas\b|\bnccl\b)"
+    r"|\[Errno \d+\]|\.py\b|0x[0-9a-fA-F]{6,}|(?:^|[\s'\"(=:])(?:/[\w.\-]+){2,}|\b[A-Za-z]:\\"
+)
+
+
+def internal_detail(text: str) -> bool:
+    """Whether ``text`` carries internal detail (paths, CUDA errors, exception names) that users must not see."""
+    return _INTERNAL_DETAIL.search(text) is not None
+
+
+def public_state(state: str, job_id: int) -> str:
+    """``state`` as users may see it: a plain sentence instead, when it carries internal detail.
+
+    The detail is not lost: the job service logs it and stores it in the job's row.
+    """
+    if not internal_detail(state):
+        return state
+    return f"⚠️ Something went wrong on my side while making job #{job_id}; it is logged. Try again in a moment."
 
 
 def escape(text: str) -> str:

@@ -391,13 +391,19 @@ class Engine:
         for job in jobs:
             if isinstance(exc, JobInterrupted):
                 _set_exception(job.future, JobCancelled("cancelled while running"))
-            elif isinstance(exc, ModelMissing | ModelLoadError | InvalidImage | RequestError):
+            elif isinstance(exc, InvalidImage | RequestError):  # written for users
                 _set_exception(job.future, JobFailed(str(exc)))
+            elif isinstance(exc, ModelMissing | ModelLoadError):
+                # The detail (paths, the loader's exception) is for the owner's log, not the job's message.
+                log.error("job %s failed: %s", job.job_id, exc)
+                model = job.request.model
+                verb = "is not downloaded" if isinstance(exc, ModelMissing) else "failed to load"
+                _set_exception(
+                    job.future, JobFailed(f"Model {model} {verb} on this bot; its log says why. Try another model.")
+                )
             else:
                 log.error("job %s failed", job.job_id, exc_info=exc)
-                _set_exception(
-                    job.future, JobFailed(f"The image engine failed: {exc.__class__.__name__}. Please retry.")
-                )
+                _set_exception(job.future, JobFailed("The image engine failed on this job. Please retry."))
 
     def _run(self, jobs: list[_Job]) -> None:
         """Make the images of ``jobs`` (one batch) and hand them to the encoders."""
@@ -451,9 +457,9 @@ class Engine:
             timings["total"] = round(time.monotonic() - job.submitted_at, 4)
             result = JobResult(generated, model, r, steps, guidance, timings, batch_size)
             _set_result(job.future, result)
-        except Exception as exc:
-            log.exception("encoding job %s failed", job.job_id)
-            _set_exception(job.future, JobFailed(f"Could not encode the image: {exc}"))
+        except Exception:
+            log.exception("encoding job %s failed", job.job_id)  # the detail stays in the log
+            _set_exception(job.future, JobFailed("Could not encode the image. Please retry."))
 
 
 def _set_result(future: concurrent.futures.Future, value) -> None:

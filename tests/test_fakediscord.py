@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image
 
-from tests.fakediscord import BotProcess, CommandUnavailable, FakeDiscord, StoredMessage, Upload
+from tests.fakediscord import BotProcess, CommandUnavailable, FakeDiscord, RateLimit, StoredMessage, Upload
+from tests.fakediscord.openapi import OpenApiCheck
 from tests.fakediscord.records import CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, UPDATE_MESSAGE
 from tests.fakediscord.world import MANAGE_GUILD, MANAGE_MESSAGES
 
@@ -499,3 +501,82 @@ async def test_raw_gateway_protocol_and_message_content_intent(fake: FakeDiscord
         assert (hidden["t"], hidden["d"]["content"]) == ("MESSAGE_CREATE", "")
         assert mentioned["d"]["content"].endswith("visible prompt") and mentioned["s"] == 4
         assert [event for event, _ in fake.gateway.skipped_events] == ["MESSAGE_REACTION_ADD"]
+
+
+# --------------------------------------------------------------------------- rate limits, DMs, the API description
+
+
+async def _post(session: aiohttp.ClientSession, fake: FakeDiscord, path: str, body: dict) -> aiohttp.ClientResponse:
+    response = await session.post(f"{fake.api_base}{path}", json=body, headers={"Authorization": "Bot fake-token"})
+    await response.read()
+    return response
+
+
+async def test_channel_rate_limit_answers_429s_the_way_discord_does(fake: FakeDiscord) -> None:
+    fake.channel_rate_limit = RateLimit(count=3, per=1.0)
+    general, nsfw = fake.world.general.id, fake.world.nsfw.id
+    async with aiohttp.ClientSession() as session:
+        replies = [await _post(session, fake, f"/channels/{general}/messages", {"content": f"m{i}"}) for i in range(4)]
+        assert [r.status for r in replies] == [200, 200, 200, 429]
+        assert [r.headers["X-RateLimit-Remaining"] for r in replies] == ["2", "1", "0", "0"]
+        limited = replies[-1]
+        assert limited.headers["Via"] and limited.headers["X-RateLimit-Limit"] == "3"
+        assert limited.headers["X-RateLimit-Bucket"] == replies[0].headers["X-RateLimit-Bucket"]
+        assert 0 < float(limited.headers["X-RateLimit-Reset-After"]) <= 1.0
+        assert int(limited.headers["Retry-After"]) >= 1
+        body = await limited.json()
+        assert body["global"] is False and 0 < body["retry_after"] <= 1.0
+        assert (await _post(session, fake, f"/channels/{nsfw}/messages", {"content": "x"})).status == 200
+        await asyncio.sleep(float(limited.headers["X-RateLimit-Reset-After"]) + 0.05)
+        assert (await _post(session, fake, f"/channels/{general}/messages", {"content": "later"})).status == 200
+    assert len(fake.rate_limited) == 1 and fake.rate_limited[0].rate_limited
+    assert [m.content for m in fake.messages(fake.world.general)] == ["m0", "m1", "m2", "later"]
+
+
+async def test_discord_py_rides_out_the_channel_limit_on_sends_and_edits(fake: FakeDiscord, bot: MiniBot) -> None:
+    fake.channel_rate_limit = RateLimit(count=5, per=1.0)
+    channel = bot.get_channel(int(fake.world.general.id))
+    assert isinstance(channel, discord.TextChannel)
+    started = time.monotonic()
+    sent = await asyncio.gather(*(channel.send(f"n{i}") for i in range(8)))
+    edited = await asyncio.gather(*(message.edit(content=f"{message.content}!") for message in sent))
+    assert time.monotonic() - started >= 1.0  # the sixth create waited for the window to pass
+    assert sorted(m.content for m in edited) == sorted(f"n{i}!" for i in range(8))
+    assert sorted(m.content for m in fake.messages(fake.world.general)) == sorted(f"n{i}!" for i in range(8))
+
+
+async def test_results_by_dm_work_end_to_end(fake: FakeDiscord, bot: MiniBot) -> None:
+    alice = fake.world.alice
+    shy = fake.world.add_user("shy", guild=fake.world.guild, accepts_dms=False)
+    user = await bot.fetch_user(int(alice.id))  # GET /users/{id}: not in the cache as a DM recipient
+    await user.send("your image", file=discord.File(io.BytesIO(png_bytes((1, 2, 3))), filename="final.png"))
+    [dm] = fake.messages(fake.world.dm_channel(alice))
+    assert dm.content == "your image" and [a.filename for a in dm.attachments] == ["final.png"]
+    assert fake.calls_to("GET", rf"^/users/{alice.id}$") and fake.calls_to("POST", r"^/users/@me/channels$")
+    with pytest.raises(discord.Forbidden) as closed:
+        await (await bot.fetch_user(int(shy.id))).send("nope")
+    assert closed.value.code == 50007
+
+
+async def test_upload_only_faults_spare_text_only_calls(fake: FakeDiscord, bot: MiniBot) -> None:
+    fault = fake.fail_next_upload("POST", r"/channels/\d+/messages$", status=429, retry_after=0.2)
+    channel = bot.get_channel(int(fake.world.general.id))
+    assert isinstance(channel, discord.TextChannel)
+    await channel.send("text only")
+    assert fault.remaining == 1
+    await channel.send("with a file", file=discord.File(io.BytesIO(png_bytes((4, 5, 6))), filename="a.png"))
+    assert fault.remaining == 0 and [call.files != [] for call in fault.hits] == [True]
+    assert [call.status for call in fake.calls_to("POST", r"/messages$")] == [200, 429, 200]
+
+
+@pytest.mark.skipif(OpenApiCheck.load() is None, reason="no ../shared/discord-openapi.json")
+async def test_requests_are_checked_against_discords_api_description(fake: FakeDiscord) -> None:
+    async with aiohttp.ClientSession() as session:
+        await _post(session, fake, f"/channels/{fake.world.general.id}/messages", {"content": 5})
+    [error] = fake.take_errors("openapi")
+    assert "content" in error.message and "not of type 'string'" in error.message
+
+
+def test_the_api_description_is_not_copied_into_the_repository() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert not [p for p in root.rglob("discord-openapi*.json") if ".venv" not in p.parts]

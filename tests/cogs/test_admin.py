@@ -39,6 +39,7 @@ def test_settings_group_is_hidden_from_members_by_default():
         "settings channels remove",
         "settings finals",
         "settings limits",
+        "settings safety",
         "settings show",
         "settings words add",
         "settings words list",

@@ -60,12 +60,18 @@ async def test_own_history_newest_first_with_escaped_prompts(store):
     assert all(item.item.disabled for item in view.children[:2])
 
 
-async def test_another_members_history_is_for_moderators_only(store):
+async def test_another_members_history_is_for_moderators_only(store, monkeypatch):
     await add_jobs(store, 2, ["secret"])
     with pytest.raises(Refusal, match="Only moderators"):
         await history_page(interaction(store), viewer_id=1, target_id=2, page=1, search=None)
+    # A server moderator who can read channel 100 (the channel scope itself: tests/cogs/test_scope.py).
+    monkeypatch.setattr("cogs.history.server_moderator", lambda user: True)
+    monkeypatch.setattr("cogs.history.readable_channel_ids", lambda member: [100])
     text, _ = await history_page(interaction(store, moderator=True), viewer_id=1, target_id=2, page=1, search=None)
     assert "secret" in text
+    monkeypatch.setattr("cogs.history.readable_channel_ids", lambda member: [101])
+    text, _ = await history_page(interaction(store, moderator=True), viewer_id=1, target_id=2, page=1, search=None)
+    assert "secret" not in text
 
 
 async def test_search_with_sql_characters_matches_literally(store):

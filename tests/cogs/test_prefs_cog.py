@@ -235,3 +235,15 @@ async def test_envelope_on_a_message_without_images_sends_nothing(cog, bot, stor
     bot.channel.message.attachments = []
     await cog.on_raw_reaction_add(reaction("✉️", user=AUTHOR))
     assert AUTHOR not in bot.recipients
+
+
+async def test_envelopes_on_many_results_at_once_are_throttled_per_member(cog, bot, store):
+    messages = [RESULT_MESSAGE + i for i in range(8)]
+    for message in messages:
+        await make_job(store, message=message)
+    bot.channel.fetch_message = AsyncMock(return_value=bot.channel.message)  # every result has its image
+    for message in messages:
+        await cog.on_raw_reaction_add(reaction("✉️", user=AUTHOR, message=message))
+    await cog.on_raw_reaction_add(reaction("✉️", user=STRANGER, message=messages[0]))
+    assert len(bot.recipients[AUTHOR].sent) == 5
+    assert len(bot.recipients[STRANGER].sent) == 1  # another member is not held back

@@ -24,6 +24,7 @@ import discord
 from PIL import Image
 
 from core.delivery import Delivery, Origin
+from core.history import JobRecord
 from engine.api import (
     EngineHealth,
     EngineOffer,
@@ -323,6 +324,10 @@ class RecordingOrigin(Origin):
         self.source_message_id = source_message_id
         self.refusals: list[str] = []
         self.deliveries: list[RecordingDelivery] = []
+
+    def moderates(self, job: JobRecord) -> bool:
+        """``moderator=True``: a moderator who can see every channel (the scope rule is tested in tests/cogs)."""
+        return self.moderator
 
     async def refuse(self, text: str) -> None:
         self.refusals.append(text)

@@ -109,6 +109,8 @@ async def test_edit_with_a_mask_file(service, engine):
         ({"region": (0, 0, 50, 50), "mask": png(64, 64)}, "Give either a mask"),
         ({"region": (60, 0, 50, 50)}, "past the image"),
         ({"region": (0, 0, 0, 50)}, "above 0 percent"),
+        ({"mask": png(256, 512, (255, 255, 255))}, "Your mask is 256×512 but the image is 512×512"),
+        ({"mask": png(1024, 1024, (255, 255, 255))}, "Your mask is 1024×1024 but the image is 512×512"),
     ],
 )
 async def test_edit_refusals_are_specific(service, kwargs, message):

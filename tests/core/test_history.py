@@ -649,7 +649,7 @@ async def test_guild_settings_defaults(store: HistoryStore) -> None:
     settings = await store.guild_settings(5)
     assert settings == GuildSettings(guild_id=5, image_channels=frozenset())
     assert (settings.max_waiting_per_user, settings.max_jobs_per_minute) == (3, 6)
-    assert settings.finals_outside_nsfw is True and settings.check_images is False
+    assert settings.finals_outside_nsfw is True and settings.image_safety == "off"
     assert settings.blocked_words == ()
 
 
@@ -658,9 +658,9 @@ async def test_update_guild_settings(store: HistoryStore, db_path: Path) -> None
     assert updated.max_waiting_per_user == 1
     assert updated.blocked_words == ("gore", "x")
     assert updated.max_jobs_per_minute == 6  # untouched fields keep their defaults
-    again = await store.update_guild_settings(5, finals_outside_nsfw=False, check_images=True)
+    again = await store.update_guild_settings(5, finals_outside_nsfw=False, image_safety="block")
     assert again.max_waiting_per_user == 1 and again.blocked_words == ("gore", "x")
-    assert again.finals_outside_nsfw is False and again.check_images is True
+    assert again.finals_outside_nsfw is False and again.image_safety == "block"
     assert await store.guild_settings(5) == again
     assert await store.guild_settings(6) == GuildSettings(guild_id=6, image_channels=frozenset())
     assert await store.update_guild_settings(5) == again  # no changes: no write, same result
@@ -681,7 +681,8 @@ async def test_update_guild_settings(store: HistoryStore, db_path: Path) -> None
         ({"max_waiting_per_user": -1}, ValueError),
         ({"max_waiting_per_user": "3"}, TypeError),
         ({"max_jobs_per_minute": True}, TypeError),
-        ({"check_images": 1}, TypeError),
+        ({"image_safety": 1}, TypeError),
+        ({"image_safety": "maybe"}, ValueError),
         ({"blocked_words": "gore"}, TypeError),
         ({"blocked_words": ["ok", 3]}, TypeError),
         ({"image_channels": [1, "2"]}, TypeError),
@@ -822,3 +823,74 @@ async def test_finish_job_records_the_steps_the_engine_used(tmp_path):
         assert (await store.get_job(job.id)).steps == 28
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- interaction tokens
+
+
+def stored_tokens(path: Path) -> dict[int, str | None]:
+    with raw(path) as conn:
+        return dict(conn.execute("SELECT id, interaction_token FROM jobs ORDER BY id"))
+
+
+async def test_expired_interaction_tokens_are_cleared(db_path: Path) -> None:
+    now = 1_000_000.0
+    store = await HistoryStore.open(db_path, clock=lambda: now)
+    try:
+        old = await store.create_job(job(interaction_token="old-token", interaction_expires_at=now - 1))
+        live = await store.create_job(job(interaction_token="live-token", interaction_expires_at=now + 600))
+        assert await store.clear_expired_tokens() == 1
+        assert stored_tokens(db_path) == {old.id: None, live.id: "live-token"}
+        assert (await store.get_job(live.id)).interaction_token == "live-token"
+        now += 601
+        assert await store.clear_expired_tokens() == 1
+        assert stored_tokens(db_path) == {old.id: None, live.id: None}
+    finally:
+        await store.close()
+
+
+async def test_tokens_expire_without_anyone_asking(db_path: Path) -> None:
+    clock = {"now": 1_000_000.0}
+    store = await HistoryStore.open(db_path, clock=lambda: clock["now"], token_sweep_interval=0.05)
+    try:
+        token_job = await store.create_job(job(interaction_token="t", interaction_expires_at=clock["now"] + 900))
+        clock["now"] += 901
+        for _ in range(100):
+            if stored_tokens(db_path)[token_job.id] is None:
+                break
+            await asyncio.sleep(0.02)
+        assert stored_tokens(db_path)[token_job.id] is None
+    finally:
+        await store.close()
+
+
+async def test_tokens_expired_while_the_bot_was_down_are_cleared_on_open(db_path: Path) -> None:
+    store = await HistoryStore.open(db_path, clock=lambda: 1_000_000.0)
+    stale = await store.create_job(job(interaction_token="t", interaction_expires_at=1_000_100.0))
+    await store.close()
+    store = await HistoryStore.open(db_path, clock=lambda: 1_000_200.0, token_sweep_interval=None)
+    await store.close()
+    assert stored_tokens(db_path)[stale.id] is None
+
+
+async def test_migration_3_turns_check_images_into_the_safety_mode(db_path: Path, tmp_path: Path) -> None:
+    first_two = tmp_path / "first-two"
+    first_two.mkdir()
+    for name in ("0001_initial.sql", "0002_token_expiry.sql"):
+        shutil.copy(MIGRATIONS_DIR / name, first_two / name)
+    store = await HistoryStore.open(db_path, migrations_dir=first_two)
+    await store.close()
+    with raw(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO guild_settings VALUES (?, 3, 6, 1, '[]', ?)", [(1, 1), (2, 0)]
+        )
+    store = await HistoryStore.open(db_path)
+    try:
+        assert (await store.guild_settings(1)).image_safety == "spoiler"
+        assert (await store.guild_settings(2)).image_safety == "off"
+        assert (await store.guild_settings(3)).image_safety == "off"
+    finally:
+        await store.close()
+    with raw(db_path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(guild_settings)")]
+    assert "check_images" not in columns and "image_safety" in columns

@@ -342,10 +342,34 @@ async def test_repost_is_the_same_request_and_only_for_the_author_or_moderators(
 async def test_engine_failure_is_stored_and_shown(service, store, engine):
     origin = RecordingOrigin()
     job = await service.imagine(origin, prompt="x")
-    engine.fail(job.id, "CUDA out of memory")
+    engine.fail(job.id, "The model produced an all-black image. Try another seed or prompt.")
     row = await wait_status(store, job.id, "failed")
-    assert row.error == "CUDA out of memory"
-    await eventually(lambda: any("Failed: CUDA out of memory" in s for s in origin.deliveries[0].shown))
+    assert row.error == "The model produced an all-black image. Try another seed or prompt."
+    shown = origin.deliveries[0].shown
+    await eventually(lambda: any("Failed: The model produced an all-black image" in s for s in shown))
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        "CUDA error: an illegal memory access was encountered",
+        "Model ssd-1b failed to load: OSError: /srv/bot/models/ssd-1b/unet/config.json is not a file",
+        "The image engine failed: RuntimeError. Please retry.",
+        'Traceback (most recent call last):\n  File "engine/recipes.py", line 3',
+        "Could not encode the image: [Errno 28] No space left on device: 'C:\\bot\\tmp\\x.png'",
+    ],
+)
+async def test_internal_failure_text_stays_in_the_log_and_the_row(service, store, engine, caplog, detail):
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="x")
+    engine.fail(job.id, detail)
+    row = await wait_status(store, job.id, "failed")
+    assert row.error == detail  # the row and the log keep the detail for the owner
+    shown = await eventually(lambda: [s for s in origin.deliveries[0].shown if "⚠️" in s])
+    assert f"Something went wrong on my side while making job #{job.id}" in shown[-1]
+    for leak in ("CUDA", "OSError", "RuntimeError", "/srv", "Traceback", ".py", "Errno", "C:\\"):
+        assert leak not in shown[-1]
+    assert any(detail in r.getMessage() for r in caplog.records)
 
 
 async def test_result_that_cannot_be_posted_is_still_recorded(service, store, engine):

@@ -96,3 +96,34 @@ def test_user_limits():
         check_user_limits(waiting=1, recent=0, max_waiting=1, max_per_minute=6)
     with pytest.raises(Refusal, match="6 jobs in the last minute"):
         check_user_limits(waiting=0, recent=6, max_waiting=3, max_per_minute=6)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a _nude_ woman",
+        "a nude2 woman",
+        "a 2nude woman",
+        "nu\u00adde",  # soft hyphen
+        "nu\u200bde",  # zero-width space
+        "nu\u2060de",  # word joiner
+        "\uff4e\uff55\uff44\uff45",  # fullwidth ｎｕｄｅ
+        "NUDE",
+        "a Nude-woman",
+    ],
+)
+def test_blocked_words_are_found_through_evasions(prompt):
+    with pytest.raises(Refusal, match="“nude”"):
+        check_prompt(prompt, blocked_words=("nude",))
+
+
+def test_blocked_phrases_match_across_separators():
+    for prompt in ("a blood_bath", "blood  bath", "blood-bath", "blood\u200b bath"):
+        assert find_blocked_word(prompt, ("blood bath",)) == "blood bath"
+
+
+def test_blocked_words_do_not_over_block_innocent_words():
+    words = ("nude", "gore", "ass")
+    for prompt in ("nudes", "denuded", "gorgeous", "a gorge at dawn", "glass bass", "class_assignment", "passé"):
+        assert find_blocked_word(prompt, words) is None, prompt
+    assert check_prompt("a \uff47\uff4f\uff52\uff47\uff45", blocked_words=words) == "a \uff47\uff4f\uff52\uff47\uff45"

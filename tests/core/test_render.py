@@ -31,3 +31,21 @@ def test_describe():
     assert render.describe(upscale, steps=30).startswith("Final of job #3 image 2 · seed `5` · sdxl · 30 steps")
     assert render.queued_state(1, 3.2) == "⏳ Queued: next in line, done about 3 s."
     assert render.queued_state(4, 200) == "⏳ Queued: position 4 in the queue, done about 3 min."
+
+
+def test_plain_states_and_engine_refusals_are_shown_as_they_are():
+    from core.jobs import RESTARTING_STATE
+    from core.render import public_state
+
+    for state in (
+        "⏳ Queued.",
+        RESTARTING_STATE,
+        "✖️ Cancelled.",
+        "⚠️ Failed: Out of GPU memory for this image; try a smaller size or fewer images.",
+        "⚠️ The queue is full (12 jobs waiting). Try again in a few minutes.",
+        "⚠️ Failed: The model produced an invalid image (NaN). Try another seed or prompt.",
+        "⚠️ Failed: Nothing to repaint: use /edit with a white area in the mask, or a 16:9 image.",
+        "⚠️ Failed: Model ssd-1b failed to load on this bot; its log says why. Try another model.",
+    ):
+        assert public_state(state, 7) == state
+    assert "job #7" in public_state("⚠️ Failed: ValueError: bad /opt/x/y", 7)

@@ -1,4 +1,4 @@
-"""What the end-to-end tests share: a fake Discord with upload faults, the running bot, read-only DB access.
+"""What the end-to-end tests share: the fake Discord, the running bot, read-only DB access.
 
 The bot under test is the unmodified ``python bot.py`` (see :class:`tests.fakediscord.BotProcess`); tests
 look at it only from outside: the REST calls and messages the fake recorded, the SQLite file (opened
@@ -20,7 +20,6 @@ from typing import Any
 
 from tests.fakediscord import BotProcess, FakeDiscord, FakeUser, Interaction, StoredMessage
 from tests.fakediscord.records import FLAG_EPHEMERAL, RecordedCall
-from tests.fakediscord.server import Fault
 
 # Settings every e2e bot gets (the engine reads FINAL_STEPS; the rest are core.settings.BotSettings).
 BASE_ENV: dict[str, str] = {
@@ -41,39 +40,8 @@ _MESSAGE_ROUTES = re.compile(
 )
 
 
-class E2EFakeDiscord(FakeDiscord):
-    """The loopback Discord, plus faults that hit only requests carrying files (an image upload):
-    ``fail_next`` matches method and path, and a status edit and the upload of a result use the same path.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.upload_faults: list[Fault] = []
-        self._parsed_files = False
-
-    def fail_next_upload(
-        self, method: str, path_regex: str, status: int = 429, retry_after: float = 1.0, count: int = 1
-    ) -> Fault:
-        """Like ``fail_next``, for requests that upload at least one file."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, retry_after, count)
-        self.upload_faults.append(fault)
-        return fault
-
-    async def _parse(self, request: Any) -> Any:
-        parsed = await super()._parse(request)
-        # Read by _take_fault for this same request: nothing awaits between the two in the fake.
-        self._parsed_files = bool(parsed.files)
-        return parsed
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        fault = super()._take_fault(method, path)
-        if fault is not None or not self._parsed_files:
-            return fault
-        for upload_fault in self.upload_faults:
-            if upload_fault.remaining > 0 and upload_fault.method == method and upload_fault.pattern.search(path):
-                upload_fault.remaining -= 1
-                return upload_fault
-        return None
+# The loopback Discord as the e2e tests use it; upload-only faults (``fail_next_upload``) are the fake's own.
+E2EFakeDiscord = FakeDiscord
 
 
 # --------------------------------------------------------------------------- the bot's database

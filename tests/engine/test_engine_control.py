@@ -189,3 +189,37 @@ def test_preload_serves_drafts_first_and_loads_finals_while_idle(make_engine):
     while "ssd-1b" not in engine.health()["models"]:
         assert time.monotonic() < deadline, engine.health()
         time.sleep(0.05)
+
+
+def _no_internal_detail(message: str) -> None:
+    from core.render import internal_detail
+
+    assert not internal_detail(message), message
+
+
+def test_a_failing_job_tells_users_a_plain_sentence_and_the_log_the_detail(make_engine, monkeypatch, caplog):
+    engine = make_engine()
+
+    def broken(requests):
+        raise RuntimeError("CUDA error: an illegal memory access at /opt/torch/lib/libc10_cuda.so")
+
+    monkeypatch.setattr(engine.recipes, "drafts", broken)
+    handle = engine.submit(DraftRequest("a", seed=1, count=1), user="u")
+    with pytest.raises(JobFailed) as failed:
+        handle.future.result(timeout=60)
+    _no_internal_detail(str(failed.value))
+    assert "retry" in str(failed.value)
+    assert any("illegal memory access" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_an_image_that_cannot_be_encoded_fails_without_its_exception_text(make_engine, monkeypatch):
+    engine = make_engine()
+
+    def full_disk(image, text):
+        raise OSError(28, "No space left on device", "/var/tmp/bot/encode.png")
+
+    monkeypatch.setattr("engine.worker.encode_png", full_disk)
+    handle = engine.submit(DraftRequest("a", seed=1, count=1), user="u")
+    with pytest.raises(JobFailed, match="encode") as failed:
+        handle.future.result(timeout=60)
+    _no_internal_detail(str(failed.value))

@@ -13,7 +13,7 @@ from .records import (
     StoredMessage,
     Upload,
 )
-from .server import CommandUnavailable, FakeDiscord, Fault, WaitTimeout
+from .server import CommandUnavailable, FakeDiscord, Fault, RateLimit, WaitTimeout
 from .world import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, World
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Fault",
     "Interaction",
     "MessageSnapshot",
+    "RateLimit",
     "RecordedCall",
     "StoredAttachment",
     "StoredMessage",

@@ -233,6 +233,7 @@ class RecordedCall:
     response: Any = None
     authorized: bool = False
     fault: bool = False
+    rate_limited: bool = False  # answered 429 by the fake's per-channel limit (FakeDiscord.channel_rate_limit)
 
     def __repr__(self) -> str:
         return f"<RecordedCall {self.method} {self.path} -> {self.status}{' (fault)' if self.fault else ''}>"
@@ -244,7 +245,7 @@ class FakeError:
 
     ``kind`` is one of ``unknown_route``, ``unauthorized``, ``invalid_body``, ``already_acknowledged``,
     ``interaction_timeout``, ``unknown_interaction``, ``unacknowledged_interaction``, ``gateway_protocol``,
-    ``fake_crash``.
+    ``openapi`` (against Discord's published API description), ``fake_crash``.
     """
 
     kind: str

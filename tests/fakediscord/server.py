@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from .gateway import (
     INTENT_MESSAGE_CONTENT,
     Gateway,
 )
+from .openapi import OpenApiCheck
 from .records import (
     APPLICATION_COMMAND,
     AUTOCOMPLETE,
@@ -178,6 +180,7 @@ class Fault:
     remaining: int
     is_global: bool = False
     code: int = 0
+    uploads_only: bool = False  # only requests that upload at least one file (a result, not a status edit)
     hits: list[RecordedCall] = field(default_factory=list)
 
     def reply(self) -> Reply:
@@ -197,6 +200,36 @@ class Fault:
             body = {"message": "You are being rate limited.", "retry_after": self.retry_after, "global": self.is_global}
             return Reply(429, body, headers)
         return Reply(self.status, {"message": f"{self.status}: injected fault", "code": self.code})
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Discord's per-channel limit on message creates and on message edits: ``count`` per ``per`` seconds.
+
+    Creates (``POST /channels/{c}/messages``, interaction follow-ups) and edits (``PATCH`` of a channel
+    message or of an interaction's message) have a bucket each per channel; an interaction's webhook
+    messages count against the channel it was used in. Over the limit the fake answers 429 as Discord
+    does: ``X-RateLimit-*`` headers (with the bucket), ``Retry-After``, ``retry_after`` in the body and
+    ``Via`` (without it discord.py takes a 429 for a Cloudflare ban). Successful calls carry the headers too.
+    """
+
+    count: int = 5
+    per: float = 5.0
+
+
+@dataclass
+class _Bucket:
+    started: float
+    used: int = 0
+
+
+# Route templates under the per-channel limit, and which of its two buckets each uses.
+_LIMITED_ROUTES: dict[str, str] = {
+    "/channels/{channel_id}/messages": "create",
+    "/webhooks/{app_id}/{token}": "create",
+    "/channels/{channel_id}/messages/{message_id}": "edit",
+    "/webhooks/{app_id}/{token}/messages/{message_id}": "edit",
+}
 
 
 @dataclass(frozen=True)
@@ -230,6 +263,10 @@ class FakeDiscord:
     ``callback_deadline``: seconds within which an interaction must be acknowledged (Discord: 3); a later
     callback gets 404 10062 and an ``interaction_timeout`` error; None turns the check off.
     ``token_lifetime``: seconds an interaction token works for webhooks (Discord: 15 minutes).
+    ``channel_rate_limit``: a :class:`RateLimit` on message creates and edits per channel (None: no limit);
+    the calls it refused are in ``rate_limited``.
+    ``openapi``: check every request against Discord's OpenAPI description (``../shared/discord-openapi.json``)
+    when that file exists; what it finds is recorded as ``openapi`` errors.
     """
 
     def __init__(
@@ -240,6 +277,8 @@ class FakeDiscord:
         token_lifetime: float = 15 * 60.0,
         attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT,
         host: str = "127.0.0.1",
+        channel_rate_limit: RateLimit | None = None,
+        openapi: bool = True,
     ) -> None:
         self.ids = world.ids if world is not None else SnowflakeFactory()
         self.world = world or World.default(self.ids)
@@ -247,6 +286,10 @@ class FakeDiscord:
         self.token_lifetime = token_lifetime
         self.attachment_size_limit = attachment_size_limit
         self.host = host
+        self.channel_rate_limit = channel_rate_limit
+        self.rate_limited: list[RecordedCall] = []
+        self.openapi = OpenApiCheck.load() if openapi else None
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.port = 0
         self.gateway = Gateway(self)
         self.calls: list[RecordedCall] = []
@@ -515,19 +558,69 @@ class FakeDiscord:
         *,
         is_global: bool = False,
         code: int = 0,
+        uploads_only: bool = False,
     ) -> Fault:
         """Answer the next ``count`` calls matching ``method`` and ``path_regex`` (searched in the path after
-        ``/api/v10``) with ``status``: a Discord 429 (Retry-After, ``retry_after`` body, ``Via``) or an error."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, retry_after, count, is_global, code)
+        ``/api/v10``) with ``status``: a Discord 429 (Retry-After, ``retry_after`` body, ``Via``) or an error.
+        ``uploads_only``: only calls that upload a file (a status edit and a result's upload share a path)."""
+        fault = Fault(
+            method.upper(), re.compile(path_regex), status, retry_after, count, is_global, code, uploads_only
+        )
         self.faults.append(fault)
         return fault
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def fail_next_upload(
+        self, method: str, path_regex: str, status: int = 429, retry_after: float = 1.0, count: int = 1
+    ) -> Fault:
+        """Like :meth:`fail_next`, for requests that upload at least one file."""
+        return self.fail_next(method, path_regex, status, retry_after, count, uploads_only=True)
+
+    def _take_fault(self, method: str, path: str, *, uploads: bool = False) -> Fault | None:
         for fault in self.faults:
+            if fault.uploads_only and not uploads:
+                continue
             if fault.remaining > 0 and fault.method == method and fault.pattern.search(path):
                 fault.remaining -= 1
                 return fault
         return None
+
+    # ------------------------------------------------------------------ rate limits
+
+    def _rate_limit(self, route: _Route, params: dict[str, str]) -> tuple[Reply | None, dict[str, str]]:
+        """(a 429 to answer instead, or None; the rate-limit headers of a call that goes through)."""
+        limit = self.channel_rate_limit
+        kind = _LIMITED_ROUTES.get(route.template)
+        if limit is None or kind is None:
+            return None, {}
+        channel_id = params.get("channel_id")
+        if channel_id is None:
+            interaction = self._by_token.get(params.get("token", ""))
+            channel_id = interaction.channel.id if interaction is not None else None
+        if channel_id is None:
+            return None, {}
+        now = time.monotonic()
+        bucket = self._buckets.get((kind, channel_id))
+        if bucket is None or now >= bucket.started + limit.per:
+            bucket = self._buckets[(kind, channel_id)] = _Bucket(now)
+        reset_after = max(0.0, bucket.started + limit.per - now)
+        headers = {
+            "X-RateLimit-Limit": str(limit.count),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": hashlib.sha1(f"{kind}:{route.template}".encode()).hexdigest()[:16],
+        }
+        if bucket.used >= limit.count:
+            headers.update({
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Scope": "user",
+                "Retry-After": str(max(1, math.ceil(reset_after))),
+                "Via": "1.1 google",
+            })
+            body = {"message": "You are being rate limited.", "retry_after": round(reset_after, 3), "global": False}
+            return Reply(429, body, headers), {}
+        bucket.used += 1
+        headers["X-RateLimit-Remaining"] = str(limit.count - bucket.used)
+        return None, headers
 
     # ------------------------------------------------------------------ payload builders
 
@@ -755,7 +848,11 @@ class FakeDiscord:
         if route is None:
             self.record_error("unknown_route", "no such route in the fake Discord", method=method, path=path)
             return self._finish(call, Reply(404, {"message": "404: Not Found", "code": 0}))
-        fault = self._take_fault(method, path)
+        if self.openapi is not None:
+            multipart = request.content_type.startswith("multipart/")
+            for problem in self.openapi.problems(method, path, api_request.json, multipart=multipart):
+                self.record_error("openapi", problem, method=method, path=path)
+        fault = self._take_fault(method, path, uploads=bool(api_request.files))
         if fault is not None:
             call.fault = True
             fault.hits.append(call)
@@ -763,6 +860,11 @@ class FakeDiscord:
         if route.auth and not api_request.authorized:
             self.record_error("unauthorized", "no 'Authorization: Bot <token>' header", method=method, path=path)
             return self._finish(call, Reply(401, {"message": "401: Unauthorized", "code": 0}))
+        limited, limit_headers = self._rate_limit(route, params)
+        if limited is not None:
+            call.rate_limited = True
+            self.rate_limited.append(call)
+            return self._finish(call, limited)
         try:
             reply = await route.handler(api_request, **params)
         except ApiError as exc:
@@ -773,6 +875,7 @@ class FakeDiscord:
         except Exception:
             self.record_error("fake_crash", traceback.format_exc(), method=method, path=path)
             reply = Reply(500, {"message": "500: Internal Server Error", "code": 0})
+        reply.headers = {**limit_headers, **reply.headers}
         return self._finish(call, reply)
 
     def _finish(self, call: RecordedCall, reply: Reply) -> web.Response:
