@@ -244,7 +244,8 @@ def _hub_file(entry: str, *, local_only: bool) -> Path:
     except Exception as exc:
         if local_only:
             raise AddonMissing(
-                f"LoRA {entry} is not downloaded: run `python -m engine.addons download lora` ({exc.__class__.__name__})."
+                f"LoRA {entry} is not downloaded: run `python -m engine.addons download lora` "
+                f"({exc.__class__.__name__})."
             ) from None
         raise AddonMissing(f"LoRA {entry} could not be downloaded: {exc.__class__.__name__}: {exc}") from None
     files = sorted(folder.rglob("*.safetensors"))

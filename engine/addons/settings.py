@@ -127,7 +127,8 @@ class AddonSettings:
             raise AddonSettingsError(f"UPSCALE_TILE={self.upscale_tile}: use a multiple of 8, at least 64.")
         if not 0 <= self.upscale_overlap < self.upscale_tile // 2:
             raise AddonSettingsError(
-                f"UPSCALE_OVERLAP={self.upscale_overlap}: use 0 up to less than half of UPSCALE_TILE ({self.upscale_tile})."
+                f"UPSCALE_OVERLAP={self.upscale_overlap}: use 0 up to less than half of "
+                f"UPSCALE_TILE ({self.upscale_tile})."
             )
         if not 0.0 < self.upscale_strength <= 1.0:
             raise AddonSettingsError(f"UPSCALE_CREATIVE_STRENGTH={self.upscale_strength}: use a value in (0, 1].")
