@@ -210,4 +210,6 @@ def download(settings: AddonSettings) -> Path | None:
     try:
         return Path(snapshot_download(source, allow_patterns=_hub_patterns(settings)))
     except Exception as exc:
-        raise AddonMissing(f"Image reference {source} could not be downloaded: {exc.__class__.__name__}: {exc}") from None
+        raise AddonMissing(
+            f"Image reference {source} could not be downloaded: {exc.__class__.__name__}: {exc}"
+        ) from None
