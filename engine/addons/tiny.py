@@ -10,7 +10,7 @@
   state dict shaped for the tiny UNet's cross-attention layers and a tiny
   ``CLIPVisionModelWithProjection``, as in ``h94/IP-Adapter``;
 - ``upscaler/tiny-realesrgan-x4.safetensors``: a Real-ESRGAN (RRDBNet, new-arch keys) state dict
-  with 8 features and one block that spandrel detects; its weights make it a nearest-neighbour
+  with 8 features, one block and the usual growth of 32 (which spandrel assumes); its weights make it a nearest-neighbour
   4x enlarger, so an upscaled image can be compared with its source;
 - ``describe/``: a tiny random BLIP captioner with a locally made BERT tokenizer, saved with
   ``save_pretrained``.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TINY_ADDONS_VERSION = "v1"
+TINY_ADDONS_VERSION = "v2"
 TINY_LORAS = ("tiny-ink", "tiny-glow")
 _PARTS = ("loras", "ip-adapter", "upscaler", "describe")
 _DESCRIBE_WORDS = (
@@ -157,7 +157,7 @@ def _build_ip_adapter(folder: Path, turbo: Path) -> None:
     save_file(tensors, str(folder / "sdxl_models" / "ip-adapter_tiny.safetensors"))
 
 
-def tiny_esrgan_state_dict(num_filters: int = 8, growth: int = 4, in_channels: int = 3) -> dict:
+def tiny_esrgan_state_dict(num_filters: int = 8, growth: int = 32, in_channels: int = 3) -> dict:
     """A Real-ESRGAN x4 RRDBNet (new-arch keys, one block) that enlarges 4x by copying pixels.
 
     The dense blocks and the trunk convolution are zero, so the residual trunk is the identity;
