@@ -10,8 +10,8 @@
   state dict shaped for the tiny UNet's cross-attention layers and a tiny
   ``CLIPVisionModelWithProjection``, as in ``h94/IP-Adapter``;
 - ``upscaler/tiny-realesrgan-x4.safetensors``: a Real-ESRGAN (RRDBNet, new-arch keys) state dict
-  with 8 features, one block and the usual growth of 32 (which spandrel assumes); its weights make it a nearest-neighbour
-  4x enlarger, so an upscaled image can be compared with its source;
+  with 8 features, one block and the usual growth of 32 (which spandrel assumes); its weights
+  make it a nearest-neighbour 4x enlarger, so an upscaled image can be compared with its source;
 - ``describe/``: a tiny random BLIP captioner with a locally made BERT tokenizer, saved with
   ``save_pretrained``.
 
