@@ -31,7 +31,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TINY_ADDONS_VERSION = "v2"
+TINY_ADDONS_VERSION = "v3"
 TINY_LORAS = ("tiny-ink", "tiny-glow")
 _PARTS = ("loras", "ip-adapter", "upscaler", "describe")
 _DESCRIBE_WORDS = (
@@ -200,7 +200,7 @@ def _build_describe(folder: Path, turbo: Path) -> None:
     """A tiny random BLIP captioner; tokenizer and image processor made here and saved beside it."""
     import torch
     from transformers import (
-        BertTokenizerFast,
+        BertTokenizer,
         BlipConfig,
         BlipForConditionalGeneration,
         BlipImageProcessor,
@@ -209,14 +209,10 @@ def _build_describe(folder: Path, turbo: Path) -> None:
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
     vocab = specials + list(dict.fromkeys(_DESCRIBE_WORDS))
-    tmp = Path(tempfile.mkdtemp(prefix="blip-tok-"))
-    try:
-        (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        tokenizer = BertTokenizerFast(
-            vocab_file=str(tmp / "vocab.txt"), do_lower_case=True, bos_token="[DEC]", model_max_length=40,
-        )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = BertTokenizer(
+        vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True, bos_token="[DEC]",
+        model_max_length=40,
+    )
     image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
 
