@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from pathlib import Path
 
 from .settings import AddonMissing, AddonSettings, AddonSettingsError
 
@@ -65,10 +64,3 @@ def download(settings: AddonSettings, addons: list[str] | None = None) -> dict[s
             results[addon] = _module(addon).download(settings)
     return results
 
-
-def _paths(value: object) -> list[Path]:
-    if isinstance(value, Path):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, Path)]
-    return []
