@@ -24,6 +24,7 @@ as they are (prompt text or compel embeddings, guidance, ``callback_on_step_end`
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,13 +44,12 @@ class UpscaleError(RuntimeError):
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` px covering ``length`` px, neighbours overlapping by >= ``overlap``."""
+    """Evenly spaced start offsets of tiles of ``tile`` px covering ``length`` px, overlapping by >= ``overlap``."""
     if length <= tile:
         return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    count = math.ceil((length - overlap) / (tile - overlap))
+    count = max(count, 2)
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def feather_weights(height: int, width: int, ramp_top: int, ramp_bottom: int, ramp_left: int, ramp_right: int):
@@ -73,6 +73,7 @@ class Upscaler:
         self.settings = settings
         self.device = device
         self._model = None
+        self._fallback = False  # configured model missing: Lanczos
 
     # ---- the model --------------------------------------------------------------------------
 
@@ -98,10 +99,21 @@ class Upscaler:
         )
 
     def load(self):
-        """The spandrel model descriptor (loaded once), or None for Lanczos."""
+        """The spandrel model descriptor (loaded once), or None for Lanczos.
+
+        A configured model that is not on disk was reported at start (:func:`missing`); Lanczos
+        then stands in, with a warning logged once.
+        """
         if self._model is not None:
             return self._model
-        path = self.model_file()
+        if self._fallback:
+            return None
+        try:
+            path = self.model_file()
+        except AddonMissing as exc:
+            log.warning("%s", exc)
+            self._fallback = True
+            return None
         if path is None:
             return None
         if path.suffix != ".safetensors":

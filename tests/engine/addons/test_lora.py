@@ -110,3 +110,21 @@ def test_missing_gives_one_line(addon_settings, tmp_path):
     line = lora_mod.missing(replace(addon_settings, lora_dir=str(tmp_path / "nowhere")))
     assert "is not a folder" in line and "\n" not in line
     assert "no .safetensors" in lora_mod.missing(replace(addon_settings, lora_dir=str(tmp_path)))
+
+
+def test_each_lora_is_loaded_once_per_pipeline(library, turbo_pipe, monkeypatch):
+    calls: list[str] = []
+    real = turbo_pipe.load_lora_weights
+
+    def counting(state, adapter_name=None, **kwargs):
+        calls.append(adapter_name)
+        return real(state, adapter_name=adapter_name, **kwargs)
+
+    monkeypatch.setattr(turbo_pipe, "load_lora_weights", counting)
+    for weight in (1.0, 0.5, 1.0):
+        with library.applied(turbo_pipe, [LoraChoice("tiny-glow", weight)], model="turbo"):
+            pass
+    with library.applied(turbo_pipe, [LoraChoice("tiny-glow", 1.0)], model="ssd-1b"):
+        pass  # another model's adapter: its own load (the text encoders are shared between models)
+    assert calls == ["tiny_glow__turbo", "tiny_glow__ssd_1b"]
+    library.unload(turbo_pipe)

@@ -67,16 +67,21 @@ def test_a_file_that_is_no_upscaler_is_refused(addon_settings, tmp_path):
     save_file({"weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(UpscaleError, match="nothing.safetensors"):
         Upscaler(replace(addon_settings, upscaler_model=str(path))).subtle(smooth_picture())
-    line = upscale_mod.missing(replace(addon_settings, upscaler_model=str(tmp_path / "absent.safetensors")))
+    absent = replace(addon_settings, upscaler_model=str(tmp_path / "absent.safetensors"))
+    line = upscale_mod.missing(absent)
     assert "Lanczos stands in" in line and "\n" not in line
+    fallback = Upscaler(absent)
+    assert fallback.subtle(smooth_picture(40, 24)).size == (80, 48) and fallback.name() == "Lanczos"
 
 
 def test_tile_starts_cover_with_overlap():
     assert tile_starts(100, 128, 32) == [0]
-    starts = tile_starts(256, 128, 32)
-    assert starts == [0, 96, 128]
-    assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:], strict=False))
-    assert starts[-1] + 128 == 256
+    assert tile_starts(256, 128, 32) == [0, 64, 128]
+    assert tile_starts(2048, 1024, 128) == [0, 512, 1024]
+    for length in (200, 256, 1000, 2048, 2049):
+        starts = tile_starts(length, 128, 32)
+        assert starts[0] == 0 and starts[-1] + 128 == length
+        assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:], strict=False))
 
 
 class DriftingImg2Img:
@@ -97,6 +102,9 @@ class DriftingImg2Img:
         return SimpleNamespace(images=[Image.fromarray(out)])
 
 
+TILE_EDGES = [64, 128, 192]  # 256 px in tiles of 128 at 0, 64, 128: where a tile begins or ends inside
+
+
 def seam_ratio(image: Image.Image, columns: list[int]) -> float:
     """Largest horizontal step across the given columns, over the typical step elsewhere."""
     steps = np.abs(np.diff(np.asarray(image, dtype=np.float32), axis=1)).mean(axis=(0, 2))
@@ -108,15 +116,14 @@ def test_creative_tiles_leave_no_seam(upscaler):
     fake = DriftingImg2Img()
     result = upscaler.creative(smooth_picture(128, 64), fake, prompt_kwargs={"prompt": "x"}, seed=1)
     assert result.size == (256, 128)
-    assert len(fake.calls) == 3 and set(fake.calls) == {(128, 128)}  # starts 0, 96, 128; one row
-    tile_edges = [96, 128, 224]  # where a tile begins or ends inside the picture
-    assert seam_ratio(result, tile_edges) < 3.0
+    assert len(fake.calls) == 3 and set(fake.calls) == {(128, 128)}  # starts 0, 64, 128; one row
+    assert seam_ratio(result, TILE_EDGES) < 3.0
 
 
 def test_the_seam_measure_sees_a_hard_paste(upscaler, monkeypatch):
     monkeypatch.setattr(upscale_mod, "feather_weights", lambda h, w, *ramps: np.ones((h, w, 1), np.float32))
     result = upscaler.creative(smooth_picture(128, 64), DriftingImg2Img(), prompt_kwargs={"prompt": "x"}, seed=1)
-    assert seam_ratio(result, [96, 128, 224]) > 10.0
+    assert seam_ratio(result, TILE_EDGES) > 10.0
 
 
 def test_creative_with_the_tiny_img2img_pipeline(upscaler, turbo_pipe):
