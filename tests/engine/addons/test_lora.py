@@ -128,3 +128,19 @@ def test_each_lora_is_loaded_once_per_pipeline(library, turbo_pipe, monkeypatch)
         pass  # another model's adapter: its own load (the text encoders are shared between models)
     assert calls == ["tiny_glow__turbo", "tiny_glow__ssd_1b"]
     library.unload(turbo_pipe)
+
+
+def test_text_encoder_layers_are_skipped_with_a_warning_where_peft_is_too_old(
+    addon_settings, turbo_pipe, plain, monkeypatch, caplog
+):
+    monkeypatch.setattr(lora_mod, "text_encoder_lora_supported", lambda: False)
+    library = LoraLibrary(addon_settings)
+    with caplog.at_level("WARNING", logger="engine.addons.lora"):
+        with library.applied(turbo_pipe, [LoraChoice("tiny-ink", 1.0)], model="turbo"):
+            changed = draft(turbo_pipe)
+    assert [r.getMessage() for r in caplog.records if "text-encoder layers" in r.getMessage()]
+    adapters = turbo_pipe.get_list_adapters()
+    assert adapters.get("unet") == ["tiny_ink__turbo"] and not adapters.get("text_encoder")
+    assert np.abs(changed - plain).mean() > 0.005  # the UNet part still acts
+    library.unload(turbo_pipe)
+    assert np.array_equal(draft(turbo_pipe), plain)
