@@ -12,7 +12,7 @@ How the engine calls it, on its worker thread::
 A LoRA is loaded into a pipeline with ``load_lora_weights(..., adapter_name=)`` the first time a
 job asks for it and stays there (switched off between jobs); ``set_adapters`` picks the active
 ones and their weights, ``disable_lora`` switches them off, :meth:`LoraLibrary.unload` removes
-them all. Adapter names carry the model name (``ink__turbo``) because the text encoders are shared
+them all. Adapter names carry the model name (:func:`adapter_name`) because the text encoders are shared
 between the engine's pipelines. Drafts are batched only with drafts of the same
 :func:`lora_batch_key`.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -60,8 +61,13 @@ def lora_batch_key(loras: Sequence[LoraChoice]) -> tuple[tuple[str, float], ...]
 
 
 def adapter_name(name: str, model: str) -> str:
-    """The peft adapter name of LoRA ``name`` in the pipeline of ``model`` (module-dict safe)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{name}__{model}")
+    """The peft adapter name of LoRA ``name`` in the pipeline of ``model``.
+
+    Module-dict safe (letters, digits, ``_``), with a short hash of the exact name so that
+    ``my-lora`` and ``my_lora`` never share an adapter.
+    """
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{name}_{digest}__{model}")
 
 
 @functools.cache
@@ -178,7 +184,8 @@ class LoraLibrary:
                     "LoRA %s: its text-encoder layers need peft>=%s with this transformers; loading its UNet part only",
                     name, TEXT_ENCODER_PEFT,
                 )
-            state = {key: value for key, value in state.items() if key not in set(text_keys)}
+            skipped = set(text_keys)
+            state = {key: value for key, value in state.items() if key not in skipped}
         return state
 
     def ensure_loaded(self, pipe, name: str, *, model: str) -> str:

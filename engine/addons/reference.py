@@ -126,13 +126,28 @@ class ReferenceAdapter:
                 local_files_only=True,
             )
         except OSError as exc:
+            self._clean_up_failed_load(pipe)
             raise AddonMissing(
                 f"IP-Adapter {source} is not downloaded: run `python -m engine.addons download reference` "
                 f"({exc.__class__.__name__})."
             ) from None
+        except (RuntimeError, ValueError, KeyError) as exc:  # shapes or layers of another architecture
+            self._clean_up_failed_load(pipe)
+            raise ReferenceImageError(
+                f"The image reference adapter does not fit this model ({exc.__class__.__name__}): "
+                "use it with SDXL-shaped UNets (SDXL, Turbo), not the refiner."
+            ) from None
         self._image_encoder = pipe.image_encoder
         self._feature_extractor = pipe.feature_extractor
         log.info("IP-Adapter attached from %s", source)
+
+    def _clean_up_failed_load(self, pipe) -> None:
+        """After a failed load_ip_adapter: keep the image encoder it may have loaded, leave the UNet plain."""
+        if getattr(pipe, "image_encoder", None) is not None:
+            self._image_encoder = pipe.image_encoder
+            self._feature_extractor = pipe.feature_extractor
+        with contextlib.suppress(Exception):
+            pipe.unload_ip_adapter()
 
     def set_weight(self, pipe, weight: float, mode: ReferenceMode = "full") -> None:
         """Scale of the reference: on every cross-attention (full) or on the style layers only (style)."""

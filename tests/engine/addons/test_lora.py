@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from safetensors.torch import save_file
 
 from engine.addons import lora as lora_mod
-from engine.addons.lora import LoraChoice, LoraError, LoraLibrary, lora_batch_key
+from engine.addons.lora import LoraChoice, LoraError, LoraLibrary, adapter_name, lora_batch_key
 
 from .conftest import draft
 
@@ -47,7 +48,7 @@ def test_lora_changes_the_image_and_switching_off_restores_it_exactly(library, t
     with library.applied(turbo_pipe, [LoraChoice("tiny-ink", 1.0)], model="turbo"):
         with_lora = draft(turbo_pipe)
     assert np.abs(with_lora - plain).mean() > 0.005
-    assert library.loaded(turbo_pipe) == ["tiny_ink__turbo"]
+    assert library.loaded(turbo_pipe) == [adapter_name("tiny-ink", "turbo")]
     assert np.array_equal(draft(turbo_pipe), plain)  # next job without LoRA: the image it gave before
     with library.applied(turbo_pipe, [LoraChoice("tiny-ink", 0.0)], model="turbo"):
         assert np.array_equal(draft(turbo_pipe), plain)
@@ -70,9 +71,16 @@ def test_two_loras_stack_with_their_weights(library, turbo_pipe, plain):
         ink_only = draft(turbo_pipe)
     assert np.abs(both - ink).mean() > 0.002 and np.abs(both - glow).mean() > 0.002
     assert np.allclose(ink_only, ink, atol=1e-6)
-    assert sorted(library.loaded(turbo_pipe)) == ["tiny_glow__turbo", "tiny_ink__turbo"]
+    expected = {adapter_name("tiny-glow", "turbo"), adapter_name("tiny-ink", "turbo")}
+    assert set(library.loaded(turbo_pipe)) == expected
     assert np.array_equal(draft(turbo_pipe), plain)
     library.unload(turbo_pipe)
+
+
+def test_adapter_names_are_safe_and_distinct():
+    assert adapter_name("my-lora", "turbo") != adapter_name("my_lora", "turbo")
+    assert adapter_name("my-lora", "turbo") != adapter_name("my-lora", "ssd-1b")
+    assert re.fullmatch(r"[A-Za-z0-9_]+", adapter_name("a.b c/ü", "sdxl-base"))
 
 
 def test_batch_key_groups_same_loras_and_weights():
@@ -126,7 +134,7 @@ def test_each_lora_is_loaded_once_per_pipeline(library, turbo_pipe, monkeypatch)
             pass
     with library.applied(turbo_pipe, [LoraChoice("tiny-glow", 1.0)], model="ssd-1b"):
         pass  # another model's adapter: its own load (the text encoders are shared between models)
-    assert calls == ["tiny_glow__turbo", "tiny_glow__ssd_1b"]
+    assert calls == [adapter_name("tiny-glow", "turbo"), adapter_name("tiny-glow", "ssd-1b")]
     library.unload(turbo_pipe)
 
 
@@ -140,7 +148,7 @@ def test_text_encoder_layers_are_skipped_with_a_warning_where_peft_is_too_old(
             changed = draft(turbo_pipe)
     assert [r.getMessage() for r in caplog.records if "text-encoder layers" in r.getMessage()]
     adapters = turbo_pipe.get_list_adapters()
-    assert adapters.get("unet") == ["tiny_ink__turbo"] and not adapters.get("text_encoder")
+    assert adapters.get("unet") == [adapter_name("tiny-ink", "turbo")] and not adapters.get("text_encoder")
     assert np.abs(changed - plain).mean() > 0.005  # the UNet part still acts
     library.unload(turbo_pipe)
     assert np.array_equal(draft(turbo_pipe), plain)

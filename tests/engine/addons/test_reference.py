@@ -110,3 +110,28 @@ def test_missing_gives_one_line(addon_settings, tmp_path):
     assert reference_mod.missing(replace(addon_settings, reference_model="")) is None
     line = reference_mod.missing(replace(addon_settings, reference_model=str(tmp_path)))
     assert "lacks sdxl_models/" in line and "\n" not in line
+
+
+def test_a_model_the_adapter_does_not_fit_gets_a_clear_error(adapter, tiny_cache_dir):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    from engine.tiny import tiny_root
+
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+        tiny_root(tiny_cache_dir) / "sdxl-refiner", use_safetensors=True
+    )
+    refiner.set_progress_bar_config(disable=True)
+    start = picture(5).resize((64, 64))
+
+    def refine() -> np.ndarray:
+        import torch
+
+        return refiner("a cat", image=start, strength=0.5, num_inference_steps=2, output_type="np",
+                       generator=torch.Generator().manual_seed(2)).images[0]
+
+    before = refine()
+    with pytest.raises(ReferenceImageError, match="does not fit"):
+        with adapter.applied(refiner, picture(0), weight=1.0):
+            pass
+    assert not adapter.is_attached(refiner)
+    assert np.array_equal(refine(), before)
