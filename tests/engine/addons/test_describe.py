@@ -55,3 +55,30 @@ def test_missing_gives_one_line(addon_settings, tmp_path):
     assert describe_mod.missing(replace(addon_settings, describe_model="")) is None
     line = describe_mod.missing(replace(addon_settings, describe_model=str(tmp_path)))
     assert "/describe is hidden" in line and "\n" not in line
+
+
+def test_duplicates_are_dropped_and_prefixes_top_up(addon_settings, monkeypatch):
+    describer = Describer(addon_settings)
+    asked: list[str | None] = []
+    answers = {
+        None: ["arafed a cat on a sofa", "a cat on a sofa", "there is a cat on a sofa .", "A cat on a sofa"],
+        "a painting of": ["a painting of a cat on a sofa"],
+        "a photograph of": ["a photograph of a cat on a sofa"],
+        "an illustration of": ["an illustration of a cat"],
+    }
+
+    def fake_generate(image, prefix, count):
+        asked.append(prefix)
+        return answers.get(prefix, [])
+
+    monkeypatch.setattr(describer, "_generate", fake_generate)
+    assert describer.describe(png()) == [
+        "a cat on a sofa",
+        "a painting of a cat on a sofa",
+        "a photograph of a cat on a sofa",
+        "an illustration of a cat",
+    ]
+    assert asked == [None, "a painting of", "a photograph of", "an illustration of"]
+    answers.clear()
+    with pytest.raises(DescribeError, match="too little"):
+        describer.describe(png())
