@@ -1,0 +1,230 @@
+"""Image reference (style or subject): IP-Adapter for SDXL borrows the look of an image.
+
+How the engine calls it, on its worker thread::
+
+    reference = ReferenceAdapter(addon_settings)            # once; caches the image encoder
+    image = load_reference_image(attachment_bytes)          # ReferenceImageError with a clear message
+    with reference.applied(pipe, image, weight=0.6, mode="style") as extra:
+        pipe(..., **extra)                                  # extra = {"ip_adapter_image": image}
+    # on leaving, the adapter is unloaded: the UNet is as before and needs no reference image
+
+The adapter is loaded with ``pipe.load_ip_adapter`` (``h94/IP-Adapter``, subfolder
+``sdxl_models``, ``ip-adapter_sdxl.safetensors`` and its image encoder) for each job that has a
+reference, and unloaded with ``unload_ip_adapter`` afterwards, because the UNet is shared with
+the derived image-to-image pipelines, which would otherwise demand a reference image too. The
+CLIP image encoder (the big part) is kept in :class:`ReferenceAdapter` between jobs and handed
+back to the pipeline before loading, so only the adapter weights are read again.
+
+``mode="style"`` is InstantStyle: the scale is set on the style layers only, the second
+attention of SDXL's first up block (``{"up": {"block_0": [0.0, w, 0.0]}}``).
+:func:`style_scale` builds that list from the UNet's own layout: the tiny UNet's first up
+block has two attentions, so there it is ``[0.0, w]``. ``mode="full"`` sets ``w`` everywhere.
+Drafts batch together only with the same :func:`reference_batch_key`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, UnidentifiedImageError
+
+from .settings import AddonMissing, AddonSettings
+
+log = logging.getLogger(__name__)
+
+ReferenceMode = Literal["full", "style"]
+MODES: tuple[str, ...] = ("full", "style")
+WEIGHT_RANGE = (0.0, 2.0)
+MAX_REFERENCE_PIXELS = 4096 * 4096
+
+
+class ReferenceImageError(ValueError):
+    """The reference is not an image the engine can use, or its weight or mode is wrong."""
+
+
+def load_reference_image(data: bytes) -> Image.Image:
+    """Decode an uploaded reference image to RGB, or :class:`ReferenceImageError` saying why not."""
+    if not data:
+        raise ReferenceImageError("The reference image is empty.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_REFERENCE_PIXELS:
+                raise ReferenceImageError(f"The reference image is too large ({img.width}x{img.height}).")
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise ReferenceImageError("The reference is not an image the bot can read (use PNG, JPEG or WebP).") from None
+
+
+def reference_batch_key(image: Image.Image | None, weight: float, mode: str) -> tuple:
+    """Drafts batch together only with the same reference image (by content), weight and mode."""
+    if image is None:
+        return ()
+    digest = hashlib.sha256(image.tobytes()).hexdigest()[:16]
+    return (digest, image.size, round(float(weight), 4), mode)
+
+
+def style_scale(unet, weight: float) -> dict:
+    """InstantStyle's style-only scale for this UNet: ``weight`` on the second attention of up block 0, else 0."""
+    attentions = len(getattr(unet.up_blocks[0], "attentions", ()))
+    if attentions == 0:
+        raise ReferenceImageError("This model's first up block has no attention layers: style-only is not possible.")
+    layers = [0.0] * attentions
+    layers[1 if attentions > 1 else 0] = float(weight)
+    return {"up": {"block_0": layers}}
+
+
+def ip_adapter_scales(unet) -> dict[str, float]:
+    """{attention processor: its IP-Adapter scale} for the processors that have one (for tests and logs)."""
+    return {
+        name: float(proc.scale[0])
+        for name, proc in unet.attn_processors.items()
+        if hasattr(proc, "to_k_ip")
+    }
+
+
+class ReferenceAdapter:
+    """Attaches the IP-Adapter to a pipeline for a job and takes it off again; keeps the image encoder."""
+
+    def __init__(self, settings: AddonSettings):
+        self.settings = settings
+        self._image_encoder = None
+        self._feature_extractor = None
+
+    def source(self) -> str:
+        """The folder (tiny or local) or hub id the adapter is loaded from."""
+        if not self.settings.reference_model:
+            raise AddonMissing("Image reference is off (REFERENCE_MODEL is empty).")
+        tiny = self.settings.resolve_tiny(self.settings.reference_model)
+        return str(tiny) if tiny is not None else self.settings.reference_model
+
+    @staticmethod
+    def is_attached(pipe) -> bool:
+        return getattr(pipe.unet, "encoder_hid_proj", None) is not None and (
+            # the attribute, as the UNet's forward reads it (unload sets it, not the dict entry)
+            getattr(pipe.unet.config, "encoder_hid_dim_type", None) == "ip_image_proj"
+        )
+
+    def attach(self, pipe) -> None:
+        """Load the adapter into ``pipe`` (its UNet and image encoder); a no-op when it is there."""
+        if self.is_attached(pipe):
+            return
+        if self._image_encoder is not None and getattr(pipe, "image_encoder", None) is None:
+            pipe.register_modules(image_encoder=self._image_encoder, feature_extractor=self._feature_extractor)
+        source = self.source()
+        try:
+            pipe.load_ip_adapter(
+                source,
+                subfolder=self.settings.reference_subfolder,
+                weight_name=self.settings.reference_weight_name,
+                image_encoder_folder=self.settings.reference_image_encoder,
+                local_files_only=True,
+            )
+        except OSError as exc:
+            self._clean_up_failed_load(pipe)
+            raise AddonMissing(
+                f"IP-Adapter {source} is not downloaded: run `python -m engine.addons download reference` "
+                f"({exc.__class__.__name__})."
+            ) from None
+        except (RuntimeError, ValueError, KeyError) as exc:  # shapes or layers of another architecture
+            self._clean_up_failed_load(pipe)
+            raise ReferenceImageError(
+                f"The image reference adapter does not fit this model ({exc.__class__.__name__}): "
+                "use it with SDXL-shaped UNets (SDXL, Turbo), not the refiner."
+            ) from None
+        self._image_encoder = pipe.image_encoder
+        self._feature_extractor = pipe.feature_extractor
+        log.info("IP-Adapter attached from %s", source)
+
+    def _clean_up_failed_load(self, pipe) -> None:
+        """After a failed load_ip_adapter: keep the image encoder it may have loaded, leave the UNet plain."""
+        if getattr(pipe, "image_encoder", None) is not None:
+            self._image_encoder = pipe.image_encoder
+            self._feature_extractor = pipe.feature_extractor
+        with contextlib.suppress(Exception):
+            pipe.unload_ip_adapter()
+
+    def set_weight(self, pipe, weight: float, mode: ReferenceMode = "full") -> None:
+        """Scale of the reference: on every cross-attention (full) or on the style layers only (style)."""
+        low, high = WEIGHT_RANGE
+        if mode not in MODES:
+            raise ReferenceImageError(f"Unknown reference mode {mode!r}: use {' or '.join(MODES)}.")
+        if not low <= float(weight) <= high:
+            raise ReferenceImageError(f"reference_weight {weight} is out of range ({low} to {high}).")
+        pipe.set_ip_adapter_scale(style_scale(pipe.unet, weight) if mode == "style" else float(weight))
+
+    def detach(self, pipe) -> None:
+        """Unload the adapter from ``pipe``; the UNet's attention processors are the plain ones again."""
+        if not self.is_attached(pipe):
+            return
+        if getattr(pipe, "image_encoder", None) is not None:
+            self._image_encoder = pipe.image_encoder
+            self._feature_extractor = pipe.feature_extractor
+        pipe.unload_ip_adapter()
+
+    @contextlib.contextmanager
+    def applied(
+        self, pipe, image: Image.Image, *, weight: float, mode: ReferenceMode = "full"
+    ) -> Iterator[dict]:
+        """The adapter on ``pipe`` for one job; yields the keyword arguments for the pipeline call."""
+        try:
+            self.attach(pipe)
+            self.set_weight(pipe, weight, mode)
+            yield {"ip_adapter_image": image}
+        finally:
+            self.detach(pipe)
+
+
+def _hub_patterns(settings: AddonSettings) -> list[str]:
+    sub = settings.reference_subfolder.strip("/")
+    encoder = settings.reference_image_encoder.strip("/")
+    encoder_dir = encoder if "/" in encoder else f"{sub}/{encoder}" if sub else encoder
+    weight = f"{sub}/{settings.reference_weight_name}" if sub else settings.reference_weight_name
+    return [weight, f"{encoder_dir}/config.json", f"{encoder_dir}/model.safetensors"]
+
+
+def missing(settings: AddonSettings) -> str | None:
+    """One line when the image reference is configured but its files are not on disk; None otherwise."""
+    source = settings.reference_model
+    if not source:
+        return None
+    tiny = settings.resolve_tiny(source)
+    local = tiny if tiny is not None else Path(source).expanduser()
+    if local.exists():
+        absent = [p for p in _hub_patterns(settings) if not (local / p).is_file()]
+        if absent:
+            return f"REFERENCE_MODEL={source} lacks {absent[0]}: image reference options are hidden."
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(source, allow_patterns=_hub_patterns(settings), local_files_only=True))
+    except Exception:
+        folder = None
+    if folder is None or any(not (folder / p).is_file() for p in _hub_patterns(settings)):
+        return (
+            f"Image reference ({source}) is not downloaded: run `python -m engine.addons download reference`; "
+            "its options are hidden until then."
+        )
+    return None
+
+
+def download(settings: AddonSettings) -> Path | None:
+    """Fetch the IP-Adapter weights and its image encoder (safetensors only, with progress bars)."""
+    source = settings.reference_model
+    if not source or settings.resolve_tiny(source) is not None or Path(source).expanduser().exists():
+        return None
+    from huggingface_hub import snapshot_download
+
+    print(f"fetching image reference: {source} {', '.join(_hub_patterns(settings))}", flush=True)
+    try:
+        return Path(snapshot_download(source, allow_patterns=_hub_patterns(settings)))
+    except Exception as exc:
+        raise AddonMissing(
+            f"Image reference {source} could not be downloaded: {exc.__class__.__name__}: {exc}"
+        ) from None
