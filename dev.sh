@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
 
 setup() {
-    # $1: the extras to install ("test,safety" for the tests: the image safety check is tested for real).
+    # $1: the extras to install ("test,safety,upscale" for the tests: the safety check and the upscaler are tested for real).
     local extras="${1:-}"
     local marker="$VENV/.installed${extras:+-${extras//,/-}}"
     if [ ! -x "$VENV/bin/python" ]; then
@@ -29,7 +29,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" bot.py "$@"
         ;;
     test)
-        setup "test,safety"
+        setup "test,safety,upscale"
         shift
         "$VENV/bin/ruff" check .
         exec "$VENV/bin/python" -m pytest -q "$@"

@@ -119,8 +119,15 @@ class Upscaler:
         if path.suffix != ".safetensors":
             raise UpscaleError(f"UPSCALER_MODEL {path.name}: only .safetensors files are loaded.")
         import torch
-        from spandrel import ImageModelDescriptor, ModelLoader
 
+        try:
+            from spandrel import ImageModelDescriptor, ModelLoader
+        except ImportError:
+            log.warning(
+                "UPSCALER_MODEL is set but spandrel is not installed (pip install -e '.[upscale]'); Lanczos stands in"
+            )
+            self._fallback = True
+            return None
         try:
             model = ModelLoader().load_from_file(str(path))
         except Exception as exc:
