@@ -218,7 +218,7 @@ def test_an_image_that_cannot_be_encoded_fails_without_its_exception_text(make_e
     def full_disk(image, text):
         raise OSError(28, "No space left on device", "/var/tmp/bot/encode.png")
 
-    monkeypatch.setattr("engine.worker.encode_png", full_disk)
+    monkeypatch.setattr("engine.output.encode_png", full_disk)  # what worker and replicas call
     handle = engine.submit(DraftRequest("a", seed=1, count=1), user="u")
     with pytest.raises(JobFailed, match="encode") as failed:
         handle.future.result(timeout=60)
