@@ -180,17 +180,15 @@ class StageClock:
 
 @dataclass
 class PromptEmbeds:
-    """Text-encoder outputs of one prompt (batch of 1), on the device; negatives only with guidance."""
+    """Text-encoder outputs of one text (batch of 1), on the device."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor
-    negative: torch.Tensor | None = None
-    negative_pooled: torch.Tensor | None = None
 
 
 @dataclass
 class PromptCache:
-    """A small LRU of prompt embeddings keyed by (model, prompt, negative prompt, guidance on)."""
+    """A small LRU of prompt embeddings keyed by (text encoders, text); negative prompts share it."""
 
     size: int
     _items: OrderedDict = field(default_factory=OrderedDict)
@@ -284,51 +282,49 @@ class Recipes:
         return kwargs
 
     def embeddings(
-        self, model: str, pipe, prompts: list[str], negative_prompts: list[str] | None = None, guidance: bool = False
+        self, pipe, prompts: list[str], negative_prompts: list[str] | None = None, guidance: bool = False
     ) -> dict[str, torch.Tensor]:
         """Pipeline keyword arguments (``prompt_embeds`` ...) for one image per prompt, from the cache.
 
-        The text encoders run once, on the distinct prompts the cache does not hold.
+        Entries are keyed by the text encoders (the very modules: Turbo and SSD-1B share them when
+        their weights are the same) and the text, so an upscale finds the embedding its draft made.
+        SDXL encodes a negative prompt exactly like a prompt, and an empty one is zeros
+        (``force_zeros_for_empty_prompt``), so negatives come from the same entries. The text
+        encoders run once per call at most, on the distinct texts the cache does not hold.
         """
-        negatives = negative_prompts or [""] * len(prompts)
-        keys = [(model, p, n if guidance else "", guidance) for p, n in zip(prompts, negatives, strict=True)]
-        found: dict[tuple, PromptEmbeds] = {}
-        for key in keys:
-            hit = self.prompts.get(key)
+        encoders = (id(pipe.text_encoder) if pipe.text_encoder is not None else None, id(pipe.text_encoder_2))
+        negatives = list(negative_prompts or [""] * len(prompts))
+        zeros_for_empty = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
+        texts = list(prompts)
+        if guidance:
+            texts += [n for n in negatives if n or not zeros_for_empty]
+        found: dict[str, PromptEmbeds] = {}
+        for text in dict.fromkeys(texts):
+            hit = self.prompts.get((encoders, text))
             if hit is not None:
-                found[key] = hit
-        missing = list(dict.fromkeys(k for k in keys if k not in found))
-        # An empty negative prompt is zeros in SDXL (force_zeros_for_empty_prompt), a given one is encoded:
-        # encode those groups apart, as the pipeline itself would.
-        for with_negative in (False, True):
-            group = [k for k in missing if bool(k[2]) == with_negative]
-            if not group:
-                continue
-            embeds, neg, pooled, neg_pooled = pipe.encode_prompt(
-                prompt=[k[1] for k in group],
+                found[text] = hit
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompt=missing,
                 device=pipe._execution_device,
                 num_images_per_prompt=1,
-                do_classifier_free_guidance=guidance,
-                negative_prompt=[k[2] for k in group] if with_negative else None,
+                do_classifier_free_guidance=False,
             )
             self.prompts.encoder_runs += 1
-            for j, key in enumerate(group):
-                item = PromptEmbeds(
-                    embeds[j : j + 1],
-                    pooled[j : j + 1],
-                    neg[j : j + 1] if guidance else None,
-                    neg_pooled[j : j + 1] if guidance else None,
-                )
-                found[key] = item
-                self.prompts.put(key, item)
-        items = [found[k] for k in keys]
+            for j, text in enumerate(missing):
+                found[text] = PromptEmbeds(embeds[j : j + 1], pooled[j : j + 1])
+                self.prompts.put((encoders, text), found[text])
         out = {
-            "prompt_embeds": torch.cat([e.embeds for e in items]),
-            "pooled_prompt_embeds": torch.cat([e.pooled for e in items]),
+            "prompt_embeds": torch.cat([found[p].embeds for p in prompts]),
+            "pooled_prompt_embeds": torch.cat([found[p].pooled for p in prompts]),
         }
         if guidance:
-            out["negative_prompt_embeds"] = torch.cat([e.negative for e in items])
-            out["negative_pooled_prompt_embeds"] = torch.cat([e.negative_pooled for e in items])
+            first = out["prompt_embeds"][:1], out["pooled_prompt_embeds"][:1]
+            zero = PromptEmbeds(torch.zeros_like(first[0]), torch.zeros_like(first[1]))
+            neg = [found[n] if (n or not zeros_for_empty) else zero for n in negatives]
+            out["negative_prompt_embeds"] = torch.cat([e.embeds for e in neg])
+            out["negative_pooled_prompt_embeds"] = torch.cat([e.pooled for e in neg])
         return out
 
     def draft_decoder(self):
@@ -398,7 +394,7 @@ class Recipes:
             seeds += [seeds[-1]] * (bucket - images)
         self.last_batch = bucket
         clock = StageClock(pipe._execution_device)
-        embeds = self.embeddings("turbo", pipe, prompts)
+        embeds = self.embeddings(pipe, prompts)
         clock.mark("text")
         latents = self._turbo_loop(pipe, embeds, seeds, first.width, first.height, first.steps, cancel)
         clock.mark("unet")
@@ -453,7 +449,7 @@ class Recipes:
         init = self.init_image(request.init, request.width, request.height)
         pipe = self.registry.get("turbo").img2img
         clock = StageClock(pipe._execution_device)
-        embeds = self.embeddings("turbo", pipe, [request.prompt] * request.count)
+        embeds = self.embeddings(pipe, [request.prompt] * request.count)
         clock.mark("text")
         out = pipe(
             image=[init] * request.count,
@@ -481,10 +477,10 @@ class Recipes:
             return max(1, min(int(steps * request.strength), steps))
         return steps
 
-    def _final_embeds(self, model: str, pipe, request: FinalRequest, guidance: float) -> dict:
+    def _final_embeds(self, pipe, request: FinalRequest, guidance: float) -> dict:
         cfg = guidance > 1.0
         negatives = [request.negative_prompt] if cfg else None
-        return self.embeddings(model, pipe, [request.prompt], negatives, guidance=cfg)
+        return self.embeddings(pipe, [request.prompt], negatives, guidance=cfg)
 
     @torch.inference_mode()
     def final(
@@ -505,7 +501,7 @@ class Recipes:
         if request.model == "ssd-1b":
             model = self.registry.get("ssd-1b")
             clock = StageClock(model.img2img._execution_device)
-            embeds = self._final_embeds("ssd-1b", model.img2img, request, guidance)
+            embeds = self._final_embeds(model.img2img, request, guidance)
             clock.mark("text")
             if init is None:
                 out = model.text2img(
@@ -527,14 +523,14 @@ class Recipes:
         base = self.registry.get("sdxl-base")
         refiner = self.registry.get("sdxl-refiner").img2img
         clock = StageClock(refiner._execution_device)
-        refiner_embeds = self._final_embeds("sdxl-refiner", refiner, request, guidance)
+        refiner_embeds = self._final_embeds(refiner, request, guidance)
         split = request.refiner_split
         if init is not None and request.strength <= 1.0 - split:
             # Too little noise for the base's share: the refiner alone polishes the image.
             clock.mark("text")
             out = refiner(image=init, strength=request.strength, generator=gen, **callback, **common, **refiner_embeds)
         else:
-            base_embeds = self._final_embeds("sdxl-base", base.img2img, request, guidance)
+            base_embeds = self._final_embeds(base.img2img, request, guidance)
             clock.mark("text")
             if init is None:
                 latents = base.text2img(
@@ -592,10 +588,9 @@ class Recipes:
         guidance = request.guidance if request.guidance is not None else self.settings.final_guidance(request.model)
         init = self.init_image(request.init, request.width, request.height)
         mask = fit_mask(request.mask, request.width, request.height)
-        name = "sdxl-base" if request.model == "sdxl" else request.model
         pipe = self.inpaint_pipeline(request.model)
         clock = StageClock(pipe._execution_device)
-        embeds = self._final_embeds(name, pipe, request, guidance)
+        embeds = self._final_embeds(pipe, request, guidance)
         clock.mark("text")
         out = pipe(
             image=init,

@@ -132,6 +132,8 @@ class EngineSettings:
                     changes[attr] = raw.lower() in ("1", "true", "yes", "on")
                 elif kind in ("Path", "Path | None"):
                     changes[attr] = Path(raw).expanduser()
+                elif attr in ("vae_model", "draft_vae_model") and raw.lower() in ("none", "off"):
+                    changes[attr] = ""  # each model's own VAE (vae_model), or no TAESDXL at all
                 else:
                     changes[attr] = raw
             except ValueError:
