@@ -170,6 +170,8 @@ class StageClock:
 
     def seconds(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        if self.cuda and self._marks:
+            self._marks[-1][1].synchronize()  # the stream is idle after the decode: this costs nothing
         before = self._start
         for stage, at in self._marks:
             spent = before.elapsed_time(at) / 1000 if self.cuda else at - before  # type: ignore[union-attr]
@@ -400,7 +402,8 @@ class Recipes:
         clock.mark("unet")
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
-        decoded = decode_latents(self.draft_decoder() or pipe.vae, latents[:images])
+        # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
+        decoded = decode_latents(self.draft_decoder() or pipe.vae, latents)[:images]
         clock.mark("decode")
         self.last_stages = clock.seconds()
         result, i = [], 0
