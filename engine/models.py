@@ -252,7 +252,9 @@ class ModelRegistry:
 
         configure_compile_cache(self.settings.compile_cache())
         mode = self.settings.compile_mode or ("reduce-overhead" if self.device.startswith("cuda") else "default")
-        module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=False)
+        # dynamic=None: shapes are static unless marked; the draft path marks the batch dimension
+        # (engine.recipes.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
+        module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=None)
         limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
         torch._dynamo.config.cache_size_limit = limit
         if hasattr(torch._dynamo.config, "recompile_limit"):

@@ -85,8 +85,19 @@ def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
+def dynamic_batch(*tensors: torch.Tensor) -> None:
+    """Mark the batch dimension dynamic for compiled graphs: batches of 2 to 16 share one compiled graph.
+
+    (Size 1 is always a graph of its own: torch.compile specializes sizes 0 and 1.) CUDA graphs are still
+    recorded per distinct size, so padding batches to buckets keeps that to five.
+    """
+    for t in tensors:
+        if t.shape[0] >= 2:
+            torch._dynamo.mark_dynamic(t, 0)
+
+
 @torch.inference_mode()
-def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
+def decode_latents(vae, latents: torch.Tensor, compiled: bool = False) -> list[Image.Image]:
     """Decode to PIL images; float16 VAEs with ``force_upcast`` decode in float32 (SDXL's VAE overflows).
 
     Works for ``AutoencoderKL`` and ``AutoencoderTiny`` (TAESDXL, scaling factor 1). One host sync
@@ -94,6 +105,8 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
     float32 once.
     """
     scaled = latents / vae.config.scaling_factor
+    if compiled:
+        dynamic_batch(scaled)
     orig_dtype = vae.dtype
     upcast = orig_dtype == torch.float16 and vae.config.get("force_upcast", False)
     tries = [torch.float32] if upcast else [orig_dtype]
@@ -403,7 +416,7 @@ class Recipes:
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
         # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
-        decoded = decode_latents(self.draft_decoder() or pipe.vae, latents)[:images]
+        decoded = decode_latents(self.draft_decoder() or pipe.vae, latents, self.registry.compiled)[:images]
         clock.mark("decode")
         self.last_stages = clock.seconds()
         result, i = [], 0
@@ -432,11 +445,16 @@ class Recipes:
         projection = int(embeds["pooled_prompt_embeds"].shape[-1])
         time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype, projection)
         added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": time_ids.to(device).repeat(n, 1)}
-        compiled_cuda = self.registry.compiled and device.type == "cuda"
+        compiled = self.registry.compiled
+        compiled_cuda = compiled and device.type == "cuda"
+        if compiled:
+            dynamic_batch(prompt_embeds, *added.values())
         for t in scheduler.timesteps:
             if cancel is not None and cancel.is_set():
                 break
             model_input = scheduler.scale_model_input(latents, t)
+            if compiled:
+                dynamic_batch(model_input)
             if compiled_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
             noise = unet(

@@ -207,7 +207,8 @@ class EngineSettings:
         for bucket in BATCH_BUCKETS:
             if images <= bucket:
                 return bucket
-        return images
+        top = BATCH_BUCKETS[-1]
+        return -(-images // top) * top
 
     def compile_on(self, device: str) -> bool:
         return self.compile if self.compile is not None else device.startswith("cuda")
