@@ -223,7 +223,7 @@ class ModelRegistry:
                 decoder = AutoencoderTiny.from_pretrained(path, use_safetensors=True, **{_dtype_keyword(): self.dtype})
                 decoder = decoder.to(self.device).eval()
                 self._optimize(decoder)
-                if self.compiled:
+                if self.compiled and "turbo" in self.settings.compiled_models():
                     self._compile(decoder.decoder)
                 log.info("loaded the draft decoder from %s in %.1fs", path, time.perf_counter() - started)
                 self._draft_decoder = decoder
@@ -341,7 +341,7 @@ class ModelRegistry:
                 self._shared.setdefault(digest, getattr(pipe, comp))
         self._optimize(pipe.unet)
         self._optimize(pipe.vae)
-        if self.compiled and id(pipe.unet) not in self._compiled_ids:
+        if self.compiled and name in self.settings.compiled_models() and id(pipe.unet) not in self._compiled_ids:
             self._compiled_ids.add(id(pipe.unet))
             self._compile(pipe.unet)
         if name == "sdxl-refiner":

@@ -66,6 +66,7 @@ class EngineSettings:
     compile_mode: str = ""  # "" = reduce-overhead (CUDA graphs per batch bucket) on CUDA, default elsewhere
     compile_backend: str = "inductor"
     compile_cache_dir: Path | None = None  # persistent compile cache; None = cache_dir / "compile"
+    compile_models: str = "turbo,ssd-1b,sdxl-base,sdxl-refiner"  # whose UNets compile (turbo: its decoder too)
     # Finals: classifier-free guidance stops for the last share of the schedule (0 = never; 0.2 = last 20%).
     guidance_cutoff: float = 0.0
     queue_max: int = 200  # waiting jobs, all users together
@@ -105,6 +106,7 @@ class EngineSettings:
             "compile_mode": "ENGINE_COMPILE_MODE",
             "compile_backend": "ENGINE_COMPILE_BACKEND",
             "compile_cache_dir": "ENGINE_COMPILE_CACHE_DIR",
+            "compile_models": "ENGINE_COMPILE_MODELS",
             "guidance_cutoff": "GUIDANCE_CUTOFF",
             "queue_max": "ENGINE_QUEUE_MAX",
             "preview_every": "PREVIEW_EVERY",
@@ -185,6 +187,10 @@ class EngineSettings:
             raise SettingsError(
                 f"ENGINE_COMPILE_MODE={self.compile_mode!r}: use default, reduce-overhead or max-autotune."
             )
+        unknown = [m for m in self.compiled_models() if m not in HUB_MODELS]
+        if unknown:
+            known = ", ".join(HUB_MODELS)
+            raise SettingsError(f"ENGINE_COMPILE_MODELS: unknown model(s) {', '.join(unknown)}; use {known}.")
         if not (0.0 <= self.guidance_cutoff < 1.0):
             raise SettingsError("GUIDANCE_CUTOFF must be at least 0 and below 1.")
         if self.queue_max < 1:
@@ -212,6 +218,9 @@ class EngineSettings:
 
     def compile_on(self, device: str) -> bool:
         return self.compile if self.compile is not None else device.startswith("cuda")
+
+    def compiled_models(self) -> list[str]:
+        return [m.strip() for m in self.compile_models.split(",") if m.strip()]
 
     def compile_cache(self) -> Path:
         return Path(self.compile_cache_dir) if self.compile_cache_dir else Path(self.cache_dir) / "compile"
