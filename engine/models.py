@@ -220,9 +220,12 @@ class ModelRegistry:
                     if not path.exists():
                         path = self._hub_snapshot(source, VAE_FILES, "draft decoder")  # callers fall back
                 started = time.perf_counter()
-                decoder = AutoencoderTiny.from_pretrained(path, use_safetensors=True, **{_dtype_keyword(): self.dtype})
-                decoder = decoder.to(self.device).eval()
-                self._optimize(decoder)
+                with _normal_tensors():  # first used inside a recipe's inference_mode: weights must not be
+                    decoder = AutoencoderTiny.from_pretrained(  # inference tensors (channels-last and
+                        path, use_safetensors=True, **{_dtype_keyword(): self.dtype}  # compile change them)
+                    )
+                    decoder = decoder.to(self.device).eval()
+                    self._optimize(decoder)
                 if self.compiled and "turbo" in self.settings.compiled_models():
                     self._compile(decoder.decoder)
                 log.info("loaded the draft decoder from %s in %.1fs", path, time.perf_counter() - started)
@@ -269,7 +272,8 @@ class ModelRegistry:
             if failed and time.monotonic() - failed[0] < 60:
                 raise ModelLoadError(failed[1])
             try:
-                loaded = self._load(name)
+                with _normal_tensors():
+                    loaded = self._load(name)
             except ModelMissing as exc:
                 self._failed[name] = (time.monotonic(), str(exc))
                 raise
@@ -374,6 +378,13 @@ class ModelRegistry:
         """Whether two loaded models use the very same module for ``component`` (for tests and logs)."""
         pa, pb = self._loaded[a].img2img, self._loaded[b].img2img
         return getattr(pa, component, None) is not None and getattr(pa, component) is getattr(pb, component, None)
+
+
+def _normal_tensors():
+    """Load outside ``torch.inference_mode`` even when a recipe asks for a model from inside it."""
+    import torch
+
+    return torch.inference_mode(False)
 
 
 def configure_compile_cache(folder: Path) -> None:
