@@ -34,6 +34,7 @@ BASELINE = {
     "draft_decoder": "full",
     "fast_kernels": False,
     "compile": False,
+    "cuda_graphs": False,
     "guidance_cutoff": 0.0,
 }
 
@@ -45,7 +46,8 @@ STEPS: list[tuple[str, str, dict]] = [
     ("taesd", "+ TAESDXL draft decoder", {"draft_decoder": "tiny"}),
     ("fp16_vae", "+ fp16-fix VAE: finals decode in the model dtype", {}),
     ("kernels", "+ channels-last, fused QKV, SDPA", {"fast_kernels": True}),
-    ("compile", "+ torch.compile (CUDA graphs per bucket on CUDA)", {"compile": True}),
+    ("graphs", "+ explicit CUDA graphs per bucket (Turbo UNet, draft decoder)", {"cuda_graphs": True}),
+    ("compile", "+ torch.compile, reduce-overhead (its own CUDA graphs) instead", {"compile": True}),
     ("cutoff", "+ guidance off for the last 20% (finals; changes images)", {"guidance_cutoff": 0.2}),
 ]
 
@@ -166,8 +168,18 @@ class Ladder:
                 engine.registry._optimize(module)
             engine.registry._optimize(engine.recipes.draft_decoder())
             return ""
+        if key == "graphs":
+            engine.registry.graphs = self.plan.device.startswith("cuda")
+            if not engine.registry.graphs:
+                return "CUDA only: nothing to change"
+            started = time.perf_counter()
+            buckets = engine.recipes.warm_up_drafts(self.plan.draft_px, self.plan.draft_px)
+            self.sync()
+            return f"captures for buckets {buckets}: {time.perf_counter() - started:.1f} s"
         if key == "compile":
             registry = engine.registry
+            registry.graphs = False
+            engine.recipes._graphs.clear()
             registry.compiled = True
             wanted = engine.settings.compiled_models()
             for name in registry.loaded_names():
@@ -243,6 +255,9 @@ class Ladder:
                 self.engine.registry.get("ssd-1b")
             self.draft(1)  # first kernels, untimed
             for key, title, changes in STEPS:
+                if key == "graphs" and not self.plan.device.startswith("cuda"):
+                    results.append(StepResult(key, title, note="skipped: CUDA only"))
+                    continue
                 if key == "compile" and not self.compile_steps:
                     results.append(StepResult(key, title, note="skipped (--ladder-compile off; CPU default)"))
                     continue

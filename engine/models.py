@@ -96,6 +96,8 @@ class ModelRegistry:
         self._optimized: set[int] = set()  # ids of modules already made channels-last / fused
         self._compiled_ids: set[int] = set()
         self.compiled = settings.compile_on(device) and memory == "resident"  # no compiled graphs when offloading
+        graphs = settings.cuda_graphs if settings.cuda_graphs is not None else True
+        self.graphs = graphs and str(device).startswith("cuda") and memory == "resident" and not self.compiled
 
     # ---- resolving -------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from .graphs import CudaGraphs
 from .models import ModelMissing, ModelRegistry
 from .requests import DraftInit, DraftRequest, FinalRequest, ImageInit, Init, RequestError
 from .settings import BATCH_BUCKETS, EngineSettings
@@ -85,6 +86,10 @@ def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
+def _decode(vae, scaled: torch.Tensor) -> torch.Tensor:
+    return vae.decode(scaled, return_dict=False)[0]
+
+
 def dynamic_batch(*tensors: torch.Tensor) -> None:
     """Mark the batch dimension dynamic for compiled graphs: batches of 2 to 16 share one compiled graph.
 
@@ -97,12 +102,12 @@ def dynamic_batch(*tensors: torch.Tensor) -> None:
 
 
 @torch.inference_mode()
-def decode_latents(vae, latents: torch.Tensor, compiled: bool = False) -> list[Image.Image]:
+def decode_latents(vae, latents: torch.Tensor, compiled: bool = False, decode=None) -> list[Image.Image]:
     """Decode to PIL images; float16 VAEs with ``force_upcast`` decode in float32 (SDXL's VAE overflows).
 
     Works for ``AutoencoderKL`` and ``AutoencoderTiny`` (TAESDXL, scaling factor 1). One host sync
     checks for NaN/inf and for an all-black image together; a float16 decode with NaN is retried in
-    float32 once.
+    float32 once. ``decode(vae, scaled)`` replaces the plain call (a CUDA graph of it) in the model's dtype.
     """
     scaled = latents / vae.config.scaling_factor
     if compiled:
@@ -116,7 +121,7 @@ def decode_latents(vae, latents: torch.Tensor, compiled: bool = False) -> list[I
         for dtype in tries:
             if vae.dtype != dtype:
                 vae.to(dtype)
-            out = vae.decode(scaled.to(dtype), return_dict=False)[0]
+            out = (decode if decode is not None and dtype == orig_dtype else _decode)(vae, scaled.to(dtype))
             finite, black = torch.stack([torch.isfinite(out).all(), (out <= -1.0).all()]).tolist()
             if finite:
                 break
@@ -248,6 +253,7 @@ class Recipes:
         self.prompts = PromptCache(settings.prompt_cache_size)
         self.last_stages: dict[str, float] = {}  # seconds per stage of the last call ("text", "unet", "decode")
         self.last_batch: int = 0  # images the last draft batch ran at (after bucket padding)
+        self._graphs: dict[int, CudaGraphs] = {}  # id(module) -> its CUDA graphs (registry.graphs on)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -403,7 +409,8 @@ class Recipes:
             prompts += [r.prompt] * r.count
             seeds += list(r.seeds)
         images = len(prompts)
-        bucket = self.settings.batch_bucket(images) if self.registry.compiled else images
+        fixed_shapes = self.registry.compiled or self.registry.graphs
+        bucket = self.settings.batch_bucket(images) if fixed_shapes else images
         if bucket > images:  # padding images: the last prompt again, their pictures are dropped
             prompts += [prompts[-1]] * (bucket - images)
             seeds += [seeds[-1]] * (bucket - images)
@@ -416,7 +423,10 @@ class Recipes:
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
         # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
-        decoded = decode_latents(self.draft_decoder() or pipe.vae, latents, self.registry.compiled)[:images]
+        decoder = self.draft_decoder() or pipe.vae
+        decode = self._graphed(decoder, lambda x: _decode(decoder, x), "draft decoder")
+        graphed = None if decode is None else (lambda vae, x: decode(x))
+        decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
         clock.mark("decode")
         self.last_stages = clock.seconds()
         result, i = [], 0
@@ -424,6 +434,15 @@ class Recipes:
             result.append(decoded[i : i + r.count])
             i += r.count
         return result
+
+    def _graphed(self, module, fn, name: str):
+        """``fn`` through CUDA graphs per shape when the registry uses them, else None."""
+        if not self.registry.graphs:
+            return None
+        graphs = self._graphs.get(id(module))
+        if graphs is None:
+            graphs = self._graphs[id(module)] = CudaGraphs(fn, name)
+        return graphs
 
     def _turbo_loop(self, pipe, embeds: dict, seeds: list[int], width: int, height: int, steps: int, cancel):
         """SDXL Turbo's text-to-image loop (guidance 0), as ``StableDiffusionXLPipeline.__call__`` runs it.
@@ -447,6 +466,13 @@ class Recipes:
         added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": time_ids.to(device).repeat(n, 1)}
         compiled = self.registry.compiled
         compiled_cuda = compiled and device.type == "cuda"
+        graphed = self._graphed(
+            unet,
+            lambda x, t, e, te, ti: unet(
+                x, t, encoder_hidden_states=e, added_cond_kwargs={"text_embeds": te, "time_ids": ti}, return_dict=False
+            )[0],
+            "Turbo UNet",
+        )
         if compiled:
             dynamic_batch(prompt_embeds, *added.values())
         for t in scheduler.timesteps:
@@ -457,9 +483,12 @@ class Recipes:
                 dynamic_batch(model_input)
             if compiled_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
-            noise = unet(
-                model_input, t, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added, return_dict=False
-            )[0]
+            if graphed is not None:  # the timestep is a device tensor: it is copied in like the rest
+                noise = graphed(model_input, t, prompt_embeds, added["text_embeds"], added["time_ids"])
+            else:
+                noise = unet(
+                    model_input, t, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added, return_dict=False
+                )[0]
             latents = scheduler.step(noise, t, latents, generator=gens, return_dict=False)[0]
         return latents
 

@@ -67,6 +67,9 @@ class EngineSettings:
     compile_backend: str = "inductor"
     compile_cache_dir: Path | None = None  # persistent compile cache; None = cache_dir / "compile"
     compile_models: str = "turbo,ssd-1b,sdxl-base,sdxl-refiner"  # whose UNets compile (turbo: its decoder too)
+    # Explicit CUDA graphs of the Turbo UNet and the draft decoder per batch bucket, when compile is off
+    # (compile's reduce-overhead mode records its own). None = on for CUDA; never when offloading.
+    cuda_graphs: bool | None = None
     # Finals: classifier-free guidance stops for the last share of the schedule (0 = never; 0.2 = last 20%).
     guidance_cutoff: float = 0.0
     queue_max: int = 200  # waiting jobs, all users together
@@ -107,6 +110,7 @@ class EngineSettings:
             "compile_backend": "ENGINE_COMPILE_BACKEND",
             "compile_cache_dir": "ENGINE_COMPILE_CACHE_DIR",
             "compile_models": "ENGINE_COMPILE_MODELS",
+            "cuda_graphs": "ENGINE_CUDA_GRAPHS",
             "guidance_cutoff": "GUIDANCE_CUTOFF",
             "queue_max": "ENGINE_QUEUE_MAX",
             "preview_every": "PREVIEW_EVERY",

@@ -277,7 +277,7 @@ class Engine:
             self._preload(["turbo"])
             finals = ["ssd-1b"] if self.settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
             self._idle_loads = [name for name in finals if name not in self.registry.loaded_names()]
-            if self.registry.compiled:  # compiled graphs for every draft batch bucket, while nothing waits
+            if self.registry.compiled or self.registry.graphs:  # graphs for every draft bucket, while idle
                 self._idle_loads.insert(0, DRAFT_GRAPHS)
         self._ready.set()
         while True:
