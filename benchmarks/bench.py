@@ -1002,7 +1002,8 @@ def run_ladder(args: argparse.Namespace, plan: Plan, settings, dtype_override: b
         steps = ladder.run(log)
         free_memory(plan.device)
     if args.restart if args.restart is not None else cuda:
-        what = "torch.compile on" if settings.compile_on(plan.device) else "eager"
+        graphs = cuda and settings.cuda_graphs is not False and settings.memory != "offload"
+        what = "torch.compile" if settings.compile_on(plan.device) else ("CUDA graphs" if graphs else "eager")
         restart = measure_restart(settings, plan.draft_px, Path(__file__), what)
         log(f"restart to first draft: {restart}")
     return steps, restart

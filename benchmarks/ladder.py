@@ -36,6 +36,7 @@ BASELINE = {
     "compile": False,
     "cuda_graphs": False,
     "guidance_cutoff": 0.0,
+    "vae_model": "",  # each model's own VAE, upcast to float32 for the decode (the fp16 step turns that off)
 }
 
 # (key, what the row adds, settings it changes). "fp16_vae" and "compile" also act on loaded modules.
