@@ -196,7 +196,8 @@ class Ladder:
             if self.plan.finals and "ssd-1b" in wanted:
                 self.final()
             self.sync()
-            return f"warm-up (compiles buckets {buckets}{' and SSD-1B' if self.plan.finals else ''}): " + (
+            finals = " and SSD-1B" if self.plan.finals and "ssd-1b" in wanted else ""
+            return f"warm-up (compiles buckets {buckets}{finals}): " + (
                 f"{time.perf_counter() - started:.1f} s"
             )
         return ""
