@@ -12,6 +12,12 @@ pointing at the very same folders, timed from ``submit`` to the finished ``JobRe
 encoded). Both run in one process, one after the other (stock first), so memory is measured per
 side: ``torch.cuda.max_memory_allocated`` on CUDA, resident set size growth on the CPU.
 
+A second table (``benchmarks/ladder.py``) has a row per step of issue 10: one engine started with
+every step off, then each step switched on in turn, with per-stage times (text encoders, UNet,
+decode), the batches a burst ran as, the text-encoder runs of a reroll, peak memory and the graphs
+compiled while timed. ``--restart`` (default on CUDA) also times a new process from its start to its
+first draft, with the compile cache the runs before left on disk.
+
 ``--arch full`` builds the published architectures (``engine/architectures.json``) with random
 weights (``init_std`` 0.02 so float16 does not overflow), saves them once under ``--cache-dir`` and
 loads both sides from there. Exit status 1 when a measurement fails, an output holds NaN/inf, a
@@ -127,6 +133,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--equiv-tol", type=float, default=None,
                    help="largest mean |difference| in 0-255 levels that counts as the same image "
                         "(default 0.5 in float32, 2.0 in 16-bit)")
+    p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the steps table (issue 10): eager, then each step added")
+    p.add_argument("--ladder-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="include the torch.compile step in the steps table (default: on for CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="EngineSettings.compile for the engine side (default: the engine's, on for CUDA)")
+    p.add_argument("--compile-models", default=None,
+                   help="EngineSettings.compile_models, e.g. turbo,ssd-1b (default: all four)")
+    p.add_argument("--restart", action=argparse.BooleanOptionalAction, default=None,
+                   help="time a new process from start to first draft (default: on for CUDA)")
+    p.add_argument("--restart-probe", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--restart-started", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None,
                    help="also write the table to FILE (markdown) and FILE with suffix .json")
     return p.parse_args(argv)
@@ -185,6 +203,7 @@ def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half:
     variant = "fp16" if half else None
     root = Path(cache_dir) / f"bench-{arch}-std{init_std:g}-{variant or 'fp32'}"
     if all((root / m / "model_index.json").exists() for m in MODELS):
+        save_decoders(root, arch, half)
         return root
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -214,8 +233,28 @@ def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half:
                 shutil.rmtree(tmp, ignore_errors=True)
         del pipe
     free_memory(device)
+    save_decoders(root, arch, half)
     log(f"  saved in {time.perf_counter() - started:.0f} s")
     return root
+
+
+def save_decoders(root: Path, arch: str, half: bool) -> None:
+    """Beside the pipelines: a random TAESDXL (``AutoencoderTiny``, its published layout at ``--arch full``)
+    and the fp16-fix VAE's stand-in (the pipelines' VAE with ``force_upcast`` off, as the fix's config has it)."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    from engine.tiny import build_tiny_draft_decoder
+
+    dtype = torch.float16 if half else torch.float32
+    if not (root / "taesdxl" / "config.json").exists():
+        taesd = AutoencoderTiny() if arch == "full" else build_tiny_draft_decoder(1.75)
+        taesd.to(dtype).save_pretrained(root / "taesdxl", safe_serialization=True)
+    if not (root / "vae-fp16-fix" / "config.json").exists():
+        variant = "fp16" if half else None
+        vae = AutoencoderKL.from_pretrained(root / "turbo" / "vae", variant=variant, use_safetensors=True)
+        vae.register_to_config(force_upcast=False)
+        vae.to(dtype).save_pretrained(root / "vae-fp16-fix", safe_serialization=True)
 
 
 def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):
@@ -238,9 +277,15 @@ def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):
             ssd1b_model=str(root / "ssd-1b"),
             sdxl_base_model=str(root / "sdxl-base"),
             sdxl_refiner_model=str(root / "sdxl-refiner"),
+            draft_vae_model=str(root / "taesdxl"),
+            vae_model=str(root / "vae-fp16-fix"),
         )
     if args.max_batch is not None:
         changes["max_batch_images"] = args.max_batch
+    if args.compile is not None:
+        changes["compile"] = args.compile
+    if args.compile_models is not None:
+        changes["compile_models"] = args.compile_models
     return replace(base, **changes).validate()
 
 
@@ -390,9 +435,10 @@ class StockSide:
 
     name = "stock"
 
-    def __init__(self, folders: dict[str, Path], plan: Plan):
+    def __init__(self, folders: dict[str, Path], plan: Plan, taesd_folder: Path | None = None):
         self.folders = folders
         self.plan = plan
+        self.taesd_folder = taesd_folder
         self.pipes: dict[str, object] = {}
         self.nonfinite: list[str] = []
 
@@ -481,8 +527,26 @@ class StockSide:
         import torch
 
         g = [torch.Generator("cpu").manual_seed(seed)]
-        out = self.pipes["turbo"](PROMPT, generator=g, output_type="np", **self._draft_kwargs()).images
+        pipe = self.pipes["turbo"]
+        vae = pipe.vae
+        if self.taesd_folder is not None:  # the documented swap: pipe.vae = AutoencoderTiny.from_pretrained(...)
+            from diffusers import AutoencoderTiny
+
+            pipe.vae = AutoencoderTiny.from_pretrained(self.taesd_folder, **{self._dtype_kw(): self.plan.dtype}).to(
+                self.plan.device
+            )
+        try:
+            out = pipe(PROMPT, generator=g, output_type="np", **self._draft_kwargs()).images
+        finally:
+            pipe.vae = vae
         return self._checked("draft", out)
+
+    @staticmethod
+    def _dtype_kw() -> str:
+        import diffusers
+        from packaging.version import Version
+
+        return "dtype" if Version(diffusers.__version__.split(".dev")[0]) >= Version("0.42") else "torch_dtype"
 
     def same_ssd1b(self, seed: int):
         import torch
@@ -870,6 +934,11 @@ def system_meta(args: argparse.Namespace, plan: Plan, folders: dict[str, Path], 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.restart_probe is not None:  # the child of --restart: one start, one draft, one JSON line
+        from benchmarks.ladder import restart_probe
+
+        print(json.dumps(restart_probe(args.restart_probe, args.draft_px or 512, args.restart_started or time.time())))
+        return 0
     import logging
     import warnings
 
@@ -900,6 +969,46 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads_before)
 
 
+def draft_decoder_folder(settings) -> Path | None:
+    """The TAESDXL folder the engine decodes drafts with (stock's same-seed draft swaps it in), or None."""
+    if settings.draft_decoder != "tiny" or not settings.draft_vae_model:
+        return None
+    source = settings.draft_vae_model
+    if source.startswith("tiny:"):
+        from engine.tiny import ensure_tiny_models
+
+        return ensure_tiny_models(Path(settings.cache_dir)) / source.removeprefix("tiny:")
+    if Path(source).expanduser().exists():
+        return Path(source).expanduser()
+    from engine.models import VAE_FILES, ModelMissing, ModelRegistry
+
+    try:
+        return ModelRegistry(settings, "cpu", None, "resident")._hub_snapshot(source, VAE_FILES, "draft decoder")
+    except ModelMissing:
+        return None  # the engine falls back to the full VAE too
+
+
+def run_ladder(args: argparse.Namespace, plan: Plan, settings, dtype_override: bool):
+    """The steps table and the restart probe; (None, None) with ``--no-ladder`` and no restart."""
+    from benchmarks.ladder import Ladder, measure_restart
+
+    cuda = plan.device.startswith("cuda")
+    steps = restart = None
+    sync = (lambda: __import__("torch").cuda.synchronize()) if cuda else (lambda: None)
+    if args.ladder and not dtype_override:
+        compile_steps = args.ladder_compile if args.ladder_compile is not None else cuda
+        ladder = Ladder(settings, plan, timed, sync, plan.concurrency, compile_steps)
+        free_memory(plan.device)
+        steps = ladder.run(log)
+        free_memory(plan.device)
+    if args.restart if args.restart is not None else cuda:
+        graphs = cuda and settings.cuda_graphs is not False and settings.memory != "offload"
+        what = "torch.compile" if settings.compile_on(plan.device) else ("CUDA graphs" if graphs else "eager")
+        restart = measure_restart(settings, plan.draft_px, Path(__file__), what)
+        log(f"restart to first draft: {restart}")
+    return steps, restart
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None, plan: Plan) -> int:
     import torch
 
@@ -928,10 +1037,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, plan: Plan) -> int:
 
     log(f"device {meta['device_name']} ({plan.device}, {meta['dtype']}); models {meta['models']}")
     wall, cpu0 = time.perf_counter(), sum(os.times()[:2])
-    stock_side = StockSide(folders, plan)
+    stock_side = StockSide(folders, plan, draft_decoder_folder(settings))
     stock = measure(stock_side, plan)
     eng_side = EngineSide(settings, plan, dtype_override)
     eng = measure(eng_side, plan)
+    steps, restart = run_ladder(args, plan, settings, dtype_override)
 
     rows = build_rows(plan, stock, eng, meta)
     bad: list[str] = []
@@ -966,6 +1076,15 @@ def _run(args: argparse.Namespace, argv: list[str] | None, plan: Plan) -> int:
     meta["notes"].append(f"benchmark wall time {time.perf_counter() - wall:.1f} s, process CPU time {cpu_s:.1f} s "
                          f"(load average at the end {os.getloadavg()[0]:.1f})")
     table = render(rows, meta)
+    if steps is not None:
+        from benchmarks.ladder import render as render_steps
+
+        stock_values = {k: stock.values[k] for k in ("draft1", "draft4", "burst", "ssd1b") if k in stock.values}
+        table += "\n" + render_steps(steps, stock_values, meta["cuda"], plan.concurrency, restart)
+        for s in steps:
+            bad += [f"step {s.key}: {k}: {e}" for k, e in s.errors.items()]
+    if restart is not None and "error" in restart:
+        bad.append(f"restart: {restart['error']}")
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -978,6 +1097,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, plan: Plan) -> int:
             "errors": {"stock": stock.errors, "engine": eng.errors},
             "extras": {"stock": stock.extras, "engine": {**eng.extras, "batches": eng_side.batches,
                                                          "job_timings": eng_side.timings}},
+            "steps": [vars(s) for s in steps] if steps is not None else None,
+            "restart": restart,
         }
         args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str))
     if bad:

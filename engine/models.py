@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .settings import VAE_FP16_FIX, EngineSettings
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SHAREABLE = ("text_encoder", "text_encoder_2", "vae")
 WEIGHT_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae")
 VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+RECOMPILE_LIMIT = 64  # compiled graphs per module: batch buckets x draft sizes, with room to spare
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -91,6 +92,12 @@ class ModelRegistry:
         self._hash_cache: dict[str, str] | None = None
         self._lock = threading.RLock()
         self._vae_override = None
+        self._draft_decoder = None
+        self._optimized: set[int] = set()  # ids of modules already made channels-last / fused
+        self._compiled_ids: set[int] = set()
+        self.compiled = settings.compile_on(device) and memory == "resident"  # no compiled graphs when offloading
+        graphs = settings.cuda_graphs if settings.cuda_graphs is not None else True
+        self.graphs = graphs and str(device).startswith("cuda") and memory == "resident" and not self.compiled
 
     # ---- resolving -------------------------------------------------------------------------
 
@@ -187,12 +194,76 @@ class ModelRegistry:
             source = self.settings.vae_model
             path = Path(source).expanduser()
             if not path.exists():
-                path = self._hub_snapshot(source, VAE_FILES, "vae")
+                try:
+                    path = self._hub_snapshot(source, VAE_FILES, "vae")
+                except ModelMissing as exc:  # each model's own VAE still works (upcast to float32)
+                    log.warning("%s; finals decode with each model's own VAE in float32", exc)
+                    self.settings = replace(self.settings, vae_model="")
+                    return None
             vae = AutoencoderKL.from_pretrained(path, use_safetensors=True, **{_dtype_keyword(): self.dtype})
             if source == VAE_FP16_FIX or not vae.config.get("force_upcast", True):
                 vae.register_to_config(force_upcast=False)
             self._vae_override = vae.to(self.device) if self.memory == "resident" else vae
         return self._vae_override
+
+    def draft_decoder(self):
+        """The cheap decoder (TAESDXL, an ``AutoencoderTiny``) for drafts and previews; loaded once, on the device."""
+        with self._lock:
+            if self._draft_decoder is None:
+                from diffusers import AutoencoderTiny
+
+                source = self.settings.draft_vae_model
+                if source.startswith("tiny:"):
+                    from .tiny import ensure_tiny_models
+
+                    path = ensure_tiny_models(Path(self.settings.cache_dir)) / source.removeprefix("tiny:")
+                else:
+                    path = Path(source).expanduser()
+                    if not path.exists():
+                        path = self._hub_snapshot(source, VAE_FILES, "draft decoder")  # callers fall back
+                started = time.perf_counter()
+                with _normal_tensors():  # first used inside a recipe's inference_mode: weights must not be
+                    decoder = AutoencoderTiny.from_pretrained(  # inference tensors (channels-last and
+                        path, use_safetensors=True, **{_dtype_keyword(): self.dtype}  # compile change them)
+                    )
+                    decoder = decoder.to(self.device).eval()
+                    self._optimize(decoder)
+                if self.compiled and "turbo" in self.settings.compiled_models():
+                    self._compile(decoder.decoder)
+                log.info("loaded the draft decoder from %s in %.1fs", path, time.perf_counter() - started)
+                self._draft_decoder = decoder
+            return self._draft_decoder
+
+    # ---- speed -------------------------------------------------------------------------------
+
+    def _optimize(self, module) -> None:
+        """Channels-last memory format and fused QKV projections (each module once; shared ones too)."""
+        if not self.settings.fast_kernels or module is None or id(module) in self._optimized:
+            return
+        import torch
+
+        self._optimized.add(id(module))
+        module.to(memory_format=torch.channels_last)
+        fuse = getattr(module, "fuse_qkv_projections", None)
+        if fuse is not None:
+            try:
+                fuse()
+            except Exception as exc:  # an architecture without fusable attention: nothing lost
+                log.info("no fused QKV for %s: %s", type(module).__name__, exc)
+
+    def _compile(self, module) -> None:
+        """``torch.compile`` in place with a persistent cache; one graph per shape (batch bucket), no dynamic shapes."""
+        import torch
+
+        configure_compile_cache(self.settings.compile_cache())
+        mode = self.settings.compile_mode or ("reduce-overhead" if self.device.startswith("cuda") else "default")
+        # dynamic=None: shapes are static unless marked; the draft path marks the batch dimension
+        # (engine.recipes.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
+        module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=None)
+        limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
+        torch._dynamo.config.cache_size_limit = limit
+        if hasattr(torch._dynamo.config, "recompile_limit"):
+            torch._dynamo.config.recompile_limit = limit
 
     def get(self, name: str) -> Loaded:
         """The loaded model ``name``; loads it on first use. Raises ModelMissing / ModelLoadError."""
@@ -203,7 +274,8 @@ class ModelRegistry:
             if failed and time.monotonic() - failed[0] < 60:
                 raise ModelLoadError(failed[1])
             try:
-                loaded = self._load(name)
+                with _normal_tensors():
+                    loaded = self._load(name)
             except ModelMissing as exc:
                 self._failed[name] = (time.monotonic(), str(exc))
                 raise
@@ -273,6 +345,11 @@ class ModelRegistry:
         if share:
             for comp, digest in hashes.items():
                 self._shared.setdefault(digest, getattr(pipe, comp))
+        self._optimize(pipe.unet)
+        self._optimize(pipe.vae)
+        if self.compiled and name in self.settings.compiled_models() and id(pipe.unet) not in self._compiled_ids:
+            self._compiled_ids.add(id(pipe.unet))
+            self._compile(pipe.unet)
         if name == "sdxl-refiner":
             text2img, img2img = None, pipe
         else:
@@ -305,6 +382,27 @@ class ModelRegistry:
         return getattr(pa, component, None) is not None and getattr(pa, component) is getattr(pb, component, None)
 
 
+def _normal_tensors():
+    """Load outside ``torch.inference_mode`` even when a recipe asks for a model from inside it."""
+    import torch
+
+    return torch.inference_mode(False)
+
+
+def configure_compile_cache(folder: Path) -> None:
+    """Point Inductor's (and Triton's) on-disk caches at ``folder`` so a restart reuses compiled graphs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    try:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+    except Exception:  # an older torch: the environment variables still apply
+        log.debug("could not configure the inductor cache", exc_info=True)
+
+
 def needed_models(settings: EngineSettings) -> list[str]:
     """The draft model and the configured final model(s)."""
     finals = ["ssd-1b"] if settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
@@ -322,6 +420,13 @@ def missing_models(settings: EngineSettings, names: list[str]) -> list[str]:
             registry.resolve(name)
         except ModelMissing:
             missing.append(name)
+    for name, source in (("vae", settings.vae_model), ("draft-decoder", settings.draft_vae_model)):
+        if not source or source.startswith("tiny:") or Path(source).expanduser().exists():
+            continue
+        try:
+            registry._hub_snapshot(source, VAE_FILES, name)
+        except ModelMissing:
+            missing.append(name)
     return missing
 
 
@@ -331,6 +436,8 @@ def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
 
     paths: dict[str, Path] = {}
     for name in names:
+        if name in ("vae", "draft-decoder"):  # fetched below whenever the settings name them
+            continue
         source = settings.model_source(name)
         if source.startswith("tiny:") or Path(source).expanduser().exists():
             continue
@@ -339,4 +446,8 @@ def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
     if settings.vae_model and not Path(settings.vae_model).expanduser().exists():
         print(f"fetching vae: {settings.vae_model}", flush=True)
         paths["vae"] = Path(snapshot_download(settings.vae_model, allow_patterns=VAE_FILES))
+    draft = settings.draft_vae_model
+    if draft and not draft.startswith("tiny:") and not Path(draft).expanduser().exists():
+        print(f"fetching draft decoder: {draft}", flush=True)
+        paths["draft-decoder"] = Path(snapshot_download(draft, allow_patterns=VAE_FILES))
     return paths

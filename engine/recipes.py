@@ -13,22 +13,39 @@
 
 Every recipe returns latents and decodes them with :func:`decode_latents`, which upcasts the
 VAE where float16 would overflow and refuses NaN or all-black images.
+
+What keeps the fast path fast (each a setting, see ``engine.settings``):
+
+- Prompt embeddings come from a small LRU cache (:class:`PromptCache`): a reroll, a variation or
+  an upscale of the same prompt never runs the text encoders again, and a batch encodes each
+  distinct prompt once. The pipelines get ``prompt_embeds`` and never see the text.
+- Text-to-image drafts run their own short loop (:meth:`Recipes.drafts`): cached embeddings,
+  noise from the per-image CPU generators (outside any compiled graph), the Turbo UNet, the
+  scheduler step, then the cheap TAESDXL decoder. With compiled graphs the batch is padded to a
+  bucket (1, 2, 4, 8, 16) so every burst reuses one of five graphs; padding images are dropped.
+- Finals keep the full VAE (the fp16-fix VAE in float16 on a GPU); their live previews use TAESDXL.
+- :class:`StageClock` times text encoders, UNet and decode with CUDA events (no extra syncs).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .models import ModelRegistry
+from .graphs import CudaGraphs
+from .models import ModelMissing, ModelRegistry
 from .requests import DraftInit, DraftRequest, FinalRequest, ImageInit, Init, RequestError
-from .settings import EngineSettings
+from .settings import BATCH_BUCKETS, EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +80,38 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """uint8 on the images' device, then one copy of the bytes to the host."""
     arr = (images.float() / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
-    arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+    arr = arr.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     return [Image.fromarray(a) for a in arr]
 
 
+def _decode(vae, scaled: torch.Tensor) -> torch.Tensor:
+    return vae.decode(scaled, return_dict=False)[0]
+
+
+def dynamic_batch(*tensors: torch.Tensor) -> None:
+    """Mark the batch dimension dynamic for compiled graphs: batches of 2 to 16 share one compiled graph.
+
+    (Size 1 is always a graph of its own: torch.compile specializes sizes 0 and 1.) CUDA graphs are still
+    recorded per distinct size, so padding batches to buckets keeps that to five.
+    """
+    for t in tensors:
+        if t.shape[0] >= 2:
+            torch._dynamo.mark_dynamic(t, 0)
+
+
 @torch.inference_mode()
-def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
-    """Decode to PIL images; float16 VAEs with ``force_upcast`` decode in float32 (SDXL's VAE overflows)."""
+def decode_latents(vae, latents: torch.Tensor, compiled: bool = False, decode=None) -> list[Image.Image]:
+    """Decode to PIL images; float16 VAEs with ``force_upcast`` decode in float32 (SDXL's VAE overflows).
+
+    Works for ``AutoencoderKL`` and ``AutoencoderTiny`` (TAESDXL, scaling factor 1). One host sync
+    checks for NaN/inf and for an all-black image together; a float16 decode with NaN is retried in
+    float32 once. ``decode(vae, scaled)`` replaces the plain call (a CUDA graph of it) in the model's dtype.
+    """
     scaled = latents / vae.config.scaling_factor
+    if compiled:
+        dynamic_batch(scaled)
     orig_dtype = vae.dtype
     upcast = orig_dtype == torch.float16 and vae.config.get("force_upcast", False)
     tries = [torch.float32] if upcast else [orig_dtype]
@@ -81,8 +121,9 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
         for dtype in tries:
             if vae.dtype != dtype:
                 vae.to(dtype)
-            out = vae.decode(scaled.to(dtype), return_dict=False)[0]
-            if torch.isfinite(out).all():
+            out = (decode if decode is not None and dtype == orig_dtype else _decode)(vae, scaled.to(dtype))
+            finite, black = torch.stack([torch.isfinite(out).all(), (out <= -1.0).all()]).tolist()
+            if finite:
                 break
             log.warning("VAE decode in %s gave NaN/inf", dtype)
         else:
@@ -90,22 +131,107 @@ def decode_latents(vae, latents: torch.Tensor) -> list[Image.Image]:
     finally:
         if vae.dtype != orig_dtype:
             vae.to(orig_dtype)
-    if bool((out <= -1.0).all()):
+    if black:
         raise InvalidImage("The model produced an all-black image. Try another seed or prompt.")
     return _to_pil(out)
 
 
-def latent_preview(latents: torch.Tensor, size: int = 256) -> bytes:
-    """A small PNG approximating the first image of ``latents`` (linear map, no decoder)."""
-    lat = latents[0].detach().float().cpu()
-    rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB) + _LATENT_RGB_BIAS
-    rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).to(torch.uint8).numpy()
-    img = Image.fromarray(rgb)
+def _png(img: Image.Image, size: int) -> bytes:
     scale = size / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def latent_preview(latents: torch.Tensor, size: int = 256, decoder=None) -> bytes:
+    """A small PNG of the first image of ``latents``: decoded by ``decoder`` (TAESDXL) if given, else a linear map.
+
+    With a decoder the latents are halved first (a 256 px preview needs no 1024 px decode).
+    """
+    if decoder is not None:
+        with torch.inference_mode():
+            lat = latents[:1].to(decoder.device, decoder.dtype)
+            if min(lat.shape[-2:]) >= 64:
+                lat = torch.nn.functional.avg_pool2d(lat, 2)
+            out = decoder.decode(lat / decoder.config.scaling_factor, return_dict=False)[0]
+            if bool(torch.isfinite(out).all()):
+                return _png(_to_pil(out)[0], size)
+    lat = latents[0].detach().float().cpu()
+    rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB) + _LATENT_RGB_BIAS
+    rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).to(torch.uint8).numpy()
+    return _png(Image.fromarray(rgb), size)
+
+
+class StageClock:
+    """Times the stages of one call ("text", "unet", "decode") without extra host-device syncs.
+
+    On CUDA it records events and reads them only in :meth:`seconds`, after the decode has synced
+    anyway (the NaN check); elsewhere it reads the host clock.
+    """
+
+    def __init__(self, device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self._marks: list[tuple[str, object]] = []
+        self._start = self._now()
+
+    def _now(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        """The stage ``stage`` ends now (it began at the previous mark)."""
+        self._marks.append((stage, self._now()))
+
+    def seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.cuda and self._marks:
+            self._marks[-1][1].synchronize()  # the stream is idle after the decode: this costs nothing
+        before = self._start
+        for stage, at in self._marks:
+            spent = before.elapsed_time(at) / 1000 if self.cuda else at - before  # type: ignore[union-attr]
+            out[stage] = round(out.get(stage, 0.0) + spent, 5)
+            before = at
+        return out
+
+
+@dataclass
+class PromptEmbeds:
+    """Text-encoder outputs of one text (batch of 1), on the device."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+
+
+@dataclass
+class PromptCache:
+    """A small LRU of prompt embeddings keyed by (text encoders, text); negative prompts share it."""
+
+    size: int
+    _items: OrderedDict = field(default_factory=OrderedDict)
+    encoder_runs: int = 0  # calls of the text encoders (for tests and the benchmark)
+    hits: int = 0
+
+    def get(self, key: tuple) -> PromptEmbeds | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+        return found
+
+    def put(self, key: tuple, value: PromptEmbeds) -> None:
+        if self.size <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def fit_image(data: bytes, width: int, height: int) -> Image.Image:
@@ -124,14 +250,25 @@ class Recipes:
         self.registry = registry
         self.settings = settings
         self._inpaint: dict[str, object] = {}  # model name -> inpaint pipeline sharing its modules
+        self.prompts = PromptCache(settings.prompt_cache_size)
+        self.last_stages: dict[str, float] = {}  # seconds per stage of the last call ("text", "unet", "decode")
+        self.last_batch: int = 0  # images the last draft batch ran at (after bucket padding)
+        self._graphs: dict[int, CudaGraphs] = {}  # id(module) -> its CUDA graphs (registry.graphs on)
 
     # ---- helpers ---------------------------------------------------------------------------
 
     @staticmethod
-    def _callback(on_step: StepFn | None, cancel: threading.Event | None, total: int):
+    def _callback(
+        on_step: StepFn | None,
+        cancel: threading.Event | None,
+        total: int,
+        guidance_until: int | None = None,
+    ):
         """A ``callback_on_step_end`` that reports progress and stops the pipeline when cancelled.
 
-        It counts steps itself, so one callback spans both phases of base + refiner.
+        It counts steps itself, so one callback spans both phases of base + refiner. With
+        ``guidance_until`` (a step count), classifier-free guidance stops after that many steps:
+        the unconditional half of the batch is dropped and the rest runs at batch 1.
         """
         done = 0
 
@@ -142,9 +279,95 @@ class Recipes:
                 on_step(min(done, total), total, kwargs["latents"])
             if cancel is not None and cancel.is_set():
                 pipe._interrupt = True
+            if guidance_until is not None and done >= guidance_until and pipe.do_classifier_free_guidance:
+                for name in ("prompt_embeds", "add_text_embeds", "add_time_ids"):
+                    kwargs[name] = kwargs[name].chunk(2)[-1]
+                pipe._guidance_scale = 0.0
             return kwargs
 
         return cb
+
+    def _guidance_kwargs(self, on_step, cancel, total: int, guidance: float) -> dict:
+        cutoff = self.settings.guidance_cutoff
+        until = None
+        if cutoff > 0 and guidance > 1.0:
+            until = max(1, math.ceil(total * (1.0 - cutoff)))
+        kwargs: dict[str, object] = {"callback_on_step_end": self._callback(on_step, cancel, total, until)}
+        if until is not None:
+            kwargs["callback_on_step_end_tensor_inputs"] = [
+                "latents",
+                "prompt_embeds",
+                "add_text_embeds",
+                "add_time_ids",
+            ]
+        return kwargs
+
+    def embeddings(
+        self, pipe, prompts: list[str], negative_prompts: list[str] | None = None, guidance: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Pipeline keyword arguments (``prompt_embeds`` ...) for one image per prompt, from the cache.
+
+        Entries are keyed by the text encoders (the very modules: Turbo and SSD-1B share them when
+        their weights are the same) and the text, so an upscale finds the embedding its draft made.
+        SDXL encodes a negative prompt exactly like a prompt, and an empty one is zeros
+        (``force_zeros_for_empty_prompt``), so negatives come from the same entries. The text
+        encoders run once per call at most, on the distinct texts the cache does not hold.
+        """
+        encoders = (id(pipe.text_encoder) if pipe.text_encoder is not None else None, id(pipe.text_encoder_2))
+        negatives = list(negative_prompts or [""] * len(prompts))
+        zeros_for_empty = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", True))
+        texts = list(prompts)
+        if guidance:
+            texts += [n for n in negatives if n or not zeros_for_empty]
+        found: dict[str, PromptEmbeds] = {}
+        for text in dict.fromkeys(texts):
+            hit = self.prompts.get((encoders, text))
+            if hit is not None:
+                found[text] = hit
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompt=missing,
+                device=pipe._execution_device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
+            )
+            self.prompts.encoder_runs += 1
+            for j, text in enumerate(missing):
+                found[text] = PromptEmbeds(embeds[j : j + 1], pooled[j : j + 1])
+                self.prompts.put((encoders, text), found[text])
+        out = {
+            "prompt_embeds": torch.cat([found[p].embeds for p in prompts]),
+            "pooled_prompt_embeds": torch.cat([found[p].pooled for p in prompts]),
+        }
+        if guidance:
+            first = out["prompt_embeds"][:1], out["pooled_prompt_embeds"][:1]
+            zero = PromptEmbeds(torch.zeros_like(first[0]), torch.zeros_like(first[1]))
+            neg = [found[n] if (n or not zeros_for_empty) else zero for n in negatives]
+            out["negative_prompt_embeds"] = torch.cat([e.embeds for e in neg])
+            out["negative_pooled_prompt_embeds"] = torch.cat([e.pooled for e in neg])
+        return out
+
+    def draft_decoder(self):
+        """TAESDXL for drafts, or None for the full VAE (``DRAFT_DECODER=full``, or TAESDXL not on disk)."""
+        if self.settings.draft_decoder != "tiny" or not self.settings.draft_vae_model:
+            return None
+        try:
+            return self.registry.draft_decoder()
+        except ModelMissing as exc:
+            log.warning("%s; drafts decode with the full VAE", exc)
+            self.settings = replace(self.settings, draft_decoder="full")
+            return None
+
+    def preview(self, latents: torch.Tensor, size: int = 256) -> bytes:
+        """The live preview of a running final: TAESDXL when it is there, else the linear latent map."""
+        decoder = None
+        if self.settings.draft_vae_model:
+            try:
+                decoder = self.registry.draft_decoder()
+            except ModelMissing:
+                decoder = None
+        return latent_preview(latents, size, decoder)
 
     def init_image(self, init: Init, width: int, height: int) -> Image.Image:
         """The start image of an image-to-image job, at the job's size."""
@@ -163,7 +386,9 @@ class Recipes:
             init=d.init,
             strength=d.strength,
         )
+        stages = self.last_stages
         source = self.drafts([alone])[0][0] if d.init is None else self.draft_img2img(alone).images[0]
+        self.last_stages = {f"draft_{k}": v for k, v in self.last_stages.items()} | stages
         if source.size == (width, height):
             return source
         return source.resize((width, height), Image.LANCZOS)
@@ -172,31 +397,100 @@ class Recipes:
 
     @torch.inference_mode()
     def drafts(self, requests: list[DraftRequest], cancel: threading.Event | None = None) -> list[list[Image.Image]]:
-        """Text-to-image drafts of several requests in one batch (same size and steps)."""
+        """Text-to-image drafts of several requests in one batch (same size and steps).
+
+        Image ``i`` of a request has the noise of its own seed whatever else is in the batch, so it
+        equals the image made alone (within float noise). Compiled graphs pad the batch to its bucket.
+        """
         pipe = self.registry.get("turbo").text2img
         first = requests[0]
         prompts, seeds = [], []
         for r in requests:
             prompts += [r.prompt] * r.count
             seeds += list(r.seeds)
-        out = pipe(
-            prompt=prompts,
-            num_inference_steps=first.steps,
-            guidance_scale=0.0,
-            width=first.width,
-            height=first.height,
-            generator=generators(seeds),
-            output_type="latent",
-            callback_on_step_end=self._callback(None, cancel, first.steps),
-        )
+        images = len(prompts)
+        fixed_shapes = self.registry.compiled or self.registry.graphs
+        bucket = self.settings.batch_bucket(images) if fixed_shapes else images
+        if bucket > images:  # padding images: the last prompt again, their pictures are dropped
+            prompts += [prompts[-1]] * (bucket - images)
+            seeds += [seeds[-1]] * (bucket - images)
+        self.last_batch = bucket
+        clock = StageClock(pipe._execution_device)
+        embeds = self.embeddings(pipe, prompts)
+        clock.mark("text")
+        latents = self._turbo_loop(pipe, embeds, seeds, first.width, first.height, first.steps, cancel)
+        clock.mark("unet")
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
-        images = decode_latents(pipe.vae, out.images)
+        # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
+        decoder = self.draft_decoder() or pipe.vae
+        decode = self._graphed(decoder, lambda x: _decode(decoder, x), "draft decoder")
+        graphed = None if decode is None else (lambda vae, x: decode(x))
+        decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
+        clock.mark("decode")
+        self.last_stages = clock.seconds()
         result, i = [], 0
         for r in requests:
-            result.append(images[i : i + r.count])
+            result.append(decoded[i : i + r.count])
             i += r.count
         return result
+
+    def _graphed(self, module, fn, name: str):
+        """``fn`` through CUDA graphs per shape when the registry uses them, else None."""
+        if not self.registry.graphs:
+            return None
+        graphs = self._graphs.get(id(module))
+        if graphs is None:
+            graphs = self._graphs[id(module)] = CudaGraphs(fn, name)
+        return graphs
+
+    def _turbo_loop(self, pipe, embeds: dict, seeds: list[int], width: int, height: int, steps: int, cancel):
+        """SDXL Turbo's text-to-image loop (guidance 0), as ``StableDiffusionXLPipeline.__call__`` runs it.
+
+        No host-device syncs: the noise comes from CPU generators (one per image) and is copied once,
+        the timesteps stay on the device, and nothing is read back before the decode.
+        """
+        unet, scheduler = pipe.unet, pipe.scheduler
+        device = pipe._execution_device
+        prompt_embeds = embeds["prompt_embeds"]
+        dtype = prompt_embeds.dtype
+        n = prompt_embeds.shape[0]
+        gens = generators(seeds)
+        scheduler.set_timesteps(steps, device=device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        shape = (n, unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        latents = randn_tensor(shape, generator=gens, device=device, dtype=dtype) * scheduler.init_noise_sigma
+        projection = int(embeds["pooled_prompt_embeds"].shape[-1])
+        time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype, projection)
+        added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": time_ids.to(device).repeat(n, 1)}
+        compiled = self.registry.compiled
+        compiled_cuda = compiled and device.type == "cuda"
+        graphed = self._graphed(
+            unet,
+            lambda x, t, e, te, ti: unet(
+                x, t, encoder_hidden_states=e, added_cond_kwargs={"text_embeds": te, "time_ids": ti}, return_dict=False
+            )[0],
+            "Turbo UNet",
+        )
+        if compiled:
+            dynamic_batch(prompt_embeds, *added.values())
+        for t in scheduler.timesteps:
+            if cancel is not None and cancel.is_set():
+                break
+            model_input = scheduler.scale_model_input(latents, t)
+            if compiled:
+                dynamic_batch(model_input)
+            if compiled_cuda:
+                torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
+            if graphed is not None:  # the timestep is a device tensor: it is copied in like the rest
+                noise = graphed(model_input, t, prompt_embeds, added["text_embeds"], added["time_ids"])
+            else:
+                noise = unet(
+                    model_input, t, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added, return_dict=False
+                )[0]
+            latents = scheduler.step(noise, t, latents, generator=gens, return_dict=False)[0]
+        return latents
 
     @torch.inference_mode()
     def draft_img2img(self, request: DraftRequest, cancel: threading.Event | None = None) -> Outcome:
@@ -204,8 +498,10 @@ class Recipes:
         assert request.init is not None
         init = self.init_image(request.init, request.width, request.height)
         pipe = self.registry.get("turbo").img2img
+        clock = StageClock(pipe._execution_device)
+        embeds = self.embeddings(pipe, [request.prompt] * request.count)
+        clock.mark("text")
         out = pipe(
-            prompt=[request.prompt] * request.count,
             image=[init] * request.count,
             strength=request.strength,
             num_inference_steps=request.steps,
@@ -213,10 +509,15 @@ class Recipes:
             generator=generators(list(request.seeds)),
             output_type="latent",
             callback_on_step_end=self._callback(None, cancel, request.steps),
+            **embeds,
         )
+        clock.mark("unet")
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
-        return Outcome(decode_latents(pipe.vae, out.images), request.steps, 0.0)
+        images = decode_latents(self.draft_decoder() or pipe.vae, out.images)
+        clock.mark("decode")
+        self.last_stages = clock.seconds()
+        return Outcome(images, request.steps, 0.0)
 
     # ---- finals ----------------------------------------------------------------------------
 
@@ -225,6 +526,11 @@ class Recipes:
         if request.init is not None:
             return max(1, min(int(steps * request.strength), steps))
         return steps
+
+    def _final_embeds(self, pipe, request: FinalRequest, guidance: float) -> dict:
+        cfg = guidance > 1.0
+        negatives = [request.negative_prompt] if cfg else None
+        return self.embeddings(pipe, [request.prompt], negatives, guidance=cfg)
 
     @torch.inference_mode()
     def final(
@@ -235,55 +541,56 @@ class Recipes:
         steps = request.steps or self.settings.final_steps
         guidance = request.guidance if request.guidance is not None else self.settings.final_guidance(request.model)
         total = self.planned_steps(request)
-        common = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
-            "num_inference_steps": steps,
-            "guidance_scale": guidance,
-            "output_type": "latent",
-        }
+        self.last_stages = {}
         init = self.init_image(request.init, request.width, request.height) if request.init is not None else None
+        draft_stages = self.last_stages
+        common = {"num_inference_steps": steps, "guidance_scale": guidance, "output_type": "latent"}
         gen = generators([request.seed])
-        callback = self._callback(on_step, cancel, total)
+        callback = self._guidance_kwargs(on_step, cancel, total, guidance)
 
         if request.model == "ssd-1b":
             model = self.registry.get("ssd-1b")
+            clock = StageClock(model.img2img._execution_device)
+            embeds = self._final_embeds(model.img2img, request, guidance)
+            clock.mark("text")
             if init is None:
                 out = model.text2img(
-                    width=request.width,
-                    height=request.height,
-                    generator=gen,
-                    callback_on_step_end=callback,
-                    **common,
+                    width=request.width, height=request.height, generator=gen, **callback, **common, **embeds
                 )
             else:
                 out = model.img2img(
-                    image=init,
-                    strength=request.strength,
-                    generator=gen,
-                    callback_on_step_end=callback,
-                    **common,
+                    image=init, strength=request.strength, generator=gen, **callback, **common, **embeds
                 )
+            clock.mark("unet")
             if cancel is not None and cancel.is_set():
                 raise JobInterrupted()
-            return Outcome(decode_latents(model.img2img.vae, out.images), steps, guidance)
+            images = decode_latents(model.img2img.vae, out.images)
+            clock.mark("decode")
+            self.last_stages = draft_stages | clock.seconds()
+            return Outcome(images, steps, guidance)
 
         # SDXL base + refiner, ensemble of experts.
         base = self.registry.get("sdxl-base")
         refiner = self.registry.get("sdxl-refiner").img2img
+        clock = StageClock(refiner._execution_device)
+        refiner_embeds = self._final_embeds(refiner, request, guidance)
         split = request.refiner_split
         if init is not None and request.strength <= 1.0 - split:
             # Too little noise for the base's share: the refiner alone polishes the image.
-            out = refiner(image=init, strength=request.strength, generator=gen, callback_on_step_end=callback, **common)
+            clock.mark("text")
+            out = refiner(image=init, strength=request.strength, generator=gen, **callback, **common, **refiner_embeds)
         else:
+            base_embeds = self._final_embeds(base.img2img, request, guidance)
+            clock.mark("text")
             if init is None:
                 latents = base.text2img(
                     width=request.width,
                     height=request.height,
                     generator=gen,
                     denoising_end=split,
-                    callback_on_step_end=callback,
+                    **callback,
                     **common,
+                    **base_embeds,
                 ).images
             else:
                 latents = base.img2img(
@@ -291,21 +598,22 @@ class Recipes:
                     strength=request.strength,
                     generator=gen,
                     denoising_end=split,
-                    callback_on_step_end=callback,
+                    **callback,
                     **common,
+                    **base_embeds,
                 ).images
             if cancel is not None and cancel.is_set():
                 raise JobInterrupted()
             out = refiner(
-                image=latents,
-                denoising_start=split,
-                generator=gen,
-                callback_on_step_end=callback,
-                **common,
+                image=latents, denoising_start=split, generator=gen, **callback, **common, **refiner_embeds
             )
+        clock.mark("unet")
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
-        return Outcome(decode_latents(refiner.vae, out.images), steps, guidance)
+        images = decode_latents(refiner.vae, out.images)
+        clock.mark("decode")
+        self.last_stages = draft_stages | clock.seconds()
+        return Outcome(images, steps, guidance)
 
     # ---- inpainting and outpainting ------------------------------------------------------------
 
@@ -331,9 +639,10 @@ class Recipes:
         init = self.init_image(request.init, request.width, request.height)
         mask = fit_mask(request.mask, request.width, request.height)
         pipe = self.inpaint_pipeline(request.model)
+        clock = StageClock(pipe._execution_device)
+        embeds = self._final_embeds(pipe, request, guidance)
+        clock.mark("text")
         out = pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
             image=init,
             mask_image=mask,
             width=request.width,
@@ -343,12 +652,29 @@ class Recipes:
             guidance_scale=guidance,
             generator=generators([request.seed]),
             output_type="latent",
-            callback_on_step_end=self._callback(on_step, cancel, self.planned_steps(request)),
+            **self._guidance_kwargs(on_step, cancel, self.planned_steps(request), guidance),
+            **embeds,
         )
+        clock.mark("unet")
         if cancel is not None and cancel.is_set():
             raise JobInterrupted()
         (painted,) = decode_latents(pipe.vae, out.images)
+        clock.mark("decode")
+        self.last_stages = clock.seconds()
         return Outcome([keep_unmasked(painted, init, mask)], steps, guidance)
+
+    # ---- warm-up -----------------------------------------------------------------------------
+
+    def warm_up_drafts(self, width: int = 512, height: int = 512, steps: int = 1) -> list[int]:
+        """Run a draft batch at every bucket size so compiled graphs exist before users ask (buckets run)."""
+        done = []
+        for bucket in BATCH_BUCKETS:
+            if bucket > self.settings.max_batch_images:
+                break
+            request = DraftRequest("warm-up", seed=0, width=width, height=height, count=1, steps=steps)
+            self.drafts([request] * bucket)
+            done.append(bucket)
+        return done
 
 
 def fit_mask(data: bytes, width: int, height: int) -> Image.Image:

@@ -20,6 +20,9 @@ HUB_MODELS = {
     "sdxl-refiner": "stabilityai/stable-diffusion-xl-refiner-1.0",
 }
 VAE_FP16_FIX = "madebyollin/sdxl-vae-fp16-fix"
+TAESDXL = "madebyollin/taesdxl"
+BATCH_BUCKETS = (1, 2, 4, 8, 16)
+DRAFT_DECODERS = ("tiny", "full")
 
 
 class SettingsError(ValueError):
@@ -39,8 +42,12 @@ class EngineSettings:
     ssd1b_model: str = HUB_MODELS["ssd-1b"]
     sdxl_base_model: str = HUB_MODELS["sdxl-base"]
     sdxl_refiner_model: str = HUB_MODELS["sdxl-refiner"]
-    # Optional VAE that does not overflow in float16 (e.g. madebyollin/sdxl-vae-fp16-fix); empty = upcast the decode.
-    vae_model: str = ""
+    # VAE that does not overflow in float16, used by every model (finals decode in float16 with it);
+    # empty = each model's own VAE, upcast to float32 for the decode as diffusers does.
+    vae_model: str = VAE_FP16_FIX
+    # The cheap decoder (TAESDXL, diffusers AutoencoderTiny) for drafts and the live previews of finals.
+    draft_vae_model: str = TAESDXL
+    draft_decoder: Literal["tiny", "full"] = "tiny"  # full: drafts decode with the full VAE
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     memory: Literal["auto", "resident", "offload"] = "auto"
     cache_dir: Path = _default_cache_dir()
@@ -51,7 +58,20 @@ class EngineSettings:
     final_guidance_sdxl: float = 6.0
     refiner_split: float = 0.8
     upscale_strength: float = 0.5
-    max_batch_images: int = 8  # drafts merged into one GPU batch, in images
+    max_batch_images: int = 16  # drafts merged into one GPU batch, in images
+    gather_ms: float = 4.0  # a draft waits this long for others to join its batch (0 = take what is queued)
+    prompt_cache_size: int = 64  # prompt embeddings kept (LRU) per engine; 0 = encode every time
+    fast_kernels: bool = True  # channels-last UNet/VAE and fused QKV projections (float noise only)
+    compile: bool | None = None  # torch.compile the UNets and decoders; None = on for CUDA, off elsewhere
+    compile_mode: str = ""  # "" = reduce-overhead (CUDA graphs per batch bucket) on CUDA, default elsewhere
+    compile_backend: str = "inductor"
+    compile_cache_dir: Path | None = None  # persistent compile cache; None = cache_dir / "compile"
+    compile_models: str = "turbo,ssd-1b,sdxl-base,sdxl-refiner"  # whose UNets compile (turbo: its decoder too)
+    # Explicit CUDA graphs of the Turbo UNet and the draft decoder per batch bucket, when compile is off
+    # (compile's reduce-overhead mode records its own). None = on for CUDA; never when offloading.
+    cuda_graphs: bool | None = None
+    # Finals: classifier-free guidance stops for the last share of the schedule (0 = never; 0.2 = last 20%).
+    guidance_cutoff: float = 0.0
     queue_max: int = 200  # waiting jobs, all users together
     preview_every: int = 5  # finals: a rough preview of the latents every N steps (0 = off)
     preload: bool = True  # load the draft and default final model at start, not at the first request
@@ -80,6 +100,18 @@ class EngineSettings:
             "refiner_split": "REFINER_SPLIT",
             "upscale_strength": "UPSCALE_STRENGTH",
             "max_batch_images": "ENGINE_MAX_BATCH",
+            "draft_vae_model": "DRAFT_VAE_MODEL",
+            "draft_decoder": "DRAFT_DECODER",
+            "gather_ms": "ENGINE_GATHER_MS",
+            "prompt_cache_size": "ENGINE_PROMPT_CACHE",
+            "fast_kernels": "ENGINE_FAST_KERNELS",
+            "compile": "ENGINE_COMPILE",
+            "compile_mode": "ENGINE_COMPILE_MODE",
+            "compile_backend": "ENGINE_COMPILE_BACKEND",
+            "compile_cache_dir": "ENGINE_COMPILE_CACHE_DIR",
+            "compile_models": "ENGINE_COMPILE_MODELS",
+            "cuda_graphs": "ENGINE_CUDA_GRAPHS",
+            "guidance_cutoff": "GUIDANCE_CUTOFF",
             "queue_max": "ENGINE_QUEUE_MAX",
             "preview_every": "PREVIEW_EVERY",
             "preload": "ENGINE_PRELOAD",
@@ -97,12 +129,17 @@ class EngineSettings:
                     changes[attr] = int(raw)
                 elif kind == "float":
                     changes[attr] = float(raw)
-                elif kind == "bool":
+                elif kind in ("bool", "bool | None"):
+                    if kind == "bool | None" and raw.lower() == "auto":
+                        changes[attr] = None
+                        continue
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                         raise ValueError(raw)
                     changes[attr] = raw.lower() in ("1", "true", "yes", "on")
-                elif kind == "Path":
+                elif kind in ("Path", "Path | None"):
                     changes[attr] = Path(raw).expanduser()
+                elif attr in ("vae_model", "draft_vae_model") and raw.lower() in ("none", "off"):
+                    changes[attr] = ""  # each model's own VAE (vae_model), or no TAESDXL at all
                 else:
                     changes[attr] = raw
             except ValueError:
@@ -121,6 +158,8 @@ class EngineSettings:
                 ssd1b_model="tiny:ssd-1b",
                 sdxl_base_model="tiny:sdxl-base",
                 sdxl_refiner_model="tiny:sdxl-refiner",
+                vae_model="",
+                draft_vae_model="tiny:taesdxl",
                 final_steps=4,
             )
         return replace(settings, **changes).validate()
@@ -142,6 +181,22 @@ class EngineSettings:
             raise SettingsError("UPSCALE_STRENGTH must be 0.05 to 1.")
         if not (1 <= self.max_batch_images <= 64):
             raise SettingsError("ENGINE_MAX_BATCH must be 1 to 64.")
+        if self.draft_decoder not in DRAFT_DECODERS:
+            raise SettingsError(f"DRAFT_DECODER={self.draft_decoder!r}: use one of {', '.join(DRAFT_DECODERS)}.")
+        if not (0.0 <= self.gather_ms <= 1000.0):
+            raise SettingsError("ENGINE_GATHER_MS must be 0 to 1000.")
+        if self.prompt_cache_size < 0:
+            raise SettingsError("ENGINE_PROMPT_CACHE must be 0 (off) or more.")
+        if self.compile_mode not in ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise SettingsError(
+                f"ENGINE_COMPILE_MODE={self.compile_mode!r}: use default, reduce-overhead or max-autotune."
+            )
+        unknown = [m for m in self.compiled_models() if m not in HUB_MODELS]
+        if unknown:
+            known = ", ".join(HUB_MODELS)
+            raise SettingsError(f"ENGINE_COMPILE_MODELS: unknown model(s) {', '.join(unknown)}; use {known}.")
+        if not (0.0 <= self.guidance_cutoff < 1.0):
+            raise SettingsError("GUIDANCE_CUTOFF must be at least 0 and below 1.")
         if self.queue_max < 1:
             raise SettingsError("ENGINE_QUEUE_MAX must be at least 1.")
         if self.preview_every < 0:
@@ -156,6 +211,23 @@ class EngineSettings:
             "sdxl-base": self.sdxl_base_model,
             "sdxl-refiner": self.sdxl_refiner_model,
         }[name]
+
+    def batch_bucket(self, images: int) -> int:
+        """The batch size ``images`` runs at when shapes must be fixed (compiled graphs): the next bucket up."""
+        for bucket in BATCH_BUCKETS:
+            if images <= bucket:
+                return bucket
+        top = BATCH_BUCKETS[-1]
+        return -(-images // top) * top
+
+    def compile_on(self, device: str) -> bool:
+        return self.compile if self.compile is not None else device.startswith("cuda")
+
+    def compiled_models(self) -> list[str]:
+        return [m.strip() for m in self.compile_models.split(",") if m.strip()]
+
+    def compile_cache(self) -> Path:
+        return Path(self.compile_cache_dir) if self.compile_cache_dir else Path(self.cache_dir) / "compile"
 
     def final_guidance(self, model: str) -> float:
         return self.final_guidance_sdxl if model == "sdxl" else self.final_guidance_ssd1b

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TINY_VERSION = "v2"
 TINY_MODELS = ("turbo", "ssd-1b", "sdxl-base", "sdxl-refiner")
+TINY_DRAFT_DECODER = "taesdxl"  # folder of the tiny AutoencoderTiny (TAESDXL's architecture, tiny widths)
 
 _TE_WIDTH = 32  # both tiny text encoders; cross-attention = 32 + 32 like 768 + 1280 in SDXL
 _TIME_EMBED = 8  # addition_time_embed_dim
@@ -135,6 +136,62 @@ def make_roundtrip_vae(vae) -> None:
             if block.upsamplers:
                 _embed(block.upsamplers[0].conv, center)
         _embed(dec.conv_out, center)
+
+
+def tiny_draft_decoder_config() -> dict:
+    """TAESDXL's layout (three 2x upsamplings, 4 latent channels, ReLU blocks) at tiny widths."""
+    return {
+        "encoder_block_out_channels": (8, 8, 8, 8),
+        "decoder_block_out_channels": (8, 8, 8, 8),
+        "num_encoder_blocks": (1, 1, 1, 1),
+        "num_decoder_blocks": (1, 1, 1, 1),
+        "latent_channels": 4,
+    }
+
+
+def make_passthrough_decoder(taesd, scaling_factor: float) -> None:
+    """Make a random tiny AutoencoderTiny decode latents the way the tiny round-trip VAE does.
+
+    The tiny VAE decodes pipeline latents ``x`` to about ``x / scaling_factor`` in its first three
+    channels; this decoder does the same (give or take TAESD's soft clamp), so drafts decoded by
+    either look alike and image-to-image of a draft keeps its layout. Each latent channel is split
+    into its positive and negative halves (ReLUs pass both), the residual branches are zeroed, the
+    upsamplers copy, and the last convolution joins the halves and shifts into TAESD's 0-1 range.
+    """
+    import torch
+
+    decoder = taesd.decoder.layers
+    convs = [m for m in decoder if isinstance(m, torch.nn.Conv2d)]
+    first, last = convs[0], convs[-1]
+    with torch.no_grad():
+        for module in decoder.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
+        latent = first.in_channels
+        for k in range(latent):  # channel 2k = +x_k, 2k+1 = -x_k (scaled to image units)
+            first.weight[2 * k, k, 1, 1] = 1.0 / (2 * scaling_factor)
+            first.weight[2 * k + 1, k, 1, 1] = -1.0 / (2 * scaling_factor)
+        for conv in convs[1:-1]:
+            if conv.in_channels == conv.out_channels and conv.kernel_size == (3, 3) and conv.bias is None:
+                for c in range(conv.out_channels):  # the convolutions between upsamplers pass through
+                    conv.weight[c, c, 1, 1] = 1.0
+        for o in range(last.out_channels):
+            k = o % latent
+            last.weight[o, 2 * k, 1, 1] = 1.0
+            last.weight[o, 2 * k + 1, 1, 1] = -1.0
+            last.bias[o] = 0.5
+
+
+def build_tiny_draft_decoder(scaling_factor: float):
+    """A tiny AutoencoderTiny standing in for TAESDXL (see :func:`make_passthrough_decoder`)."""
+    from diffusers import AutoencoderTiny
+
+    _seeded(4)
+    taesd = AutoencoderTiny(**tiny_draft_decoder_config())
+    make_passthrough_decoder(taesd, scaling_factor)
+    return taesd.eval()
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -314,19 +371,26 @@ def ensure_tiny_models(cache_dir: Path) -> Path:
     second process building at the same time never leaves a half-written model behind.
     """
     root = tiny_root(cache_dir)
+    if not (root / TINY_DRAFT_DECODER / "config.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        decoder = build_tiny_draft_decoder(_tiny_vae_config()["scaling_factor"])
+        _save_atomically(root, TINY_DRAFT_DECODER, decoder)
     if all((root / name / "model_index.json").exists() for name in TINY_MODELS):
         return root
     root.mkdir(parents=True, exist_ok=True)
     log.info("building tiny random pipelines under %s", root)
     pipelines = build_pipelines("tiny")
     for name, pipe in pipelines.items():
-        final = root / name
-        if (final / "model_index.json").exists():
-            continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / name / "model_index.json").exists():
+            _save_atomically(root, name, pipe)
     return root
+
+
+def _save_atomically(root: Path, name: str, saveable) -> None:
+    """``save_pretrained`` into a temporary folder, renamed into place (a racing process may win)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    saveable.save_pretrained(tmp, safe_serialization=True)
+    try:
+        os.replace(tmp, root / name)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -40,6 +40,7 @@ from .settings import EngineSettings
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Progress], None]
+DRAFT_GRAPHS = "draft graphs"  # an idle task: compile the draft batch buckets
 
 
 @dataclass
@@ -275,6 +276,8 @@ class Engine:
             self._preload(["turbo"])
             finals = ["ssd-1b"] if self.settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
             self._idle_loads = [name for name in finals if name not in self.registry.loaded_names()]
+            if self.registry.compiled or self.registry.graphs:  # graphs for every draft bucket, while idle
+                self._idle_loads.insert(0, DRAFT_GRAPHS)
         self._ready.set()
         while True:
             try:
@@ -294,6 +297,15 @@ class Engine:
             except Exception as exc:  # jobs that need it fail with the message; others keep serving
                 log.error("could not load %s: %s", name, exc)
 
+    def _warm_up_drafts(self) -> None:
+        started = time.monotonic()
+        try:
+            buckets = self.recipes.warm_up_drafts()
+        except Exception as exc:  # drafts still run; their first batch of each size compiles then
+            log.error("warming up the draft graphs failed: %s", exc)
+            return
+        log.info("draft graphs ready for batches of %s in %.1fs", buckets, time.monotonic() - started)
+
     def _next_batch(self) -> list[_Job] | None:
         while True:
             with self._lock:
@@ -301,7 +313,10 @@ class Engine:
                 load = self._idle_loads.pop(0) if idle and self._idle_loads else None
             if load is None:
                 break
-            self._preload([load])  # nothing waits: use the time to load a final model
+            if load == DRAFT_GRAPHS:
+                self._warm_up_drafts()
+            else:
+                self._preload([load])  # nothing waits: use the time to load a final model
         with self._lock:
             while not self._stopping and len(self._queue) == 0:
                 self._wake.wait()
@@ -311,25 +326,40 @@ class Engine:
             batch = [first]
             request = first.request
             if isinstance(request, DraftRequest) and request.init is None:
-                room = self.settings.max_batch_images - request.count
-                key = request.batch_key()
-
-                def fits(q: QueuedJob) -> bool:
-                    nonlocal room
-                    r = q.request
-                    if isinstance(r, DraftRequest) and r.init is None and r.batch_key() == key and r.count <= room:
-                        room -= r.count
-                        return True
-                    return False
-
-                if room > 0:
-                    batch += self._queue.take_matching(fits, limit=self.settings.max_batch_images)
+                batch += self._gather(request)
             jobs = [q.payload for q in batch]
             now = time.monotonic()
             for job in jobs:
                 job.started_at = now
             self._running = jobs
             return jobs
+
+    def _gather(self, request: DraftRequest) -> list[QueuedJob]:
+        """Drafts that join ``request``'s batch: those waiting now, then those arriving within the gather window.
+
+        Called with the lock held; waiting on the condition releases it, so submits go on. The window
+        (``ENGINE_GATHER_MS``, a few ms) lets a burst of concurrent one-image drafts run as one batch.
+        """
+        room = self.settings.max_batch_images - request.count
+        key = request.batch_key()
+
+        def fits(q: QueuedJob) -> bool:
+            nonlocal room
+            r = q.request
+            if isinstance(r, DraftRequest) and r.init is None and r.batch_key() == key and r.count <= room:
+                room -= r.count
+                return True
+            return False
+
+        taken: list[QueuedJob] = []
+        deadline = time.monotonic() + self.settings.gather_ms / 1000
+        while room > 0:
+            taken += self._queue.take_matching(fits, limit=self.settings.max_batch_images)
+            left = deadline - time.monotonic()
+            if room <= 0 or left <= 0 or self._stopping:
+                break
+            self._wake.wait(left)
+        return taken
 
     def _work(self) -> None:
         while True:
@@ -420,12 +450,13 @@ class Engine:
             out = self.recipes.final(first, on_step=self._progress_fn(job), cancel=job.cancel)
             outcomes = [(out.images, out.steps, out.guidance)]
         run_s = time.monotonic() - started
+        stages = dict(self.recipes.last_stages)  # text encoders, UNet, decode (seconds)
         self._learn(first.kind, sum(self._units(j.request) for j in jobs), run_s)
         for job, (images, steps, guidance) in zip(jobs, outcomes, strict=True):
             if job.cancel.is_set():
                 _set_exception(job.future, JobCancelled("cancelled while running"))
                 continue
-            timings = {"queued": round(started - job.submitted_at, 4), "run": round(run_s, 4)}
+            timings = {"queued": round(started - job.submitted_at, 4), "run": round(run_s, 4), **stages}
             self._encoder.submit(self._finish, job, images, steps, guidance, timings, len(jobs))
 
     def _progress_fn(self, job: _Job):
@@ -436,9 +467,7 @@ class Engine:
         def on_step(step: int, total: int, latents) -> None:
             preview = None
             if every and (step % every == 0) and step < total:
-                from .recipes import latent_preview
-
-                preview = latent_preview(latents)
+                preview = self.recipes.preview(latents)
             try:
                 job.on_progress(Progress(job.job_id, step, total, preview))
             except Exception:  # a broken listener must not break the job

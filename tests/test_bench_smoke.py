@@ -44,3 +44,16 @@ def test_bench_tiny_quick_prints_every_row(tiny_cache_dir, tmp_path, capsys):
             assert row["engine_value"] is not None and row["engine_value"] <= 0.5, row
         else:
             assert row["stock_value"] and row["engine_value"], row
+    # The steps table (issue 10): a burst of 16 one-image drafts is one batch once batching is on, and a
+    # reroll runs no text encoder once the prompt cache is on (before it, once per reroll).
+    steps = {s["key"]: s for s in data["steps"]}
+    assert list(steps)[:6] == ["eager", "batching", "prompt_cache", "taesd", "fp16_vae", "kernels"]
+    assert all(not s["errors"] for s in steps.values()), steps
+    assert steps["eager"]["batches"][0] != [16] and steps["eager"]["reroll_encoder_runs"] == 1
+    for key in ("batching", "prompt_cache", "taesd", "kernels"):
+        assert steps[key]["batches"] == [[16]], (key, steps[key]["batches"])
+        assert {"text", "unet", "decode"} <= set(steps[key]["stages"])
+    for key in ("prompt_cache", "taesd", "fp16_vae", "kernels", "cutoff"):
+        assert steps[key]["reroll_encoder_runs"] == 0, key
+    assert "## Steps (issue 10)" in table
+    assert data["extras"]["engine"]["batches"] == [[16]], data["extras"]["engine"]["batches"]

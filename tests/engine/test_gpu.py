@@ -41,3 +41,25 @@ def test_same_seed_same_image_on_the_gpu(tiny_cache_dir):
         assert np.abs(pixels(a.images[0].png) - pixels(b.images[0].png)).max() <= 1
     finally:
         engine.shutdown(30)
+
+
+def test_cuda_graphs_per_bucket_make_the_same_drafts_as_eager(tiny_cache_dir):
+    def engine_with(**changes):
+        settings = EngineSettings.for_preset(
+            "tiny", cache_dir=tiny_cache_dir, device="cuda", preload=False, compile=False, **changes
+        )
+        return Engine(settings).start()
+
+    graphed, eager = engine_with(cuda_graphs=True), engine_with(cuda_graphs=False)
+    try:
+        assert graphed.registry.graphs and not eager.registry.graphs
+        for n in (1, 3, 4, 1):  # 3 runs padded to the bucket of 4: two graphs per module in all
+            requests = [DraftRequest(f"a fox, take {i}", seed=20 + i, count=1) for i in range(n)]
+            got = graphed.recipes.drafts(requests)
+            want = eager.recipes.drafts(requests)
+            for g, w in zip(got, want, strict=True):
+                assert np.abs(np.asarray(g[0], np.float32) - np.asarray(w[0], np.float32)).mean() <= 1.0
+        assert sorted(g.captures for g in graphed.recipes._graphs.values()) == [2, 2]
+    finally:
+        graphed.shutdown(30)
+        eager.shutdown(30)
