@@ -25,8 +25,13 @@ from .canvas import open_image
 from .requests import (
     ASPECTS,
     FINAL_MODELS,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
+    MAX_UPSCALE_SIDE,
+    REFERENCE_MODES,
+    UPSCALE_MODES,
+    DescribeRequest,
     DraftInit,
     DraftRequest,
     FinalRequest,
@@ -37,6 +42,7 @@ from .requests import (
     QueueInfo,
     Request,
     RequestError,
+    UpscaleRequest,
     new_seed,
     size_for_aspect,
 )
@@ -44,8 +50,13 @@ from .requests import (
 __all__ = [
     "ASPECTS",
     "FINAL_MODELS",
+    "MAX_LORAS",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
+    "MAX_UPSCALE_SIDE",
+    "REFERENCE_MODES",
+    "UPSCALE_MODES",
+    "DescribeRequest",
     "DraftInit",
     "DraftRequest",
     "EngineError",
@@ -67,6 +78,7 @@ __all__ = [
     "QueueInfo",
     "Request",
     "RequestError",
+    "UpscaleRequest",
     "new_seed",
     "open_image",
     "size_for_aspect",
@@ -119,6 +131,11 @@ class EngineOffer:
     max_final_side: int = 2048
     preview_every: int = 5
     backend: str = "local"  # "local" | "ray": for logs and /queue, never for branching in the bot
+    # Add-ons (engine.addons): what the bot may show options for. Empty / False / "" = hidden.
+    loras: tuple[str, ...] = ()  # LoRA names members may pick (autocomplete filters these)
+    reference: bool = False  # image reference (IP-Adapter) for drafts and finals
+    upscaler: str = ""  # "" = no upscale; else what enlarges ("Lanczos", "ESRGAN x4" ...)
+    describe: bool = False  # /describe (image captioning)
 
 
 @dataclass(frozen=True)

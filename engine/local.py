@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .api import (
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def offer_of(settings: EngineSettings) -> EngineOffer:
-    """What an engine with ``settings`` offers the bot."""
+    """What an engine with ``settings`` offers the bot (the add-on fields are filled in by ``start()``)."""
     return EngineOffer(
         final_models=FINAL_MODELS,
         default_final_model=settings.final_model,
@@ -114,6 +115,7 @@ class LocalEngine:
                 from .worker import Engine  # imports torch on first use
 
                 self._worker = Engine(self.settings).start()
+                self._offer = replace(self._offer, **self._worker.addon_offer)
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait (off the loop) until the draft model is loaded or failed to; for tests and the command line."""

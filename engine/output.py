@@ -21,6 +21,11 @@ def parameters_text(
     height: int,
     model: str,
     strength: float | None = None,
+    tile: bool = False,
+    loras: tuple[tuple[str, float], ...] = (),
+    reference: str | None = None,
+    chaos: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> str:
     """The ``parameters`` text that other Stable Diffusion tools (A1111, Civitai...) read."""
     lines = [prompt]
@@ -36,6 +41,15 @@ def parameters_text(
     ]
     if strength is not None:
         fields.append(f"Denoising strength: {strength:g}")
+    if tile:
+        fields.append("Tiling: True")
+    for name, weight in loras:
+        fields.append(f"Lora: {name}:{weight:g}")
+    if reference:
+        fields.append(f"IP-Adapter: {reference}")
+    if chaos:
+        fields.append(f"Chaos: {chaos}")
+    fields.extend(extra)
     lines.append(", ".join(fields))
     return "\n".join(lines)
 
@@ -55,9 +69,13 @@ def encode_images(request, images: list[Image.Image], steps: int, guidance: floa
     """
     from .requests import GeneratedImage
 
-    strength = request.strength if request.init is not None else None
+    strengths = getattr(request, "strengths", None) or (request.strength,) * request.count
+    reference = None
+    if request.reference is not None:
+        reference = f"{request.reference_mode} {request.reference_weight:g}"
     generated = []
-    for seed, image in zip(request.seeds, images, strict=True):
+    for seed, image, jittered in zip(request.seeds, images, strengths, strict=True):
+        strength = jittered if request.init is not None else None
         text = parameters_text(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -68,9 +86,20 @@ def encode_images(request, images: list[Image.Image], steps: int, guidance: floa
             height=image.height,
             model=request.model,
             strength=strength,
+            tile=request.tile,
+            loras=request.loras,
+            reference=reference,
+            chaos=getattr(request, "chaos", 0),
         )
         generated.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
     return tuple(generated)
+
+
+def encode_upscaled(request, image: Image.Image, parameters: str) -> tuple:
+    """The one ``GeneratedImage`` of an upscale (``parameters`` from ``Recipes.upscale_parameters``)."""
+    from .requests import GeneratedImage
+
+    return (GeneratedImage(encode_png(image, parameters), request.seed, image.width, image.height),)
 
 
 def read_parameters(png: bytes) -> str | None:

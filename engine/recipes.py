@@ -25,27 +25,53 @@ What keeps the fast path fast (each a setting, see ``engine.settings``):
   bucket (1, 2, 4, 8, 16) so every burst reuses one of five graphs; padding images are dropped.
 - Finals keep the full VAE (the fp16-fix VAE in float16 on a GPU); their live previews use TAESDXL.
 - :class:`StageClock` times text encoders, UNet and decode with CUDA events (no extra syncs).
+
+Prompt craft (issue 13), each a request field whose default changes nothing:
+
+- Weighted prompts (``(word:1.3)``, ``word++``, ``BREAK``, longer than 77 tokens) are encoded by
+  compel (:class:`engine.prompts.WeightedPromptEncoder`) when :func:`engine.prompts.to_compel` finds
+  weighting syntax; plain prompts take the pipeline's own encoder as before. Both are cached by the
+  text as typed; embeddings of different lengths (long prompts) are padded with the empty prompt's
+  chunk, as compel pads.
+- :meth:`Recipes.craft` wraps one run: LoRAs (``LoraLibrary.applied``; the embedding cache is keyed
+  by the active LoRAs, whose text-encoder layers change the embeddings), the IP-Adapter reference
+  (base pass only) and ``tile`` (``engine.tiling.seamless`` on the UNet, the VAE and TAESDXL). Jobs
+  with any of them skip CUDA graphs (captured for the plain modules).
+- :meth:`Recipes.upscale` (2x, subtle or creative) and :meth:`Recipes.describe` run the add-ons.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from .addons.settings import AddonMissing, AddonSettings, addon_settings_for
 from .graphs import CudaGraphs
 from .models import ModelMissing, ModelRegistry
-from .requests import DraftInit, DraftRequest, FinalRequest, ImageInit, Init, RequestError
+from .prompts import WeightedPromptEncoder, to_compel
+from .requests import (
+    DescribeRequest,
+    DraftInit,
+    DraftRequest,
+    FinalRequest,
+    ImageInit,
+    Init,
+    RequestError,
+    UpscaleRequest,
+)
 from .settings import BATCH_BUCKETS, EngineSettings
+from .tiling import seamless
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +269,38 @@ def fit_image(data: bytes, width: int, height: int) -> Image.Image:
     return ImageOps.fit(img, (width, height), Image.LANCZOS)
 
 
+def prompt_of_png(data: bytes) -> tuple[str, str]:
+    """(prompt, negative prompt) from a PNG's ``parameters`` chunk; ("", "") when there is none."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            text = img.info.get("parameters") or ""
+    except Exception:
+        return "", ""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return "", ""
+    prompt_lines, negative = [], ""
+    for line in lines[:-1]:
+        if line.startswith("Negative prompt: "):
+            negative = line.removeprefix("Negative prompt: ")
+        elif not negative:
+            prompt_lines.append(line)
+    return "\n".join(prompt_lines), negative
+
+
 class Recipes:
     """The image recipes over a :class:`ModelRegistry`."""
 
-    def __init__(self, registry: ModelRegistry, settings: EngineSettings):
+    def __init__(self, registry: ModelRegistry, settings: EngineSettings, addons: AddonSettings | None = None):
         self.registry = registry
         self.settings = settings
+        self.addons = addons if addons is not None else addon_settings_for(settings)
+        self._lora_library = None
+        self._reference = None
+        self._upscaler = None
+        self._describer = None
+        self._weighted: dict[int, WeightedPromptEncoder] = {}  # id(pipe) -> its compel encoder
+        self._embed_tag: tuple = ()  # the active LoRAs: part of the embedding cache key
         self._inpaint: dict[str, object] = {}  # model name -> inpaint pipeline sharing its modules
         self.prompts = PromptCache(settings.prompt_cache_size)
         self.last_stages: dict[str, float] = {}  # seconds per stage of the last call ("text", "unet", "decode")
@@ -319,12 +371,23 @@ class Recipes:
         texts = list(prompts)
         if guidance:
             texts += [n for n in negatives if n or not zeros_for_empty]
+
+        def key(text: str) -> tuple:
+            return (encoders, text) if not self._embed_tag else (encoders, self._embed_tag, text)
+
         found: dict[str, PromptEmbeds] = {}
         for text in dict.fromkeys(texts):
-            hit = self.prompts.get((encoders, text))
+            hit = self.prompts.get(key(text))
             if hit is not None:
                 found[text] = hit
         missing = [t for t in dict.fromkeys(texts) if t not in found]
+        weighted = [t for t in missing if to_compel(t) is not None]
+        missing = [t for t in missing if t not in weighted]
+        for text in weighted:  # compel: weights, BREAK, prompts longer than 77 tokens
+            encoded = self._weighted_encoder(pipe).encode(text)
+            self.prompts.encoder_runs += 1
+            found[text] = PromptEmbeds(encoded.prompt_embeds, encoded.pooled_prompt_embeds)
+            self.prompts.put(key(text), found[text])
         if missing:
             embeds, _, pooled, _ = pipe.encode_prompt(
                 prompt=missing,
@@ -335,7 +398,10 @@ class Recipes:
             self.prompts.encoder_runs += 1
             for j, text in enumerate(missing):
                 found[text] = PromptEmbeds(embeds[j : j + 1], pooled[j : j + 1])
-                self.prompts.put((encoders, text), found[text])
+                self.prompts.put(key(text), found[text])
+        lengths = {e.embeds.shape[1] for e in found.values()}
+        if len(lengths) > 1:  # a long weighted prompt beside shorter ones: pad them all to the longest
+            found = self._padded(pipe, found, max(lengths))
         out = {
             "prompt_embeds": torch.cat([found[p].embeds for p in prompts]),
             "pooled_prompt_embeds": torch.cat([found[p].pooled for p in prompts]),
@@ -347,6 +413,98 @@ class Recipes:
             out["negative_prompt_embeds"] = torch.cat([e.embeds for e in neg])
             out["negative_pooled_prompt_embeds"] = torch.cat([e.pooled for e in neg])
         return out
+
+    def _weighted_encoder(self, pipe) -> WeightedPromptEncoder:
+        encoder = self._weighted.get(id(pipe))
+        if encoder is None:
+            encoder = self._weighted[id(pipe)] = WeightedPromptEncoder(pipe)
+        return encoder
+
+    def _padded(self, pipe, found: dict[str, PromptEmbeds], length: int) -> dict[str, PromptEmbeds]:
+        """Embeddings made ``length`` tokens long with chunks of the empty prompt's embedding (as compel pads)."""
+        empty, _, _, _ = pipe.encode_prompt(
+            prompt=[""], device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        out = {}
+        for text, e in found.items():
+            short = length - e.embeds.shape[1]
+            if short > 0:
+                chunks = empty.repeat(1, math.ceil(short / empty.shape[1]), 1)[:, :short].to(e.embeds.dtype)
+                e = PromptEmbeds(torch.cat([e.embeds, chunks], dim=1), e.pooled)
+            out[text] = e
+        return out
+
+    # ---- add-ons -----------------------------------------------------------------------------
+
+    def lora_library(self):
+        if self._lora_library is None:
+            from .addons.lora import LoraLibrary
+
+            self._lora_library = LoraLibrary(self.addons)
+        return self._lora_library
+
+    def reference_adapter(self):
+        if self._reference is None:
+            from .addons.reference import ReferenceAdapter
+
+            self._reference = ReferenceAdapter(self.addons)
+        return self._reference
+
+    def upscaler(self):
+        if self._upscaler is None:
+            from .addons.upscale import Upscaler
+
+            self._upscaler = Upscaler(self.addons, self.registry.device)
+        return self._upscaler
+
+    def describer(self):
+        if self._describer is None:
+            from .addons.describe import Describer
+
+            self._describer = Describer(self.addons, self.registry.device)
+        return self._describer
+
+    @staticmethod
+    def is_plain(request) -> bool:
+        """No tile, LoRA or reference: the job may use the CUDA graphs of the plain modules."""
+        return request.craft_key() == (False, (), ())
+
+    @contextlib.contextmanager
+    def craft(self, request: DraftRequest | FinalRequest, pipe, model: str, *tiled) -> Iterator[dict]:
+        """LoRAs and the reference on ``pipe`` (of ``model``), ``tile`` on its UNet and VAE and on ``tiled``.
+
+        Yields the extra keyword arguments of the pipeline call (``ip_adapter_image``); everything
+        is undone on leaving, also when the job fails. Bad LoRAs or references raise RequestError.
+        """
+        from .addons.lora import LoraChoice, LoraError, lora_batch_key
+        from .addons.reference import ReferenceImageError, load_reference_image
+
+        extra: dict = {}
+        with contextlib.ExitStack() as stack:
+            try:
+                if request.loras:
+                    choices = [LoraChoice(name, weight) for name, weight in request.loras]
+                    library = self.lora_library()
+                    library.validate(choices)
+                    stack.enter_context(library.applied(pipe, choices, model=model))
+                    previous = self._embed_tag
+                    self._embed_tag = (model, lora_batch_key(choices))
+                    stack.callback(setattr, self, "_embed_tag", previous)
+                if request.reference is not None:
+                    image = load_reference_image(request.reference)
+                    extra = stack.enter_context(
+                        self.reference_adapter().applied(
+                            pipe, image, weight=request.reference_weight, mode=request.reference_mode
+                        )
+                    )
+            except (LoraError, ReferenceImageError) as exc:
+                raise RequestError(str(exc)) from None
+            except AddonMissing as exc:
+                log.error("add-on missing: %s", exc)
+                raise RequestError("That add-on is not available on this bot right now.") from None
+            if request.tile:
+                stack.enter_context(seamless(pipe.unet, pipe.vae, *tiled))
+            yield extra
 
     def draft_decoder(self):
         """TAESDXL for drafts, or None for the full VAE (``DRAFT_DECODER=full``, or TAESDXL not on disk)."""
@@ -375,17 +533,7 @@ class Recipes:
             return fit_image(init.data, width, height)
         assert isinstance(init, DraftInit)
         d = init.draft
-        alone = DraftRequest(
-            prompt=d.prompt,
-            seed=d.seed + init.index,
-            negative_prompt=d.negative_prompt,
-            width=d.width,
-            height=d.height,
-            count=1,
-            steps=d.steps,
-            init=d.init,
-            strength=d.strength,
-        )
+        alone = replace(d, seed=d.seeds[init.index], count=1, chaos=0, strength=d.strengths[init.index])
         stages = self.last_stages
         source = self.drafts([alone])[0][0] if d.init is None else self.draft_img2img(alone).images[0]
         self.last_stages = {f"draft_{k}": v for k, v in self.last_stages.items()} | stages
@@ -415,18 +563,24 @@ class Recipes:
             prompts += [prompts[-1]] * (bucket - images)
             seeds += [seeds[-1]] * (bucket - images)
         self.last_batch = bucket
-        clock = StageClock(pipe._execution_device)
-        embeds = self.embeddings(pipe, prompts)
-        clock.mark("text")
-        latents = self._turbo_loop(pipe, embeds, seeds, first.width, first.height, first.steps, cancel)
-        clock.mark("unet")
-        if cancel is not None and cancel.is_set():
-            raise JobInterrupted()
-        # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
+        plain = self.is_plain(first)
         decoder = self.draft_decoder() or pipe.vae
-        decode = self._graphed(decoder, lambda x: _decode(decoder, x), "draft decoder")
-        graphed = None if decode is None else (lambda vae, x: decode(x))
-        decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
+        clock = StageClock(pipe._execution_device)
+        with self.craft(first, pipe, "turbo", decoder) as extra:
+            embeds = self.embeddings(pipe, prompts)
+            if "ip_adapter_image" in extra:
+                embeds["image_embeds"] = pipe.prepare_ip_adapter_image_embeds(
+                    extra["ip_adapter_image"], None, pipe._execution_device, len(prompts), False
+                )
+            clock.mark("text")
+            latents = self._turbo_loop(pipe, embeds, seeds, first.width, first.height, first.steps, cancel, plain)
+            clock.mark("unet")
+            if cancel is not None and cancel.is_set():
+                raise JobInterrupted()
+            # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
+            decode = self._graphed(decoder, lambda x: _decode(decoder, x), "draft decoder") if plain else None
+            graphed = None if decode is None else (lambda vae, x: decode(x))
+            decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
         clock.mark("decode")
         self.last_stages = clock.seconds()
         result, i = [], 0
@@ -444,7 +598,9 @@ class Recipes:
             graphs = self._graphs[id(module)] = CudaGraphs(fn, name)
         return graphs
 
-    def _turbo_loop(self, pipe, embeds: dict, seeds: list[int], width: int, height: int, steps: int, cancel):
+    def _turbo_loop(
+        self, pipe, embeds: dict, seeds: list[int], width: int, height: int, steps: int, cancel, plain: bool = True
+    ):
         """SDXL Turbo's text-to-image loop (guidance 0), as ``StableDiffusionXLPipeline.__call__`` runs it.
 
         No host-device syncs: the noise comes from CPU generators (one per image) and is copied once,
@@ -464,9 +620,11 @@ class Recipes:
         projection = int(embeds["pooled_prompt_embeds"].shape[-1])
         time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype, projection)
         added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": time_ids.to(device).repeat(n, 1)}
+        if "image_embeds" in embeds:  # the IP-Adapter's image embedding (a reference)
+            added["image_embeds"] = embeds["image_embeds"]
         compiled = self.registry.compiled
         compiled_cuda = compiled and device.type == "cuda"
-        graphed = self._graphed(
+        graphed = None if not plain else self._graphed(
             unet,
             lambda x, t, e, te, ti: unet(
                 x, t, encoder_hidden_states=e, added_cond_kwargs={"text_embeds": te, "time_ids": ti}, return_dict=False
@@ -474,7 +632,7 @@ class Recipes:
             "Turbo UNet",
         )
         if compiled:
-            dynamic_batch(prompt_embeds, *added.values())
+            dynamic_batch(prompt_embeds, added["text_embeds"], added["time_ids"])
         for t in scheduler.timesteps:
             if cancel is not None and cancel.is_set():
                 break
@@ -498,23 +656,36 @@ class Recipes:
         assert request.init is not None
         init = self.init_image(request.init, request.width, request.height)
         pipe = self.registry.get("turbo").img2img
+        decoder = self.draft_decoder() or pipe.vae
         clock = StageClock(pipe._execution_device)
-        embeds = self.embeddings(pipe, [request.prompt] * request.count)
-        clock.mark("text")
-        out = pipe(
-            image=[init] * request.count,
-            strength=request.strength,
-            num_inference_steps=request.steps,
-            guidance_scale=0.0,
-            generator=generators(list(request.seeds)),
-            output_type="latent",
-            callback_on_step_end=self._callback(None, cancel, request.steps),
-            **embeds,
-        )
-        clock.mark("unet")
-        if cancel is not None and cancel.is_set():
-            raise JobInterrupted()
-        images = decode_latents(self.draft_decoder() or pipe.vae, out.images)
+        strengths = request.strengths
+        # Images of equal strength run as one call (all of them without chaos).
+        groups: dict[float, list[int]] = {}
+        for i, strength in enumerate(strengths):
+            groups.setdefault(strength, []).append(i)
+        latents: list = [None] * request.count
+        with self.craft(request, pipe, "turbo", decoder) as extra:
+            embeds = self.embeddings(pipe, [request.prompt] * request.count)
+            clock.mark("text")
+            for strength, indexes in groups.items():
+                part = {k: v[indexes] for k, v in embeds.items()}
+                out = pipe(
+                    image=[init] * len(indexes),
+                    strength=strength,
+                    num_inference_steps=request.steps,
+                    guidance_scale=0.0,
+                    generator=generators([request.seeds[i] for i in indexes]),
+                    output_type="latent",
+                    callback_on_step_end=self._callback(None, cancel, request.steps),
+                    **extra,
+                    **part,
+                )
+                for j, i in enumerate(indexes):
+                    latents[i] = out.images[j : j + 1]
+            clock.mark("unet")
+            if cancel is not None and cancel.is_set():
+                raise JobInterrupted()
+            images = decode_latents(decoder, torch.cat(latents))
         clock.mark("decode")
         self.last_stages = clock.seconds()
         return Outcome(images, request.steps, 0.0)
@@ -550,67 +721,62 @@ class Recipes:
 
         if request.model == "ssd-1b":
             model = self.registry.get("ssd-1b")
-            clock = StageClock(model.img2img._execution_device)
-            embeds = self._final_embeds(model.img2img, request, guidance)
-            clock.mark("text")
-            if init is None:
-                out = model.text2img(
-                    width=request.width, height=request.height, generator=gen, **callback, **common, **embeds
-                )
-            else:
-                out = model.img2img(
-                    image=init, strength=request.strength, generator=gen, **callback, **common, **embeds
-                )
-            clock.mark("unet")
-            if cancel is not None and cancel.is_set():
-                raise JobInterrupted()
-            images = decode_latents(model.img2img.vae, out.images)
+            pipe = model.text2img if init is None else model.img2img
+            clock = StageClock(pipe._execution_device)
+            with self.craft(request, pipe, "ssd-1b") as extra:
+                embeds = self._final_embeds(pipe, request, guidance)
+                clock.mark("text")
+                if init is None:
+                    size = {"width": request.width, "height": request.height}
+                    out = pipe(generator=gen, **size, **callback, **common, **extra, **embeds)
+                else:
+                    out = pipe(
+                        image=init, strength=request.strength, generator=gen, **callback, **common, **extra, **embeds
+                    )
+                clock.mark("unet")
+                if cancel is not None and cancel.is_set():
+                    raise JobInterrupted()
+                images = decode_latents(pipe.vae, out.images)
             clock.mark("decode")
             self.last_stages = draft_stages | clock.seconds()
             return Outcome(images, steps, guidance)
 
-        # SDXL base + refiner, ensemble of experts.
+        # SDXL base + refiner, ensemble of experts. LoRAs and the reference act on the base only.
         base = self.registry.get("sdxl-base")
         refiner = self.registry.get("sdxl-refiner").img2img
         clock = StageClock(refiner._execution_device)
         refiner_embeds = self._final_embeds(refiner, request, guidance)
         split = request.refiner_split
-        if init is not None and request.strength <= 1.0 - split:
-            # Too little noise for the base's share: the refiner alone polishes the image.
-            clock.mark("text")
-            out = refiner(image=init, strength=request.strength, generator=gen, **callback, **common, **refiner_embeds)
-        else:
-            base_embeds = self._final_embeds(base.img2img, request, guidance)
-            clock.mark("text")
-            if init is None:
-                latents = base.text2img(
-                    width=request.width,
-                    height=request.height,
-                    generator=gen,
-                    denoising_end=split,
-                    **callback,
-                    **common,
-                    **base_embeds,
-                ).images
+        with contextlib.ExitStack() as refining:
+            if request.tile:
+                refining.enter_context(seamless(refiner.unet, refiner.vae))
+            if init is not None and request.strength <= 1.0 - split:
+                # Too little noise for the base's share: the refiner alone polishes the image.
+                clock.mark("text")
+                out = refiner(
+                    image=init, strength=request.strength, generator=gen, **callback, **common, **refiner_embeds
+                )
             else:
-                latents = base.img2img(
-                    image=init,
-                    strength=request.strength,
-                    generator=gen,
-                    denoising_end=split,
-                    **callback,
-                    **common,
-                    **base_embeds,
-                ).images
+                pipe = base.text2img if init is None else base.img2img
+                with self.craft(request, pipe, "sdxl-base") as extra:
+                    base_embeds = self._final_embeds(pipe, request, guidance)
+                    clock.mark("text")
+                    if init is None:
+                        shape = {"width": request.width, "height": request.height}
+                    else:
+                        shape = {"image": init, "strength": request.strength}
+                    latents = pipe(
+                        generator=gen, denoising_end=split, **shape, **callback, **common, **extra, **base_embeds
+                    ).images
+                if cancel is not None and cancel.is_set():
+                    raise JobInterrupted()
+                out = refiner(
+                    image=latents, denoising_start=split, generator=gen, **callback, **common, **refiner_embeds
+                )
+            clock.mark("unet")
             if cancel is not None and cancel.is_set():
                 raise JobInterrupted()
-            out = refiner(
-                image=latents, denoising_start=split, generator=gen, **callback, **common, **refiner_embeds
-            )
-        clock.mark("unet")
-        if cancel is not None and cancel.is_set():
-            raise JobInterrupted()
-        images = decode_latents(refiner.vae, out.images)
+            images = decode_latents(refiner.vae, out.images)
         clock.mark("decode")
         self.last_stages = draft_stages | clock.seconds()
         return Outcome(images, steps, guidance)
@@ -640,28 +806,118 @@ class Recipes:
         mask = fit_mask(request.mask, request.width, request.height)
         pipe = self.inpaint_pipeline(request.model)
         clock = StageClock(pipe._execution_device)
-        embeds = self._final_embeds(pipe, request, guidance)
-        clock.mark("text")
-        out = pipe(
-            image=init,
-            mask_image=mask,
-            width=request.width,
-            height=request.height,
-            strength=request.strength,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generators([request.seed]),
-            output_type="latent",
-            **self._guidance_kwargs(on_step, cancel, self.planned_steps(request), guidance),
-            **embeds,
-        )
-        clock.mark("unet")
-        if cancel is not None and cancel.is_set():
-            raise JobInterrupted()
-        (painted,) = decode_latents(pipe.vae, out.images)
+        with self.craft(request, pipe, "sdxl-base" if request.model == "sdxl" else request.model) as extra:
+            embeds = self._final_embeds(pipe, request, guidance)
+            clock.mark("text")
+            out = pipe(
+                image=init,
+                mask_image=mask,
+                width=request.width,
+                height=request.height,
+                strength=request.strength,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generators([request.seed]),
+                output_type="latent",
+                **self._guidance_kwargs(on_step, cancel, self.planned_steps(request), guidance),
+                **extra,
+                **embeds,
+            )
+            clock.mark("unet")
+            if cancel is not None and cancel.is_set():
+                raise JobInterrupted()
+            (painted,) = decode_latents(pipe.vae, out.images)
         clock.mark("decode")
         self.last_stages = clock.seconds()
         return Outcome([keep_unmasked(painted, init, mask)], steps, guidance)
+
+    # ---- upscale 2x and describe ----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        on_tile: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome:
+        """The image enlarged exactly 2x: the upscaler model (or Lanczos), then for "creative" an
+        image-to-image pass of the final model over feathered tiles. The prompt defaults to the PNG's."""
+        from .addons.upscale import UpscaleError
+        from .canvas import open_image
+
+        source = open_image(request.image, "image to upscale").convert("RGB")
+        upscaler = self.upscaler()
+        self.last_stages = {}
+        clock = StageClock(self.registry.device)
+        try:
+            if request.mode == "subtle":
+                big = upscaler.subtle(source)
+                clock.mark("upscale")
+                self.last_stages = clock.seconds()
+                return Outcome([big], 0, 0.0)
+            prompt, negative = request.prompt, request.negative_prompt
+            if not prompt:
+                prompt, typed_negative = prompt_of_png(request.image)
+                negative = negative or typed_negative
+            name = "sdxl-base" if request.model == "sdxl" else request.model
+            pipe = self.registry.get(name).img2img
+            guidance = self.settings.final_guidance(request.model)
+            cfg = guidance > 1.0
+            embeds = self.embeddings(pipe, [prompt], [negative] if cfg else None, guidance=cfg)
+            clock.mark("text")
+
+            def tile_done(done: int, total: int) -> None:
+                if on_tile is not None:
+                    on_tile(done, total)
+                if cancel is not None and cancel.is_set():
+                    raise JobInterrupted()
+
+            big = upscaler.creative(
+                source, pipe, prompt_kwargs={**embeds, "guidance_scale": guidance}, seed=request.seed, on_tile=tile_done
+            )
+        except UpscaleError as exc:
+            log.error("upscale failed: %s", exc)
+            raise RequestError("The upscaler of this bot is broken; its log says why.") from None
+        clock.mark("unet")
+        self.last_stages = clock.seconds()
+        return Outcome([big], self.addons.upscale_steps, guidance)
+
+    def upscale_parameters(self, request: UpscaleRequest, image: Image.Image) -> str:
+        """The ``parameters`` text of an upscaled image: the source's, with the upscale appended."""
+        from .output import parameters_text, read_parameters
+
+        upscaled = [f"Hires upscale: 2, Hires upscaler: {self.upscaler().name()}, Upscale mode: {request.mode}"]
+        if request.mode == "creative":
+            upscaled.append(f"Hires denoising strength: {self.addons.upscale_strength:g}")
+        try:
+            source = read_parameters(request.image)
+        except Exception:
+            source = None
+        if source:
+            return source.rstrip() + ", " + ", ".join(upscaled)
+        return parameters_text(
+            prompt=request.prompt or "(upscaled image)",
+            negative_prompt=request.negative_prompt,
+            steps=self.addons.upscale_steps if request.mode == "creative" else 0,
+            guidance=0.0,
+            seed=request.seed,
+            width=image.width,
+            height=image.height,
+            model=request.model,
+            extra=tuple(upscaled),
+        )
+
+    def describe(self, request: DescribeRequest) -> list[str]:
+        """Three or four prompt suggestions for the image (the describe add-on)."""
+        from .addons.describe import DescribeError
+
+        try:
+            return self.describer().describe(request.image, count=request.count)
+        except DescribeError as exc:
+            raise RequestError(str(exc)) from None
+        except AddonMissing as exc:
+            log.error("describe: %s", exc)
+            raise RequestError("Describe is not available on this bot right now.") from None
 
     # ---- warm-up -----------------------------------------------------------------------------
 

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .api import EngineStopped, JobCancelled, JobFailed, QueueFull
-from .output import encode_images
+from .output import encode_images, encode_upscaled
 from .queue import FairQueue, QueuedJob
 from .requests import (
+    DescribeRequest,
     DraftRequest,
     FinalRequest,
     JobResult,
@@ -34,6 +35,7 @@ from .requests import (
     QueueInfo,
     Request,
     RequestError,
+    UpscaleRequest,
 )
 from .settings import EngineSettings
 
@@ -92,6 +94,7 @@ class Engine:
         self.registry = None
         self.recipes = None
         self._ready = threading.Event()
+        self.addon_offer: dict = {"loras": (), "reference": False, "upscaler": "", "describe": False}
         self._idle_loads: list[str] = []  # models to load when the queue is empty (worker thread only)
 
     # ---- life cycle --------------------------------------------------------------------------
@@ -108,6 +111,7 @@ class Engine:
         self.memory = _resolve_memory(self.settings.memory, self.device)
         self.registry = ModelRegistry(self.settings, self.device, dtype, self.memory)
         self.recipes = Recipes(self.registry, self.settings)
+        self.addon_offer = _addon_offer(self.recipes.addons)
         on_gpu = self.device != "cpu"
         self._rate = {"draft": 0.05 if on_gpu else 0.4, "final": 0.08 if on_gpu else 0.6}
         _quiet_libraries()
@@ -164,11 +168,12 @@ class Engine:
         on_progress: ProgressFn | None = None,
     ) -> JobHandle:
         """Queue ``request``; raises RequestError (bad request) or QueueFull at once."""
-        if not isinstance(request, DraftRequest | FinalRequest):
+        if not isinstance(request, DraftRequest | FinalRequest | UpscaleRequest | DescribeRequest):
             raise RequestError(f"Unknown request type {type(request).__name__}.")
         request.validate()
         if self.recipes is None:
             raise RuntimeError("Engine.start() must be called before submit().")
+        self._check_addons(request)
         job_id = job_id or uuid.uuid4().hex
         future: concurrent.futures.Future = concurrent.futures.Future()
         job = _Job(job_id, str(user), request, future, on_progress)
@@ -180,11 +185,26 @@ class Engine:
             if len(self._queue) >= self._queue.max_size:
                 raise QueueFull(f"The queue is full ({self._queue.max_size} jobs); try again in a minute.")
             self._jobs[job_id] = job
-            self._queue.push(QueuedJob(job_id, job.user, request.kind, request, payload=job))
+            self._queue.push(QueuedJob(job_id, job.user, _lane(request), request, payload=job))
             self._wake.notify()
         if self._thread is None or not self._thread.is_alive():
             self._restart_worker("worker thread was not running")
         return JobHandle(job_id, future)
+
+    def _check_addons(self, request: Request) -> None:
+        """Refuse at once what needs an add-on this engine does not offer (the LoRA names against its library)."""
+        offer = self.addon_offer
+        if isinstance(request, DescribeRequest) and not offer["describe"]:
+            raise RequestError("Describe is not available on this bot.")
+        if not isinstance(request, DraftRequest | FinalRequest):
+            return
+        if request.reference is not None and not offer["reference"]:
+            raise RequestError("Image reference is not available on this bot.")
+        if request.loras:
+            known = set(self.recipes.lora_library().names()) if offer["loras"] else set()
+            for name, _ in request.loras:
+                if name not in known:
+                    raise RequestError(f"Unknown LoRA {name!r}: pick one from the list.")
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job (removed at once) or a running one (stops at its next step)."""
@@ -245,6 +265,10 @@ class Engine:
     # ---- estimates ---------------------------------------------------------------------------
 
     def _units(self, request: Request) -> float:
+        if isinstance(request, UpscaleRequest):
+            return 4.0 if request.mode == "creative" else 0.5
+        if isinstance(request, DescribeRequest):
+            return 1.0
         if isinstance(request, DraftRequest):
             return request.count * request.steps * request.width * request.height / 512**2
         steps = self.recipes.planned_steps(request) if self.recipes else (request.steps or 28)
@@ -445,6 +469,12 @@ class Engine:
         elif isinstance(first, DraftRequest):
             out = self.recipes.draft_img2img(first, cancel=jobs[0].cancel)
             outcomes = [(out.images, out.steps, out.guidance)]
+        elif isinstance(first, UpscaleRequest):
+            job = jobs[0]
+            out = self.recipes.upscale(first, on_tile=self._tile_progress_fn(job), cancel=job.cancel)
+            outcomes = [(out.images, out.steps, out.guidance)]
+        elif isinstance(first, DescribeRequest):
+            outcomes = [(self.recipes.describe(first), 0, 0.0)]
         else:
             job = jobs[0]
             out = self.recipes.final(first, on_step=self._progress_fn(job), cancel=job.cancel)
@@ -475,20 +505,55 @@ class Engine:
 
         return on_step
 
+    def _tile_progress_fn(self, job: _Job):
+        """Progress of an upscale: one step per redrawn tile, no preview."""
+        if job.on_progress is None:
+            return None
+
+        def on_tile(done: int, total: int) -> None:
+            try:
+                job.on_progress(Progress(job.job_id, done, total, None))
+            except Exception:
+                log.exception("progress callback of job %s failed", job.job_id)
+
+        return on_tile
+
     def _finish(self, job: _Job, images, steps: int, guidance: float, timings: dict, batch_size: int) -> None:
-        """On an encoder thread: PNGs with parameters, then the result."""
+        """On an encoder thread: PNGs with parameters, then the result (a describe job's are suggestions)."""
         try:
             started = time.monotonic()
             r = job.request
             model = r.model
-            generated = encode_images(r, images, steps, guidance)
+            suggestions: tuple[str, ...] = ()
+            if isinstance(r, DescribeRequest):
+                generated, suggestions = (), tuple(images)
+            elif isinstance(r, UpscaleRequest):
+                generated = encode_upscaled(r, images[0], self.recipes.upscale_parameters(r, images[0]))
+            else:
+                generated = encode_images(r, images, steps, guidance)
             timings = dict(timings, encode=round(time.monotonic() - started, 4))
             timings["total"] = round(time.monotonic() - job.submitted_at, 4)
-            result = JobResult(generated, model, r, steps, guidance, timings, batch_size)
+            result = JobResult(generated, model, r, steps, guidance, timings, batch_size, suggestions)
             _set_result(job.future, result)
         except Exception:
             log.exception("encoding job %s failed", job.job_id)  # the detail stays in the log
             _set_exception(job.future, JobFailed("Could not encode the image. Please retry."))
+
+
+def _lane(request: Request) -> str:
+    """The queue lane: drafts and describe in "draft", finals and upscales in "final"."""
+    return getattr(request, "lane", request.kind)
+
+
+def _addon_offer(addons) -> dict:
+    """The add-on fields of the offer; an add-on whose check fails is simply not offered."""
+    from .addons import offer_fields
+
+    try:
+        return offer_fields(addons)
+    except Exception:
+        log.exception("could not check the add-ons; none is offered")
+        return {"loras": (), "reference": False, "upscaler": "", "describe": False}
 
 
 def _set_result(future: concurrent.futures.Future, value) -> None:

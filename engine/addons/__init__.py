@@ -21,7 +21,15 @@ log = logging.getLogger(__name__)
 ADDONS = ("lora", "reference", "upscale", "describe")
 _MODULES = {"lora": "lora", "reference": "reference", "upscale": "upscale", "describe": "describe"}
 
-__all__ = ["ADDONS", "AddonMissing", "AddonSettings", "AddonSettingsError", "addon_problems", "download"]
+__all__ = [
+    "ADDONS",
+    "AddonMissing",
+    "AddonSettings",
+    "AddonSettingsError",
+    "addon_problems",
+    "download",
+    "offer_fields",
+]
 
 
 def _module(addon: str):
@@ -52,6 +60,28 @@ def available(settings: AddonSettings) -> list[str]:
     """The add-ons the bot may offer: configured and with their weights on disk."""
     problems = addon_problems(settings)
     return [addon for addon in ADDONS if enabled(settings, addon) and addon not in problems]
+
+
+def offer_fields(settings: AddonSettings) -> dict[str, object]:
+    """The add-on fields of ``engine.api.EngineOffer`` (``loras``, ``reference``, ``upscaler``, ``describe``).
+
+    Logs each problem line once; an add-on with a problem is not offered (upscale falls back to Lanczos).
+    """
+    from pathlib import Path
+
+    problems = addon_problems(settings)
+    for addon, line in problems.items():
+        log.warning("add-on %s: %s", addon, line)
+    on = set(available(settings))
+    loras: tuple[str, ...] = ()
+    if "lora" in on:
+        from .lora import LoraLibrary
+
+        loras = tuple(LoraLibrary(settings).names())
+    upscaler = "Lanczos"
+    if settings.upscaler_model and "upscale" not in problems:
+        upscaler = Path(settings.upscaler_model.removeprefix("tiny:")).stem
+    return {"loras": loras, "reference": "reference" in on, "upscaler": upscaler, "describe": "describe" in on}
 
 
 def download(settings: AddonSettings, addons: list[str] | None = None) -> dict[str, object]:

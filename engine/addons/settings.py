@@ -158,3 +158,12 @@ def split_hub_file(source: str) -> tuple[str, str] | None:
     if len(parts) >= 3 and source.endswith(".safetensors"):
         return "/".join(parts[:2]), "/".join(parts[2:])
     return None
+
+
+def addon_settings_for(settings, env: dict[str, str] | None = None) -> AddonSettings:
+    """The add-on settings of an engine: the environment's ``LORA_*``/``REFERENCE_*``/... variables, with the
+    engine's preset and cache folder (the tiny preset gets the tiny add-ons beside its tiny models)."""
+    env = dict(os.environ if env is None else env)
+    env["ENGINE_PRESET"] = settings.preset
+    env["ENGINE_CACHE_DIR"] = str(settings.cache_dir)
+    return AddonSettings.from_env(env)

@@ -459,8 +459,9 @@ class ClusterEngine:
         offer = status.get("offer") or {}
         known = {f.name for f in fields(EngineOffer)}
         values = {k: v for k, v in offer.items() if k in known}
-        if "final_models" in values:
-            values["final_models"] = tuple(values["final_models"])
+        for name in ("final_models", "loras"):
+            if name in values:
+                values[name] = tuple(values[name])
         self._offer = EngineOffer(**{**values, "backend": "ray"})
         if self._queue_max_override is None:
             self._queue.max_size = self._offer.queue_max

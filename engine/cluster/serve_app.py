@@ -438,7 +438,11 @@ def offer_for(settings: EngineSettings) -> dict:
         preview_every=settings.preview_every,
         backend="ray",
     )
-    return {**offer.__dict__, "final_models": list(offer.final_models)}
+    from ..addons import offer_fields
+    from ..addons.settings import addon_settings_for
+
+    addons = offer_fields(addon_settings_for(settings))
+    return {**offer.__dict__, **addons, "final_models": list(offer.final_models), "loras": list(addons["loras"])}
 
 
 def build_app(

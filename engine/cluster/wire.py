@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from ..requests import (
+    DescribeRequest,
     DraftInit,
     DraftRequest,
     FinalRequest,
@@ -26,6 +27,7 @@ from ..requests import (
     JobResult,
     Progress,
     Request,
+    UpscaleRequest,
 )
 
 # Error kinds in an ``error`` line, and what the client does with them.
@@ -36,7 +38,12 @@ ERROR_KINDS = (
     "worker_lost",  # the replica running it died: the client retries once with the same job id
 )
 
-_DRAFT_FIELDS = ("prompt", "seed", "negative_prompt", "width", "height", "count", "steps", "strength")
+# Prompt craft, on drafts and finals alike ("loras" and "reference" are encoded apart).
+_CRAFT_FIELDS = ("tile", "reference_weight", "reference_mode")
+_DRAFT_FIELDS = (
+    "prompt", "seed", "negative_prompt", "width", "height", "count", "steps", "strength", "chaos", *_CRAFT_FIELDS
+)
+_UPSCALE_FIELDS = ("mode", "prompt", "negative_prompt", "seed", "model")
 _FINAL_FIELDS = (
     "prompt",
     "seed",
@@ -48,6 +55,7 @@ _FINAL_FIELDS = (
     "guidance",
     "strength",
     "refiner_split",
+    *_CRAFT_FIELDS,
 )
 
 
@@ -108,8 +116,33 @@ def _decode_init(obj: Any) -> Init | None:
     raise WireError(f"unknown init type {kind!r}")
 
 
+def _encode_craft(request: DraftRequest | FinalRequest) -> dict:
+    return {
+        "loras": [[name, weight] for name, weight in request.loras],
+        "reference": None if request.reference is None else _b64(request.reference),
+    }
+
+
+def _decode_craft(obj: dict) -> dict:
+    loras = obj.get("loras") or []
+    if not isinstance(loras, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], int | float)
+        for pair in loras
+    ):
+        raise WireError("loras must be a list of [name, weight] pairs")
+    reference = obj.get("reference")
+    return {
+        "loras": tuple((name, float(weight)) for name, weight in loras),
+        "reference": None if reference is None else _unb64(reference, "reference"),
+    }
+
+
 def encode_request(request: Request) -> dict:
-    """A JSON-ready dict of a draft or final request (nested DraftInit included)."""
+    """A JSON-ready dict of any request (nested DraftInit included)."""
+    if isinstance(request, UpscaleRequest):
+        return {"kind": "upscale", "image": _b64(request.image), **{n: getattr(request, n) for n in _UPSCALE_FIELDS}}
+    if isinstance(request, DescribeRequest):
+        return {"kind": "describe", "image": _b64(request.image), "count": request.count}
     if isinstance(request, DraftRequest):
         out: dict[str, Any] = {"kind": "draft", **{name: getattr(request, name) for name in _DRAFT_FIELDS}}
     elif isinstance(request, FinalRequest):
@@ -117,6 +150,7 @@ def encode_request(request: Request) -> dict:
         out["mask"] = None if request.mask is None else _b64(request.mask)
     else:
         raise WireError(f"unknown request type {type(request).__name__}")
+    out.update(_encode_craft(request))
     out["init"] = _encode_init(request.init)
     return out
 
@@ -134,18 +168,30 @@ def _decode_request(obj: Any) -> Request:
         raise WireError("request must be an object")
     kind = obj.get("kind")
     if kind == "draft":
-        _expect(obj, {"kind", "init", *_DRAFT_FIELDS}, "draft request")
+        _expect(obj, {"kind", "init", "loras", "reference", *_DRAFT_FIELDS}, "draft request")
         return DraftRequest(
-            **{name: obj[name] for name in _DRAFT_FIELDS if name in obj}, init=_decode_init(obj.get("init"))
+            **{name: obj[name] for name in _DRAFT_FIELDS if name in obj},
+            **_decode_craft(obj),
+            init=_decode_init(obj.get("init")),
         )
     if kind == "final":
-        _expect(obj, {"kind", "init", "mask", *_FINAL_FIELDS}, "final request")
+        _expect(obj, {"kind", "init", "mask", "loras", "reference", *_FINAL_FIELDS}, "final request")
         mask = obj.get("mask")
         return FinalRequest(
             **{name: obj[name] for name in _FINAL_FIELDS if name in obj},
+            **_decode_craft(obj),
             init=_decode_init(obj.get("init")),
             mask=None if mask is None else _unb64(mask, "mask"),
         )
+    if kind == "upscale":
+        _expect(obj, {"kind", "image", *_UPSCALE_FIELDS}, "upscale request")
+        return UpscaleRequest(
+            image=_unb64(obj.get("image"), "image"), **{name: obj[name] for name in _UPSCALE_FIELDS if name in obj}
+        )
+    if kind == "describe":
+        _expect(obj, {"kind", "image", "count"}, "describe request")
+        count = {"count": obj["count"]} if "count" in obj else {}
+        return DescribeRequest(image=_unb64(obj.get("image"), "image"), **count)
     raise WireError(f"unknown request kind {kind!r}")
 
 
@@ -164,11 +210,15 @@ def encode_result(result: JobResult) -> dict:
         "guidance": result.guidance,
         "timings": dict(result.timings),
         "batch_size": result.batch_size,
+        "suggestions": list(result.suggestions),
     }
 
 
 def decode_result(obj: Any) -> JobResult:
-    _expect(obj, {"images", "model", "request", "steps", "guidance", "timings", "batch_size"}, "result")
+    _expect(obj, {"images", "model", "request", "steps", "guidance", "timings", "batch_size", "suggestions"}, "result")
+    suggestions = obj.get("suggestions") or []
+    if not isinstance(suggestions, list) or not all(isinstance(text, str) for text in suggestions):
+        raise WireError("suggestions must be a list of strings")
     images = []
     for item in obj.get("images") or []:
         _expect(item, {"png", "seed", "width", "height"}, "image")
@@ -181,6 +231,7 @@ def decode_result(obj: Any) -> JobResult:
         guidance=float(obj["guidance"]),
         timings={str(k): float(v) for k, v in obj["timings"].items()},
         batch_size=obj.get("batch_size", 1),
+        suggestions=tuple(suggestions),
     )
 
 
