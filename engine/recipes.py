@@ -481,6 +481,11 @@ class Recipes:
 
         extra: dict = {}
         with contextlib.ExitStack() as stack:
+            if (request.loras or request.reference is not None) and _fused(pipe.unet):
+                # Fused QKV projections bypass LoRA layers on to_q/to_k/to_v, and the IP-Adapter swaps the
+                # processors: unfuse for this job, fuse again last (LoRA off, adapter gone: the plain weights).
+                pipe.unet.unfuse_qkv_projections()
+                stack.callback(pipe.unet.fuse_qkv_projections)
             try:
                 if request.loras:
                     choices = [LoraChoice(name, weight) for name, weight in request.loras]
@@ -931,6 +936,11 @@ class Recipes:
             self.drafts([request] * bucket)
             done.append(bucket)
         return done
+
+
+def _fused(unet) -> bool:
+    """Whether the UNet runs fused QKV projections (``fast_kernels``)."""
+    return any(type(proc).__name__.startswith("Fused") for proc in unet.attn_processors.values())
 
 
 def fit_mask(data: bytes, width: int, height: int) -> Image.Image:

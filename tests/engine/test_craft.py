@@ -166,8 +166,24 @@ def test_a_tiled_sdxl_final_tiles_the_refiner_too(engine):
 # ---- LoRAs -----------------------------------------------------------------------------------------------
 
 
-def test_a_lora_changes_the_draft_is_recorded_and_switched_off_after(engine, plain_png):
+def processors(engine) -> set[str]:
+    return {type(p).__name__ for p in engine.registry.get("turbo").text2img.unet.attn_processors.values()}
+
+
+def test_a_lora_changes_the_draft_is_recorded_and_switched_off_after(engine, plain_png, monkeypatch):
+    before = processors(engine)
+    during: list[set[str]] = []
+    loop = engine.recipes._turbo_loop
+    def spy(*args, **kwargs):
+        during.append(processors(engine))
+        return loop(*args, **kwargs)
+
+    monkeypatch.setattr(engine.recipes, "_turbo_loop", spy)
     with_lora = run(engine, draft(loras=(("tiny-glow", 1.5),))).images[0]
+    monkeypatch.undo()
+    # fused QKV projections would bypass the LoRA layers on to_q/to_k/to_v: unfused while it runs, fused after
+    assert during and not any(name.startswith("Fused") for name in during[0])
+    assert processors(engine) == before
     assert changed(with_lora.png, plain_png) > 0
     assert "Lora: tiny-glow:1.5" in read_parameters(with_lora.png)
     assert_plain_jobs_unchanged(engine, plain_png)
@@ -213,6 +229,7 @@ def test_a_reference_changes_the_draft_and_is_taken_off_after(engine, plain_png,
     assert changed(out.png, plain_png) > 0
     assert f"IP-Adapter: {mode} 2" in read_parameters(out.png)
     assert not ReferenceAdapter.is_attached(engine.registry.get("turbo").text2img)
+    assert processors(engine) == {"FusedAttnProcessor2_0"}  # fast kernels are back
     assert_plain_jobs_unchanged(engine, plain_png)
 
 
