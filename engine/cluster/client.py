@@ -36,7 +36,16 @@ from ..api import (
     QueueFull,
 )
 from ..queue import LANES, FairQueue, QueuedJob
-from ..requests import DraftRequest, FinalRequest, JobResult, QueueInfo, Request, RequestError
+from ..requests import (
+    DescribeRequest,
+    DraftRequest,
+    FinalRequest,
+    JobResult,
+    QueueInfo,
+    Request,
+    RequestError,
+    UpscaleRequest,
+)
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -68,7 +77,7 @@ class _Job:
 
     @property
     def lane(self) -> str:
-        return self.request.kind
+        return getattr(self.request, "lane", self.request.kind)  # upscale: "final", describe: "draft"
 
     @property
     def images(self) -> int:
@@ -195,9 +204,11 @@ class ClusterEngine:
         job_id: str,
         on_progress: ProgressFn | None = None,
     ) -> ClusterJobHandle:
-        if not isinstance(request, DraftRequest | FinalRequest):
+        if not isinstance(request, DraftRequest | FinalRequest | UpscaleRequest | DescribeRequest):
             raise RequestError(f"Unknown request type {type(request).__name__}.")
         request.validate()
+        if isinstance(request, DescribeRequest) and not self._offer.describe:
+            raise RequestError("Describe is not available on this bot.")
         if self._closing:
             raise EngineStopped("The engine is shutting down; try again in a minute.")
         if self._session is None:

@@ -33,8 +33,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..api import EngineOffer
-from ..output import encode_images
-from ..requests import DraftRequest, FinalRequest, JobResult, RequestError
+from ..output import encode_images, encode_upscaled
+from ..requests import DescribeRequest, DraftRequest, FinalRequest, JobResult, RequestError, UpscaleRequest
 from ..settings import EngineSettings
 from . import wire
 
@@ -117,9 +117,15 @@ class _Worker:
 
         def encode() -> bytes:
             started = time.monotonic()
-            generated = encode_images(request, images, steps, guidance)
+            suggestions: tuple[str, ...] = ()
+            if isinstance(request, DescribeRequest):
+                generated, suggestions = (), tuple(images)
+            elif isinstance(request, UpscaleRequest):
+                generated = encode_upscaled(request, images[0], self.recipes.upscale_parameters(request, images[0]))
+            else:
+                generated = encode_images(request, images, steps, guidance)
             done = dict(timings, encode=round(time.monotonic() - started, 4))
-            result = JobResult(generated, request.model, request, steps, guidance, done, batch_size)
+            result = JobResult(generated, request.model, request, steps, guidance, done, batch_size, suggestions)
             return wire.result_line(result)
 
         return await asyncio.get_running_loop().run_in_executor(self._encoder, encode)
@@ -163,11 +169,22 @@ class DraftWorker(_Worker):
             request = wire.decode_request(payload).validate()
         except (RequestError, wire.WireError) as exc:
             return wire.error_line("request", str(exc))
+        if isinstance(request, DescribeRequest):
+            return await self._describe(request, received)
         if not isinstance(request, DraftRequest):
             return wire.error_line("request", "A final was sent to the draft workers.")
         if request.init is not None:
             return await self._alone(request, received)
         return await self.batched((job_id, request, received))
+
+    async def _describe(self, request: DescribeRequest, received: float) -> bytes:
+        started = time.monotonic()
+        try:
+            suggestions = await self._on_gpu(self.recipes.describe, request)
+        except Exception as exc:
+            return failure_line(exc)
+        timings = {"queued": round(started - received, 4), "run": round(time.monotonic() - started, 4)}
+        return await self._encode(request, suggestions, 0, 0.0, timings, 1)
 
     async def _alone(self, request: DraftRequest, received: float) -> bytes:
         started: list[float] = []
@@ -241,7 +258,7 @@ class FinalWorker(_Worker):
         except (RequestError, wire.WireError) as exc:
             yield wire.error_line("request", str(exc))
             return
-        if not isinstance(request, FinalRequest):
+        if not isinstance(request, FinalRequest | UpscaleRequest):
             yield wire.error_line("request", "A draft was sent to the final workers.")
             return
         loop = asyncio.get_running_loop()
@@ -266,6 +283,12 @@ class FinalWorker(_Worker):
                 from ..recipes import JobInterrupted
 
                 raise JobInterrupted()
+            if isinstance(request, UpscaleRequest):
+
+                def on_tile(done: int, total: int) -> None:
+                    loop.call_soon_threadsafe(events.put_nowait, wire.progress_line(done, total, None))
+
+                return self.recipes.upscale(request, on_tile=on_tile, cancel=cancel)
             return self.recipes.final(request, on_step=on_step, cancel=cancel)
 
         task = asyncio.ensure_future(loop.run_in_executor(self._gpu, make))
@@ -341,7 +364,8 @@ class Ingress:
                 kind = payload["kind"]
             except (ValueError, KeyError, TypeError):
                 return JSONResponse({"error": "body must be {job_id, request}"}, status_code=400)
-            stream = self._final_stream(job_id, payload) if kind == "final" else self._draft_stream(job_id, payload)
+            final_lane = kind in ("final", "upscale")
+            stream = self._final_stream(job_id, payload) if final_lane else self._draft_stream(job_id, payload)
             return StreamingResponse(stream, media_type="application/x-ndjson")
         return JSONResponse({"error": f"no route {http.method} {path}"}, status_code=404)
 
