@@ -123,6 +123,14 @@ def test_a_weighted_final_with_a_weighted_negative(engine):
     assert changed(weighted.png, plain.png) > 0
 
 
+def test_a_long_weighted_sdxl_final_runs_base_and_refiner(engine):
+    long_prompt = "a (red fox:1.4) in snow, " + ", ".join(f"detail{i}" for i in range(90))
+    plain = run(engine, final(model="sdxl")).images[0]
+    weighted = run(engine, final(long_prompt, model="sdxl", negative_prompt="[blurry]")).images[0]
+    assert changed(weighted.png, plain.png) > 0
+    assert read_parameters(weighted.png).startswith(long_prompt)
+
+
 # ---- seamless tiles ------------------------------------------------------------------------------------
 
 
