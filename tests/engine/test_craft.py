@@ -174,8 +174,8 @@ def test_a_tiled_sdxl_final_tiles_the_refiner_too(engine):
 # ---- LoRAs -----------------------------------------------------------------------------------------------
 
 
-def processors(engine) -> set[str]:
-    return {type(p).__name__ for p in engine.registry.get("turbo").text2img.unet.attn_processors.values()}
+def processors(engine, model: str = "turbo") -> set[str]:
+    return {type(p).__name__ for p in engine.registry.get(model).text2img.unet.attn_processors.values()}
 
 
 def test_a_lora_changes_the_draft_is_recorded_and_switched_off_after(engine, plain_png, monkeypatch):
@@ -249,6 +249,18 @@ def test_a_reference_on_finals_and_image_to_image_drafts(engine, reference_png, 
     assert sdxl.width == SIDE
     varied = run(engine, draft(init=ImageInit(plain_png), steps=2, reference=reference_png)).images[0]
     assert varied.width == SIDE
+
+
+def test_an_inpaint_with_every_craft_field(engine, reference_png, plain_png):
+    mask = np.zeros((SIDE, SIDE, 3))
+    mask[64:192, 64:192] = 255
+    request = final(init=ImageInit(plain_png), mask=png_of(mask), strength=1.0, tile=True,
+                    loras=(("tiny-glow", 1.0),), reference=reference_png)
+    out = run(engine, request).images[0]
+    assert (out.width, out.height) == (SIDE, SIDE)
+    assert "Tiling: True, Lora: tiny-glow:1, IP-Adapter: full 0.5" in read_parameters(out.png)
+    assert processors(engine, "ssd-1b") == {"FusedAttnProcessor2_0"}
+    assert_plain_jobs_unchanged(engine, plain_png)
 
 
 # ---- chaos ---------------------------------------------------------------------------------------------
