@@ -115,7 +115,7 @@ class ClusterEngine:
         self._front: dict[str, deque[_Job]] = {lane: deque() for lane in LANES}  # retries go first
         self._jobs: dict[str, _Job] = {}  # waiting and running
         self._running: dict[str, _Job] = {}
-        self._offer = EngineOffer(backend="ray")
+        self._offer = EngineOffer(queue_max=self._queue.max_size, backend="ray")
         self._capacity = {"draft_images": 0, "final": 0}
         self._replicas = {"draft": 0, "final": 0}
         self._reachable = False
@@ -461,9 +461,10 @@ class ClusterEngine:
         values = {k: v for k, v in offer.items() if k in known}
         if "final_models" in values:
             values["final_models"] = tuple(values["final_models"])
+        if self._queue_max_override is not None:  # this side's limit, and the offer says so
+            values["queue_max"] = self._queue_max_override
         self._offer = EngineOffer(**{**values, "backend": "ray"})
-        if self._queue_max_override is None:
-            self._queue.max_size = self._offer.queue_max
+        self._queue.max_size = self._offer.queue_max
         if not self._reachable:
             log.info("the engine cluster at %s is reachable: %s", self.url, self._replicas)
         self._reachable = True
