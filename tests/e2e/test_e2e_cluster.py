@@ -119,6 +119,7 @@ async def test_imagine_reroll_and_u2_through_the_cluster(bot: RunningBot) -> Non
     assert_pngs(drafts, (512, 512), 4)
     job = await bot.finished_job_for(drafts)
     assert job["status"] == "done" and job["seeds"] == [500, 501, 502, 503]
+    assert {"cluster", "overhead"} <= set(job["timings"]), job["timings"]  # timed in flight to the cluster
     await fake.wait_for(lambda: fake.bot_user.id in drafts.reactions.get(REROLL, []), 10, "the bot's 🔁")
 
     reroller = new_user(fake, "cluster-reroller")
@@ -175,6 +176,7 @@ async def test_a_bot_restart_with_a_final_in_flight_delivers_every_job_once(
                 assert_pngs(message, (1024, 1024), 1)
                 job = await second.finished_job_for(message)
                 assert job["status"] == "done" and job["seeds"] == [100 + n]
+                assert "cluster" in job["timings"], job["timings"]
                 uploads = [c for c in fake.calls_to("PATCH") if interaction.token in c.path and c.files]
                 uploads += [
                     c
