@@ -18,8 +18,9 @@ def tiny_cache_dir(request, tmp_path_factory) -> Path:
     """Where the tiny random pipelines live: built once, kept between runs in pytest's cache."""
     from engine.tiny import ensure_tiny_models
 
-    if request.config.cache is not None:
-        cache = Path(request.config.cache.mkdir("tiny-models"))
+    pytest_cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if pytest_cache is not None:
+        cache = Path(pytest_cache.mkdir("tiny-models"))
     else:  # -p no:cacheprovider
         cache = tmp_path_factory.mktemp("tiny-models")
     ensure_tiny_models(cache)
