@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .api import EngineStopped, JobCancelled, JobFailed, QueueFull
+from .device import is_oom, quiet_libraries, resolve_device, resolve_memory
 from .output import encode_images, encode_upscaled
 from .queue import FairQueue, QueuedJob
 from .requests import (
@@ -65,12 +66,6 @@ class _Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 class Engine:
     """The image factory. Thread-safe; knows nothing of Discord."""
 
@@ -106,15 +101,15 @@ class Engine:
         from .models import ModelRegistry
         from .recipes import Recipes
 
-        self.device = _resolve_device(self.settings.device)
+        self.device = resolve_device(self.settings.device)
         dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
-        self.memory = _resolve_memory(self.settings.memory, self.device)
+        self.memory = resolve_memory(self.settings.memory, self.device)
         self.registry = ModelRegistry(self.settings, self.device, dtype, self.memory)
         self.recipes = Recipes(self.registry, self.settings)
         self.addon_offer = _addon_offer(self.recipes.addons)
         on_gpu = self.device != "cpu"
         self._rate = {"draft": 0.05 if on_gpu else 0.4, "final": 0.08 if on_gpu else 0.6}
-        _quiet_libraries()
+        quiet_libraries()
         log.info("engine on %s (%s, memory %s, preset %s)", self.device, dtype, self.memory, self.settings.preset)
         self._spawn_worker()
         return self
@@ -415,7 +410,7 @@ class Engine:
             self._run(live)
             return
         except Exception as exc:
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 self._fail(live, exc)
                 return
             log.warning("out of memory on a batch of %d job(s); retrying one by one", len(live))
@@ -424,7 +419,7 @@ class Engine:
             try:
                 self._run([job])
             except Exception as exc:
-                if _is_oom(exc):
+                if is_oom(exc):
                     self._free_memory()
                     msg = "Out of GPU memory for this image; try a smaller size or fewer images."
                     _set_exception(job.future, JobFailed(msg))
@@ -564,43 +559,3 @@ def _set_result(future: concurrent.futures.Future, value) -> None:
 def _set_exception(future: concurrent.futures.Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
-
-
-def _resolve_device(setting: str) -> str:
-    import torch
-
-    if setting != "auto":
-        if setting.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"ENGINE_DEVICE={setting} but PyTorch sees no CUDA GPU (is the CUDA build installed?).")
-        return setting
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _resolve_memory(setting: str, device: str) -> str:
-    if setting != "auto":
-        return setting
-    if not device.startswith("cuda"):
-        return "resident"
-    import torch
-
-    _, total = torch.cuda.mem_get_info(torch.device(device))
-    # Turbo + SSD-1B in fp16 with shared text encoders and VAE need about 10 GB at 1024 px.
-    return "resident" if total >= 14 * 2**30 else "offload"
-
-
-def _quiet_libraries() -> None:
-    """Progress bars and deprecation chatter of diffusers/transformers belong in no bot log."""
-    try:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.set_verbosity_error()
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # cosmetic only
-        log.debug("could not quiet libraries", exc_info=True)

@@ -124,7 +124,7 @@ class ClusterEngine:
         self._front: dict[str, deque[_Job]] = {lane: deque() for lane in LANES}  # retries go first
         self._jobs: dict[str, _Job] = {}  # waiting and running
         self._running: dict[str, _Job] = {}
-        self._offer = EngineOffer(backend="ray")
+        self._offer = EngineOffer(queue_max=self._queue.max_size, backend="ray")
         self._capacity = {"draft_images": 0, "final": 0}
         self._replicas = {"draft": 0, "final": 0}
         self._reachable = False
@@ -473,9 +473,10 @@ class ClusterEngine:
         for name in ("final_models", "loras"):
             if name in values:
                 values[name] = tuple(values[name])
+        if self._queue_max_override is not None:  # this side's limit, and the offer says so
+            values["queue_max"] = self._queue_max_override
         self._offer = EngineOffer(**{**values, "backend": "ray"})
-        if self._queue_max_override is None:
-            self._queue.max_size = self._offer.queue_max
+        self._queue.max_size = self._offer.queue_max
         if not self._reachable:
             log.info("the engine cluster at %s is reachable: %s", self.url, self._replicas)
         self._reachable = True

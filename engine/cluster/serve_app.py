@@ -85,15 +85,15 @@ class _Worker:
         # transformers' image processors (torchvision) from a second thread can fail half-way.
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline  # noqa: F401
 
+        from ..device import quiet_libraries, resolve_device, resolve_memory
         from ..models import ModelRegistry
         from ..recipes import Recipes
-        from ..worker import _quiet_libraries, _resolve_device, _resolve_memory
 
         self.settings = settings
-        self.device = _resolve_device(settings.device)
+        self.device = resolve_device(settings.device)
         dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
-        self.memory = _resolve_memory(settings.memory, self.device)
-        _quiet_libraries()
+        self.memory = resolve_memory(settings.memory, self.device)
+        quiet_libraries()
         self.registry = ModelRegistry(settings, self.device, dtype, self.memory)
         self.recipes = Recipes(self.registry, settings)
         self._gpu = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-gpu")
@@ -133,9 +133,9 @@ class _Worker:
 
 def failure_line(exc: BaseException) -> bytes:
     """The ``error`` line for an exception raised by a recipe (the same words the local engine uses)."""
+    from ..device import is_oom
     from ..models import ModelLoadError, ModelMissing
     from ..recipes import InvalidImage, JobInterrupted
-    from ..worker import _is_oom
 
     if isinstance(exc, JobInterrupted):
         return wire.error_line("cancelled", "cancelled while running")
@@ -143,7 +143,7 @@ def failure_line(exc: BaseException) -> bytes:
         return wire.error_line("request", str(exc))
     if isinstance(exc, ModelMissing | ModelLoadError | InvalidImage):
         return wire.error_line("failed", str(exc))
-    if _is_oom(exc):
+    if is_oom(exc):
         return wire.error_line("failed", "Out of GPU memory for this image; try a smaller size or fewer images.")
     log.error("job failed", exc_info=exc)
     return wire.error_line("failed", f"The image engine failed: {exc.__class__.__name__}. Please retry.")

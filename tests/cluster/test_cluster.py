@@ -1,7 +1,7 @@
 """The cluster engine end to end: ClusterEngine -> Serve's HTTP proxy -> ingress -> draft/final replicas.
 
-One local Ray cluster (CPU, ``num_gpus=0``, 100 MB object store) runs for the whole module (see
-conftest.py). The tests that break it (a killed replica, Serve stopped for 30 s) run last.
+One local Ray cluster (CPU, ``num_gpus=0``, 100 MB object store) runs for the whole session (see
+tests/conftest.py). The tests that break it (a killed replica, Serve stopped for 30 s) run last.
 """
 
 from __future__ import annotations

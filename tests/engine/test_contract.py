@@ -1,8 +1,12 @@
 """The door's contract (engine.api.ImageEngine), run against every engine behind it.
 
-Each test is written once and runs for each name in ``ENGINES``: today the in-process engine on the
-tiny preset (``local``) and the bot tests' double (``fake``). The cluster engine joins by adding
-its name to ``ENGINES`` and a branch to ``make_engine``; nothing else here knows which engine it is.
+Each test is written once and runs for each name in ``ENGINES``: the in-process engine on the tiny
+preset (``local``), the cluster engine against the session's local Ray cluster (``cluster``, see
+tests/conftest.py; Ray starts once per session) and the bot tests' double (``fake``). Nothing else
+here knows which engine it is.
+
+Jobs meant to wait behind a running final are finals too: the cluster runs drafts and finals on
+separate replicas, so there a draft does not wait for a final (it only waits behind its own lane).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from engine.api import (
     QueueFull,
     RequestError,
 )
+from engine.cluster.client import ClusterEngine
 from engine.local import LocalEngine
 from tests.core.doubles import RunningFakeEngine
 
 from .conftest import tiny_settings
 
-ENGINES = ["local", "fake"]  # the one list: add "cluster" here (and in make_engine) to hold it to the door
+ENGINES = ["local", "cluster", "fake"]  # the one list of engines held to the door
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,14 +44,22 @@ pytestmark = pytest.mark.timeout(300)
 SLOW_FINAL = FinalRequest("a slow lighthouse", seed=1, width=512, height=512, steps=40)
 
 
+def waiting_final(prompt: str, seed: int) -> FinalRequest:
+    """A final submitted behind ``busy``: it waits in every engine (one final runs at a time)."""
+    return FinalRequest(prompt, seed=seed, width=512, height=512, steps=2)
+
+
 @pytest.fixture(params=ENGINES)
 async def make_engine(request, tiny_cache_dir):
     """Start engines of the parametrised kind; all are closed after the test."""
     made: list[ImageEngine] = []
+    cluster = request.getfixturevalue("cluster") if request.param == "cluster" else None
 
     async def make(*, queue_max: int = 200) -> ImageEngine:
         if request.param == "local":
             engine: ImageEngine = LocalEngine(tiny_settings(tiny_cache_dir, queue_max=queue_max))
+        elif cluster is not None:
+            engine = ClusterEngine(cluster.url, cluster.token, queue_max=queue_max)
         elif request.param == "fake":
             engine = RunningFakeEngine(queue_max=queue_max)
         else:
@@ -123,7 +136,7 @@ async def test_a_final_reports_its_steps_on_the_event_loop_thread(make_engine):
 async def test_cancel_a_waiting_job(make_engine):
     engine = await make_engine()
     running = await busy(engine)
-    waiting = await engine.submit(DraftRequest("a cat", seed=1), user="carol", job_id="waiting-1")
+    waiting = await engine.submit(waiting_final("a cat", 1), user="carol", job_id="waiting-1")
     assert (await engine.queue_info("waiting-1")).state == "waiting"
     assert await engine.cancel("waiting-1")
     with pytest.raises(JobCancelled):
@@ -157,8 +170,8 @@ async def test_cancel_a_running_final_stops_it_at_its_next_step(make_engine):
 async def test_queue_info_and_snapshot_show_the_order_and_etas(make_engine):
     engine = await make_engine()
     running = await busy(engine)
-    first = await engine.submit(DraftRequest("one", seed=1), user="erin", job_id="q-1")
-    second = await engine.submit(DraftRequest("two", seed=2), user="frank", job_id="q-2")
+    first = await engine.submit(waiting_final("one", 1), user="erin", job_id="q-1")
+    second = await engine.submit(waiting_final("two", 2), user="frank", job_id="q-2")
     infos = {job_id: await engine.queue_info(job_id) for job_id in ("busy", "q-1", "q-2")}
     assert (infos["busy"].state, infos["busy"].position) == ("running", 0)
     assert [(infos[j].state, infos[j].position) for j in ("q-1", "q-2")] == [("waiting", 1), ("waiting", 2)]
@@ -178,9 +191,9 @@ async def test_a_full_queue_refuses_at_once(make_engine):
     engine = await make_engine(queue_max=1)
     assert engine.offer.queue_max == 1
     running = await busy(engine)
-    waiting = await engine.submit(DraftRequest("fits", seed=1), user="gina", job_id="fits")
+    waiting = await engine.submit(waiting_final("fits", 1), user="gina", job_id="fits")
     with pytest.raises(QueueFull):
-        await engine.submit(DraftRequest("one too many", seed=2), user="hank", job_id="too-many")
+        await engine.submit(waiting_final("one too many", 2), user="hank", job_id="too-many")
     assert (await engine.queue_info("too-many")).state == "unknown"
     for handle in (waiting, running):
         await handle.cancel()
@@ -189,11 +202,11 @@ async def test_a_full_queue_refuses_at_once(make_engine):
 async def test_a_job_id_already_in_the_engine_is_refused(make_engine):
     engine = await make_engine()
     running = await busy(engine)
-    waiting = await engine.submit(DraftRequest("first", seed=1), user="ivy", job_id="same")
+    waiting = await engine.submit(waiting_final("first", 1), user="ivy", job_id="same")
     with pytest.raises(RequestError, match="already"):
-        await engine.submit(DraftRequest("second", seed=2), user="ivy", job_id="same")
+        await engine.submit(waiting_final("second", 2), user="ivy", job_id="same")
     with pytest.raises(RequestError, match="already"):
-        await engine.submit(DraftRequest("third", seed=3), user="ivy", job_id="busy")  # running counts too
+        await engine.submit(waiting_final("third", 3), user="ivy", job_id="busy")  # running counts too
     assert [info.job_id for info in await engine.queue_snapshot()] == ["busy", "same"]
     for handle in (waiting, running):
         await handle.cancel()
@@ -209,7 +222,7 @@ async def test_a_bad_request_is_refused_before_it_is_queued(make_engine):
 async def test_close_returns_the_jobs_that_did_not_finish(make_engine):
     engine = await make_engine()
     running = await busy(engine)
-    waiting = await engine.submit(DraftRequest("never runs", seed=1), user="kim", job_id="left-1")
+    waiting = await engine.submit(waiting_final("never runs", 1), user="kim", job_id="left-1")
     left = await engine.close(0.0)
     assert sorted(left) == ["busy", "left-1"]
     for handle in (waiting, running):

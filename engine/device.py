@@ -1,0 +1,60 @@
+"""Where the engine runs: device and memory mode from settings, OOM detection, quiet libraries.
+
+Shared by the in-process worker (``engine.worker``) and the cluster's replicas
+(``engine.cluster.serve_app``), so both pick devices and read failures the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(setting: str) -> str:
+    """``ENGINE_DEVICE`` as a torch device name: ``auto`` picks CUDA, then MPS, then the CPU."""
+    import torch
+
+    if setting != "auto":
+        if setting.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"ENGINE_DEVICE={setting} but PyTorch sees no CUDA GPU (is the CUDA build installed?).")
+        return setting
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_memory(setting: str, device: str) -> str:
+    """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU with room, else offloads."""
+    if setting != "auto":
+        return setting
+    if not device.startswith("cuda"):
+        return "resident"
+    import torch
+
+    _, total = torch.cuda.mem_get_info(torch.device(device))
+    # Turbo + SSD-1B in fp16 with shared text encoders and VAE need about 10 GB at 1024 px.
+    return "resident" if total >= 14 * 2**30 else "offload"
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter of diffusers/transformers belong in no bot log."""
+    try:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # cosmetic only
+        log.debug("could not quiet libraries", exc_info=True)
