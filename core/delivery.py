@@ -277,6 +277,8 @@ class StatusUpdater:
         self._last: str | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        self._closing = asyncio.Event()
+        self._editing = False
         self.progressed = False  # whether a progress state (step i/n) was ever set
         self._task = asyncio.create_task(self._run(), name=name)
 
@@ -300,6 +302,7 @@ class StatusUpdater:
             preview, self._preview = self._preview, None
             if text is None or (text == self._last and preview is None):
                 continue
+            self._editing = True
             try:
                 if preview is None:
                     await self._edit(text)
@@ -312,20 +315,43 @@ class StatusUpdater:
                 log.info("status edit failed (%s); %d in a row", e, failures)
                 if failures >= 3 or isinstance(e, discord.NotFound | discord.Forbidden):
                     return  # the message is gone or not ours to edit: the result is posted anyway
-            await asyncio.sleep(self._interval)
+            finally:
+                self._editing = False
+            if self._closed:
+                return
+            # The pause between edits ends early on close: nothing waits on it then.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._interval)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Stop; an edit in flight may finish first (so it cannot land after the result)."""
+        """Stop; an edit in flight may finish first (so it cannot land after the result).
+
+        An edit in flight is never cancelled, even past ``timeout``: discord.py holds the
+        interaction's webhook lock while it sleeps on a 429, and a cancelled edit can leave that
+        lock held, so the result's own edit would wait on it forever. Past ``timeout`` the edit is
+        left to finish on its own (its task ends right after it) and close returns.
+        """
         self._closed = True
         self._wake.set()
+        self._closing.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
+            if self._editing:
+                log.info("a status edit is still in flight after %.1f s; left to finish on its own", timeout)
+                self._task.add_done_callback(_log_failure)
+                return
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         except Exception:  # the loop itself failed: it only logs, never raises
             log.exception("status updater failed")
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """Retrieve a detached task's outcome so a failure is logged, not reported as never retrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("status updater ended with %r", task.exception())
 
 
 class Origin(ABC):

@@ -1020,7 +1020,12 @@ class JobService:
             return
         await updater.close()
         self._user_cancelled.discard(job.id)
-        await self._deliver(job, result, delivery)
+        try:
+            await self._deliver(job, result, delivery)
+        except Exception:
+            # Logged here, never left in a dying task: the row keeps what was recorded so far and a
+            # restart picks the job up again if its result was not recorded as posted.
+            log.exception("job %s: delivery did not complete", job.id)
 
     async def _deliver(self, job: JobRecord, result: JobResult, delivery: Delivery) -> None:
         seeds = [image.seed for image in result.images]
@@ -1042,6 +1047,9 @@ class JobService:
             await delivery.tell(f"Job #{job.id} is done, but I could not post it: {e}")
             return
         timings["deliver"] = round(time.monotonic() - started, 3)
+        # What was posted is recorded first (one small write): should anything after this fail, a
+        # restart edits this same message instead of posting the result a second time.
+        await self.store.set_result_message(job.id, delivery.channel_id, message.id)
         if job.kind == "final" and self.inputs is not None and result.images:
             try:  # the source of zoom out and pan
                 await self.inputs.put_result(job.id, result.images[0].png)

@@ -98,3 +98,55 @@ async def test_channel_posts_use_the_guild_limit_and_default_to_10_mib():
 async def test_a_file_that_cannot_fit_fails_the_post_clearly():
     with pytest.raises(DeliveryError, match="too large to upload"):
         await fit_files([("final.png", noisy_png())], 100)
+
+
+async def test_closing_the_status_updater_never_cancels_an_edit_in_flight():
+    """An edit sleeping on a 429 holds discord.py's webhook lock; cancelling it could leave the lock held."""
+    import asyncio
+
+    from core.delivery import StatusUpdater
+
+    started, release = asyncio.Event(), asyncio.Event()
+    outcomes: list[str] = []
+
+    async def edit(text: str) -> None:
+        started.set()
+        try:
+            await release.wait()  # a 429's retry_after
+            outcomes.append("finished")
+        except asyncio.CancelledError:
+            outcomes.append("cancelled")
+            raise
+
+    updater = StatusUpdater(edit, interval=0.01)
+    updater.set("⏳ Queued: position 7")
+    await asyncio.wait_for(started.wait(), 1.0)
+    await asyncio.wait_for(updater.close(timeout=0.05), 1.0)  # returns in time even so
+    release.set()
+    for _ in range(100):
+        if outcomes:
+            break
+        await asyncio.sleep(0.01)
+    assert outcomes == ["finished"]
+
+
+async def test_closing_the_status_updater_does_not_wait_out_the_pause_between_edits():
+    import asyncio
+    import time
+
+    from core.delivery import StatusUpdater
+
+    edits: list[str] = []
+
+    async def edit(text: str) -> None:
+        edits.append(text)
+
+    updater = StatusUpdater(edit, interval=30.0)
+    updater.set("step 1/4")
+    for _ in range(100):
+        if edits:
+            break
+        await asyncio.sleep(0.01)
+    began = time.monotonic()
+    await updater.close(timeout=5.0)
+    assert time.monotonic() - began < 1.0 and edits == ["step 1/4"]

@@ -580,3 +580,21 @@ async def test_an_unreachable_engine_is_shown_and_the_job_runs_when_it_is_back(s
     engine.finish(job.id)
     assert (await wait_status(store, job.id, "done")).seeds
     assert delivery.posts and all("unreachable" not in content for content, _, _ in delivery.posts)
+
+
+async def test_a_failing_finish_job_is_logged_not_left_in_a_dying_task(service, store, engine, monkeypatch, caplog):
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="a kite", seed=1)
+    task = service._active[job.id].task
+
+    async def broken_finish(*args, **kwargs):
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(store, "finish_job", broken_finish)
+    engine.finish(job.id)
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5.0)
+    assert not task.cancelled() and task.exception() is None
+    assert "delivery did not complete" in caplog.text
+    assert len(origin.deliveries[0].posts) == 1
+    row = await store.get_job(job.id)  # what was posted is on record: a restart edits that message
+    assert row.result_message_id is not None and row.result_message_id != origin.deliveries[0].placeholder_id
