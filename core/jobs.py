@@ -824,13 +824,17 @@ class JobService:
             raise Refusal(str(e)) from e
         now = self._clock()
         recent_stored = await self.store.count_recent(origin.user_id, now - RECENT_WINDOW_S)
-        waiting = sum(1 for info in await self.engine.queue_snapshot() if info.state == "waiting")
+        snapshot = await self.engine.queue_snapshot()
+        waiting = sum(1 for info in snapshot if info.state == "waiting")
         # No await from here to the reservation: concurrent requests of one user are counted exactly.
+        mine = {str(job_id) for job_id, a in self._active.items() if a.job.user_id == origin.user_id}
+        positions = [info.position for info in snapshot if info.job_id in mine and info.state == "waiting"]
         check_user_limits(
             waiting=self._waiting_of(origin.user_id),
             recent=max(recent_stored, self._recent_of(origin.user_id, now)),
             max_waiting=guild.max_waiting_per_user,
             max_per_minute=guild.max_jobs_per_minute,
+            next_position=min(positions, default=None),
         )
         if waiting >= self.engine.offer.queue_max:
             raise Refusal(f"The queue is full ({waiting} jobs waiting). Try again in a few minutes.")

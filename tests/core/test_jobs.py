@@ -178,13 +178,16 @@ async def test_unknown_model_is_refused(service, engine):
 
 
 async def test_waiting_limit_per_user(service, store, engine):
-    for _ in range(3):
+    """A member may queue ten jobs by default; the eleventh is refused with where their next one stands."""
+    assert await service.imagine(RecordingOrigin(user_id=2), prompt="first in line") is not None
+    for _ in range(10):
         assert await service.imagine(RecordingOrigin(), prompt="cat") is not None
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="cat") is None
-    assert "3 jobs waiting" in origin.refusals[0] and "/cancel" in origin.refusals[0]
-    assert await service.imagine(RecordingOrigin(user_id=2), prompt="cat") is not None  # others are not held up
-    assert len(engine.submitted) == 4
+    assert "10 jobs waiting" in origin.refusals[0] and "/cancel" in origin.refusals[0]
+    assert "position 2 in the queue" in origin.refusals[0]
+    assert await service.imagine(RecordingOrigin(user_id=3), prompt="cat") is not None  # others are not held up
+    assert len(engine.submitted) == 12
 
 
 async def test_jobs_per_minute_limit(service, store, engine):
