@@ -475,9 +475,8 @@ class JobService:
             init=ImageInit(image),
             strength=amount,
         )
-        params["init_image"] = await self._keep_input(image)
         fields = _fields_of_request(request, mode="img2img", params=_with_applied(params, applied))
-        return await self._accept(origin, fields, request, guild)
+        return await self._accept(origin, fields, request, guild, keep={"init_image": image})
 
     @_refusals_answered
     async def final(
@@ -542,6 +541,12 @@ class JobService:
         if (mask is None) == (region is None):
             raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
         amount = _check_strength(strength, DEFAULT_EDIT_STRENGTH)
+        planned = self.engine.offer.final_steps
+        if planned * amount < 1:  # inpainting runs int(steps x strength) steps: at least one
+            raise Refusal(
+                f"Strength {amount:g} is too small: with {planned} steps no step would run. "
+                f"Use at least {math.ceil(100 / planned) / 100:g}."
+            )
         if mask is not None:
             _check_mask_size(image, mask)
         width, height = _image_job_size(image, self.settings.final_size)
@@ -564,10 +569,8 @@ class JobService:
             mask=mask,
             strength=amount,
         )
-        params["init_image"] = await self._keep_input(image)
-        params["mask_image"] = await self._keep_input(mask)
         fields = _fields_of_request(request, mode="inpaint", params=_with_applied(params, applied))
-        return await self._accept(origin, fields, request, guild)
+        return await self._accept(origin, fields, request, guild, keep={"init_image": image, "mask_image": mask})
 
     @_refusals_answered
     async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
@@ -592,13 +595,9 @@ class JobService:
             mask=extended.mask,
             strength=1.0,
         )
-        params = {
-            "outpaint": action,
-            "init_image": await self._keep_input(extended.image),
-            "mask_image": await self._keep_input(extended.mask),
-        }
-        fields = _fields_of_request(request, mode="outpaint", parent_id=parent.id, params=params)
-        return await self._accept(origin, fields, request, guild)
+        fields = _fields_of_request(request, mode="outpaint", parent_id=parent.id, params={"outpaint": action})
+        keep = {"init_image": extended.image, "mask_image": extended.mask}
+        return await self._accept(origin, fields, request, guild, keep=keep)
 
     @_refusals_answered
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
@@ -624,14 +623,11 @@ class JobService:
             init=ImageInit(source),
             strength=amount,
         )
-        params: dict[str, Any] = {
-            "vary": action.removeprefix("vary_"),
-            "init_image": await self._keep_input(source),
-        }
+        params: dict[str, Any] = {"vary": action.removeprefix("vary_")}
         if _known_aspect(parent.params.get("aspect")):
             params["aspect"] = parent.params["aspect"]
         fields = _fields_of_request(request, mode="variation", parent_id=parent.id, params=params)
-        return await self._accept(origin, fields, request, guild)
+        return await self._accept(origin, fields, request, guild, keep={"init_image": source})
 
     async def _final_source(
         self, origin: Origin, guild: GuildSettings, job_id: int, buttons: str, verb: str
@@ -813,9 +809,19 @@ class JobService:
         return parent, request
 
     async def _accept(
-        self, origin: Origin, fields: dict[str, Any], request: Request, guild: GuildSettings
+        self,
+        origin: Origin,
+        fields: dict[str, Any],
+        request: Request,
+        guild: GuildSettings,
+        keep: dict[str, bytes] | None = None,
     ) -> JobRecord | None:
-        """Limits, acknowledge, store, submit. Raises Refusal before anything is acknowledged."""
+        """Limits, store the images in ``keep``, acknowledge, store the row, submit.
+
+        ``keep`` maps ``params`` names (``init_image``, ``mask_image``) to the PNGs the job starts
+        from; they are written to disk only once the user's limits let the job in. Raises Refusal
+        before anything is acknowledged.
+        """
         if self._closing:
             raise Refusal("I'm restarting; try again in a minute.")
         try:
@@ -843,6 +849,10 @@ class JobService:
         self._accepting += 1
         self._accepts_idle.clear()
         try:
+            if keep and self.inputs is None:
+                raise Refusal("This bot keeps no image files, so it can't start from an image.")
+            for name, png in (keep or {}).items():
+                fields["params"][name] = await self._keep_input(png)
             return await self._store_and_submit(origin, fields, request)
         finally:
             self._reserved[origin.user_id] -= 1

@@ -230,3 +230,23 @@ async def test_vary_refusals(service, store, engine, inputs):
     (inputs.results / f"{parent.id}.png").unlink()
     assert await service.vary(origin, parent.id, "vary_subtle") is None
     assert "no longer stored" in origin.refusals[-1]
+
+
+async def test_an_edit_strength_too_small_for_one_step_is_refused_up_front(service, engine):
+    origin = RecordingOrigin()  # the fake engine makes finals in 4 steps: 0.2 x 4 runs none
+    assert await service.edit(origin, prompt="x", image=png(512, 512), region=(0, 0, 50, 50), strength=0.2) is None
+    assert "Strength 0.2 is too small" in origin.refusals[0] and "at least 0.25" in origin.refusals[0]
+    assert engine.submitted == []
+    assert await service.edit(RecordingOrigin(), prompt="x", image=png(512, 512), region=(0, 0, 50, 50), strength=0.25)
+
+
+async def test_uploads_of_a_member_over_the_limit_are_not_stored(service, store, inputs):
+    await store.update_guild_settings(10, max_waiting_per_user=1)
+    service._guilds.clear()
+    assert await service.imagine(RecordingOrigin(), prompt="a", image=png(512, 512, (1, 2, 3))) is not None
+    stored = sorted(inputs.inputs.iterdir())
+    for shade in range(5):
+        origin = RecordingOrigin()
+        assert await service.imagine(origin, prompt="b", image=png(512, 512, (shade, 9, 9))) is None
+        assert "1 job waiting" in origin.refusals[0]
+    assert sorted(inputs.inputs.iterdir()) == stored and len(stored) == 1
