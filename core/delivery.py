@@ -401,6 +401,8 @@ class InteractionOrigin(Origin):
         self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
         # A button's message: where a result goes as a reply once the token has expired.
         self.source_message_id = interaction.message.id if interaction.message is not None else None
+        self._deferred = False  # answered with defer() and nothing else yet
+        self._deferred_message_id: int | None = None
 
     def job_fields(self) -> dict[str, Any]:
         fields = super().job_fields()
@@ -414,15 +416,37 @@ class InteractionOrigin(Origin):
     def moderates(self, job: JobRecord) -> bool:
         return scope.moderates(self.interaction.user, job)
 
+    async def defer(self) -> None:
+        """Answer Discord at once ("thinking…") before slow work such as downloading an upload.
+
+        The answer is public, as the job's message will be; a refusal after it deletes the
+        "thinking…" message and is sent ephemerally (:meth:`refuse`), since the first follow-up of
+        a public defer would otherwise take its place in public.
+        """
+        if self.interaction.response.is_done():
+            return
+        callback = await self.interaction.response.defer(thinking=True)
+        self._deferred = True
+        self._deferred_message_id = getattr(callback, "message_id", None)
+
     async def refuse(self, text: str) -> None:
+        if self._deferred:
+            self._deferred = False
+            with contextlib.suppress(discord.HTTPException):
+                await self.interaction.delete_original_response()
         if self.interaction.response.is_done():
             await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:
             await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     async def acknowledge(self, content: str) -> Delivery:
-        callback = await self.interaction.response.defer(thinking=True)
-        message_id = getattr(callback, "message_id", None)
+        if self._deferred:
+            self._deferred = False
+            message_id = self._deferred_message_id
+            callback = None
+        else:
+            callback = await self.interaction.response.defer(thinking=True)
+            message_id = getattr(callback, "message_id", None)
         if message_id is None:
             with contextlib.suppress(discord.HTTPException):
                 message_id = (await self.interaction.original_response()).id
