@@ -105,8 +105,9 @@ class Delivery:
     def _webhook_usable(self) -> bool:
         if not self.token_alive():
             return False
+        # After a restart the token's own message is "@original" when its id was never recorded.
         return self.interaction is not None or (
-            self.placeholder_id is not None and self.client.application_id is not None
+            (self.placeholder_id is not None or self.placeholder_by_webhook) and self.client.application_id is not None
         )
 
     def _channel(self) -> discord.PartialMessageable:
@@ -115,9 +116,10 @@ class Delivery:
     async def _edit_webhook(self, **fields: Any) -> discord.Message:
         if self.interaction is not None:
             return await self.interaction.edit_original_response(allowed_mentions=NO_MENTIONS, **fields)
-        assert self.client.application_id is not None and self.token is not None and self.placeholder_id is not None
+        assert self.client.application_id is not None and self.token is not None
         webhook = discord.Webhook.partial(self.client.application_id, self.token, client=self.client)
-        return await webhook.edit_message(self.placeholder_id, allowed_mentions=NO_MENTIONS, **fields)
+        target: Any = self.placeholder_id if self.placeholder_id is not None else "@original"
+        return await webhook.edit_message(target, allowed_mentions=NO_MENTIONS, **fields)
 
     # ----------------------------------------------------------------- operations
 

@@ -863,13 +863,16 @@ class JobService:
                 self._accepts_idle.set()
 
     async def _store_and_submit(self, origin: Origin, fields: dict[str, Any], request: Request) -> JobRecord | None:
-        try:
-            delivery = await origin.acknowledge(f"{render.header_for(request.prompt, origin.user_id)}\n⏳ Queued.")
-        except DeliveryError as e:
-            log.warning("job for user %s not acknowledged: %s", origin.user_id, e)
-            return None
+        # The row comes first: a bot killed right after answering Discord finds the job on its next start
+        # (and delivers it through the stored token or in the channel). Answering failed: the row says so.
         job = await self.store.create_job(NewJob(**fields, **origin.job_fields()))
         origin.note_job(job.id)
+        try:
+            delivery = await origin.acknowledge(f"{render.header_for(request.prompt, origin.user_id)}\n⏳ Queued.")
+        except (DeliveryError, discord.HTTPException) as e:
+            log.warning("job %s of user %s not acknowledged: %s", job.id, origin.user_id, e)
+            await self.store.fail_job(job.id, "The request could not be acknowledged.")
+            return None
         if delivery.placeholder_id is not None:
             await self.store.set_result_message(job.id, origin.channel_id, delivery.placeholder_id)
             job = dataclasses.replace(

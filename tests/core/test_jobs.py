@@ -601,3 +601,25 @@ async def test_a_failing_finish_job_is_logged_not_left_in_a_dying_task(service, 
     assert len(origin.deliveries[0].posts) == 1
     row = await store.get_job(job.id)  # what was posted is on record: a restart edits that message
     assert row.result_message_id is not None and row.result_message_id != origin.deliveries[0].placeholder_id
+
+
+async def test_the_row_is_written_before_discord_is_answered(service, store, engine):
+    """A bot killed right after answering must find the job on its next start."""
+    rows_at_ack: list[int] = []
+
+    class Watching(RecordingOrigin):
+        async def acknowledge(self, content):
+            rows_at_ack.append(len(await store.unfinished_jobs()))
+            return await super().acknowledge(content)
+
+    job = await service.imagine(Watching(), prompt="a lamp", seed=2)
+    assert rows_at_ack == [1] and job is not None
+
+
+async def test_a_request_that_could_not_be_answered_is_not_run(service, store, engine):
+    class Unreachable(RecordingOrigin):
+        async def acknowledge(self, content):
+            raise DeliveryError("The channel <#100> no longer exists.")
+
+    assert await service.imagine(Unreachable(), prompt="a lamp") is None
+    assert engine.submitted == [] and await store.unfinished_jobs() == []
