@@ -17,6 +17,7 @@ else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import logging
@@ -40,6 +41,63 @@ TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discor
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
 PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
 REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
+
+
+CHANNEL_EDITS_PER_WINDOW = 5  # Discord allows about 5 message edits per channel per 5 s
+CHANNEL_WINDOW_S = 5.2
+RESULT_PACE_S = 8.0  # the longest a result waits for its channel's turn before it goes anyway
+
+
+class ChannelPacer:
+    """Keeps the bot's message edits and posts per channel under Discord's per-channel limit.
+
+    Results take a turn (waiting for one, up to a bound); status edits (queue position, progress)
+    only go while a slot is left over for results, else they wait and the newest state goes later.
+    """
+
+    def __init__(
+        self, count: int = CHANNEL_EDITS_PER_WINDOW, per: float = CHANNEL_WINDOW_S, clock=time.monotonic
+    ) -> None:
+        self.count = count
+        self.per = per
+        self._clock = clock
+        self._sent: dict[int, collections.deque[float]] = {}
+
+    def delay(self, channel_id: int, *, reserve: int = 0) -> float:
+        """Seconds until a call may go in ``channel_id`` leaving ``reserve`` slots free (0: now)."""
+        now = self._clock()
+        sent = self._sent.get(channel_id)
+        if sent is None:
+            return 0.0
+        while sent and sent[0] <= now - self.per:
+            sent.popleft()
+        if not sent:
+            del self._sent[channel_id]
+            return 0.0
+        allowed = max(1, self.count - reserve)
+        if len(sent) < allowed:
+            return 0.0
+        return sent[len(sent) - allowed] + self.per - now
+
+    def take(self, channel_id: int) -> None:
+        self._sent.setdefault(channel_id, collections.deque()).append(self._clock())
+
+    def status_gate(self, channel_id: int) -> float:
+        """For a status edit: 0 (and the slot is taken) when it may go now, else seconds to wait."""
+        wait = self.delay(channel_id, reserve=1)
+        if wait <= 0:
+            self.take(channel_id)
+        return wait
+
+    async def turn(self, channel_id: int, *, timeout: float = RESULT_PACE_S) -> None:
+        """Wait (at most ``timeout`` s) for a slot in ``channel_id``, then take it."""
+        deadline = self._clock() + timeout
+        for _ in range(1000):
+            wait, left = self.delay(channel_id), deadline - self._clock()
+            if wait <= 0 or left <= 0:
+                break
+            await asyncio.sleep(min(wait, left) + 0.01)
+        self.take(channel_id)
 
 
 class DeliveryError(Exception):
@@ -271,8 +329,16 @@ class StatusUpdater:
     A live preview (a small PNG of a final's latents) rides along with the next edit.
     """
 
-    def __init__(self, edit: Callable[..., Awaitable[None]], *, interval: float, name: str = "status") -> None:
+    def __init__(
+        self,
+        edit: Callable[..., Awaitable[None]],
+        *,
+        interval: float,
+        name: str = "status",
+        gate: Callable[[], float] | None = None,
+    ) -> None:
         self._edit = edit
+        self._gate = gate  # e.g. ChannelPacer.status_gate: 0 to edit now, else seconds until the channel has room
         self._interval = interval
         self._pending: str | None = None
         self._preview: bytes | None = None
@@ -303,6 +369,16 @@ class StatusUpdater:
             text, self._pending = self._pending, None
             preview, self._preview = self._preview, None
             if text is None or (text == self._last and preview is None):
+                continue
+            wait = self._gate() if self._gate is not None else 0.0
+            if wait > 0:  # the channel is busy: keep the newest state for later (coalesced)
+                if self._pending is None:
+                    self._pending = text
+                if self._preview is None:
+                    self._preview = preview
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
+                self._wake.set()
                 continue
             self._editing = True
             try:

@@ -31,7 +31,15 @@ import discord
 
 from core import canvas, render
 from core.controls import REROLL_EMOJI, controls_for
-from core.delivery import Delivery, DeliveryError, Origin, StatusUpdater, message_link, send_direct
+from core.delivery import (
+    ChannelPacer,
+    Delivery,
+    DeliveryError,
+    Origin,
+    StatusUpdater,
+    message_link,
+    send_direct,
+)
 from core.history import GuildSettings, HistoryStore, JobRecord, NewJob, UserPrefs
 from core.inputs import InputStore, MissingInput
 from core.limits import (
@@ -297,8 +305,12 @@ class JobService:
         inputs: InputStore | None = None,
         direct_message: DirectMessage = send_direct,
         run_log: RunLog | None = None,
+        pacer: ChannelPacer | None = None,
+        pace_channels: bool = True,
     ) -> None:
         self.client = client
+        # Keeps edits and posts per channel under Discord's limit; every job in a channel shares it.
+        self._pacer = pacer if pacer is not None or not pace_channels else ChannelPacer()
         self._direct_message = direct_message  # DMs results to users who asked for that (/prefer dm)
         self.run_log = run_log if run_log is not None else RunLog()  # finals to Weights & Biases (WANDB_PROJECT)
         # Start images, masks and finals' images on disk (None: image features refuse politely).
@@ -921,7 +933,12 @@ class JobService:
 
     async def _launch(self, job: JobRecord, request: Request, delivery: Delivery, *, restarted: bool = False) -> None:
         """Submit to the engine and follow the job in a task of its own."""
-        updater = StatusUpdater(delivery.show, interval=self.settings.progress_interval, name=f"job-{job.id}-status")
+        updater = StatusUpdater(
+            delivery.show,
+            interval=self.settings.progress_interval,
+            name=f"job-{job.id}-status",
+            gate=functools.partial(self._pacer.status_gate, delivery.channel_id) if self._pacer else None,
+        )
 
         def on_progress(progress: Progress) -> None:  # the door calls it on this loop
             text = render.status_text(job, render.progress_state(progress.step, progress.total))
@@ -1056,6 +1073,8 @@ class JobService:
         if note:
             content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
         started = time.monotonic()
+        if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
+            await self._pacer.turn(delivery.channel_id)
         try:
             message = await delivery.post(content, files, controls_for(job))
         except DeliveryError as e:

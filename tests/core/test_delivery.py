@@ -150,3 +150,41 @@ async def test_closing_the_status_updater_does_not_wait_out_the_pause_between_ed
     began = time.monotonic()
     await updater.close(timeout=5.0)
     assert time.monotonic() - began < 1.0 and edits == ["step 1/4"]
+
+
+def test_the_channel_pacer_keeps_a_slot_for_results_and_frees_it_after_the_window():
+    from core.delivery import ChannelPacer
+
+    now = [100.0]
+    pacer = ChannelPacer(count=4, per=5.0, clock=lambda: now[0])
+    assert [pacer.status_gate(7) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert pacer.status_gate(7) == 5.0  # the fourth slot is a result's
+    assert pacer.delay(7) == 0.0 and pacer.delay(8, reserve=1) == 0.0  # a result may go; other channels are free
+    pacer.take(7)
+    assert pacer.delay(7) == 5.0
+    now[0] += 5.0
+    assert pacer.status_gate(7) == 0.0
+
+
+async def test_status_edits_in_a_busy_channel_are_coalesced_to_the_newest():
+    import asyncio
+
+    from core.delivery import StatusUpdater
+
+    edits: list[str] = []
+    room = [0.3]
+
+    def gate() -> float:  # busy for the first 0.3 s, then free
+        wait, room[0] = room[0], 0.0
+        return wait
+
+    async def edit(text: str) -> None:
+        edits.append(text)
+
+    updater = StatusUpdater(edit, interval=0.01, gate=gate)
+    for position in range(9, 0, -1):
+        updater.set(f"position {position}")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    await updater.close()
+    assert edits == ["position 1"]

@@ -28,6 +28,7 @@ def engine(tmp_path):
 
 
 def make_service(store, engine, **kwargs) -> JobService:
+    kwargs.setdefault("pace_channels", False)  # status edits as fast as the settings say (pacing has tests of its own)
     return JobService(
         client=None,  # type: ignore[arg-type]  (only restart deliveries use it; the tests inject those)
         store=store,
