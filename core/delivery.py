@@ -204,9 +204,17 @@ class Delivery:
             )
 
     async def post(
-        self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None
+        self,
+        content: str,
+        files: Sequence[tuple[str, bytes]],
+        view: discord.ui.View | None,
+        *,
+        nonce: str | None = None,
     ) -> discord.Message:
         """Post the result; returns the message it is in. Raises DeliveryError where nothing worked.
+
+        A new channel message carries ``nonce`` with ``enforce_nonce`` (discord.py sets it): a post
+        repeated within a few minutes (a retry, or a restart after a crash) gets the same message back.
 
         Files over the upload limit of the route used are shrunk first (see :meth:`upload_limit`).
         """
@@ -257,6 +265,7 @@ class Delivery:
                 view=view_arg,
                 reference=reference,  # type: ignore[arg-type]
                 allowed_mentions=NO_MENTIONS,
+                **({"nonce": nonce} if nonce is not None else {}),
             )
         except discord.NotFound as e:
             raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e

@@ -1080,7 +1080,7 @@ class JobService:
         if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
             await self._pacer.turn(delivery.channel_id)
         try:
-            message = await delivery.post(content, files, controls_for(job))
+            message = await delivery.post(content, files, controls_for(job), nonce=result_nonce(job.id))
         except DeliveryError as e:
             log.warning("job %s is done but its result was not posted: %s", job.id, e)
             await self.store.finish_job(job.id, seeds=seeds, timings=timings, steps=result.steps)
@@ -1261,6 +1261,11 @@ def _with_applied(params: dict[str, Any], applied: list[str]) -> dict[str, Any]:
     if applied:
         params["prefs"] = sorted(applied)
     return params
+
+
+def result_nonce(job_id: int) -> str:
+    """The nonce of a job's result message (at most 25 characters): Discord drops a repeated create."""
+    return f"r{job_id}"
 
 
 def position_worth_showing(last: int | None, now: int) -> bool:

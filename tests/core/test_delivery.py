@@ -188,3 +188,23 @@ async def test_status_edits_in_a_busy_channel_are_coalesced_to_the_newest():
     await asyncio.sleep(0.5)
     await updater.close()
     assert edits == ["position 1"]
+
+
+async def test_a_channel_post_carries_the_nonce_so_a_repeat_is_dropped_by_discord():
+    class NonceChannel(Channel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.nonces: list[object] = []
+
+        async def send(self, content: str, *, files: list[discord.File], **kwargs: Any) -> Any:
+            self.nonces.append(kwargs.get("nonce"))
+            return await super().send(content, files=files, **kwargs)
+
+    channel = NonceChannel()
+    client = SimpleNamespace(
+        get_partial_messageable=lambda channel_id, guild_id=None: channel, get_guild=lambda gid: None,
+        application_id=None,
+    )
+    delivery = Delivery(client, channel_id=5, guild_id=None)  # type: ignore[arg-type]
+    await delivery.post("done", [("final.png", b"png")], None, nonce="r42")
+    assert channel.nonces == ["r42"]
