@@ -1,5 +1,6 @@
-"""Crashes end to end: the bot killed with SIGKILL right after answering several commands, and again
-right after its first result after the restart; every accepted job arrives exactly once in the end."""
+"""Crashes end to end: the bot killed with SIGKILL right after answering several commands, then while a
+job runs, then right after a first result is posted; every accepted job arrives exactly once in the end
+(one message with its files, uploaded once)."""
 
 from __future__ import annotations
 
@@ -42,20 +43,29 @@ async def test_sigkill_after_the_acks_and_after_a_first_result_loses_nothing_and
         assert len(bots[0].jobs("prompt LIKE 'crash job %'")) == JOBS
 
         bots.append(await start_bot(fake, tmp_path / "second", tiny_cache_dir, BASE_ENV, database_path=database))
-        await fake.wait_for(lambda: any(result_messages(fake, p) for p in prompts), 120, "a first result")
-        await bots[1].process.kill()  # right after a first result is posted
+        await fake.wait_for(lambda: bots[1].jobs("status = 'running'"), 120, "a job running")
+        await bots[1].process.kill()  # while a job runs
 
         bots.append(await start_bot(fake, tmp_path / "third", tiny_cache_dir, BASE_ENV, database_path=database))
+        await fake.wait_for(lambda: any(result_messages(fake, p) for p in prompts), 120, "a first result")
+        await bots[2].process.kill()  # right after a first result is posted
+
+        bots.append(await start_bot(fake, tmp_path / "fourth", tiny_cache_dir, BASE_ENV, database_path=database))
         for prompt, interaction in zip(prompts, interactions, strict=True):
             message = await result_of(interaction, files=4)
             assert prompt in message.content
         for prompt in prompts:
             await fake.wait_for(
-                lambda p=prompt: bots[2].jobs("prompt = ? AND status = 'done'", (p,)), 60, f"{prompt} done"
+                lambda p=prompt: bots[3].jobs("prompt = ? AND status = 'done'", (p,)), 60, f"{prompt} done"
             )
             found = result_messages(fake, prompt)
             assert len(found) == 1, f"{prompt!r} arrived {len(found)} times"
-        assert await bots[2].process.terminate(timeout=60) == 0
+        for prompt, interaction in zip(prompts, interactions, strict=True):
+            uploads = [call for call in fake.calls_to("PATCH") if interaction.token in call.path and call.files]
+            uploads += [call for call in fake.calls_to("POST", r"^/channels/\d+/messages$")
+                        if call.files and prompt in str((call.json or {}).get("content"))]
+            assert len(uploads) == 1, f"{prompt!r} was uploaded {len(uploads)} times"
+        assert await bots[3].process.terminate(timeout=60) == 0
     finally:
         for bot in bots:
             if bot.process.running:
