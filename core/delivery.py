@@ -45,7 +45,7 @@ REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral ther
 
 CHANNEL_EDITS_PER_WINDOW = 5  # Discord allows about 5 message edits per channel per 5 s
 CHANNEL_WINDOW_S = 5.2
-RESULT_PACE_S = 8.0  # the longest a result waits for its channel's turn before it goes anyway
+RESULT_PACE_S = 30.0  # the longest a result waits for its channel's turn before it goes anyway
 
 
 class ChannelPacer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 import pytest
 
@@ -45,7 +46,8 @@ async def test_sixteen_jobs_into_one_rate_limited_channel_all_arrive(bot: Runnin
         calls = fake.calls[calls_before:]
         limited = sum(call.rate_limited for call in calls)
         per_job = len(calls) / len(interactions)
-        print(f"run {run}: {limited} answers 429, {per_job:.1f} REST calls per job")
-        assert limited <= 16, f"{limited} calls drew a 429"
+        by_route = Counter(f"{call.method} {call.route}" for call in calls if call.rate_limited)
+        print(f"run {run}: {limited} answers 429, {per_job:.1f} REST calls per job; 429s by route: {dict(by_route)}")
+        assert limited <= 8, f"{limited} calls drew a 429"
     finally:
         fake.channel_rate_limit = None
