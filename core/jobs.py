@@ -943,7 +943,7 @@ class JobService:
             delivery.show,
             interval=self.settings.progress_interval,
             name=f"job-{job.id}-status",
-            gate=functools.partial(self._pacer.status_gate, delivery.channel_id) if self._pacer else None,
+            gate=functools.partial(self._status_gate, delivery.channel_id) if self._pacer else None,
         )
 
         def on_progress(progress: Progress) -> None:  # the door calls it on this loop
@@ -980,6 +980,12 @@ class JobService:
         active = self._active[job.id] = ActiveJob(job, delivery)
         active.task = asyncio.create_task(self._follow(job, handle, delivery, updater), name=f"job-{job.id}")
         active.task.add_done_callback(lambda _task: self._active.pop(job.id, None))
+
+    def _status_gate(self, channel_id: int) -> float:
+        """The channel pacer's answer for a status edit; crowded when two or more jobs here share the channel."""
+        assert self._pacer is not None
+        crowded = sum(1 for a in self._active.values() if a.delivery.channel_id == channel_id) > 1
+        return self._pacer.status_gate(channel_id, crowded=crowded)
 
     async def _wait(self, job: JobRecord, handle: JobHandle, updater: StatusUpdater) -> JobResult:
         """The engine's result, showing the queue position while the job waits.

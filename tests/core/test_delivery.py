@@ -152,17 +152,31 @@ async def test_closing_the_status_updater_does_not_wait_out_the_pause_between_ed
     assert time.monotonic() - began < 1.0 and edits == ["step 1/4"]
 
 
-def test_the_channel_pacer_keeps_a_slot_for_results_and_frees_it_after_the_window():
+def test_the_channel_pacer_holds_status_edits_while_the_channel_is_full():
     from core.delivery import ChannelPacer
 
     now = [100.0]
     pacer = ChannelPacer(count=4, per=5.0, clock=lambda: now[0])
-    assert [pacer.status_gate(7) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert pacer.status_gate(7) == 5.0  # the fourth slot is a result's
-    assert pacer.delay(7) == 0.0 and pacer.delay(8, reserve=1) == 0.0  # a result may go; other channels are free
-    pacer.take(7)
-    assert pacer.delay(7) == 5.0
+    assert [pacer.status_gate(7) for _ in range(4)] == [0.0] * 4
+    assert pacer.status_gate(7) == 5.0 and pacer.delay(7) == 5.0
+    assert pacer.delay(8) == 0.0  # other channels are free
+    assert pacer.status_gate(7, crowded=False) == 0.0  # a job alone in its channel is spaced by its own interval
     now[0] += 5.0
+    assert pacer.status_gate(7) == 0.0
+
+
+async def test_a_waiting_result_goes_before_status_edits():
+    import asyncio
+
+    from core.delivery import ChannelPacer
+
+    pacer = ChannelPacer(count=2, per=0.3)
+    pacer.take(7)
+    pacer.take(7)
+    result = asyncio.create_task(pacer.turn(7, timeout=5.0))
+    await asyncio.sleep(0.05)
+    assert pacer.status_gate(7) > 0  # held back for the result, though a slot is about to free
+    await asyncio.wait_for(result, 2.0)
     assert pacer.status_gate(7) == 0.0
 
 
