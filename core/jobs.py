@@ -1224,15 +1224,15 @@ class JobService:
                 log.warning("job %s cannot be restarted: %s", job.id, e)
                 await self.store.fail_job(job.id, f"Could not be restarted: {e}")
                 continue
-            if await self._already_posted(job):
+            if (posted_id := await self._already_posted(job)) is not None:
                 # Killed after posting but before the row said done: the result is there; do not post it twice.
-                log.info("job %s: its result is already in message %s; marked done", job.id, job.result_message_id)
+                log.info("job %s: its result is already in message %s; marked done", job.id, posted_id)
                 await self.store.finish_job(
                     job.id,
                     seeds=request.seeds,
                     timings={},
-                    result_channel_id=job.result_channel_id,
-                    result_message_id=job.result_message_id,
+                    result_channel_id=job.result_channel_id or job.channel_id,
+                    result_message_id=posted_id,
                 )
                 continue
             await self._launch(job, request, self._delivery_for_job(self.client, job), restarted=True)
@@ -1241,18 +1241,36 @@ class JobService:
             log.info("picked up %d unfinished job%s from the last run", count, "s" if count != 1 else "")
         return count
 
-    async def _already_posted(self, job: JobRecord) -> bool:
-        """Whether the message recorded for ``job`` already carries its result files (asked of Discord, bounded)."""
-        if job.result_message_id is None or self.client is None:
-            return False
-        channel = self.client.get_partial_messageable(job.result_channel_id or job.channel_id, guild_id=job.guild_id)
+    async def _already_posted(self, job: JobRecord) -> int | None:
+        """The id of ``job``'s message if it already carries its result files (asked of Discord, bounded)."""
+        if self.client is None:
+            return None
+        token_alive = (
+            job.interaction_token is not None
+            and job.interaction_expires_at is not None
+            and self._clock() < job.interaction_expires_at - 30
+            and self.client.application_id is not None
+        )
         try:
-            message = await asyncio.wait_for(channel.fetch_message(job.result_message_id), RESTART_CHECK_S)
+            if job.result_message_id is None:
+                if not token_alive:
+                    return None
+                # Killed before the interaction's message id was recorded: ask for it by its token.
+                assert self.client.application_id is not None and job.interaction_token is not None
+                webhook = discord.Webhook.partial(self.client.application_id, job.interaction_token, client=self.client)
+                looked_up = webhook.fetch_message("@original")  # type: ignore[arg-type]
+            else:
+                channel = self.client.get_partial_messageable(
+                    job.result_channel_id or job.channel_id, guild_id=job.guild_id
+                )
+                looked_up = channel.fetch_message(job.result_message_id)
+            message = await asyncio.wait_for(looked_up, RESTART_CHECK_S)
         except (discord.HTTPException, asyncio.TimeoutError) as e:
             log.info("job %s: could not look at message %s (%s); running it again", job.id, job.result_message_id, e)
-            return False
+            return None
         wanted = DRAFT_COUNT if job.kind == "draft" else 1
-        return sum(a.filename != PREVIEW_NAME for a in message.attachments) >= min(wanted, job.count)
+        posted = sum(a.filename != PREVIEW_NAME for a in message.attachments) >= min(wanted, job.count)
+        return message.id if posted else None
 
     async def shutdown(self, timeout: float) -> None:
         """Stop taking jobs, let the engine finish its running job for up to ``timeout`` s, post what is done.
