@@ -24,7 +24,7 @@ from core.limits import Refusal
 log = logging.getLogger(__name__)
 
 CANCEL_EMOJI = "❌"
-ATTACHMENT_TIMEOUT_S = 2.0  # the download must leave time to answer within Discord's 3 s
+ATTACHMENT_TIMEOUT_S = 20.0  # the interaction is answered before the download starts
 NUMBER_EMOJI = {f"{n}\u20e3": n - 1 for n in range(1, 5)}  # 1️⃣-4️⃣ keycaps, without the variation selector
 
 
@@ -85,6 +85,7 @@ class ImagineCog(commands.Cog):
         origin = InteractionOrigin(interaction)
         start = None
         if image is not None:
+            await origin.defer()  # Discord first: the download and checks can take seconds
             try:
                 start = await read_image(image, what="image")
             except Refusal as r:
@@ -147,6 +148,7 @@ class ImagineCog(commands.Cog):
                         "left, top, width and height (percent of the image)."
                     )
                 region = tuple(float(v) for v in sides)  # type: ignore[arg-type]
+            await origin.defer()  # Discord first: the downloads and checks can take seconds
             picture = await read_image(image, what="image")
             painted = await read_image(mask, what="mask") if mask is not None else None
         except Refusal as r:

@@ -17,6 +17,7 @@ else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import logging
@@ -40,6 +41,78 @@ TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discor
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
 PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
 REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
+
+
+CHANNEL_EDITS_PER_WINDOW = 5  # Discord allows about 5 message edits per channel per 5 s
+CHANNEL_WINDOW_S = 5.2
+STATUS_RETRY_S = 0.5  # a status edit held back for a waiting result tries again after this long
+RESULT_PACE_S = 30.0  # the longest a result waits for its channel's turn before it goes anyway
+
+
+class ChannelPacer:
+    """Keeps the bot's message edits and posts per channel under Discord's per-channel limit.
+
+    Results take a turn (waiting for one, up to a bound); status edits (queue position, progress)
+    go only while no result waits and the channel has room, else they wait and the newest state goes later.
+    """
+
+    def __init__(
+        self, count: int = CHANNEL_EDITS_PER_WINDOW, per: float = CHANNEL_WINDOW_S, clock=time.monotonic
+    ) -> None:
+        self.count = count
+        self.per = per
+        self._clock = clock
+        self._sent: dict[int, collections.deque[float]] = {}
+        self._results_waiting: dict[int, int] = {}  # results waiting for their turn, per channel
+
+    def delay(self, channel_id: int, *, reserve: int = 0) -> float:
+        """Seconds until a call may go in ``channel_id`` leaving ``reserve`` slots free (0: now)."""
+        now = self._clock()
+        sent = self._sent.get(channel_id)
+        if sent is None:
+            return 0.0
+        while sent and sent[0] <= now - self.per:
+            sent.popleft()
+        if not sent:
+            del self._sent[channel_id]
+            return 0.0
+        allowed = max(1, self.count - reserve)
+        if len(sent) < allowed:
+            return 0.0
+        return sent[len(sent) - allowed] + self.per - now
+
+    def take(self, channel_id: int) -> None:
+        self._sent.setdefault(channel_id, collections.deque()).append(self._clock())
+
+    def status_gate(self, channel_id: int, *, crowded: bool = True) -> float:
+        """For a status edit: 0 (and the slot is taken) when it may go now, else seconds to wait.
+
+        While a result waits for its turn in the channel, status edits wait too: results come first.
+        A job alone in its channel (``crowded`` False) is not held back: its own edits are already
+        spaced by the progress interval.
+        """
+        if self._results_waiting.get(channel_id):
+            return STATUS_RETRY_S
+        wait = self.delay(channel_id) if crowded else 0.0
+        if wait <= 0:
+            self.take(channel_id)
+        return wait
+
+    async def turn(self, channel_id: int, *, timeout: float = RESULT_PACE_S) -> None:
+        """Wait (at most ``timeout`` s) for a slot in ``channel_id``, then take it."""
+        deadline = self._clock() + timeout
+        self._results_waiting[channel_id] = self._results_waiting.get(channel_id, 0) + 1
+        try:
+            for _ in range(1000):
+                wait, left = self.delay(channel_id), deadline - self._clock()
+                if wait <= 0 or left <= 0:
+                    break
+                await asyncio.sleep(min(wait, left) + 0.01)
+        finally:
+            self._results_waiting[channel_id] -= 1
+            if not self._results_waiting[channel_id]:
+                del self._results_waiting[channel_id]
+        self.take(channel_id)
 
 
 class DeliveryError(Exception):
@@ -105,8 +178,9 @@ class Delivery:
     def _webhook_usable(self) -> bool:
         if not self.token_alive():
             return False
+        # After a restart the token's own message is "@original" when its id was never recorded.
         return self.interaction is not None or (
-            self.placeholder_id is not None and self.client.application_id is not None
+            (self.placeholder_id is not None or self.placeholder_by_webhook) and self.client.application_id is not None
         )
 
     def _channel(self) -> discord.PartialMessageable:
@@ -115,9 +189,10 @@ class Delivery:
     async def _edit_webhook(self, **fields: Any) -> discord.Message:
         if self.interaction is not None:
             return await self.interaction.edit_original_response(allowed_mentions=NO_MENTIONS, **fields)
-        assert self.client.application_id is not None and self.token is not None and self.placeholder_id is not None
+        assert self.client.application_id is not None and self.token is not None
         webhook = discord.Webhook.partial(self.client.application_id, self.token, client=self.client)
-        return await webhook.edit_message(self.placeholder_id, allowed_mentions=NO_MENTIONS, **fields)
+        target: Any = self.placeholder_id if self.placeholder_id is not None else "@original"
+        return await webhook.edit_message(target, allowed_mentions=NO_MENTIONS, **fields)
 
     # ----------------------------------------------------------------- operations
 
@@ -144,9 +219,17 @@ class Delivery:
             )
 
     async def post(
-        self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None
+        self,
+        content: str,
+        files: Sequence[tuple[str, bytes]],
+        view: discord.ui.View | None,
+        *,
+        nonce: str | None = None,
     ) -> discord.Message:
         """Post the result; returns the message it is in. Raises DeliveryError where nothing worked.
+
+        A new channel message carries ``nonce`` with ``enforce_nonce`` (discord.py sets it): a post
+        repeated within a few minutes (a retry, or a restart after a crash) gets the same message back.
 
         Files over the upload limit of the route used are shrunk first (see :meth:`upload_limit`).
         """
@@ -197,6 +280,7 @@ class Delivery:
                 view=view_arg,
                 reference=reference,  # type: ignore[arg-type]
                 allowed_mentions=NO_MENTIONS,
+                **({"nonce": nonce} if nonce is not None else {}),
             )
         except discord.NotFound as e:
             raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
@@ -269,14 +353,24 @@ class StatusUpdater:
     A live preview (a small PNG of a final's latents) rides along with the next edit.
     """
 
-    def __init__(self, edit: Callable[..., Awaitable[None]], *, interval: float, name: str = "status") -> None:
+    def __init__(
+        self,
+        edit: Callable[..., Awaitable[None]],
+        *,
+        interval: float,
+        name: str = "status",
+        gate: Callable[[], float] | None = None,
+    ) -> None:
         self._edit = edit
+        self._gate = gate  # e.g. ChannelPacer.status_gate: 0 to edit now, else seconds until the channel has room
         self._interval = interval
         self._pending: str | None = None
         self._preview: bytes | None = None
         self._last: str | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        self._closing = asyncio.Event()
+        self._editing = False
         self.progressed = False  # whether a progress state (step i/n) was ever set
         self._task = asyncio.create_task(self._run(), name=name)
 
@@ -300,6 +394,17 @@ class StatusUpdater:
             preview, self._preview = self._preview, None
             if text is None or (text == self._last and preview is None):
                 continue
+            wait = self._gate() if self._gate is not None else 0.0
+            if wait > 0:  # the channel is busy: keep the newest state for later (coalesced)
+                if self._pending is None:
+                    self._pending = text
+                if self._preview is None:
+                    self._preview = preview
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
+                self._wake.set()
+                continue
+            self._editing = True
             try:
                 if preview is None:
                     await self._edit(text)
@@ -312,20 +417,43 @@ class StatusUpdater:
                 log.info("status edit failed (%s); %d in a row", e, failures)
                 if failures >= 3 or isinstance(e, discord.NotFound | discord.Forbidden):
                     return  # the message is gone or not ours to edit: the result is posted anyway
-            await asyncio.sleep(self._interval)
+            finally:
+                self._editing = False
+            if self._closed:
+                return
+            # The pause between edits ends early on close: nothing waits on it then.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._interval)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Stop; an edit in flight may finish first (so it cannot land after the result)."""
+        """Stop; an edit in flight may finish first (so it cannot land after the result).
+
+        An edit in flight is never cancelled, even past ``timeout``: discord.py holds the
+        interaction's webhook lock while it sleeps on a 429, and a cancelled edit can leave that
+        lock held, so the result's own edit would wait on it forever. Past ``timeout`` the edit is
+        left to finish on its own (its task ends right after it) and close returns.
+        """
         self._closed = True
         self._wake.set()
+        self._closing.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
+            if self._editing:
+                log.info("a status edit is still in flight after %.1f s; left to finish on its own", timeout)
+                self._task.add_done_callback(_log_failure)
+                return
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         except Exception:  # the loop itself failed: it only logs, never raises
             log.exception("status updater failed")
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """Retrieve a detached task's outcome so a failure is logged, not reported as never retrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("status updater ended with %r", task.exception())
 
 
 class Origin(ABC):
@@ -375,6 +503,8 @@ class InteractionOrigin(Origin):
         self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
         # A button's message: where a result goes as a reply once the token has expired.
         self.source_message_id = interaction.message.id if interaction.message is not None else None
+        self._deferred = False  # answered with defer() and nothing else yet
+        self._deferred_message_id: int | None = None
 
     def job_fields(self) -> dict[str, Any]:
         fields = super().job_fields()
@@ -388,15 +518,37 @@ class InteractionOrigin(Origin):
     def moderates(self, job: JobRecord) -> bool:
         return scope.moderates(self.interaction.user, job)
 
+    async def defer(self) -> None:
+        """Answer Discord at once ("thinking…") before slow work such as downloading an upload.
+
+        The answer is public, as the job's message will be; a refusal after it deletes the
+        "thinking…" message and is sent ephemerally (:meth:`refuse`), since the first follow-up of
+        a public defer would otherwise take its place in public.
+        """
+        if self.interaction.response.is_done():
+            return
+        callback = await self.interaction.response.defer(thinking=True)
+        self._deferred = True
+        self._deferred_message_id = getattr(callback, "message_id", None)
+
     async def refuse(self, text: str) -> None:
+        if self._deferred:
+            self._deferred = False
+            with contextlib.suppress(discord.HTTPException):
+                await self.interaction.delete_original_response()
         if self.interaction.response.is_done():
             await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:
             await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     async def acknowledge(self, content: str) -> Delivery:
-        callback = await self.interaction.response.defer(thinking=True)
-        message_id = getattr(callback, "message_id", None)
+        if self._deferred:
+            self._deferred = False
+            message_id = self._deferred_message_id
+            callback = None
+        else:
+            callback = await self.interaction.response.defer(thinking=True)
+            message_id = getattr(callback, "message_id", None)
         if message_id is None:
             with contextlib.suppress(discord.HTTPException):
                 message_id = (await self.interaction.original_response()).id

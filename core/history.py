@@ -159,8 +159,8 @@ class GuildSettings:
 
     guild_id: int
     image_channels: frozenset[int] = frozenset()
-    max_waiting_per_user: int = 3
-    max_jobs_per_minute: int = 6
+    max_waiting_per_user: int = 10  # a short queue per member, served fairly by the engine, before refusals
+    max_jobs_per_minute: int = 12  # room to queue the whole allowance at once
     finals_outside_nsfw: bool = True
     blocked_words: tuple[str, ...] = ()
     image_safety: str = "off"  # the image safety check outside age-restricted channels: off, spoiler, block

@@ -64,6 +64,40 @@ class InputStore:
         except FileNotFoundError:
             return None
 
+    def prune_sync(
+        self, *, max_age_s: float | None, max_bytes: int | None, keep: set[str], now: float
+    ) -> tuple[int, int]:
+        """Remove stored images older than ``max_age_s``, then the oldest until all fit in ``max_bytes``.
+
+        Inputs named in ``keep`` (those of jobs still to run) are never removed. Returns how many
+        files and bytes went. A pruned final's buttons (zoom, pan, vary) then say its image is gone.
+        """
+        files: list[tuple[float, int, Path]] = []
+        for folder in (self.inputs, self.results):
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("*.png"):
+                if folder is self.inputs and path.stem in keep:
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                files.append((stat.st_mtime, stat.st_size, path))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        removed = freed = 0
+        for mtime, size, path in files:
+            too_old = max_age_s is not None and mtime < now - max_age_s
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed, freed = removed + 1, freed + size
+            total -= size
+        return removed, freed
+
     # ---- async ------------------------------------------------------------------------------
 
     async def put(self, png: bytes) -> str:

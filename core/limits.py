@@ -191,12 +191,18 @@ def parse_word_list(text: str) -> tuple[str, ...]:
     return tuple(words)
 
 
-def check_user_limits(*, waiting: int, recent: int, max_waiting: int, max_per_minute: int) -> None:
-    """Refuse a user over this server's limits: jobs waiting at once, jobs started in the last minute."""
+def check_user_limits(
+    *, waiting: int, recent: int, max_waiting: int, max_per_minute: int, next_position: int | None = None
+) -> None:
+    """Refuse a user over this server's limits: jobs waiting at once, jobs started in the last minute.
+
+    ``next_position`` is where the user's first waiting job stands in the queue, told with a refusal.
+    """
     if waiting >= max_waiting:
+        place = f" Your next one is at position {next_position} in the queue." if next_position else ""
         raise Refusal(
             f"You already have {waiting} job{'s' if waiting != 1 else ''} waiting; this server allows "
-            f"{max_waiting} at a time. Wait for one to finish, or use /cancel."
+            f"{max_waiting} at a time.{place} Wait for one to finish, or use /cancel."
         )
     if recent >= max_per_minute:
         raise Refusal(

@@ -48,6 +48,10 @@ class BotSettings:
     shutdown_timeout: float = 30.0  # seconds the running job may take to finish on SIGTERM/SIGINT
     progress_interval: float = 1.0  # at most one progress edit per message this often, in seconds
     queue_update_interval: float = 3.0  # how often a waiting job's queue position is checked
+    # Stored upload and result images (data/inputs, data/results): removed after this many days (0: kept),
+    # and the oldest removed while all of them take more than this many MiB (0: no cap).
+    image_retention_days: float = 30.0
+    image_store_max_mb: int = 2048
     wandb_project: str | None = None  # log finals to this Weights & Biases project (core.runlog); None = off
     # Which engine bot.py builds: "local" (in this process) or "ray" (a Ray Serve cluster at engine_url).
     engine_backend: str = "local"
@@ -115,6 +119,17 @@ class BotSettings:
                 if not (low <= value <= high):
                     raise SettingsError(f"{name}={raw!r} must be {low:g} to {high:g} seconds.")
                 changes[attr] = value
+
+        if (raw := text("IMAGE_RETENTION_DAYS")) is not None:
+            days = _number("IMAGE_RETENTION_DAYS", raw, float)
+            if not (0 <= days <= 36500):
+                raise SettingsError(f"IMAGE_RETENTION_DAYS={raw!r} must be 0 (keep) to 36500 days.")
+            changes["image_retention_days"] = days
+        if (raw := text("IMAGE_STORE_MAX_MB")) is not None:
+            cap = _number("IMAGE_STORE_MAX_MB", raw, int)
+            if cap < 0:
+                raise SettingsError(f"IMAGE_STORE_MAX_MB={raw!r} must be 0 (no cap) or more MiB.")
+            changes["image_store_max_mb"] = cap
 
         if (project := text("WANDB_PROJECT")) is not None:
             changes["wandb_project"] = project

@@ -580,3 +580,15 @@ async def test_requests_are_checked_against_discords_api_description(fake: FakeD
 def test_the_api_description_is_not_copied_into_the_repository() -> None:
     root = Path(__file__).resolve().parent.parent
     assert not [p for p in root.rglob("discord-openapi*.json") if ".venv" not in p.parts]
+
+
+async def test_an_enforced_nonce_answers_the_message_it_already_made(fake: FakeDiscord) -> None:
+    general = fake.world.general.id
+    async with aiohttp.ClientSession() as session:
+        first = await _post(session, fake, f"/channels/{general}/messages",
+                            {"content": "result", "nonce": "job42", "enforce_nonce": True})
+        again = await _post(session, fake, f"/channels/{general}/messages",
+                            {"content": "result", "nonce": "job42", "enforce_nonce": True})
+        loose = await _post(session, fake, f"/channels/{general}/messages", {"content": "result", "nonce": "job42"})
+        assert (await first.json())["id"] == (await again.json())["id"] != (await loose.json())["id"]
+    assert [m.content for m in fake.messages(fake.world.general)] == ["result", "result"]

@@ -287,7 +287,9 @@ class RecordingDelivery(Delivery):
     async def show(self, content: str) -> None:
         self.shown.append(content)
 
-    async def post(self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None):
+    async def post(
+        self, content: str, files: Sequence[tuple[str, bytes]], view: discord.ui.View | None, *, nonce=None
+    ):
         if self.post_error is not None:
             raise self.post_error
         self.posts.append((content, list(files), view))

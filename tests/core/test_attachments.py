@@ -105,3 +105,17 @@ def test_masks_become_black_and_white_and_an_all_black_one_is_refused():
     layer.save(buf, format="PNG")
     out = decoded(normalize_mask(buf.getvalue()))
     assert out.getpixel((10, 10)) == 255 and out.getpixel((80, 80)) == 0
+
+
+@pytest.mark.parametrize(("size", "expected"), [((8000, 5000), (2048, 1280)), ((4032, 3024), (2048, 1536))])
+def test_big_uploads_are_shrunk_to_2048_a_side_the_same_way_for_image_and_mask(size, expected):
+    jpeg = decoded(normalize_image(encoded("JPEG", size=size, quality=80)))
+    png = decoded(normalize_image(encoded("PNG", size=size)))
+    mask = decoded(normalize_mask(encoded("PNG", size=size, color=(255, 255, 255))))
+    assert jpeg.size == png.size == mask.size == expected
+    r, g, b = jpeg.getpixel((100, 100))
+    assert r > 150 and g < 80 and b < 80
+
+
+def test_small_uploads_keep_their_size():
+    assert decoded(normalize_image(encoded("JPEG", size=(2048, 600)))).size == (2048, 600)

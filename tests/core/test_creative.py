@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 
 import pytest
 from PIL import Image
@@ -230,3 +231,51 @@ async def test_vary_refusals(service, store, engine, inputs):
     (inputs.results / f"{parent.id}.png").unlink()
     assert await service.vary(origin, parent.id, "vary_subtle") is None
     assert "no longer stored" in origin.refusals[-1]
+
+
+async def test_an_edit_strength_too_small_for_one_step_is_refused_up_front(service, engine):
+    origin = RecordingOrigin()  # the fake engine makes finals in 4 steps: 0.2 x 4 runs none
+    assert await service.edit(origin, prompt="x", image=png(512, 512), region=(0, 0, 50, 50), strength=0.2) is None
+    assert "Strength 0.2 is too small" in origin.refusals[0] and "at least 0.25" in origin.refusals[0]
+    assert engine.submitted == []
+    assert await service.edit(RecordingOrigin(), prompt="x", image=png(512, 512), region=(0, 0, 50, 50), strength=0.25)
+
+
+async def test_uploads_of_a_member_over_the_limit_are_not_stored(service, store, inputs):
+    await store.update_guild_settings(10, max_waiting_per_user=1)
+    service._guilds.clear()
+    assert await service.imagine(RecordingOrigin(), prompt="a", image=png(512, 512, (1, 2, 3))) is not None
+    stored = sorted(inputs.inputs.iterdir())
+    for shade in range(5):
+        origin = RecordingOrigin()
+        assert await service.imagine(origin, prompt="b", image=png(512, 512, (shade, 9, 9))) is None
+        assert "1 job waiting" in origin.refusals[0]
+    assert sorted(inputs.inputs.iterdir()) == stored and len(stored) == 1
+
+
+async def test_stored_images_past_the_cap_are_pruned_and_a_pruned_final_says_so(store, engine, inputs):
+    service = make_service(store, engine, inputs=inputs)
+    try:
+        old = await final_done(service, store, engine)
+        waiting = await service.imagine(RecordingOrigin(user_id=5), prompt="a", image=png(512, 512, (9, 9, 9)))
+        for path in [*inputs.results.iterdir(), *inputs.inputs.iterdir()]:
+            os.utime(path, (1, 1))  # stored long ago
+        service.settings = dataclasses.replace(service.settings, image_retention_days=1.0, image_store_max_mb=0)
+        removed, _ = await service.prune_images()
+        assert removed == 1 and inputs.result_sync(old.id) is None
+        assert inputs.get_sync(waiting.params["init_image"])  # a job still to run keeps its image
+        origin = RecordingOrigin()
+        assert await service.vary(origin, old.id, "vary_subtle") is None
+        assert origin.refusals == [f"The image of job #{old.id} is no longer stored, so I can't vary it."]
+        assert await service.outpaint(RecordingOrigin(), old.id, "zoom2") is None
+    finally:
+        await service.shutdown(0.0)
+
+
+def test_the_disk_cap_removes_the_oldest_first(inputs):
+    for n in range(4):
+        inputs.put_result_sync(n + 1, bytes(1000))
+        os.utime(inputs.results / f"{n + 1}.png", (1000 + n, 1000 + n))
+    removed, freed = inputs.prune_sync(max_age_s=None, max_bytes=2500, keep=set(), now=5000)
+    assert (removed, freed) == (2, 2000)
+    assert [inputs.result_sync(n) is not None for n in (1, 2, 3, 4)] == [False, False, True, True]

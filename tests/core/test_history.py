@@ -648,7 +648,7 @@ async def test_favorites(store: HistoryStore) -> None:
 async def test_guild_settings_defaults(store: HistoryStore) -> None:
     settings = await store.guild_settings(5)
     assert settings == GuildSettings(guild_id=5, image_channels=frozenset())
-    assert (settings.max_waiting_per_user, settings.max_jobs_per_minute) == (3, 6)
+    assert (settings.max_waiting_per_user, settings.max_jobs_per_minute) == (10, 12)
     assert settings.finals_outside_nsfw is True and settings.image_safety == "off"
     assert settings.blocked_words == ()
 
@@ -657,7 +657,7 @@ async def test_update_guild_settings(store: HistoryStore, db_path: Path) -> None
     updated = await store.update_guild_settings(5, max_waiting_per_user=1, blocked_words=["gore", " gore ", "", "x"])
     assert updated.max_waiting_per_user == 1
     assert updated.blocked_words == ("gore", "x")
-    assert updated.max_jobs_per_minute == 6  # untouched fields keep their defaults
+    assert updated.max_jobs_per_minute == 12  # untouched fields keep their defaults
     again = await store.update_guild_settings(5, finals_outside_nsfw=False, image_safety="block")
     assert again.max_waiting_per_user == 1 and again.blocked_words == ("gore", "x")
     assert again.finals_outside_nsfw is False and again.image_safety == "block"

@@ -28,6 +28,7 @@ def engine(tmp_path):
 
 
 def make_service(store, engine, **kwargs) -> JobService:
+    kwargs.setdefault("pace_channels", False)  # status edits as fast as the settings say (pacing has tests of its own)
     return JobService(
         client=None,  # type: ignore[arg-type]  (only restart deliveries use it; the tests inject those)
         store=store,
@@ -178,13 +179,16 @@ async def test_unknown_model_is_refused(service, engine):
 
 
 async def test_waiting_limit_per_user(service, store, engine):
-    for _ in range(3):
+    """A member may queue ten jobs by default; the eleventh is refused with where their next one stands."""
+    assert await service.imagine(RecordingOrigin(user_id=2), prompt="first in line") is not None
+    for _ in range(10):
         assert await service.imagine(RecordingOrigin(), prompt="cat") is not None
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="cat") is None
-    assert "3 jobs waiting" in origin.refusals[0] and "/cancel" in origin.refusals[0]
-    assert await service.imagine(RecordingOrigin(user_id=2), prompt="cat") is not None  # others are not held up
-    assert len(engine.submitted) == 4
+    assert "10 jobs waiting" in origin.refusals[0] and "/cancel" in origin.refusals[0]
+    assert "position 2 in the queue" in origin.refusals[0]
+    assert await service.imagine(RecordingOrigin(user_id=3), prompt="cat") is not None  # others are not held up
+    assert len(engine.submitted) == 12
 
 
 async def test_jobs_per_minute_limit(service, store, engine):
@@ -580,3 +584,43 @@ async def test_an_unreachable_engine_is_shown_and_the_job_runs_when_it_is_back(s
     engine.finish(job.id)
     assert (await wait_status(store, job.id, "done")).seeds
     assert delivery.posts and all("unreachable" not in content for content, _, _ in delivery.posts)
+
+
+async def test_a_failing_finish_job_is_logged_not_left_in_a_dying_task(service, store, engine, monkeypatch, caplog):
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="a kite", seed=1)
+    task = service._active[job.id].task
+
+    async def broken_finish(*args, **kwargs):
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(store, "finish_job", broken_finish)
+    engine.finish(job.id)
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5.0)
+    assert not task.cancelled() and task.exception() is None
+    assert "delivery did not complete" in caplog.text
+    assert len(origin.deliveries[0].posts) == 1
+    row = await store.get_job(job.id)  # what was posted is on record: a restart edits that message
+    assert row.result_message_id is not None and row.result_message_id != origin.deliveries[0].placeholder_id
+
+
+async def test_the_row_is_written_before_discord_is_answered(service, store, engine):
+    """A bot killed right after answering must find the job on its next start."""
+    rows_at_ack: list[int] = []
+
+    class Watching(RecordingOrigin):
+        async def acknowledge(self, content):
+            rows_at_ack.append(len(await store.unfinished_jobs()))
+            return await super().acknowledge(content)
+
+    job = await service.imagine(Watching(), prompt="a lamp", seed=2)
+    assert rows_at_ack == [1] and job is not None
+
+
+async def test_a_request_that_could_not_be_answered_is_not_run(service, store, engine):
+    class Unreachable(RecordingOrigin):
+        async def acknowledge(self, content):
+            raise DeliveryError("The channel <#100> no longer exists.")
+
+    assert await service.imagine(Unreachable(), prompt="a lamp") is None
+    assert engine.submitted == [] and await store.unfinished_jobs() == []

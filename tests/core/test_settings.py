@@ -122,3 +122,11 @@ def test_bot_without_token_exits_2_with_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: {TOKEN_HELP}"]
     assert done.stdout == ""
+
+
+def test_image_retention_and_disk_cap():
+    settings = BotSettings.from_env({"DISCORD_TOKEN": "t", "IMAGE_RETENTION_DAYS": "7", "IMAGE_STORE_MAX_MB": "0"})
+    assert (settings.image_retention_days, settings.image_store_max_mb) == (7.0, 0)
+    assert (BotSettings(token="t").image_retention_days, BotSettings(token="t").image_store_max_mb) == (30.0, 2048)
+    with pytest.raises(SettingsError, match="IMAGE_STORE_MAX_MB"):
+        BotSettings.from_env({"DISCORD_TOKEN": "t", "IMAGE_STORE_MAX_MB": "-1"})

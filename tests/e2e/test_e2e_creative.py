@@ -160,3 +160,34 @@ async def test_an_attachment_that_is_no_image_is_refused(bot: RunningBot) -> Non
     interaction = await bot.fake.slash("edit", {"image": disguised, "prompt": "x", "mask": disguised}, user=user)
     await refusal_of(interaction)
     assert len(bot.jobs()) == jobs_before
+
+
+def phone_photo(width: int, height: int) -> bytes:
+    """A large JPEG like a phone's: gradients under noise, so it is megabytes, not kilobytes."""
+    noise = Image.effect_noise((width, height), 20)
+    x = Image.linear_gradient("L").resize((width, height))
+    y = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize((width, height))
+    photo = Image.merge("RGB", (ImageChops.add(x, noise, 2.0), ImageChops.add(y, noise, 2.0), noise))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=70)  # about 2 and 7 MB
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("width", "height"), [(4032, 3024), (8000, 5000)])
+async def test_big_photos_are_answered_at_once_then_drafted_or_refused(bot: RunningBot, width: int, height: int):
+    """Discord expires an interaction not answered within 3 s: the upload is fetched and checked after the answer."""
+    user = new_user(bot.fake, f"photographer{width}")
+    data = phone_photo(width, height)
+    assert len(data) > 2_000_000
+    for command, options in (
+        ("imagine", {"prompt": "as a watercolour"}),
+        ("edit", {"prompt": "a red hat", "left": 10, "top": 10, "width": 30, "height": 30}),
+    ):
+        upload = Upload("photo.jpg", data, content_type="image/jpeg")
+        interaction = await bot.fake.slash(command, {**options, "image": upload}, user=user)
+        assert await interaction.wait_callback() == DEFERRED_CHANNEL_MESSAGE
+        assert interaction.callback_delay is not None and interaction.callback_delay < 1.0, interaction.callback_delay
+        result = await result_of(interaction, files=4 if command == "imagine" else 1)
+        job = await bot.finished_job_for(result)
+        assert job["status"] == "done"
+        assert max(job["width"], job["height"]) <= 2048

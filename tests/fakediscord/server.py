@@ -202,6 +202,9 @@ class Fault:
         return Reply(self.status, {"message": f"{self.status}: injected fault", "code": self.code})
 
 
+NONCE_WINDOW_S = 5 * 60.0  # how long Discord remembers an enforced nonce (a few minutes)
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """Discord's per-channel limit on message creates and on message edits: ``count`` per ``per`` seconds.
@@ -1483,6 +1486,15 @@ class FakeDiscord:
             if missing and reference.get("fail_if_not_exists", True):
                 raise ApiError(400, 50035, "Invalid Form Body", errors={"message_reference": {"_errors": [
                     {"code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "message": "Unknown message"}]}})
+        if payload.get("enforce_nonce") and payload.get("nonce") is not None:
+            # Discord: the same nonce from the same author in the same channel within a few minutes
+            # answers the message that nonce already made instead of creating a second one.
+            nonce = str(payload["nonce"])
+            for earlier in reversed(self._messages.values()):
+                if (earlier.channel_id == channel.id and earlier.nonce == nonce and not earlier.deleted
+                        and earlier.author.id == self.world.bot.id
+                        and self.now() - earlier.created_at < NONCE_WINDOW_S):
+                    return Reply(200, self._message_json(earlier))
         flags = int(payload.get("flags") or 0)
         flags &= FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
         message = await self._create_message(
