@@ -29,7 +29,7 @@ class SettingsError(ValueError):
     """A setting has a value the engine cannot use; the message names the variable."""
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "imagine-bot"
 
@@ -50,7 +50,7 @@ class EngineSettings:
     draft_decoder: Literal["tiny", "full"] = "tiny"  # full: drafts decode with the full VAE
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     memory: Literal["auto", "resident", "offload"] = "auto"
-    cache_dir: Path = _default_cache_dir()
+    cache_dir: Path = default_cache_dir()
     final_model: str = "ssd-1b"  # default model for finals
     draft_steps: int = 1
     final_steps: int = 28

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from ..settings import default_cache_dir
+
 log = logging.getLogger(__name__)
 
 REFERENCE_HUB = "h94/IP-Adapter"
@@ -27,16 +29,11 @@ class AddonMissing(RuntimeError):
     """An add-on is configured but its weights are not on disk; the message is one line saying what to do."""
 
 
-def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "imagine-bot"
-
-
 @dataclass(frozen=True)
 class AddonSettings:
     """Where each add-on's weights come from ("" = the add-on is off) and how the upscaler tiles."""
 
-    cache_dir: Path = _default_cache_dir()
+    cache_dir: Path = default_cache_dir()
     # LoRA: a local folder of SDXL LoRA .safetensors files, and/or hub ids ("owner/repo" or
     # "owner/repo/file.safetensors"); the names members pick are the file stems (repo name for a bare repo).
     lora_dir: str = ""
@@ -83,7 +80,7 @@ class AddonSettings:
         """
         env = dict(os.environ if env is None else env)
         cache_raw = (env.get("ENGINE_CACHE_DIR") or "").strip()
-        cache_dir = Path(cache_raw).expanduser() if cache_raw else _default_cache_dir()
+        cache_dir = Path(cache_raw).expanduser() if cache_raw else default_cache_dir()
         preset = (env.get("ENGINE_PRESET") or "sdxl").strip().lower()
         base = cls.for_tiny(cache_dir) if preset == "tiny" else cls(cache_dir=cache_dir)
         names = {
