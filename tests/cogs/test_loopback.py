@@ -9,7 +9,9 @@ The subprocess end-to-end tests (``tests/e2e``) run ``python bot.py`` with the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from core.history import HistoryStore
 from core.settings import BotSettings
 from tests.core.doubles import RunningFakeEngine
 from tests.fakediscord import FakeDiscord, StoredMessage
+from tests.fakediscord.world import World
 
 FLAG_EPHEMERAL = 64
 
@@ -63,9 +66,10 @@ class Harness:
         raise AssertionError(f"no job shows message {message.id}")
 
 
-@pytest.fixture
-async def env(tmp_path, caplog):
-    async with FakeDiscord() as fake:
+@contextlib.asynccontextmanager
+async def running_harness(tmp_path: Path, caplog, world: World | None = None) -> AsyncIterator[Harness]:
+    """The real bot against a loopback Discord (``world``, else the default one); no errors allowed in the log."""
+    async with FakeDiscord(world) as fake:
         with fake.patched_discord_py():
             harness = Harness(fake, tmp_path)
             await harness.start()
@@ -76,6 +80,12 @@ async def env(tmp_path, caplog):
         fake.assert_no_errors()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+async def env(tmp_path, caplog):
+    async with running_harness(tmp_path, caplog) as harness:
+        yield harness
 
 
 async def imagine(env: Harness, prompt: str, **options) -> StoredMessage:

@@ -7,11 +7,10 @@ another member's jobs only in channels they can see, and /history of another mem
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 
-from tests.cogs.test_loopback import FLAG_EPHEMERAL, Harness
+from tests.cogs.test_loopback import FLAG_EPHEMERAL, Harness, running_harness
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.snowflake import SnowflakeFactory
 from tests.fakediscord.world import GUILD_TEXT, MANAGE_MESSAGES, VIEW_CHANNEL, FakeChannel, Overwrite, World
@@ -42,18 +41,8 @@ def scoped_world() -> World:
 
 @pytest.fixture
 async def scoped(tmp_path, caplog):
-    world = scoped_world()
-    async with FakeDiscord(world) as fake:
-        with fake.patched_discord_py():
-            harness = Harness(fake, tmp_path)
-            await harness.start()
-            try:
-                yield harness
-            finally:
-                await harness.stop()
-        fake.assert_no_errors()
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
+    async with running_harness(tmp_path, caplog, scoped_world()) as harness:
+        yield harness
 
 
 def staff(world: World) -> FakeChannel:
