@@ -36,12 +36,9 @@ async def read_image(attachment: discord.Attachment, *, what: str) -> bytes:
     except (discord.HTTPException, asyncio.TimeoutError) as e:
         log.info("could not download attachment %s: %s", attachment.id, e)
         raise Refusal(f"I could not download “{attachment.filename}”; try again.") from None
-    normalize = normalize_mask if what == "mask" else normalize_image
-    return (
-        await asyncio.to_thread(normalize, data)
-        if what == "mask"
-        else await asyncio.to_thread(normalize, data, what=what)
-    )
+    if what == "mask":
+        return await asyncio.to_thread(normalize_mask, data)
+    return await asyncio.to_thread(normalize_image, data, what=what)
 
 
 def _plain(emoji: str) -> str:
