@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   ./dev.sh run    set up .venv on first use, then start the bot (settings from .env; weights fetched once)
-#   ./dev.sh test   set up .venv on first use, then lint and run the test suite (CPU, tiny models)
+#   ./dev.sh test   set up .venv on first use, then lint, type-check and run the test suite (CPU, tiny models)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -32,6 +32,7 @@ case "${1:-}" in
         setup "test,safety,upscale"
         shift
         "$VENV/bin/ruff" check .
+        "$VENV/bin/mypy"  # files and options: [tool.mypy] in pyproject.toml
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     *)
