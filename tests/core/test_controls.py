@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.controls import JobButton, controls_for
-from tests.core.test_jobs import _row
+from tests.core.jobs.support import job_row as _row
 
 
 async def test_draft_controls():

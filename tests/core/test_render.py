@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core import render
-from tests.core.test_jobs import _row
+from tests.core.jobs.support import job_row as _row
 
 
 def test_mentions_and_markdown_are_escaped():
@@ -34,7 +34,7 @@ def test_describe():
 
 
 def test_plain_states_and_engine_refusals_are_shown_as_they_are():
-    from core.jobs import RESTARTING_STATE
+    from core.jobs.runner import RESTARTING_STATE
     from core.render import public_state
 
     for state in (

@@ -11,8 +11,8 @@ import pytest
 from core.safety import ImageSafety, apply_policy
 from tests.core import doubles
 from tests.core.doubles import RecordingOrigin
+from tests.core.jobs.support import make_service, wait_status
 from tests.core.safety_images import landscape, nude_figure
-from tests.core.test_jobs import make_service, wait_status
 
 pytest.importorskip("nudenet", reason="the [safety] extra is not installed")
 

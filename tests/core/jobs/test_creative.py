@@ -9,36 +9,10 @@ import os
 import pytest
 from PIL import Image
 
-from core.history import HistoryStore
-from core.inputs import InputStore
-from core.jobs import rebuild_request
+from core.jobs.rows import rebuild_request
 from engine.api import DraftInit, DraftRequest, FinalRequest, ImageInit
 from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually, png
-from tests.core.test_jobs import make_service, wait_status
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def engine(tmp_path):
-    return FakeEngine(str(tmp_path / "history.sqlite3"))
-
-
-@pytest.fixture
-def inputs(tmp_path):
-    return InputStore(tmp_path / "data")
-
-
-@pytest.fixture
-async def service(store, engine, inputs):
-    service = make_service(store, engine, inputs=inputs)
-    yield service
-    await service.shutdown(0.0)
+from tests.core.jobs.support import make_service, wait_status
 
 
 def size_of(data: bytes) -> tuple[int, int]:
@@ -243,7 +217,7 @@ async def test_an_edit_strength_too_small_for_one_step_is_refused_up_front(servi
 
 async def test_uploads_of_a_member_over_the_limit_are_not_stored(service, store, inputs):
     await store.update_guild_settings(10, max_waiting_per_user=1)
-    service._guilds.clear()
+    service.guilds.forget()
     assert await service.imagine(RecordingOrigin(), prompt="a", image=png(512, 512, (1, 2, 3))) is not None
     stored = sorted(inputs.inputs.iterdir())
     for shade in range(5):

@@ -1,0 +1,11 @@
+"""The job service: the one path every image request takes (``bot.jobs``, :class:`JobService`).
+
+check (``checks``) -> plan (``plans``, ``preferences``, ``rows``) -> admit (``admission``: limits, the
+row before the engine sees the job, the acknowledgement) -> run (``runner``: submit, follow, cancel,
+restart, shutdown) -> outcome (``outcome``: post, record, 🔁, W&B, DM). ``guilds`` caches each
+server's settings, ``images`` keeps and prunes the images jobs start from.
+"""
+
+from core.jobs.service import JobService
+
+__all__ = ["JobService"]

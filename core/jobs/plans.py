@@ -1,0 +1,261 @@
+"""What each command asks the engine for: a request and the fields of its new row, as one :class:`Plan`.
+
+Pure functions (no Discord, no store, no engine): the checked options of a command, the user's
+defaults as applied (:class:`~core.jobs.preferences.Applied`), the bot's sizes and the engine's offer
+go in; the frozen request, the row's fields and the images to keep on disk come out. A Refusal
+says what is wrong with the options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import canvas
+from core.attachments import image_size
+from core.history import JobRecord
+from core.jobs.preferences import Applied, known_aspect
+from core.jobs.rows import Request, new_job_fields
+from core.limits import Refusal, check_aspect, check_final_model, check_seed, random_seed
+from engine.api import (
+    DraftInit,
+    DraftRequest,
+    EngineOffer,
+    FinalRequest,
+    ImageInit,
+    RequestError,
+    size_for_aspect,
+)
+
+DRAFT_COUNT = 4
+VARIATION_STEPS = 2
+VARIATION_STRENGTH = 0.5
+DEFAULT_IMAGE_STRENGTH = 0.6  # /imagine with an image: how far the drafts may move from it
+DEFAULT_EDIT_STRENGTH = 0.9  # /edit: the masked area keeps a little of what was there
+OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
+    "zoom15": {"zoom": 1.5},
+    "zoom2": {"zoom": 2.0},
+    "pan_left": {"pan": "left"},
+    "pan_right": {"pan": "right"},
+    "pan_up": {"pan": "up"},
+    "pan_down": {"pan": "down"},
+}
+# Vary (subtle) / Vary (strong) on a final: image-to-image from its stored PNG at this strength, new seed.
+VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job about to be admitted: the engine request, its row's fields, the images it starts from.
+
+    ``keep`` maps ``params`` names (``init_image``, ``mask_image``) to the PNGs to store before the
+    row is written (their keys go into the row's ``params``).
+    """
+
+    request: Request
+    fields: dict[str, Any]
+    keep: dict[str, bytes] = field(default_factory=dict)
+
+
+def imagine(
+    asked: Applied, offer: EngineOffer, *, draft_size: int, seed: object = None,
+    image: bytes | None = None, aspect: object = None, strength: object = None,
+) -> Plan:
+    """Four drafts from the prompt; with ``image`` (a normalized PNG) they start from it.
+
+    Without an image the aspect is ``asked.aspect`` (given or preferred); an image keeps its own
+    aspect unless ``aspect`` (as given) says otherwise.
+    """
+    seed = check_seed(seed, count=DRAFT_COUNT)
+    if image is None:
+        ratio = check_aspect(asked.aspect)
+        width, height = size_for_aspect(ratio, draft_size)
+        request = DraftRequest(
+            prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt,
+            width=width, height=height, count=DRAFT_COUNT, steps=offer.draft_steps,
+        )
+        return Plan(request, new_job_fields(request, mode="imagine", params=asked.noted({"aspect": ratio})))
+    amount = check_strength(strength, DEFAULT_IMAGE_STRENGTH)
+    # Turbo image-to-image runs int(steps x strength) steps: at least one.
+    steps = max(offer.draft_steps, math.ceil(1 / amount - 1e-9))
+    if steps > 4:
+        raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
+    params: dict[str, Any] = {}
+    if aspect is not None:
+        ratio = params["aspect"] = check_aspect(aspect)
+        width, height = size_for_aspect(ratio, draft_size)
+    else:
+        width, height = image_job_size(image, draft_size)
+    request = DraftRequest(
+        prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt, width=width, height=height,
+        count=DRAFT_COUNT, steps=steps, init=ImageInit(image), strength=amount,
+    )
+    return Plan(request, new_job_fields(request, mode="img2img", params=asked.noted(params)), {"init_image": image})
+
+
+def final(asked: Applied, offer: EngineOffer, *, final_size: int, seed: object = None) -> Plan:
+    """A final straight from the prompt, at about ``final_size`` x ``final_size`` pixels."""
+    ratio = check_aspect(asked.aspect)
+    width, height = size_for_aspect(ratio, final_size)
+    request = FinalRequest(
+        prompt=asked.prompt, seed=check_seed(seed), negative_prompt=asked.negative_prompt,
+        width=width, height=height, model=check_final_model(asked.model, offer.default_final_model),
+    )
+    return Plan(request, new_job_fields(request, mode="final", params=asked.noted({"aspect": ratio})))
+
+
+def edit(
+    asked: Applied, offer: EngineOffer, *, final_size: int, image: bytes, mask: bytes | None = None,
+    region: tuple[float, float, float, float] | None = None, strength: object = None, seed: object = None,
+) -> Plan:
+    """Inpainting: paint the white area of ``mask`` (or the ``region`` rectangle, in percent) again."""
+    if (mask is None) == (region is None):
+        raise Refusal("Give either a mask image (white = repaint) or a region (left, top, width, height in %).")
+    amount = check_strength(strength, DEFAULT_EDIT_STRENGTH)
+    planned = offer.final_steps
+    if planned * amount < 1:  # inpainting runs int(steps x strength) steps: at least one
+        raise Refusal(
+            f"Strength {amount:g} is too small: with {planned} steps no step would run. "
+            f"Use at least {math.ceil(100 / planned) / 100:g}."
+        )
+    if mask is not None:
+        check_mask_size(image, mask)
+    width, height = image_job_size(image, final_size)
+    params: dict[str, Any] = {}
+    if mask is None:
+        assert region is not None
+        try:
+            mask = canvas.region_mask(width, height, *region)
+        except RequestError as e:
+            raise Refusal(str(e)) from e
+        params["region"] = list(region)
+    request = FinalRequest(
+        prompt=asked.prompt, seed=check_seed(seed), negative_prompt=asked.negative_prompt, width=width,
+        height=height, model=check_final_model(asked.model, offer.default_final_model),
+        init=ImageInit(image), mask=mask, strength=amount,
+    )
+    fields = new_job_fields(request, mode="inpaint", params=asked.noted(params))
+    return Plan(request, fields, {"init_image": image, "mask_image": mask})
+
+
+def outpaint(parent: JobRecord, extended: canvas.Canvas, action: str) -> Plan:
+    """A new final of ``parent`` on its ``extended`` canvas: only the new area (the mask) is painted."""
+    request = FinalRequest(
+        prompt=parent.prompt, seed=random_seed(1), negative_prompt=parent.negative_prompt,
+        width=extended.width, height=extended.height, model=parent.model,
+        init=ImageInit(extended.image), mask=extended.mask, strength=1.0,
+    )
+    fields = new_job_fields(request, mode="outpaint", parent_id=parent.id, params={"outpaint": action})
+    return Plan(request, fields, {"init_image": extended.image, "mask_image": extended.mask})
+
+
+def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> Plan:
+    """Vary (subtle) / Vary (strong): a new final by image-to-image from ``parent``'s image, new seed."""
+    amount = VARY_ACTIONS[action]
+    steps = parent.steps
+    planned = steps if steps is not None else offer.final_steps
+    if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
+        steps = math.ceil(1 / amount - 1e-9)
+    request = FinalRequest(
+        prompt=parent.prompt, seed=random_seed(1), negative_prompt=parent.negative_prompt,
+        width=parent.width, height=parent.height, model=parent.model, steps=steps,
+        guidance=parent.guidance, init=ImageInit(source), strength=amount,
+    )
+    params: dict[str, Any] = {"vary": action.removeprefix("vary_")}
+    if known_aspect(parent.params.get("aspect")):
+        params["aspect"] = parent.params["aspect"]
+    fields = new_job_fields(request, mode="variation", parent_id=parent.id, params=params)
+    return Plan(request, fields, {"init_image": source})
+
+
+def upscale(
+    parent: JobRecord, parent_request: DraftRequest, index: int, asked: Applied, offer: EngineOffer,
+    *, draft_size: int, final_size: int,
+) -> Plan:
+    """The final of image ``index`` of a draft job, in the clicker's preferred model (``asked.model``)."""
+    ratio = parent.params.get("aspect")
+    if isinstance(ratio, str) and known_aspect(ratio):
+        width, height = size_for_aspect(ratio, final_size)
+    else:
+        width, height = scaled(parent.width, parent.height, final_size / draft_size)
+    request = FinalRequest(
+        prompt=parent.prompt, seed=parent_request.seeds[index], negative_prompt=parent.negative_prompt,
+        width=width, height=height,
+        model=asked.model if isinstance(asked.model, str) else offer.default_final_model,
+        init=DraftInit(parent_request, index), strength=offer.upscale_strength,
+    )
+    params = asked.noted({"aspect": ratio} if isinstance(ratio, str) else {})
+    fields = new_job_fields(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
+    return Plan(request, fields)
+
+
+def variation(parent: JobRecord, parent_request: DraftRequest, index: int) -> Plan:
+    """Four new drafts that start from image ``index`` of a draft job."""
+    request = DraftRequest(
+        prompt=parent.prompt, seed=random_seed(DRAFT_COUNT), negative_prompt=parent.negative_prompt,
+        width=parent.width, height=parent.height, count=DRAFT_COUNT, steps=VARIATION_STEPS,
+        init=DraftInit(parent_request, index), strength=VARIATION_STRENGTH,
+    )
+    params = dict(parent.params)
+    fields = new_job_fields(request, mode="variation", parent_id=parent.id, parent_index=index, params=params)
+    return Plan(request, fields)
+
+
+def reroll(job: JobRecord, rebuilt: Request) -> Plan:
+    """``job`` again with a new seed; a job that starts from no draft image records ``job`` as its parent."""
+    request = dataclasses.replace(rebuilt, seed=random_seed(job.count))
+    fields = new_job_fields(
+        request, mode="reroll", params={**job.params, "reroll_of": job.id},
+        parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
+    )
+    return Plan(request, fields)
+
+
+def repost(job: JobRecord, rebuilt: Request) -> Plan:
+    """``job`` again with the same seed (the same images), as a job of its own."""
+    fields = new_job_fields(
+        rebuilt, mode=job.mode, params={**job.params, "repost_of": job.id},
+        parent_id=job.parent_id, parent_index=job.parent_index,
+    )
+    return Plan(rebuilt, fields)
+
+
+def check_strength(value: object, default: float) -> float:
+    """An image-to-image strength: more than 0, at most 1 (``default`` when not given)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refusal("Strength must be a number between 0 and 1.")
+    if not (0.0 < float(value) <= 1.0):
+        raise Refusal(f"Strength {value:g} is out of range: use more than 0 and at most 1.")
+    return float(value)
+
+
+def check_mask_size(image: bytes, mask: bytes) -> None:
+    """Refuse a mask whose size is not its image's: each is fitted to the job on its own, so the area would move."""
+    image_w, image_h = image_size(image)
+    mask_w, mask_h = image_size(mask)
+    if (mask_w, mask_h) != (image_w, image_h):
+        raise Refusal(
+            f"Your mask is {mask_w}×{mask_h} but the image is {image_w}×{image_h}: use a mask of the same size "
+            "(white = repaint), or give a region instead."
+        )
+
+
+def image_job_size(png: bytes, side: int) -> tuple[int, int]:
+    """A job size with the image's aspect at about ``side`` x ``side`` pixels."""
+    try:
+        return canvas.edit_size(*image_size(png), budget=side * side)
+    except RequestError as e:
+        raise Refusal(str(e)) from e
+
+
+def scaled(width: int, height: int, factor: float) -> tuple[int, int]:
+    """``width`` x ``height`` times ``factor``, each side a multiple of 64 from 256 to 2048."""
+
+    def side(value: int) -> int:
+        return max(canvas.MIN_SIDE, min(canvas.MAX_SIDE, round(value * factor / 64) * 64))
+
+    return side(width), side(height)

@@ -1,0 +1,345 @@
+"""``JobService``: the one door the cogs use (``bot.jobs``); every command reads check, plan, admit.
+
+The rooms behind it (each module says what it may touch):
+
+- :mod:`core.jobs.checks`: the server, the prompt, the job a button names, the user's defaults;
+- :mod:`core.jobs.plans`: pure builders of the request and the new row (with :mod:`~core.jobs.rows`
+  and :mod:`~core.jobs.preferences`);
+- :mod:`core.jobs.admission`: limits, the row, the acknowledgement, then :mod:`core.jobs.runner`,
+  which submits, follows, cancels, restarts and shuts down; :mod:`core.jobs.outcome` posts and records.
+
+On start, jobs that were waiting or running when the bot stopped are submitted again and delivered to
+their channel; on shutdown the engine gets a bounded time to finish its job and whatever is left stays
+queued in the database for the next start. The engine is any ``engine.api.ImageEngine`` (in-process or
+a Ray Serve cluster); ``bot.py`` builds it and hands it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from core import canvas
+from core.delivery import ChannelPacer, Delivery, Origin, send_direct
+from core.history import GuildSettings, HistoryStore, JobRecord, UserPrefs
+from core.inputs import InputStore
+from core.jobs import plans
+from core.jobs.admission import Admission
+from core.jobs.checks import Checks
+from core.jobs.guilds import GuildCache
+from core.jobs.images import StoredImages
+from core.jobs.outcome import DirectMessage, Outcome
+from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_changes
+from core.jobs.rows import status_word
+from core.jobs.runner import Runner
+from core.limits import Refusal
+from core.runlog import RunLog
+from core.safety import ImageSafety
+from core.settings import BotSettings
+from engine.api import ImageEngine, RequestError
+
+log = logging.getLogger(__name__)
+
+ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to be stored
+_SAFETY = ImageSafety()  # one detector for the process, loaded the first time a server uses it
+
+_RequestMethod = Callable[..., Awaitable["JobRecord | None"]]
+
+
+def _refusals_answered(method: _RequestMethod) -> _RequestMethod:
+    """A user-facing request method: a :class:`Refusal` raised inside becomes the user's (ephemeral) answer."""
+
+    @functools.wraps(method)
+    async def wrapper(self: JobService, origin: Origin, *args: Any, **kwargs: Any) -> JobRecord | None:
+        try:
+            return await method(self, origin, *args, **kwargs)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
+
+    return wrapper
+
+
+class JobService:
+    """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
+
+    def __init__(
+        self,
+        *,
+        client: discord.Client,
+        store: HistoryStore,
+        engine: ImageEngine,
+        settings: BotSettings,
+        clock: Callable[[], float] = time.time,
+        delivery_for_job: Callable[[discord.Client, JobRecord], Delivery] = Delivery.for_job,
+        inputs: InputStore | None = None,
+        direct_message: DirectMessage = send_direct,
+        run_log: RunLog | None = None,
+        pacer: ChannelPacer | None = None,
+        pace_channels: bool = True,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        # Keeps edits and posts per channel under Discord's limit; every job in a channel shares it.
+        pacer = pacer if pacer is not None or not pace_channels else ChannelPacer()
+        self.guilds = GuildCache(store)
+        # Start images, masks and finals' images on disk (None: image features refuse politely).
+        self.images = StoredImages(inputs, store, settings, clock)
+        self.checks = Checks(store, self.guilds, self.images)
+        self.outcome = Outcome(
+            client=client,
+            store=store,
+            guilds=self.guilds,
+            images=self.images,
+            run_log=run_log if run_log is not None else RunLog(),
+            direct_message=direct_message,
+            pacer=pacer,
+            safety=_SAFETY,
+        )
+        self.runner = Runner(
+            client=client,
+            store=store,
+            engine=engine,
+            settings=settings,
+            outcome=self.outcome,
+            pacer=pacer,
+            inputs=inputs,
+            clock=clock,
+            delivery_for_job=delivery_for_job,
+        )
+        self.admission = Admission(
+            store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
+        )
+        self._settings = settings
+
+    # ----------------------------------------------------------------- what more than one room reads
+
+    @property
+    def client(self) -> discord.Client:
+        return self.outcome.client
+
+    @client.setter
+    def client(self, client: discord.Client) -> None:
+        self.outcome.client = self.runner.client = client
+
+    @property
+    def settings(self) -> BotSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: BotSettings) -> None:
+        self._settings = self.runner.settings = self.images.settings = settings
+
+    @property
+    def safety(self) -> ImageSafety:
+        return self.outcome.safety
+
+    @safety.setter
+    def safety(self, safety: ImageSafety) -> None:
+        self.outcome.safety = safety
+
+    def active(self) -> dict[int, JobRecord]:
+        """Jobs this process is waiting on, by id."""
+        return self.runner.active()
+
+    # ----------------------------------------------------------------- server settings and /prefer
+
+    async def guild_settings(self, guild_id: int) -> GuildSettings:
+        return await self.guilds.get(guild_id)
+
+    async def update_guild_settings(self, guild_id: int, **changes: Any) -> GuildSettings:
+        return await self.guilds.update(guild_id, **changes)
+
+    async def add_image_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
+        return await self.guilds.add_image_channel(guild_id, channel_id)
+
+    async def remove_image_channel(self, guild_id: int, channel_id: int) -> bool:
+        return await self.guilds.remove_image_channel(guild_id, channel_id)
+
+    async def user_prefs(self, user_id: int) -> UserPrefs:
+        return await self.store.user_prefs(user_id)
+
+    async def update_prefs(self, user_id: int, **changes: Any) -> UserPrefs:
+        """Check and store some of a user's defaults; ``None`` resets one. Raises Refusal, storing nothing.
+
+        Fields: ``aspect``, ``negative_prompt``, ``style_suffix``, ``final_model``, ``dm_results``.
+        """
+        checked = checked_changes(changes, self.engine.offer.default_final_model)
+        return await self.store.update_user_prefs(user_id, **checked)
+
+    # ----------------------------------------------------------------- what users ask for
+
+    @_refusals_answered
+    async def imagine(
+        self,
+        origin: Origin,
+        *,
+        prompt: object,
+        negative_prompt: object = None,
+        aspect: object = None,
+        seed: object = None,
+        image: bytes | None = None,
+        strength: object = None,
+    ) -> JobRecord | None:
+        """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it.
+
+        The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
+        suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
+        """
+        fill = (STYLE, NEGATIVE) if image is not None else (STYLE, NEGATIVE, ASPECT)
+        guild, asked = await self.checks.new_prompt(
+            origin, prompt, fill, negative_prompt=negative_prompt, aspect=aspect
+        )
+        plan = plans.imagine(
+            asked, self.engine.offer, draft_size=self.settings.draft_size, seed=seed,
+            image=image, aspect=aspect, strength=strength,
+        )
+        return await self.admission.admit(origin, plan, guild)
+
+    @_refusals_answered
+    async def final(
+        self,
+        origin: Origin,
+        *,
+        prompt: object,
+        negative_prompt: object = None,
+        aspect: object = None,
+        seed: object = None,
+        model: object = None,
+    ) -> JobRecord | None:
+        """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty)."""
+        guild, asked = await self.checks.new_prompt(
+            origin, prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
+            negative_prompt=negative_prompt, aspect=aspect, model=model,
+        )
+        plan = plans.final(asked, self.engine.offer, final_size=self.settings.final_size, seed=seed)
+        return await self.admission.admit(origin, plan, guild)
+
+    @_refusals_answered
+    async def edit(
+        self,
+        origin: Origin,
+        *,
+        prompt: object,
+        image: bytes,
+        mask: bytes | None = None,
+        region: tuple[float, float, float, float] | None = None,
+        negative_prompt: object = None,
+        strength: object = None,
+        seed: object = None,
+        model: object = None,
+    ) -> JobRecord | None:
+        """Inpainting (/edit): paint the white area of ``mask`` (or the ``region`` rectangle, in percent) again.
+
+        ``image`` and ``mask`` are normalized PNGs (``core.attachments``). The user's /prefer style
+        suffix, negative prompt and final model apply as for /final; the image keeps its own aspect.
+        """
+        guild, asked = await self.checks.new_prompt(
+            origin, prompt, (STYLE, NEGATIVE, MODEL), finals=True, negative_prompt=negative_prompt, model=model
+        )
+        plan = plans.edit(
+            asked, self.engine.offer, final_size=self.settings.final_size, image=image, mask=mask,
+            region=region, strength=strength, seed=seed,
+        )
+        return await self.admission.admit(origin, plan, guild)
+
+    @_refusals_answered
+    async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
+        if action not in plans.OUTPAINT_ACTIONS:
+            raise Refusal(f"Unknown outpaint action {action!r}.")
+        guild = await self.checks.guild_of(origin)
+        parent, source = await self.checks.final_source(origin, guild, job_id, "zoom and pan", "extend")
+        budget = self.settings.final_size**2
+        try:  # a few hundred ms of PIL for a large final: off the loop
+            extended = await asyncio.to_thread(
+                canvas.outpaint, source, budget=budget, **plans.OUTPAINT_ACTIONS[action]
+            )
+        except RequestError as e:
+            raise Refusal(str(e)) from e
+        return await self.admission.admit(origin, plans.outpaint(parent, extended, action), guild)
+
+    @_refusals_answered
+    async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+        """Vary (subtle) / Vary (strong) on a final: a new final by image-to-image from its image, new seed."""
+        if action not in plans.VARY_ACTIONS:
+            raise Refusal(f"Unknown variation {action!r}.")
+        guild = await self.checks.guild_of(origin)
+        parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
+        return await self.admission.admit(origin, plans.vary(parent, source, action, self.engine.offer), guild)
+
+    @_refusals_answered
+    async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
+        """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣)."""
+        guild = await self.checks.guild_of(origin)
+        self.checks.finals_allowed(guild, origin)
+        parent, parent_request = await self.checks.parent_draft(origin, job_id, index)
+        self.checks.prompt_allowed(parent.prompt, guild, origin)
+        asked = await self.checks.preferred_model(origin)
+        plan = plans.upscale(
+            parent, parent_request, index, asked, self.engine.offer,
+            draft_size=self.settings.draft_size, final_size=self.settings.final_size,
+        )
+        return await self.admission.admit(origin, plan, guild)
+
+    @_refusals_answered
+    async def variation(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
+        """Four new drafts that start from image ``index`` of a draft job (V1-V4)."""
+        guild = await self.checks.guild_of(origin)
+        parent, parent_request = await self.checks.parent_draft(origin, job_id, index)
+        self.checks.prompt_allowed(parent.prompt, guild, origin)
+        return await self.admission.admit(origin, plans.variation(parent, parent_request, index), guild)
+
+    @_refusals_answered
+    async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:
+        """The same job with a new seed (🔁)."""
+        guild = await self.checks.guild_of(origin)
+        job = await self.checks.again(origin, guild, job_id)
+        return await self.admission.admit(origin, plans.reroll(job, await self.checks.rebuild(job)), guild)
+
+    @_refusals_answered
+    async def repost(self, origin: Origin, job_id: int) -> JobRecord | None:
+        """The same job again with the same seed (same images), posted here with live controls."""
+        guild = await self.checks.guild_of(origin)
+        job = await self.checks.again(origin, guild, job_id, own=True)
+        return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
+
+    async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
+        """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
+        job = await self.checks.get_job(job_id)
+        if job.guild_id != guild_id:
+            raise Refusal(f"Job #{job.id} was made in another server.")
+        if job.user_id != user_id and not moderator:
+            raise Refusal(f"Job #{job.id} is not yours; only its author or a moderator can cancel it.")
+        if job.finished:
+            raise Refusal(f"Job #{job.id} has already {status_word(job)}.")
+        return await self.runner.cancel(job)
+
+    # ----------------------------------------------------------------- stored images, start and stop
+
+    async def prune_images(self) -> tuple[int, int]:
+        """Apply the retention setting and disk cap to the stored images; returns files and bytes removed."""
+        return await self.images.prune()
+
+    async def start(self) -> int:
+        """Submit again the jobs that were waiting or running when the bot stopped; returns how many."""
+        await self.images.prune()
+        return await self.runner.restart()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop taking jobs, let the engine finish its running job for up to ``timeout`` s, post what is done.
+
+        Jobs still waiting stay queued in the database and are picked up by the next start.
+        """
+        if self.runner.closing:
+            return
+        self.runner.closing = True
+        log.info("shutting down: no new jobs; waiting up to %.0f s for the running one", timeout)
+        await self.admission.settle(ACCEPT_GRACE_S)
+        await self.runner.shutdown(timeout)

@@ -1,0 +1,77 @@
+"""Helpers for the job service's tests (and for tests of what renders a job row)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from core.history import HistoryStore, JobRecord
+from core.jobs import JobService
+from core.settings import BotSettings
+from engine.api import ImageEngine
+
+
+def make_service(store: HistoryStore, engine: ImageEngine, **kwargs: Any) -> JobService:
+    """A service on ``store`` and ``engine`` with fast status edits and no channel pacing (tested on its own)."""
+    kwargs.setdefault("pace_channels", False)
+    settings = kwargs.pop("settings", BotSettings(token="test", progress_interval=0.01, queue_update_interval=0.02))
+    return JobService(
+        client=None,  # type: ignore[arg-type]  (only restart deliveries use it; the tests inject those)
+        store=store,
+        engine=engine,
+        settings=settings,
+        **kwargs,
+    )
+
+
+async def wait_status(store: HistoryStore, job_id: int, status: str, timeout: float = 5.0) -> JobRecord:
+    """The row of ``job_id`` once its status is ``status`` (fails after ``timeout`` s)."""
+
+    async def poll() -> JobRecord:
+        while True:
+            row = await store.get_job(job_id)
+            if row is not None and row.status == status:
+                return row
+            await asyncio.sleep(0.01)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+def job_row(**changes: Any) -> JobRecord:
+    """A stored draft row as the store returns it, with ``changes``."""
+    base: dict[str, Any] = dict(
+        id=1,
+        kind="draft",
+        mode="imagine",
+        parent_id=None,
+        parent_index=None,
+        guild_id=10,
+        channel_id=100,
+        user_id=1,
+        prompt="p",
+        negative_prompt="n",
+        model="turbo",
+        width=512,
+        height=768,
+        steps=1,
+        guidance=None,
+        seed=5,
+        count=4,
+        strength=None,
+        params={},
+        status="queued",
+        error=None,
+        seeds=(),
+        timings={},
+        created_at=0.0,
+        started_at=None,
+        finished_at=None,
+        source_message_id=None,
+        interaction_token=None,
+        interaction_expires_at=None,
+        result_channel_id=None,
+        result_message_id=None,
+        favorite=False,
+    )
+    base.update(changes)
+    return JobRecord(**base)

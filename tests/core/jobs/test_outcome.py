@@ -1,0 +1,66 @@
+"""After the result: four PNGs with controls, 🔁, the row, a post that fails, the DM copy."""
+
+from __future__ import annotations
+
+from core.delivery import DeliveryError
+from tests.core.doubles import RecordingOrigin, eventually
+from tests.core.jobs.support import wait_status
+
+
+async def test_drafts_are_delivered_as_four_pngs_with_controls(service, store, engine):
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="**bold** @everyone", seed=7, aspect="16:9")
+    engine.finish(job.id)
+    delivery = origin.deliveries[0]
+    await eventually(lambda: delivery.posts)
+    content, files, view = delivery.posts[0]
+    assert [name for name, _ in files] == ["draft_1.png", "draft_2.png", "draft_3.png", "draft_4.png"]
+    assert all(data.startswith(b"\x89PNG") for _, data in files)
+    assert "@\u200beveryone" in content and "\\*\\*bold\\*\\*" in content and "`7`" in content
+    ids = [item.custom_id for item in view.children]
+    assert ids == [f"job:{job.id}:{a}" for a in ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll")]
+    done = await wait_status(store, job.id, "done")
+    assert done.seeds == (7, 8, 9, 10)
+    assert done.timings["run"] == 0.2 and "deliver" in done.timings
+    assert done.result_message_id is not None and done.result_message_id != delivery.placeholder_id
+    assert delivery.reactions == [(done.result_message_id, "🔁")]
+    assert (done.width, done.height) == (704, 384)
+
+
+async def test_result_that_cannot_be_posted_is_still_recorded(service, store, engine):
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="x", seed=5)
+    origin.deliveries[0].post_error = DeliveryError("The channel <#100> no longer exists.")
+    engine.finish(job.id)
+    row = await wait_status(store, job.id, "done")
+    assert row.seeds == (5, 6, 7, 8)
+    await eventually(lambda: origin.deliveries[0].told)
+    assert "could not post it" in origin.deliveries[0].told[0]
+
+
+async def test_results_come_by_dm_too_when_the_author_asked(service, store, engine, dms):
+    await service.update_prefs(1, dm_results=True)
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="a red fox", seed=7)
+    quiet = await service.imagine(RecordingOrigin(user_id=2), prompt="a cat", seed=7)
+    engine.finish(job.id)
+    engine.finish(quiet.id)
+    await eventually(lambda: dms.sent)
+    done = await eventually(lambda: origin.deliveries[0].posts)
+    user_id, content, files = dms.sent[0]
+    assert user_id == 1 and [name for name, _ in files] == [name for name, _ in done[0][1]]
+    assert "a red fox" in content and "`7`" in content and "Steps: 1" in content
+    assert "https://discord.com/channels/10/100/" in content
+    await eventually(lambda: service.active() == {})
+    assert len(dms.sent) == 1  # user 2 did not ask
+
+
+async def test_closed_dms_do_not_disturb_the_delivery(service, store, engine, dms):
+    await service.update_prefs(1, dm_results=True)
+    dms.open = False
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="a red fox", seed=7)
+    engine.finish(job.id)
+    await eventually(lambda: origin.deliveries[0].posts)
+    row = await store.get_job(job.id)
+    assert row.status == "done" and dms.sent == []

@@ -1,0 +1,62 @@
+"""Rows and requests: a row's request rebuilt alone or with its chain, and a request's new row."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from core.history import NewJob
+from core.jobs.rows import RebuildError, rebuild_request, request_for
+from engine.api import DraftInit, DraftRequest, FinalRequest
+from tests.core.jobs.support import job_row as _row
+
+
+async def test_restart_fails_a_job_whose_parent_is_gone(store, engine):
+    orphan = await store.create_job(
+        NewJob(
+            kind="final",
+            mode="upscale",
+            guild_id=10,
+            channel_id=100,
+            user_id=1,
+            prompt="p",
+            model="ssd-1b",
+            width=1024,
+            height=1024,
+            seed=1,
+            parent_id=None,
+            parent_index=None,
+        )
+    )
+    orphan_row = dataclasses.replace(orphan, parent_index=0, parent_id=424242)
+    with pytest.raises(RebuildError, match="no longer exists"):
+        await rebuild_request(store, orphan_row)
+
+
+def test_request_for_round_trips():
+    draft = _row()
+    assert request_for(draft) == DraftRequest(prompt="p", seed=5, negative_prompt="n", width=512, height=768, count=4)
+    final = _row(id=2, kind="final", mode="final", model="sdxl", width=1024, height=1024, steps=None, count=1, seed=9)
+    assert request_for(final) == FinalRequest(prompt="p", seed=9, negative_prompt="n", model="sdxl")
+    upscale = _row(
+        id=3,
+        kind="final",
+        mode="upscale",
+        model="ssd-1b",
+        parent_id=1,
+        parent_index=3,
+        strength=0.4,
+        width=1024,
+        height=1536,
+        steps=None,
+        count=1,
+        seed=8,
+    )
+    parent_request = request_for(draft)
+    rebuilt = request_for(upscale, parent_request)
+    assert rebuilt.init == DraftInit(parent_request, 3) and rebuilt.strength == 0.4
+    with pytest.raises(RebuildError):
+        request_for(upscale)
+    with pytest.raises(RebuildError):
+        request_for(_row(parent_id=1, parent_index=7), parent_request)
