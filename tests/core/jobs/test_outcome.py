@@ -62,5 +62,6 @@ async def test_closed_dms_do_not_disturb_the_delivery(service, store, engine, dm
     job = await service.imagine(origin, prompt="a red fox", seed=7)
     engine.finish(job.id)
     await eventually(lambda: origin.deliveries[0].posts)
-    row = await store.get_job(job.id)
-    assert row.status == "done" and dms.sent == []
+    await wait_status(store, job.id, "done")  # the row is marked done after the post, then the DM is tried
+    await eventually(lambda: service.active() == {})
+    assert dms.sent == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.history import UserPrefs
+from core.jobs.preferences import Applied, apply_prefs, checked_changes
 from core.limits import MAX_STYLE_SUFFIX_CHARS, Refusal, check_style_suffix, with_style
 from engine.api import MAX_PROMPT_CHARS
 
@@ -46,3 +48,54 @@ async def test_update_prefs_checks_each_value_and_stores_nothing_on_a_refusal(se
     assert (await store.user_prefs(1)).style_suffix == "ink"  # the refused call changed nothing
     reset = await service.update_prefs(1, aspect=None, negative_prompt=None, dm_results=None)
     assert (reset.aspect, reset.negative_prompt, reset.dm_results, reset.style_suffix) == (None, None, False, "ink")
+
+
+# --------------------------------------------------------------------------- applying them (pure)
+
+
+def prefs(**changes) -> UserPrefs:
+    return UserPrefs(user_id=1, **changes)
+
+
+def test_defaults_fill_only_what_was_left_empty_and_say_which():
+    mine = prefs(aspect="16:9", negative_prompt="blurry", style_suffix="watercolor", final_model="sdxl")
+    every = ("style_suffix", "negative_prompt", "aspect", "final_model")
+    asked = apply_prefs(mine, every, prompt="a fox")
+    used = ("aspect", "final_model", "negative_prompt", "style_suffix")
+    assert asked == Applied("a fox, watercolor", "blurry", "16:9", "sdxl", used)
+    assert asked.noted({"aspect": "16:9"}) == {"aspect": "16:9", "prefs": list(used)}
+    given = apply_prefs(mine, every, prompt="a fox", negative_prompt="dogs", aspect="1:1", model="ssd-1b")
+    assert (given.negative_prompt, given.aspect, given.model) == ("dogs", "1:1", "ssd-1b")
+    assert given.used == ("style_suffix",)
+
+
+def test_only_the_named_defaults_are_used():
+    mine = prefs(aspect="16:9", negative_prompt="blurry", style_suffix="watercolor", final_model="sdxl")
+    asked = apply_prefs(mine, ("final_model",), prompt="a fox")
+    assert asked == Applied("a fox", "", None, "sdxl", ("final_model",))
+    nothing = apply_prefs(prefs(), ("style_suffix", "aspect"), prompt="a fox")
+    assert nothing.noted({"aspect": "1:1"}) == {"aspect": "1:1"}
+
+
+def test_a_default_this_bot_no_longer_offers_is_left_out():
+    asked = apply_prefs(prefs(aspect="5:1", final_model="dall-e"), ("aspect", "final_model"), prompt="x")
+    assert (asked.aspect, asked.model, asked.used) == (None, None, ())
+
+
+def test_the_style_suffix_is_held_to_the_servers_blocked_words():
+    mine = prefs(style_suffix="gore")
+    with pytest.raises(Refusal, match="gore"):
+        apply_prefs(mine, ("style_suffix",), prompt="a fox", blocked_words=("gore",))
+    asked = apply_prefs(mine, ("style_suffix",), prompt="a fox", blocked_words=("gore",), age_restricted=True)
+    assert asked.prompt == "a fox, gore"
+
+
+def test_checked_changes_name_what_is_wrong():
+    assert checked_changes({"aspect": "16:9", "final_model": " SDXL "}, "ssd-1b") == {
+        "aspect": "16:9",
+        "final_model": "sdxl",
+    }
+    with pytest.raises(Refusal, match="no preference called 'colour'"):
+        checked_changes({"colour": "red"}, "ssd-1b")
+    with pytest.raises(Refusal, match="on or off"):
+        checked_changes({"dm_results": "yes"}, "ssd-1b")

@@ -1,0 +1,95 @@
+"""The pure builders: a command's options and the user's defaults in, a request and its row's fields out."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.jobs import plans
+from core.jobs.preferences import Applied
+from core.jobs.rows import request_for
+from core.limits import Refusal
+from engine.api import DraftInit, DraftRequest, EngineOffer, FinalRequest, ImageInit
+from tests.core.doubles import png
+from tests.core.jobs.support import job_row
+
+OFFER = EngineOffer()
+
+
+def test_imagine_plans_four_drafts_at_the_asked_aspect_and_notes_the_defaults_used():
+    plan = plans.imagine(Applied("a fox", "blur", "16:9", None, ("aspect",)), OFFER, draft_size=512, seed=7)
+    assert plan.request == DraftRequest(
+        prompt="a fox", seed=7, negative_prompt="blur", width=704, height=384, count=4, steps=OFFER.draft_steps
+    )
+    assert plan.keep == {}
+    assert plan.fields["mode"] == "imagine" and plan.fields["strength"] is None
+    assert plan.fields["params"] == {"aspect": "16:9", "prefs": ["aspect"]}
+
+
+def test_imagine_with_an_image_keeps_its_aspect_and_the_image_to_store():
+    photo = png(800, 600)
+    plan = plans.imagine(Applied("a fox"), OFFER, draft_size=512, seed=1, image=photo, strength=0.5)
+    assert isinstance(plan.request, DraftRequest) and plan.request.init == ImageInit(photo)
+    assert (plan.request.width, plan.request.height) == (576, 448) and plan.request.steps == 2
+    assert plan.keep == {"init_image": photo}
+    assert (plan.fields["mode"], plan.fields["strength"], plan.fields["params"]) == ("img2img", 0.5, {})
+
+
+def test_final_checks_the_model_and_takes_the_default():
+    assert plans.final(Applied("x"), OFFER, final_size=1024, seed=1).request.model == OFFER.default_final_model
+    with pytest.raises(Refusal, match="Unknown model 'dall-e'"):
+        plans.final(Applied("x", model="dall-e"), OFFER, final_size=1024)
+
+
+def test_edit_with_a_region_plans_a_mask_of_the_jobs_size():
+    plan = plans.edit(Applied("a hat"), OFFER, final_size=1024, image=png(1024, 768), region=(0, 0, 50, 50), seed=2)
+    assert isinstance(plan.request, FinalRequest) and plan.request.mask is not None
+    assert plan.keep == {"init_image": png(1024, 768), "mask_image": plan.request.mask}
+    assert plan.fields["params"] == {"region": [0, 0, 50, 50]} and plan.fields["mode"] == "inpaint"
+
+
+def test_upscale_and_variation_start_from_the_parents_image():
+    parent = job_row(id=3, status="done", params={"aspect": "3:2"})
+    parent_request = request_for(parent)
+    assert isinstance(parent_request, DraftRequest)
+    up = plans.upscale(parent, parent_request, 1, Applied(model="sdxl", used=("final_model",)), OFFER,
+                       draft_size=512, final_size=1024)
+    assert up.request.init == DraftInit(parent_request, 1) and up.request.seed == parent_request.seeds[1]
+    assert (up.request.width, up.request.height, up.request.model) == (1280, 832, "sdxl")
+    assert (up.fields["parent_id"], up.fields["parent_index"], up.fields["params"]) == (
+        3, 1, {"aspect": "3:2", "prefs": ["final_model"]}
+    )
+    var = plans.variation(parent, parent_request, 2)
+    assert var.request.init == DraftInit(parent_request, 2) and var.fields["mode"] == "variation"
+    assert (var.request.steps, var.request.strength) == (plans.VARIATION_STEPS, plans.VARIATION_STRENGTH)
+
+
+def test_an_upscale_of_a_draft_with_no_known_aspect_scales_its_size():
+    parent = job_row(id=3, width=512, height=768, params={})
+    up = plans.upscale(parent, request_for(parent), 0, Applied(), OFFER, draft_size=512, final_size=1024)
+    assert (up.request.width, up.request.height) == (1024, 1536) and up.fields["params"] == {}
+
+
+def test_reroll_and_repost_describe_the_same_generation_as_the_row():
+    row = job_row(id=8, mode="img2img", strength=0.4, params={"init_image": "k", "aspect": "1:1"})
+    rebuilt = request_for(row, images={"k": png(64, 64)})
+    again = plans.repost(row, rebuilt)
+    assert again.request == rebuilt
+    same = {name: getattr(row, name) for name in ("kind", "mode", "prompt", "negative_prompt", "model", "width",
+                                                   "height", "seed", "steps", "count", "strength", "parent_index")}
+    assert {name: again.fields[name] for name in same} == same
+    assert again.fields["params"] == {"init_image": "k", "aspect": "1:1", "repost_of": 8}
+    reroll = plans.reroll(row, rebuilt)
+    assert reroll.fields["mode"] == "reroll" and reroll.fields["parent_id"] == 8
+    assert reroll.fields["seed"] == reroll.request.seed and reroll.fields["params"]["reroll_of"] == 8
+
+
+@pytest.mark.parametrize(("value", "message"), [(0.0, "out of range"), (1.5, "out of range"), (True, "a number")])
+def test_strength_is_checked(value, message):
+    with pytest.raises(Refusal, match=message):
+        plans.check_strength(value, 0.6)
+    assert plans.check_strength(None, 0.6) == 0.6
+
+
+def test_scaled_sides_are_multiples_of_64_within_bounds():
+    assert plans.scaled(512, 768, 2.0) == (1024, 1536)
+    assert plans.scaled(100, 1500, 2.0) == (256, 2048)
