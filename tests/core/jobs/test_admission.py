@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+
+import pytest
 
 from core.delivery import DeliveryError
 from engine.api import DraftRequest
@@ -121,3 +124,36 @@ async def test_recent_requests_of_users_who_left_are_forgotten(store, tmp_path):
         assert set(service.admission._recent) == {999}
     finally:
         await service.shutdown(0.0)
+
+
+@pytest.mark.parametrize("post_ends", ["posted", "fell back"])
+async def test_a_job_whose_result_is_still_being_posted_is_not_done_for_the_queue(service, store, engine, post_ends):
+    """The engine is done with it, Discord is not: the job stays the user's (active, counted) until the post ends."""
+    await service.update_guild_settings(10, max_waiting_per_user=1)
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="a slow channel")
+    delivery = origin.deliveries[0]
+    entered, release = asyncio.Event(), asyncio.Event()
+    real_post = delivery.post
+
+    async def blocking_post(content, files, view, *, nonce=None):
+        entered.set()
+        await release.wait()
+        if post_ends == "fell back":
+            raise DeliveryError("The channel <#100> no longer exists.")
+        return await real_post(content, files, view, nonce=nonce)
+
+    delivery.post = blocking_post
+    engine.finish(job.id)
+    await asyncio.wait_for(entered.wait(), 5.0)
+    assert str(job.id) not in {info.job_id for info in await engine.queue_snapshot()}  # the engine let go
+    assert job.id in service.active()
+    assert (await store.get_job(job.id)).status != "done"
+    refused = RecordingOrigin()
+    assert await service.imagine(refused, prompt="another") is None
+    assert "1 job waiting" in refused.refusals[0]
+    release.set()
+    await eventually(lambda: service.active() == {})
+    assert (await store.get_job(job.id)).status == "done"
+    assert bool(delivery.posts) == (post_ends == "posted") and bool(delivery.told) == (post_ends == "fell back")
+    assert await service.imagine(RecordingOrigin(), prompt="now there is room") is not None
