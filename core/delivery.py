@@ -1,9 +1,6 @@
-"""Where a job comes from and where its result goes.
+"""Where a job's result goes: the one message that shows its state and then its images.
 
-An :class:`Origin` is the place a request came from: a slash command or button
-(:class:`InteractionOrigin`) or a message or reaction in a channel (:class:`MessageOrigin`).
-It answers refusals (ephemerally where Discord allows it) and acknowledges an accepted job,
-which gives a :class:`Delivery`: the one message that shows the job's state and then its result.
+An origin (``core.origins``) acknowledges an accepted job with a :class:`Delivery`.
 
 Delivery order for a result: edit the interaction's message while its token is valid
 (15 minutes), else edit our own placeholder message in the channel, else post a new message
@@ -18,29 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import io
 import logging
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import discord
 
-from core import scope
 from core.history import JobRecord
-from core.throttle import UserThrottle
 from core.uploads import fit_to_limit
 
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
-INTERACTION_TTL_S = 15 * 60.0
 TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
-PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
-REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
 
 
 CHANNEL_EDITS_PER_WINDOW = 5  # Discord allows about 5 message edits per channel per 5 s
@@ -265,22 +255,17 @@ class Delivery:
             except discord.Forbidden as e:
                 raise DeliveryError(forbidden_text(self.channel_id)) from e
 
+        options: dict[str, Any] = {}  # only what is given: send's overloads take no None for these
         reference_id = self.reply_to if self.reply_to is not None else self.placeholder_id
-        reference = (
-            discord.MessageReference(
+        if reference_id is not None:
+            options["reference"] = discord.MessageReference(
                 message_id=reference_id, channel_id=self.channel_id, guild_id=self.guild_id, fail_if_not_exists=False
             )
-            if reference_id is not None
-            else None
-        )
+        if nonce is not None:
+            options["nonce"] = nonce
         try:
             return await channel.send(
-                content,
-                files=await attachments(limit),
-                view=view_arg,
-                reference=reference,  # type: ignore[arg-type]
-                allowed_mentions=NO_MENTIONS,
-                **({"nonce": nonce} if nonce is not None else {}),
+                content, files=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS, **options
             )
         except discord.NotFound as e:
             raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
@@ -345,320 +330,3 @@ async def fit_files(files: Sequence[tuple[str, bytes]], limit: int) -> list[tupl
         )
         out.append((f"{stem}.{ext}", smaller))
     return out
-
-
-class StatusUpdater:
-    """Edits one message with the newest state, at most once per ``interval``; older states are skipped.
-
-    A live preview (a small PNG of a final's latents) rides along with the next edit.
-    """
-
-    def __init__(
-        self,
-        edit: Callable[..., Awaitable[None]],
-        *,
-        interval: float,
-        name: str = "status",
-        gate: Callable[[], float] | None = None,
-    ) -> None:
-        self._edit = edit
-        self._gate = gate  # e.g. ChannelPacer.status_gate: 0 to edit now, else seconds until the channel has room
-        self._interval = interval
-        self._pending: str | None = None
-        self._preview: bytes | None = None
-        self._last: str | None = None
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._closing = asyncio.Event()
-        self._editing = False
-        self.progressed = False  # whether a progress state (step i/n) was ever set
-        self._task = asyncio.create_task(self._run(), name=name)
-
-    def set(self, text: str, progress: bool = False, preview: bytes | None = None) -> None:
-        if self._closed:
-            return
-        self.progressed = self.progressed or progress
-        self._pending = text
-        if preview is not None:
-            self._preview = preview  # the newest preview waits for the next edit, even one without
-        self._wake.set()
-
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._closed:
-                return
-            text, self._pending = self._pending, None
-            preview, self._preview = self._preview, None
-            if text is None or (text == self._last and preview is None):
-                continue
-            wait = self._gate() if self._gate is not None else 0.0
-            if wait > 0:  # the channel is busy: keep the newest state for later (coalesced)
-                if self._pending is None:
-                    self._pending = text
-                if self._preview is None:
-                    self._preview = preview
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), wait)
-                self._wake.set()
-                continue
-            self._editing = True
-            try:
-                if preview is None:
-                    await self._edit(text)
-                else:
-                    await self._edit(text, preview=preview)
-                self._last = text
-                failures = 0
-            except discord.HTTPException as e:
-                failures += 1
-                log.info("status edit failed (%s); %d in a row", e, failures)
-                if failures >= 3 or isinstance(e, discord.NotFound | discord.Forbidden):
-                    return  # the message is gone or not ours to edit: the result is posted anyway
-            finally:
-                self._editing = False
-            if self._closed:
-                return
-            # The pause between edits ends early on close: nothing waits on it then.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self._interval)
-
-    async def close(self, timeout: float = 10.0) -> None:
-        """Stop; an edit in flight may finish first (so it cannot land after the result).
-
-        An edit in flight is never cancelled, even past ``timeout``: discord.py holds the
-        interaction's webhook lock while it sleeps on a 429, and a cancelled edit can leave that
-        lock held, so the result's own edit would wait on it forever. Past ``timeout`` the edit is
-        left to finish on its own (its task ends right after it) and close returns.
-        """
-        self._closed = True
-        self._wake.set()
-        self._closing.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            if self._editing:
-                log.info("a status edit is still in flight after %.1f s; left to finish on its own", timeout)
-                self._task.add_done_callback(_log_failure)
-                return
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        except Exception:  # the loop itself failed: it only logs, never raises
-            log.exception("status updater failed")
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    """Retrieve a detached task's outcome so a failure is logged, not reported as never retrieved."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("status updater ended with %r", task.exception())
-
-
-class Origin(ABC):
-    """Where a request came from: who asked, where, and how to answer them."""
-
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    age_restricted: bool
-    source_message_id: int | None
-
-    def job_fields(self) -> dict[str, Any]:
-        """Fields of the stored job that say where it came from."""
-        return {
-            "guild_id": self.guild_id,
-            "channel_id": self.channel_id,
-            "user_id": self.user_id,
-            "source_message_id": self.source_message_id,
-        }
-
-    def note_job(self, job_id: int) -> None:  # noqa: B027 - a hook, empty unless the origin logs job ids
-        """Remember the job id for error reports."""
-
-    def moderates(self, job: JobRecord) -> bool:
-        """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
-        return False
-
-    @abstractmethod
-    async def refuse(self, text: str) -> None:
-        """Tell the user why nothing happens (before anything was acknowledged)."""
-
-    @abstractmethod
-    async def acknowledge(self, content: str) -> Delivery:
-        """Answer at once that the job is accepted; returns where its states and result go."""
-
-
-class InteractionOrigin(Origin):
-    """A slash command, a button or a select menu."""
-
-    def __init__(self, interaction: discord.Interaction) -> None:
-        self.interaction = interaction
-        self.user_id = interaction.user.id
-        self.guild_id = interaction.guild_id
-        self.channel_id = interaction.channel_id  # type: ignore[assignment]
-        channel = interaction.channel
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
-        # A button's message: where a result goes as a reply once the token has expired.
-        self.source_message_id = interaction.message.id if interaction.message is not None else None
-        self._deferred = False  # answered with defer() and nothing else yet
-        self._deferred_message_id: int | None = None
-
-    def job_fields(self) -> dict[str, Any]:
-        fields = super().job_fields()
-        fields["interaction_token"] = self.interaction.token
-        fields["interaction_expires_at"] = self.interaction.created_at.timestamp() + INTERACTION_TTL_S
-        return fields
-
-    def note_job(self, job_id: int) -> None:
-        self.interaction.extras["job_id"] = job_id
-
-    def moderates(self, job: JobRecord) -> bool:
-        return scope.moderates(self.interaction.user, job)
-
-    async def defer(self) -> None:
-        """Answer Discord at once ("thinking…") before slow work such as downloading an upload.
-
-        The answer is public, as the job's message will be; a refusal after it deletes the
-        "thinking…" message and is sent ephemerally (:meth:`refuse`), since the first follow-up of
-        a public defer would otherwise take its place in public.
-        """
-        if self.interaction.response.is_done():
-            return
-        callback = await self.interaction.response.defer(thinking=True)
-        self._deferred = True
-        self._deferred_message_id = getattr(callback, "message_id", None)
-
-    async def refuse(self, text: str) -> None:
-        if self._deferred:
-            self._deferred = False
-            with contextlib.suppress(discord.HTTPException):
-                await self.interaction.delete_original_response()
-        if self.interaction.response.is_done():
-            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-        else:
-            await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
-    async def acknowledge(self, content: str) -> Delivery:
-        if self._deferred:
-            self._deferred = False
-            message_id = self._deferred_message_id
-            callback = None
-        else:
-            callback = await self.interaction.response.defer(thinking=True)
-            message_id = getattr(callback, "message_id", None)
-        if message_id is None:
-            with contextlib.suppress(discord.HTTPException):
-                message_id = (await self.interaction.original_response()).id
-        return Delivery(
-            self.interaction.client,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            interaction=self.interaction,
-            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
-            placeholder_id=message_id,
-            placeholder_by_webhook=True,
-            reply_to=self.source_message_id,
-        )
-
-
-class MessageOrigin(Origin):
-    """A message in an image channel or a reaction on one of our results: answers go in the channel.
-
-    Refusals posted in a channel are public, so one member can make the bot post only a few of them:
-    ``replies`` (one throttle for the process) allows ``PUBLIC_REFUSALS_PER_MINUTE`` per member; the
-    rest are logged and not posted.
-    """
-
-    replies = UserThrottle(PUBLIC_REFUSALS_PER_MINUTE, 60.0)
-
-    def __init__(
-        self,
-        client: discord.Client,
-        *,
-        channel_id: int,
-        guild_id: int | None,
-        user_id: int,
-        source_message_id: int,
-        age_restricted: bool = False,
-        member: discord.Member | None = None,
-    ) -> None:
-        self.client = client
-        self.channel_id = channel_id
-        self.guild_id = guild_id
-        self.user_id = user_id
-        self.source_message_id = source_message_id
-        self.age_restricted = age_restricted
-        self.member = member  # who reacted or wrote, as the gateway gave it
-
-    def moderates(self, job: JobRecord) -> bool:
-        return scope.moderates(self.member, job)
-
-    def _reference(self) -> discord.MessageReference:
-        return discord.MessageReference(
-            message_id=self.source_message_id,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            fail_if_not_exists=False,
-        )
-
-    async def refuse(self, text: str) -> None:
-        if not self.replies.allow(self.user_id):
-            log.info("refusal to user %s in channel %s not posted (throttled): %s", self.user_id, self.channel_id, text)
-            return
-        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
-        try:
-            await channel.send(
-                f"<@{self.user_id}> {text}",
-                reference=self._reference(),
-                allowed_mentions=NO_MENTIONS,
-                delete_after=REFUSAL_DELETE_AFTER_S,
-            )
-        except discord.HTTPException as e:
-            log.info("could not post a refusal in channel %s: %s", self.channel_id, e)
-
-    async def acknowledge(self, content: str) -> Delivery:
-        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
-        try:
-            message = await channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS)
-        except discord.NotFound as e:
-            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-        except discord.Forbidden as e:
-            raise DeliveryError(forbidden_text(self.channel_id)) from e
-        return Delivery(
-            self.client,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            placeholder_id=message.id,
-            placeholder_by_webhook=False,
-            reply_to=self.source_message_id,
-        )
-
-
-def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
-    """The jump link of a message (``@me`` for a DM channel)."""
-    return f"https://discord.com/channels/{guild_id if guild_id is not None else '@me'}/{channel_id}/{message_id}"
-
-
-async def send_direct(client: discord.Client, user_id: int, content: str, files: Sequence[tuple[str, bytes]]) -> bool:
-    """DM ``content`` and ``files`` to a user; returns whether it was sent.
-
-    Closed DMs (Discord answers 403, "Cannot send messages to this user") and other failures are
-    logged at info and end here: nobody asked for this message in a channel, so nobody is told.
-    """
-    try:
-        user = client.get_user(user_id) or await client.fetch_user(user_id)
-        await user.send(
-            content,
-            files=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
-            allowed_mentions=NO_MENTIONS,
-        )
-    except discord.Forbidden as e:
-        log.info("user %s takes no direct messages from me (%s); not sent", user_id, e.code)
-        return False
-    except discord.HTTPException as e:
-        log.info("could not DM user %s: %s", user_id, e)
-        return False
-    return True

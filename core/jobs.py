@@ -31,15 +31,8 @@ import discord
 
 from core import canvas, render
 from core.controls import REROLL_EMOJI, controls_for
-from core.delivery import (
-    ChannelPacer,
-    Delivery,
-    DeliveryError,
-    Origin,
-    StatusUpdater,
-    message_link,
-    send_direct,
-)
+from core.delivery import ChannelPacer, Delivery, DeliveryError
+from core.direct import message_link, send_direct
 from core.history import GuildSettings, HistoryStore, JobRecord, NewJob, UserPrefs
 from core.inputs import InputStore, MissingInput
 from core.limits import (
@@ -54,9 +47,11 @@ from core.limits import (
     random_seed,
     with_style,
 )
+from core.origins import Origin
 from core.runlog import RunLog
 from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
 from core.settings import BotSettings
+from core.status import StatusUpdater
 from engine.api import (
     DraftInit,
     DraftRequest,

@@ -100,58 +100,6 @@ async def test_a_file_that_cannot_fit_fails_the_post_clearly():
         await fit_files([("final.png", noisy_png())], 100)
 
 
-async def test_closing_the_status_updater_never_cancels_an_edit_in_flight():
-    """An edit sleeping on a 429 holds discord.py's webhook lock; cancelling it could leave the lock held."""
-    import asyncio
-
-    from core.delivery import StatusUpdater
-
-    started, release = asyncio.Event(), asyncio.Event()
-    outcomes: list[str] = []
-
-    async def edit(text: str) -> None:
-        started.set()
-        try:
-            await release.wait()  # a 429's retry_after
-            outcomes.append("finished")
-        except asyncio.CancelledError:
-            outcomes.append("cancelled")
-            raise
-
-    updater = StatusUpdater(edit, interval=0.01)
-    updater.set("⏳ Queued: position 7")
-    await asyncio.wait_for(started.wait(), 1.0)
-    await asyncio.wait_for(updater.close(timeout=0.05), 1.0)  # returns in time even so
-    release.set()
-    for _ in range(100):
-        if outcomes:
-            break
-        await asyncio.sleep(0.01)
-    assert outcomes == ["finished"]
-
-
-async def test_closing_the_status_updater_does_not_wait_out_the_pause_between_edits():
-    import asyncio
-    import time
-
-    from core.delivery import StatusUpdater
-
-    edits: list[str] = []
-
-    async def edit(text: str) -> None:
-        edits.append(text)
-
-    updater = StatusUpdater(edit, interval=30.0)
-    updater.set("step 1/4")
-    for _ in range(100):
-        if edits:
-            break
-        await asyncio.sleep(0.01)
-    began = time.monotonic()
-    await updater.close(timeout=5.0)
-    assert time.monotonic() - began < 1.0 and edits == ["step 1/4"]
-
-
 def test_the_channel_pacer_holds_status_edits_while_the_channel_is_full():
     from core.delivery import ChannelPacer
 
@@ -178,30 +126,6 @@ async def test_a_waiting_result_goes_before_status_edits():
     assert pacer.status_gate(7) > 0  # held back for the result, though a slot is about to free
     await asyncio.wait_for(result, 2.0)
     assert pacer.status_gate(7) == 0.0
-
-
-async def test_status_edits_in_a_busy_channel_are_coalesced_to_the_newest():
-    import asyncio
-
-    from core.delivery import StatusUpdater
-
-    edits: list[str] = []
-    room = [0.3]
-
-    def gate() -> float:  # busy for the first 0.3 s, then free
-        wait, room[0] = room[0], 0.0
-        return wait
-
-    async def edit(text: str) -> None:
-        edits.append(text)
-
-    updater = StatusUpdater(edit, interval=0.01, gate=gate)
-    for position in range(9, 0, -1):
-        updater.set(f"position {position}")
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.5)
-    await updater.close()
-    assert edits == ["position 1"]
 
 
 async def test_a_channel_post_carries_the_nonce_so_a_repeat_is_dropped_by_discord():

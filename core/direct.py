@@ -1,0 +1,40 @@
+"""Direct messages: a copy of a result to its author (``/prefer dm:true``, ✉️), and message links."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+
+import discord
+
+from core.delivery import NO_MENTIONS
+
+log = logging.getLogger(__name__)
+
+
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    """The jump link of a message (``@me`` for a DM channel)."""
+    return f"https://discord.com/channels/{guild_id if guild_id is not None else '@me'}/{channel_id}/{message_id}"
+
+
+async def send_direct(client: discord.Client, user_id: int, content: str, files: Sequence[tuple[str, bytes]]) -> bool:
+    """DM ``content`` and ``files`` to a user; returns whether it was sent.
+
+    Closed DMs (Discord answers 403, "Cannot send messages to this user") and other failures are
+    logged at info and end here: nobody asked for this message in a channel, so nobody is told.
+    """
+    try:
+        user = client.get_user(user_id) or await client.fetch_user(user_id)
+        await user.send(
+            content,
+            files=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
+            allowed_mentions=NO_MENTIONS,
+        )
+    except discord.Forbidden as e:
+        log.info("user %s takes no direct messages from me (%s); not sent", user_id, e.code)
+        return False
+    except discord.HTTPException as e:
+        log.info("could not DM user %s: %s", user_id, e)
+        return False
+    return True
