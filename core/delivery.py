@@ -14,12 +14,12 @@ else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that
 from __future__ import annotations
 
 import asyncio
-import collections
+import functools
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import discord
 
@@ -31,90 +31,67 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
 TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
+CALL_TIMEOUT_S = 30.0  # the longest one Discord call is waited for (discord.py's own 429 retries included)
+POST_ATTEMPTS = 2  # a channel post with a nonce is tried again once: Discord drops the repeat
 
-
-CHANNEL_EDITS_PER_WINDOW = 5  # Discord allows about 5 message edits per channel per 5 s
-CHANNEL_WINDOW_S = 5.2
-STATUS_RETRY_S = 0.5  # a status edit held back for a waiting result tries again after this long
-RESULT_PACE_S = 30.0  # the longest a result waits for its channel's turn before it goes anyway
-
-
-class ChannelPacer:
-    """Keeps the bot's message edits and posts per channel under Discord's per-channel limit.
-
-    Results take a turn (waiting for one, up to a bound); status edits (queue position, progress)
-    go only while no result waits and the channel has room, else they wait and the newest state goes later.
-    """
-
-    def __init__(
-        self, count: int = CHANNEL_EDITS_PER_WINDOW, per: float = CHANNEL_WINDOW_S, clock=time.monotonic
-    ) -> None:
-        self.count = count
-        self.per = per
-        self._clock = clock
-        self._sent: dict[int, collections.deque[float]] = {}
-        self._results_waiting: dict[int, int] = {}  # results waiting for their turn, per channel
-
-    def delay(self, channel_id: int, *, reserve: int = 0) -> float:
-        """Seconds until a call may go in ``channel_id`` leaving ``reserve`` slots free (0: now)."""
-        now = self._clock()
-        sent = self._sent.get(channel_id)
-        if sent is None:
-            return 0.0
-        while sent and sent[0] <= now - self.per:
-            sent.popleft()
-        if not sent:
-            del self._sent[channel_id]
-            return 0.0
-        allowed = max(1, self.count - reserve)
-        if len(sent) < allowed:
-            return 0.0
-        return sent[len(sent) - allowed] + self.per - now
-
-    def take(self, channel_id: int) -> None:
-        self._sent.setdefault(channel_id, collections.deque()).append(self._clock())
-
-    def status_gate(self, channel_id: int, *, crowded: bool = True) -> float:
-        """For a status edit: 0 (and the slot is taken) when it may go now, else seconds to wait.
-
-        While a result waits for its turn in the channel, status edits wait too: results come first.
-        A job alone in its channel (``crowded`` False) is not held back: its own edits are already
-        spaced by the progress interval.
-        """
-        if self._results_waiting.get(channel_id):
-            return STATUS_RETRY_S
-        wait = self.delay(channel_id) if crowded else 0.0
-        if wait <= 0:
-            self.take(channel_id)
-        return wait
-
-    async def turn(self, channel_id: int, *, timeout: float = RESULT_PACE_S) -> None:
-        """Wait (at most ``timeout`` s) for a slot in ``channel_id``, then take it."""
-        deadline = self._clock() + timeout
-        self._results_waiting[channel_id] = self._results_waiting.get(channel_id, 0) + 1
-        try:
-            for _ in range(1000):
-                wait, left = self.delay(channel_id), deadline - self._clock()
-                if wait <= 0 or left <= 0:
-                    break
-                await asyncio.sleep(min(wait, left) + 0.01)
-        finally:
-            self._results_waiting[channel_id] -= 1
-            if not self._results_waiting[channel_id]:
-                del self._results_waiting[channel_id]
-        self.take(channel_id)
+T = TypeVar("T")
 
 
 class DeliveryError(Exception):
     """A result could not be posted anywhere; the message says why, for logs and the user."""
 
 
+class CallTimeout(DeliveryError):
+    """Discord did not answer a call within its bound; the call goes on in the background."""
+
+
 def forbidden_text(channel_id: int) -> str:
     return f"I may not post or attach files in <#{channel_id}> (missing Send Messages or Attach Files)."
 
 
+async def bounded(
+    call: Awaitable[T], timeout: float, what: str, *, on_late: Callable[[asyncio.Task[T]], None] | None = None
+) -> T:
+    """Await a Discord call for at most ``timeout`` s without ever cancelling it; raises CallTimeout past that.
+
+    discord.py's webhook adapter holds one lock per interaction token while it sleeps on a 429, and
+    releases it after an ``await`` in its ``__aexit__``: a call cancelled there (``asyncio.wait_for``,
+    or a cancelled job task) leaves the lock held, and every later call with that token waits forever.
+    So the call runs in a task of its own, shielded: past the bound, or when the caller is cancelled,
+    nobody waits for it any more, it finishes in the background (``on_late`` is given its task) and its
+    outcome is logged.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout)
+    except TimeoutError:
+        raise CallTimeout(f"Discord did not answer {what} within {timeout:g} s.") from None
+    finally:
+        if not task.done():
+            task.add_done_callback(functools.partial(_log_late, what))
+            if on_late is not None:
+                on_late(task)
+
+
+def _log_late(what: str, task: asyncio.Task[Any]) -> None:
+    """The outcome of a call nobody waits for any more (retrieved, so it is not reported as lost)."""
+    if task.cancelled():
+        log.info("%s was cancelled after its bound", what)
+    elif (error := task.exception()) is not None:
+        log.info("%s failed after its bound: %r", what, error)
+    else:
+        log.info("%s went through after its bound", what)
+
+
 class Delivery:
-    """The message that shows one job: its queue position, progress, and finally its images."""
+    """The message that shows one job: its queue position, progress, and finally its images.
+
+    Every Discord call is bounded by ``call_timeout`` (see :func:`bounded`). A call past its bound
+    goes on in the background, and no other edit of the message starts until it is over (up to a
+    bound again): a status edit is then skipped (``show`` returns False), a result goes to the channel
+    instead. Should a result edit of the interaction's message land after the result went to the
+    channel, that message is turned into a link to the channel's copy: one result, shown once.
+    """
 
     def __init__(
         self,
@@ -129,6 +106,7 @@ class Delivery:
         placeholder_by_webhook: bool = False,
         reply_to: int | None = None,
         clock: Callable[[], float] = time.time,
+        call_timeout: float = CALL_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
@@ -139,8 +117,12 @@ class Delivery:
         self.placeholder_id = placeholder_id
         self.placeholder_by_webhook = placeholder_by_webhook
         self.reply_to = reply_to
+        self.call_timeout = call_timeout
         self._clock = clock
         self._token_dead = False
+        self._late: asyncio.Task[Any] | None = None  # an edit of the message that outlived its bound
+        self._late_result: tuple[asyncio.Task[discord.Message], bool] | None = None  # (its task, by webhook)
+        self._posted_instead: discord.Message | None = None  # the channel's copy, after a late result edit
 
     @classmethod
     def for_job(cls, client: discord.Client, job: JobRecord) -> Delivery:
@@ -184,29 +166,76 @@ class Delivery:
         target: Any = self.placeholder_id if self.placeholder_id is not None else "@original"
         return await webhook.edit_message(target, allowed_mentions=NO_MENTIONS, **fields)
 
+    # ----------------------------------------------------------------- bounded calls
+
+    def _keep_late(self, task: asyncio.Task[Any]) -> None:
+        self._late = task
+
+    async def _settled(self) -> bool:
+        """Whether no earlier edit of the message is still going on (waiting for one up to the bound)."""
+        if self._late is None or self._late.done():
+            return True
+        await asyncio.wait({self._late}, timeout=self.call_timeout)  # waits; never cancels it
+        return self._late.done()
+
+    def _result_late(self, by_webhook: bool, task: asyncio.Task[discord.Message]) -> None:
+        self._late = task
+        self._late_result = (task, by_webhook)
+        task.add_done_callback(lambda _task: self._point_to_copy())
+
+    def _point_to_copy(self) -> None:
+        """A result edit landed after the result went to the channel: make that message a link to the copy."""
+        if self._late_result is None or self._posted_instead is None:
+            return
+        task, by_webhook = self._late_result
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return
+        self._late_result = None
+        copy = self._posted_instead
+        fields: dict[str, Any] = {"content": f"Posted here instead: {copy.jump_url}", "attachments": [], "view": None}
+        if by_webhook:
+            edit: Awaitable[Any] = self._edit_webhook(**fields)
+        else:
+            edit = task.result().edit(allowed_mentions=NO_MENTIONS, **fields)
+        pointer = asyncio.ensure_future(bounded(edit, self.call_timeout, "the link to the channel's copy"))
+        pointer.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged in bounded; nothing to add
+
     # ----------------------------------------------------------------- operations
 
-    async def show(self, content: str, preview: bytes | None = None) -> None:
+    async def show(self, content: str, preview: bytes | None = None) -> bool:
         """Replace the placeholder's text (queue position, progress), and its image with ``preview`` if given.
 
-        Raises discord.HTTPException. The result's own upload later replaces the preview.
+        Returns False when the edit did not go through in time (it may still land); the next state
+        will try again. Raises discord.HTTPException. The result's own upload later replaces the preview.
         """
         extra: dict[str, Any] = {}
         if preview is not None:
             extra["attachments"] = [discord.File(io.BytesIO(preview), filename="preview.png")]
-        if self._webhook_usable():
-            try:
-                await self._edit_webhook(content=content, **extra)
-            except (discord.NotFound, discord.Forbidden):
-                self._token_dead = True
-                raise
-            return
-        if self.placeholder_id is not None and not self.placeholder_by_webhook:
-            await (
-                self._channel()
-                .get_partial_message(self.placeholder_id)
-                .edit(content=content, allowed_mentions=NO_MENTIONS, **extra)
-            )
+        if not await self._settled():
+            log.info("message of channel %s: an earlier edit is still in flight; status not shown", self.channel_id)
+            return False
+        try:
+            if self._webhook_usable():
+                try:
+                    await bounded(
+                        self._edit_webhook(content=content, **extra), self.call_timeout, "a status edit",
+                        on_late=self._keep_late,
+                    )
+                except (discord.NotFound, discord.Forbidden):
+                    self._token_dead = True
+                    raise
+            elif self.placeholder_id is not None and not self.placeholder_by_webhook:
+                message = self._channel().get_partial_message(self.placeholder_id)
+                await bounded(
+                    message.edit(content=content, allowed_mentions=NO_MENTIONS, **extra),
+                    self.call_timeout,
+                    "a status edit",
+                    on_late=self._keep_late,
+                )
+        except CallTimeout as e:
+            log.info("channel %s: %s", self.channel_id, e)
+            return False
+        return True
 
     async def post(
         self,
@@ -219,7 +248,8 @@ class Delivery:
         """Post the result; returns the message it is in. Raises DeliveryError where nothing worked.
 
         A new channel message carries ``nonce`` with ``enforce_nonce`` (discord.py sets it): a post
-        repeated within a few minutes (a retry, or a restart after a crash) gets the same message back.
+        repeated within a few minutes (a retry, or a restart after a crash) gets the same message back,
+        so a channel post that timed out or failed on Discord's side is tried once more.
 
         Files over the upload limit of the route used are shrunk first (see :meth:`upload_limit`).
         """
@@ -233,9 +263,18 @@ class Delivery:
         view_arg: Any = view if view is not None else discord.utils.MISSING
         if self._webhook_usable():
             try:
-                return await self._edit_webhook(
-                    content=content, attachments=await attachments(self.upload_limit(webhook=True)), view=view_arg
+                if not await self._settled():
+                    raise CallTimeout("an earlier edit of the interaction's message is still in flight")
+                return await bounded(
+                    self._edit_webhook(
+                        content=content, attachments=await attachments(self.upload_limit(webhook=True)), view=view_arg
+                    ),
+                    self.call_timeout,
+                    "the result's edit",
+                    on_late=functools.partial(self._result_late, True),
                 )
+            except CallTimeout as e:
+                log.info("channel %s: %s; posting in the channel", self.channel_id, e)
             except discord.HTTPException as e:
                 # 404 Unknown Webhook (token expired) or Unknown Message (deleted), 401, 403, or Discord
                 # failing after its retries: the channel is a separate route that may still work.
@@ -247,9 +286,18 @@ class Delivery:
         limit = self.upload_limit(webhook=False)
         if self.placeholder_id is not None and not self.placeholder_by_webhook:
             try:
-                return await channel.get_partial_message(self.placeholder_id).edit(
-                    content=content, attachments=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS
+                if not await self._settled():
+                    raise CallTimeout("an earlier edit of the placeholder is still in flight")
+                placeholder = channel.get_partial_message(self.placeholder_id)
+                fields = {"content": content, "attachments": await attachments(limit), "view": view_arg}
+                return await bounded(
+                    placeholder.edit(allowed_mentions=NO_MENTIONS, **fields),
+                    self.call_timeout,
+                    "the result's edit",
+                    on_late=functools.partial(self._result_late, False),
                 )
+            except CallTimeout as e:
+                log.info("channel %s: %s; posting a new message", self.channel_id, e)
             except discord.NotFound:
                 log.info("placeholder message %s was deleted; posting a new one", self.placeholder_id)
             except discord.Forbidden as e:
@@ -263,16 +311,33 @@ class Delivery:
             )
         if nonce is not None:
             options["nonce"] = nonce
-        try:
-            return await channel.send(
-                content, files=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS, **options
-            )
-        except discord.NotFound as e:
-            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-        except discord.Forbidden as e:
-            raise DeliveryError(forbidden_text(self.channel_id)) from e
-        except discord.HTTPException as e:
-            raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+        attempts = POST_ATTEMPTS if nonce is not None else 1  # without a nonce a repeat could post twice
+        for attempt in range(1, attempts + 1):
+            try:
+                message = await bounded(
+                    channel.send(
+                        content, files=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS, **options
+                    ),
+                    self.call_timeout,
+                    "the result's post",
+                )
+            except discord.NotFound as e:
+                raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
+            except discord.Forbidden as e:
+                raise DeliveryError(forbidden_text(self.channel_id)) from e
+            except (CallTimeout, discord.DiscordServerError) as e:
+                if attempt < attempts:
+                    log.info("channel %s: %s; trying once more (same nonce)", self.channel_id, e)
+                    continue
+                if isinstance(e, CallTimeout):
+                    raise DeliveryError(f"Discord did not take the images in time ({self.call_timeout:g} s).") from e
+                raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+            except discord.HTTPException as e:
+                raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+            self._posted_instead = message
+            self._point_to_copy()  # a result edit that landed meanwhile
+            return message
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def upload_limit(self, *, webhook: bool) -> int:
         """The most bytes one file may have: the interaction's limit through its webhook, else the guild's."""
@@ -289,8 +354,10 @@ class Delivery:
     async def react(self, message_id: int, emoji: str) -> None:
         """Add our reaction to a message in this channel, so people see they can use it."""
         try:
-            await self._channel().get_partial_message(message_id).add_reaction(emoji)
-        except discord.HTTPException as e:
+            await bounded(
+                self._channel().get_partial_message(message_id).add_reaction(emoji), self.call_timeout, "a reaction"
+            )
+        except (discord.HTTPException, CallTimeout) as e:
             log.info("could not add %s to message %s: %s", emoji, message_id, e)
 
     async def tell(self, text: str) -> bool:
@@ -298,11 +365,16 @@ class Delivery:
         if self.interaction is None or not self.token_alive():
             return False
         try:
-            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as e:
+            await bounded(
+                self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS),
+                self.call_timeout,
+                "a private note",
+            )
+        except (discord.HTTPException, CallTimeout) as e:
             log.info("could not tell the user: %s", e)
             return False
         return True
+
 
 
 async def fit_files(files: Sequence[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:

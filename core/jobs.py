@@ -31,7 +31,7 @@ import discord
 
 from core import canvas, render
 from core.controls import REROLL_EMOJI, controls_for
-from core.delivery import ChannelPacer, Delivery, DeliveryError
+from core.delivery import Delivery, DeliveryError
 from core.direct import message_link, send_direct
 from core.history import GuildSettings, HistoryStore, JobRecord, NewJob, UserPrefs
 from core.inputs import InputStore, MissingInput
@@ -48,6 +48,7 @@ from core.limits import (
     with_style,
 )
 from core.origins import Origin
+from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
 from core.settings import BotSettings

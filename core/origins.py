@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from typing import Any
 
 import discord
 
 from core import scope
-from core.delivery import NO_MENTIONS, Delivery, DeliveryError, forbidden_text
+from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, DeliveryError, bounded, forbidden_text
 from core.history import JobRecord
 from core.throttle import UserThrottle
 
@@ -34,7 +35,12 @@ def age_restricted(channel: object) -> bool:
 
 
 class Origin(ABC):
-    """Where a request came from: who asked, where, and how to answer them."""
+    """Where a request came from: who asked, where, and how to answer them.
+
+    Each Discord call is bounded by ``call_timeout`` (``core.delivery.bounded``: never cancelled).
+    """
+
+    call_timeout = CALL_TIMEOUT_S
 
     user_id: int
     guild_id: int | None
@@ -102,19 +108,26 @@ class InteractionOrigin(Origin):
         """
         if self.interaction.response.is_done():
             return
-        callback = await self.interaction.response.defer(thinking=True)
+        callback = await bounded(
+            self.interaction.response.defer(thinking=True), self.call_timeout, "the acknowledgement"
+        )
         self._deferred = True
         self._deferred_message_id = getattr(callback, "message_id", None)
 
     async def refuse(self, text: str) -> None:
         if self._deferred:
             self._deferred = False
-            with contextlib.suppress(discord.HTTPException):
-                await self.interaction.delete_original_response()
+            with contextlib.suppress(discord.HTTPException, CallTimeout):
+                await bounded(self.interaction.delete_original_response(), self.call_timeout, "a deletion")
+        answer: Awaitable[object]
         if self.interaction.response.is_done():
-            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            answer = self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:
-            await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            answer = self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        try:
+            await bounded(answer, self.call_timeout, "a refusal")
+        except CallTimeout as e:
+            log.info("refusal to user %s not answered in time (%s): %s", self.user_id, e, text)
 
     async def acknowledge(self, content: str) -> Delivery:
         if self._deferred:
@@ -122,11 +135,15 @@ class InteractionOrigin(Origin):
             message_id = self._deferred_message_id
             callback = None
         else:
-            callback = await self.interaction.response.defer(thinking=True)
+            callback = await bounded(
+                self.interaction.response.defer(thinking=True), self.call_timeout, "the acknowledgement"
+            )
             message_id = getattr(callback, "message_id", None)
         if message_id is None:
-            with contextlib.suppress(discord.HTTPException):
-                message_id = (await self.interaction.original_response()).id
+            with contextlib.suppress(discord.HTTPException, CallTimeout):
+                message_id = (
+                    await bounded(self.interaction.original_response(), self.call_timeout, "the message lookup")
+                ).id
         return Delivery(
             self.interaction.client,
             channel_id=self.channel_id,
@@ -186,19 +203,27 @@ class MessageOrigin(Origin):
             return
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         try:
-            await channel.send(
-                f"<@{self.user_id}> {text}",
-                reference=self._reference(),
-                allowed_mentions=NO_MENTIONS,
-                delete_after=REFUSAL_DELETE_AFTER_S,
+            await bounded(
+                channel.send(
+                    f"<@{self.user_id}> {text}",
+                    reference=self._reference(),
+                    allowed_mentions=NO_MENTIONS,
+                    delete_after=REFUSAL_DELETE_AFTER_S,
+                ),
+                self.call_timeout,
+                "a refusal",
             )
-        except discord.HTTPException as e:
+        except (discord.HTTPException, CallTimeout) as e:
             log.info("could not post a refusal in channel %s: %s", self.channel_id, e)
 
     async def acknowledge(self, content: str) -> Delivery:
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         try:
-            message = await channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS)
+            message = await bounded(
+                channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS),
+                self.call_timeout,
+                "the acknowledgement",
+            )
         except discord.NotFound as e:
             raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
         except discord.Forbidden as e:

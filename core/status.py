@@ -17,12 +17,14 @@ log = logging.getLogger(__name__)
 class StatusUpdater:
     """Edits one message with the newest state, at most once per ``interval``; older states are skipped.
 
-    A live preview (a small PNG of a final's latents) rides along with the next edit.
+    A live preview (a small PNG of a final's latents) rides along with the next edit. ``edit``
+    returning False (``Delivery.show``: an earlier edit is still in flight past its bound) means
+    "not shown": the state is kept and tried again after the interval, unless a newer one came.
     """
 
     def __init__(
         self,
-        edit: Callable[..., Awaitable[None]],
+        edit: Callable[..., Awaitable[bool | None]],
         *,
         interval: float,
         name: str = "status",
@@ -74,11 +76,18 @@ class StatusUpdater:
             self._editing = True
             try:
                 if preview is None:
-                    await self._edit(text)
+                    shown = await self._edit(text)
                 else:
-                    await self._edit(text, preview=preview)
-                self._last = text
-                failures = 0
+                    shown = await self._edit(text, preview=preview)
+                if shown is False:  # kept for the next try, unless a newer state came meanwhile
+                    if self._pending is None:
+                        self._pending = text
+                    if self._preview is None:
+                        self._preview = preview
+                    self._wake.set()
+                else:
+                    self._last = text
+                    failures = 0
             except discord.HTTPException as e:
                 failures += 1
                 log.info("status edit failed (%s); %d in a row", e, failures)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import discord
+import pytest
 
+from core.delivery import DeliveryError
 from core.origins import INTERACTION_TTL_S, InteractionOrigin, MessageOrigin, age_restricted
 
 
@@ -47,3 +50,16 @@ def test_a_message_origin_replies_to_its_message():
     reference = origin._reference()
     assert isinstance(reference, discord.MessageReference) and reference.message_id == 4
     assert origin.job_fields()["source_message_id"] == 4 and not origin.age_restricted
+
+
+async def test_an_acknowledgement_discord_never_answers_fails_clearly_within_the_bound():
+    async def hang(*args: Any, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+    channel = SimpleNamespace(send=hang)
+    client = SimpleNamespace(get_partial_messageable=lambda channel_id, guild_id=None: channel)
+    origin = MessageOrigin(client, channel_id=1, guild_id=2, user_id=3, source_message_id=4)  # type: ignore[arg-type]
+    origin.call_timeout = 0.1
+    with pytest.raises(DeliveryError, match="did not answer the acknowledgement"):
+        await asyncio.wait_for(origin.acknowledge("⏳ Queued."), 1.0)
+    await asyncio.wait_for(origin.refuse("No."), 1.0)  # logged, never waited for past the bound

@@ -69,3 +69,22 @@ async def test_status_edits_in_a_busy_channel_are_coalesced_to_the_newest():
     await asyncio.sleep(0.5)
     await updater.close()
     assert edits == ["position 1"]
+
+
+async def test_a_state_the_delivery_could_not_show_yet_is_tried_again():
+    """``Delivery.show`` returns False while an earlier edit outlives its bound: the state is not dropped."""
+    answers = [False, True]
+    edits: list[str] = []
+
+    async def edit(text: str) -> bool:
+        edits.append(text)
+        return answers.pop(0) if answers else True
+
+    updater = StatusUpdater(edit, interval=0.01)
+    updater.set("⏳ Queued: position 3")
+    for _ in range(100):
+        if len(edits) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    await updater.close()
+    assert edits == ["⏳ Queued: position 3", "⏳ Queued: position 3"]
