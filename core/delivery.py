@@ -121,7 +121,7 @@ class Delivery:
         self._clock = clock
         self._token_dead = False
         self._late: asyncio.Task[Any] | None = None  # an edit of the message that outlived its bound
-        self._late_result: tuple[asyncio.Task[discord.Message], bool] | None = None  # (its task, by webhook)
+        self._late_by_webhook = False  # whether that edit went through the interaction's token
         self._posted_instead: discord.Message | None = None  # the channel's copy, after a late result edit
 
     @classmethod
@@ -168,8 +168,9 @@ class Delivery:
 
     # ----------------------------------------------------------------- bounded calls
 
-    def _keep_late(self, task: asyncio.Task[Any]) -> None:
-        self._late = task
+    def _keep_late(self, by_webhook: bool, task: asyncio.Task[Any]) -> None:
+        self._late, self._late_by_webhook = task, by_webhook
+        task.add_done_callback(lambda _task: self._point_to_copy())
 
     async def _settled(self) -> bool:
         """Whether no earlier edit of the message is still going on (waiting for one up to the bound)."""
@@ -178,22 +179,14 @@ class Delivery:
         await asyncio.wait({self._late}, timeout=self.call_timeout)  # waits; never cancels it
         return self._late.done()
 
-    def _result_late(self, by_webhook: bool, task: asyncio.Task[discord.Message]) -> None:
-        self._late = task
-        self._late_result = (task, by_webhook)
-        task.add_done_callback(lambda _task: self._point_to_copy())
-
     def _point_to_copy(self) -> None:
-        """A result edit landed after the result went to the channel: make that message a link to the copy."""
-        if self._late_result is None or self._posted_instead is None:
+        """An edit (status or result) landed after the result went to the channel: make it a link to the copy."""
+        task, copy = self._late, self._posted_instead
+        if task is None or copy is None or not task.done() or task.cancelled() or task.exception() is not None:
             return
-        task, by_webhook = self._late_result
-        if not task.done() or task.cancelled() or task.exception() is not None:
-            return
-        self._late_result = None
-        copy = self._posted_instead
+        self._late = None
         fields: dict[str, Any] = {"content": f"Posted here instead: {copy.jump_url}", "attachments": [], "view": None}
-        if by_webhook:
+        if self._late_by_webhook:
             edit: Awaitable[Any] = self._edit_webhook(**fields)
         else:
             edit = task.result().edit(allowed_mentions=NO_MENTIONS, **fields)
@@ -218,8 +211,10 @@ class Delivery:
             if self._webhook_usable():
                 try:
                     await bounded(
-                        self._edit_webhook(content=content, **extra), self.call_timeout, "a status edit",
-                        on_late=self._keep_late,
+                        self._edit_webhook(content=content, **extra),
+                        self.call_timeout,
+                        "a status edit",
+                        on_late=functools.partial(self._keep_late, True),
                     )
                 except (discord.NotFound, discord.Forbidden):
                     self._token_dead = True
@@ -230,7 +225,7 @@ class Delivery:
                     message.edit(content=content, allowed_mentions=NO_MENTIONS, **extra),
                     self.call_timeout,
                     "a status edit",
-                    on_late=self._keep_late,
+                    on_late=functools.partial(self._keep_late, False),
                 )
         except CallTimeout as e:
             log.info("channel %s: %s", self.channel_id, e)
@@ -271,7 +266,7 @@ class Delivery:
                     ),
                     self.call_timeout,
                     "the result's edit",
-                    on_late=functools.partial(self._result_late, True),
+                    on_late=functools.partial(self._keep_late, True),
                 )
             except CallTimeout as e:
                 log.info("channel %s: %s; posting in the channel", self.channel_id, e)
@@ -294,7 +289,7 @@ class Delivery:
                     placeholder.edit(allowed_mentions=NO_MENTIONS, **fields),
                     self.call_timeout,
                     "the result's edit",
-                    on_late=functools.partial(self._result_late, False),
+                    on_late=functools.partial(self._keep_late, False),
                 )
             except CallTimeout as e:
                 log.info("channel %s: %s; posting a new message", self.channel_id, e)

@@ -208,7 +208,9 @@ async def test_a_status_edit_sleeping_on_a_429_leaves_the_result_a_way_out_and_t
             break
         await asyncio.sleep(0.01)
     assert await asyncio.wait_for(delivery.show("later"), 1.0)  # then edits go again
-    assert interaction.edits[-1]["content"] == "later"
+    contents = [edit["content"] for edit in interaction.edits]
+    assert contents[0] == "⏳ Queued: position 7" and contents[-1] == "later"
+    assert "Posted here instead: https://discord.com/channels/2/1/1" in contents  # the stale status points on
     assert interaction.cancelled == 0
 
 
