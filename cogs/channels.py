@@ -11,7 +11,7 @@ import logging
 import discord
 from discord.ext import commands
 
-from core.delivery import MessageOrigin
+from core.origins import MessageOrigin, age_restricted
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,13 @@ class ImageChannelsCog(commands.Cog):
             return
 
         channel = message.channel
-        is_nsfw = getattr(channel, "is_nsfw", None)
         origin = MessageOrigin(
             self.bot,
             channel_id=channel.id,
             guild_id=message.guild.id,
             user_id=message.author.id,
             source_message_id=message.id,
-            age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
+            age_restricted=age_restricted(channel),
         )
         me = message.guild.me
         if me is not None and isinstance(channel, discord.abc.GuildChannel | discord.Thread):

@@ -19,9 +19,10 @@ from discord.ext import commands
 
 from cogs.options import JobId, Page, Search
 from core import render
-from core.delivery import NO_MENTIONS, InteractionOrigin
+from core.delivery import NO_MENTIONS
 from core.history import JobRecord
 from core.limits import Refusal, check_search
+from core.origins import InteractionOrigin
 from core.scope import readable_channel_ids, server_moderator
 from core.tree import report_error
 

@@ -17,9 +17,9 @@ from discord.ext import commands
 from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength
 from core.attachments import check_declared, normalize_image, normalize_mask
 from core.controls import REROLL_EMOJI, JobButton
-from core.delivery import InteractionOrigin, MessageOrigin
 from core.history import JobRecord
 from core.limits import Refusal
+from core.origins import InteractionOrigin, MessageOrigin, age_restricted
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +211,13 @@ class ImagineCog(commands.Cog):
         if job is None or job.result_message_id != payload.message_id or job.guild_id != payload.guild_id:
             return  # not one of our job messages
 
-        channel = self.bot.get_channel(payload.channel_id)
-        is_nsfw = getattr(channel, "is_nsfw", None)
         origin = MessageOrigin(
             self.bot,
             channel_id=payload.channel_id,
             guild_id=payload.guild_id,
             user_id=payload.user_id,
             source_message_id=payload.message_id,
-            age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
+            age_restricted=age_restricted(self.bot.get_channel(payload.channel_id)),
             member=payload.member,
         )
         jobs = self.bot.jobs  # type: ignore[attr-defined]

@@ -24,7 +24,8 @@ from discord.ext import commands
 
 from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Prompt, StyleSuffix
 from core import render
-from core.delivery import NO_MENTIONS, message_link, send_direct
+from core.delivery import NO_MENTIONS
+from core.direct import message_link, send_direct
 from core.history import JobRecord, UserPrefs
 from core.limits import DEFAULT_ASPECT, Refusal
 from core.throttle import UserThrottle

@@ -18,9 +18,9 @@ import re
 
 import discord
 
-from core.delivery import InteractionOrigin
 from core.history import JobRecord
 from core.limits import Refusal
+from core.origins import InteractionOrigin
 from core.tree import report_error
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,6 @@
-"""Where a job comes from and where its result goes.
+"""Where a job's result goes: the one message that shows its state and then its images.
 
-An :class:`Origin` is the place a request came from: a slash command or button
-(:class:`InteractionOrigin`) or a message or reaction in a channel (:class:`MessageOrigin`).
-It answers refusals (ephemerally where Discord allows it) and acknowledges an accepted job,
-which gives a :class:`Delivery`: the one message that shows the job's state and then its result.
+An origin (``core.origins``) acknowledges an accepted job with a :class:`Delivery`.
 
 Delivery order for a result: edit the interaction's message while its token is valid
 (15 minutes), else edit our own placeholder message in the channel, else post a new message
@@ -17,114 +14,84 @@ else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
+import functools
 import io
 import logging
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import discord
 
-from core import scope
 from core.history import JobRecord
-from core.throttle import UserThrottle
 from core.uploads import fit_to_limit
 
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
-INTERACTION_TTL_S = 15 * 60.0
 TOKEN_MARGIN_S = 20.0  # stop using an interaction token this long before Discord does
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts, and for DMs
-PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
-REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
+CALL_TIMEOUT_S = 30.0  # the longest one Discord call is waited for (discord.py's own 429 retries included)
+POST_ATTEMPTS = 2  # a channel post with a nonce is tried again once: Discord drops the repeat
 
-
-CHANNEL_EDITS_PER_WINDOW = 5  # Discord allows about 5 message edits per channel per 5 s
-CHANNEL_WINDOW_S = 5.2
-STATUS_RETRY_S = 0.5  # a status edit held back for a waiting result tries again after this long
-RESULT_PACE_S = 30.0  # the longest a result waits for its channel's turn before it goes anyway
-
-
-class ChannelPacer:
-    """Keeps the bot's message edits and posts per channel under Discord's per-channel limit.
-
-    Results take a turn (waiting for one, up to a bound); status edits (queue position, progress)
-    go only while no result waits and the channel has room, else they wait and the newest state goes later.
-    """
-
-    def __init__(
-        self, count: int = CHANNEL_EDITS_PER_WINDOW, per: float = CHANNEL_WINDOW_S, clock=time.monotonic
-    ) -> None:
-        self.count = count
-        self.per = per
-        self._clock = clock
-        self._sent: dict[int, collections.deque[float]] = {}
-        self._results_waiting: dict[int, int] = {}  # results waiting for their turn, per channel
-
-    def delay(self, channel_id: int, *, reserve: int = 0) -> float:
-        """Seconds until a call may go in ``channel_id`` leaving ``reserve`` slots free (0: now)."""
-        now = self._clock()
-        sent = self._sent.get(channel_id)
-        if sent is None:
-            return 0.0
-        while sent and sent[0] <= now - self.per:
-            sent.popleft()
-        if not sent:
-            del self._sent[channel_id]
-            return 0.0
-        allowed = max(1, self.count - reserve)
-        if len(sent) < allowed:
-            return 0.0
-        return sent[len(sent) - allowed] + self.per - now
-
-    def take(self, channel_id: int) -> None:
-        self._sent.setdefault(channel_id, collections.deque()).append(self._clock())
-
-    def status_gate(self, channel_id: int, *, crowded: bool = True) -> float:
-        """For a status edit: 0 (and the slot is taken) when it may go now, else seconds to wait.
-
-        While a result waits for its turn in the channel, status edits wait too: results come first.
-        A job alone in its channel (``crowded`` False) is not held back: its own edits are already
-        spaced by the progress interval.
-        """
-        if self._results_waiting.get(channel_id):
-            return STATUS_RETRY_S
-        wait = self.delay(channel_id) if crowded else 0.0
-        if wait <= 0:
-            self.take(channel_id)
-        return wait
-
-    async def turn(self, channel_id: int, *, timeout: float = RESULT_PACE_S) -> None:
-        """Wait (at most ``timeout`` s) for a slot in ``channel_id``, then take it."""
-        deadline = self._clock() + timeout
-        self._results_waiting[channel_id] = self._results_waiting.get(channel_id, 0) + 1
-        try:
-            for _ in range(1000):
-                wait, left = self.delay(channel_id), deadline - self._clock()
-                if wait <= 0 or left <= 0:
-                    break
-                await asyncio.sleep(min(wait, left) + 0.01)
-        finally:
-            self._results_waiting[channel_id] -= 1
-            if not self._results_waiting[channel_id]:
-                del self._results_waiting[channel_id]
-        self.take(channel_id)
+T = TypeVar("T")
 
 
 class DeliveryError(Exception):
     """A result could not be posted anywhere; the message says why, for logs and the user."""
 
 
+class CallTimeout(DeliveryError):
+    """Discord did not answer a call within its bound; the call goes on in the background."""
+
+
 def forbidden_text(channel_id: int) -> str:
     return f"I may not post or attach files in <#{channel_id}> (missing Send Messages or Attach Files)."
 
 
+async def bounded(
+    call: Awaitable[T], timeout: float, what: str, *, on_late: Callable[[asyncio.Task[T]], None] | None = None
+) -> T:
+    """Await a Discord call for at most ``timeout`` s without ever cancelling it; raises CallTimeout past that.
+
+    discord.py's webhook adapter holds one lock per interaction token while it sleeps on a 429, and
+    releases it after an ``await`` in its ``__aexit__``: a call cancelled there (``asyncio.wait_for``,
+    or a cancelled job task) leaves the lock held, and every later call with that token waits forever.
+    So the call runs in a task of its own, shielded: past the bound, or when the caller is cancelled,
+    nobody waits for it any more, it finishes in the background (``on_late`` is given its task) and its
+    outcome is logged.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout)
+    except TimeoutError:
+        raise CallTimeout(f"Discord did not answer {what} within {timeout:g} s.") from None
+    finally:
+        if not task.done():
+            task.add_done_callback(functools.partial(_log_late, what))
+            if on_late is not None:
+                on_late(task)
+
+
+def _log_late(what: str, task: asyncio.Task[Any]) -> None:
+    """The outcome of a call nobody waits for any more (retrieved, so it is not reported as lost)."""
+    if task.cancelled():
+        log.info("%s was cancelled after its bound", what)
+    elif (error := task.exception()) is not None:
+        log.info("%s failed after its bound: %r", what, error)
+    else:
+        log.info("%s went through after its bound", what)
+
+
 class Delivery:
-    """The message that shows one job: its queue position, progress, and finally its images."""
+    """The message that shows one job: its queue position, progress, and finally its images.
+
+    Every Discord call is bounded by ``call_timeout`` (see :func:`bounded`). A call past its bound
+    goes on in the background, and no other edit of the message starts until it is over (up to a
+    bound again): a status edit is then skipped (``show`` returns False), a result goes to the channel
+    instead. Should a result edit of the interaction's message land after the result went to the
+    channel, that message is turned into a link to the channel's copy: one result, shown once.
+    """
 
     def __init__(
         self,
@@ -139,6 +106,7 @@ class Delivery:
         placeholder_by_webhook: bool = False,
         reply_to: int | None = None,
         clock: Callable[[], float] = time.time,
+        call_timeout: float = CALL_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
@@ -149,8 +117,12 @@ class Delivery:
         self.placeholder_id = placeholder_id
         self.placeholder_by_webhook = placeholder_by_webhook
         self.reply_to = reply_to
+        self.call_timeout = call_timeout
         self._clock = clock
         self._token_dead = False
+        self._late: asyncio.Task[Any] | None = None  # an edit of the message that outlived its bound
+        self._late_by_webhook = False  # whether that edit went through the interaction's token
+        self._posted_instead: discord.Message | None = None  # the channel's copy, after a late result edit
 
     @classmethod
     def for_job(cls, client: discord.Client, job: JobRecord) -> Delivery:
@@ -194,29 +166,71 @@ class Delivery:
         target: Any = self.placeholder_id if self.placeholder_id is not None else "@original"
         return await webhook.edit_message(target, allowed_mentions=NO_MENTIONS, **fields)
 
+    # ----------------------------------------------------------------- bounded calls
+
+    def _keep_late(self, by_webhook: bool, task: asyncio.Task[Any]) -> None:
+        self._late, self._late_by_webhook = task, by_webhook
+        task.add_done_callback(lambda _task: self._point_to_copy())
+
+    async def _settled(self) -> bool:
+        """Whether no earlier edit of the message is still going on (waiting for one up to the bound)."""
+        if self._late is None or self._late.done():
+            return True
+        await asyncio.wait({self._late}, timeout=self.call_timeout)  # waits; never cancels it
+        return self._late.done()
+
+    def _point_to_copy(self) -> None:
+        """An edit (status or result) landed after the result went to the channel: make it a link to the copy."""
+        task, copy = self._late, self._posted_instead
+        if task is None or copy is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return
+        self._late = None
+        fields: dict[str, Any] = {"content": f"Posted here instead: {copy.jump_url}", "attachments": [], "view": None}
+        if self._late_by_webhook:
+            edit: Awaitable[Any] = self._edit_webhook(**fields)
+        else:
+            edit = task.result().edit(allowed_mentions=NO_MENTIONS, **fields)
+        pointer = asyncio.ensure_future(bounded(edit, self.call_timeout, "the link to the channel's copy"))
+        pointer.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged in bounded; nothing to add
+
     # ----------------------------------------------------------------- operations
 
-    async def show(self, content: str, preview: bytes | None = None) -> None:
+    async def show(self, content: str, preview: bytes | None = None) -> bool:
         """Replace the placeholder's text (queue position, progress), and its image with ``preview`` if given.
 
-        Raises discord.HTTPException. The result's own upload later replaces the preview.
+        Returns False when the edit did not go through in time (it may still land); the next state
+        will try again. Raises discord.HTTPException. The result's own upload later replaces the preview.
         """
         extra: dict[str, Any] = {}
         if preview is not None:
             extra["attachments"] = [discord.File(io.BytesIO(preview), filename="preview.png")]
-        if self._webhook_usable():
-            try:
-                await self._edit_webhook(content=content, **extra)
-            except (discord.NotFound, discord.Forbidden):
-                self._token_dead = True
-                raise
-            return
-        if self.placeholder_id is not None and not self.placeholder_by_webhook:
-            await (
-                self._channel()
-                .get_partial_message(self.placeholder_id)
-                .edit(content=content, allowed_mentions=NO_MENTIONS, **extra)
-            )
+        if not await self._settled():
+            log.info("message of channel %s: an earlier edit is still in flight; status not shown", self.channel_id)
+            return False
+        try:
+            if self._webhook_usable():
+                try:
+                    await bounded(
+                        self._edit_webhook(content=content, **extra),
+                        self.call_timeout,
+                        "a status edit",
+                        on_late=functools.partial(self._keep_late, True),
+                    )
+                except (discord.NotFound, discord.Forbidden):
+                    self._token_dead = True
+                    raise
+            elif self.placeholder_id is not None and not self.placeholder_by_webhook:
+                message = self._channel().get_partial_message(self.placeholder_id)
+                await bounded(
+                    message.edit(content=content, allowed_mentions=NO_MENTIONS, **extra),
+                    self.call_timeout,
+                    "a status edit",
+                    on_late=functools.partial(self._keep_late, False),
+                )
+        except CallTimeout as e:
+            log.info("channel %s: %s", self.channel_id, e)
+            return False
+        return True
 
     async def post(
         self,
@@ -229,7 +243,8 @@ class Delivery:
         """Post the result; returns the message it is in. Raises DeliveryError where nothing worked.
 
         A new channel message carries ``nonce`` with ``enforce_nonce`` (discord.py sets it): a post
-        repeated within a few minutes (a retry, or a restart after a crash) gets the same message back.
+        repeated within a few minutes (a retry, or a restart after a crash) gets the same message back,
+        so a channel post that timed out or failed on Discord's side is tried once more.
 
         Files over the upload limit of the route used are shrunk first (see :meth:`upload_limit`).
         """
@@ -243,9 +258,18 @@ class Delivery:
         view_arg: Any = view if view is not None else discord.utils.MISSING
         if self._webhook_usable():
             try:
-                return await self._edit_webhook(
-                    content=content, attachments=await attachments(self.upload_limit(webhook=True)), view=view_arg
+                if not await self._settled():
+                    raise CallTimeout("an earlier edit of the interaction's message is still in flight")
+                return await bounded(
+                    self._edit_webhook(
+                        content=content, attachments=await attachments(self.upload_limit(webhook=True)), view=view_arg
+                    ),
+                    self.call_timeout,
+                    "the result's edit",
+                    on_late=functools.partial(self._keep_late, True),
                 )
+            except CallTimeout as e:
+                log.info("channel %s: %s; posting in the channel", self.channel_id, e)
             except discord.HTTPException as e:
                 # 404 Unknown Webhook (token expired) or Unknown Message (deleted), 401, 403, or Discord
                 # failing after its retries: the channel is a separate route that may still work.
@@ -257,37 +281,58 @@ class Delivery:
         limit = self.upload_limit(webhook=False)
         if self.placeholder_id is not None and not self.placeholder_by_webhook:
             try:
-                return await channel.get_partial_message(self.placeholder_id).edit(
-                    content=content, attachments=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS
+                if not await self._settled():
+                    raise CallTimeout("an earlier edit of the placeholder is still in flight")
+                placeholder = channel.get_partial_message(self.placeholder_id)
+                fields = {"content": content, "attachments": await attachments(limit), "view": view_arg}
+                return await bounded(
+                    placeholder.edit(allowed_mentions=NO_MENTIONS, **fields),
+                    self.call_timeout,
+                    "the result's edit",
+                    on_late=functools.partial(self._keep_late, False),
                 )
+            except CallTimeout as e:
+                log.info("channel %s: %s; posting a new message", self.channel_id, e)
             except discord.NotFound:
                 log.info("placeholder message %s was deleted; posting a new one", self.placeholder_id)
             except discord.Forbidden as e:
                 raise DeliveryError(forbidden_text(self.channel_id)) from e
 
+        options: dict[str, Any] = {}  # only what is given: send's overloads take no None for these
         reference_id = self.reply_to if self.reply_to is not None else self.placeholder_id
-        reference = (
-            discord.MessageReference(
+        if reference_id is not None:
+            options["reference"] = discord.MessageReference(
                 message_id=reference_id, channel_id=self.channel_id, guild_id=self.guild_id, fail_if_not_exists=False
             )
-            if reference_id is not None
-            else None
-        )
-        try:
-            return await channel.send(
-                content,
-                files=await attachments(limit),
-                view=view_arg,
-                reference=reference,  # type: ignore[arg-type]
-                allowed_mentions=NO_MENTIONS,
-                **({"nonce": nonce} if nonce is not None else {}),
-            )
-        except discord.NotFound as e:
-            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-        except discord.Forbidden as e:
-            raise DeliveryError(forbidden_text(self.channel_id)) from e
-        except discord.HTTPException as e:
-            raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+        if nonce is not None:
+            options["nonce"] = nonce
+        attempts = POST_ATTEMPTS if nonce is not None else 1  # without a nonce a repeat could post twice
+        for attempt in range(1, attempts + 1):
+            try:
+                message = await bounded(
+                    channel.send(
+                        content, files=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS, **options
+                    ),
+                    self.call_timeout,
+                    "the result's post",
+                )
+            except discord.NotFound as e:
+                raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
+            except discord.Forbidden as e:
+                raise DeliveryError(forbidden_text(self.channel_id)) from e
+            except (CallTimeout, discord.DiscordServerError) as e:
+                if attempt < attempts:
+                    log.info("channel %s: %s; trying once more (same nonce)", self.channel_id, e)
+                    continue
+                if isinstance(e, CallTimeout):
+                    raise DeliveryError(f"Discord did not take the images in time ({self.call_timeout:g} s).") from e
+                raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+            except discord.HTTPException as e:
+                raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+            self._posted_instead = message
+            self._point_to_copy()  # a result edit that landed meanwhile
+            return message
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def upload_limit(self, *, webhook: bool) -> int:
         """The most bytes one file may have: the interaction's limit through its webhook, else the guild's."""
@@ -304,8 +349,10 @@ class Delivery:
     async def react(self, message_id: int, emoji: str) -> None:
         """Add our reaction to a message in this channel, so people see they can use it."""
         try:
-            await self._channel().get_partial_message(message_id).add_reaction(emoji)
-        except discord.HTTPException as e:
+            await bounded(
+                self._channel().get_partial_message(message_id).add_reaction(emoji), self.call_timeout, "a reaction"
+            )
+        except (discord.HTTPException, CallTimeout) as e:
             log.info("could not add %s to message %s: %s", emoji, message_id, e)
 
     async def tell(self, text: str) -> bool:
@@ -313,11 +360,16 @@ class Delivery:
         if self.interaction is None or not self.token_alive():
             return False
         try:
-            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as e:
+            await bounded(
+                self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS),
+                self.call_timeout,
+                "a private note",
+            )
+        except (discord.HTTPException, CallTimeout) as e:
             log.info("could not tell the user: %s", e)
             return False
         return True
+
 
 
 async def fit_files(files: Sequence[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:
@@ -345,320 +397,3 @@ async def fit_files(files: Sequence[tuple[str, bytes]], limit: int) -> list[tupl
         )
         out.append((f"{stem}.{ext}", smaller))
     return out
-
-
-class StatusUpdater:
-    """Edits one message with the newest state, at most once per ``interval``; older states are skipped.
-
-    A live preview (a small PNG of a final's latents) rides along with the next edit.
-    """
-
-    def __init__(
-        self,
-        edit: Callable[..., Awaitable[None]],
-        *,
-        interval: float,
-        name: str = "status",
-        gate: Callable[[], float] | None = None,
-    ) -> None:
-        self._edit = edit
-        self._gate = gate  # e.g. ChannelPacer.status_gate: 0 to edit now, else seconds until the channel has room
-        self._interval = interval
-        self._pending: str | None = None
-        self._preview: bytes | None = None
-        self._last: str | None = None
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._closing = asyncio.Event()
-        self._editing = False
-        self.progressed = False  # whether a progress state (step i/n) was ever set
-        self._task = asyncio.create_task(self._run(), name=name)
-
-    def set(self, text: str, progress: bool = False, preview: bytes | None = None) -> None:
-        if self._closed:
-            return
-        self.progressed = self.progressed or progress
-        self._pending = text
-        if preview is not None:
-            self._preview = preview  # the newest preview waits for the next edit, even one without
-        self._wake.set()
-
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._closed:
-                return
-            text, self._pending = self._pending, None
-            preview, self._preview = self._preview, None
-            if text is None or (text == self._last and preview is None):
-                continue
-            wait = self._gate() if self._gate is not None else 0.0
-            if wait > 0:  # the channel is busy: keep the newest state for later (coalesced)
-                if self._pending is None:
-                    self._pending = text
-                if self._preview is None:
-                    self._preview = preview
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), wait)
-                self._wake.set()
-                continue
-            self._editing = True
-            try:
-                if preview is None:
-                    await self._edit(text)
-                else:
-                    await self._edit(text, preview=preview)
-                self._last = text
-                failures = 0
-            except discord.HTTPException as e:
-                failures += 1
-                log.info("status edit failed (%s); %d in a row", e, failures)
-                if failures >= 3 or isinstance(e, discord.NotFound | discord.Forbidden):
-                    return  # the message is gone or not ours to edit: the result is posted anyway
-            finally:
-                self._editing = False
-            if self._closed:
-                return
-            # The pause between edits ends early on close: nothing waits on it then.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self._interval)
-
-    async def close(self, timeout: float = 10.0) -> None:
-        """Stop; an edit in flight may finish first (so it cannot land after the result).
-
-        An edit in flight is never cancelled, even past ``timeout``: discord.py holds the
-        interaction's webhook lock while it sleeps on a 429, and a cancelled edit can leave that
-        lock held, so the result's own edit would wait on it forever. Past ``timeout`` the edit is
-        left to finish on its own (its task ends right after it) and close returns.
-        """
-        self._closed = True
-        self._wake.set()
-        self._closing.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            if self._editing:
-                log.info("a status edit is still in flight after %.1f s; left to finish on its own", timeout)
-                self._task.add_done_callback(_log_failure)
-                return
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        except Exception:  # the loop itself failed: it only logs, never raises
-            log.exception("status updater failed")
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    """Retrieve a detached task's outcome so a failure is logged, not reported as never retrieved."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("status updater ended with %r", task.exception())
-
-
-class Origin(ABC):
-    """Where a request came from: who asked, where, and how to answer them."""
-
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    age_restricted: bool
-    source_message_id: int | None
-
-    def job_fields(self) -> dict[str, Any]:
-        """Fields of the stored job that say where it came from."""
-        return {
-            "guild_id": self.guild_id,
-            "channel_id": self.channel_id,
-            "user_id": self.user_id,
-            "source_message_id": self.source_message_id,
-        }
-
-    def note_job(self, job_id: int) -> None:  # noqa: B027 - a hook, empty unless the origin logs job ids
-        """Remember the job id for error reports."""
-
-    def moderates(self, job: JobRecord) -> bool:
-        """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
-        return False
-
-    @abstractmethod
-    async def refuse(self, text: str) -> None:
-        """Tell the user why nothing happens (before anything was acknowledged)."""
-
-    @abstractmethod
-    async def acknowledge(self, content: str) -> Delivery:
-        """Answer at once that the job is accepted; returns where its states and result go."""
-
-
-class InteractionOrigin(Origin):
-    """A slash command, a button or a select menu."""
-
-    def __init__(self, interaction: discord.Interaction) -> None:
-        self.interaction = interaction
-        self.user_id = interaction.user.id
-        self.guild_id = interaction.guild_id
-        self.channel_id = interaction.channel_id  # type: ignore[assignment]
-        channel = interaction.channel
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        self.age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
-        # A button's message: where a result goes as a reply once the token has expired.
-        self.source_message_id = interaction.message.id if interaction.message is not None else None
-        self._deferred = False  # answered with defer() and nothing else yet
-        self._deferred_message_id: int | None = None
-
-    def job_fields(self) -> dict[str, Any]:
-        fields = super().job_fields()
-        fields["interaction_token"] = self.interaction.token
-        fields["interaction_expires_at"] = self.interaction.created_at.timestamp() + INTERACTION_TTL_S
-        return fields
-
-    def note_job(self, job_id: int) -> None:
-        self.interaction.extras["job_id"] = job_id
-
-    def moderates(self, job: JobRecord) -> bool:
-        return scope.moderates(self.interaction.user, job)
-
-    async def defer(self) -> None:
-        """Answer Discord at once ("thinking…") before slow work such as downloading an upload.
-
-        The answer is public, as the job's message will be; a refusal after it deletes the
-        "thinking…" message and is sent ephemerally (:meth:`refuse`), since the first follow-up of
-        a public defer would otherwise take its place in public.
-        """
-        if self.interaction.response.is_done():
-            return
-        callback = await self.interaction.response.defer(thinking=True)
-        self._deferred = True
-        self._deferred_message_id = getattr(callback, "message_id", None)
-
-    async def refuse(self, text: str) -> None:
-        if self._deferred:
-            self._deferred = False
-            with contextlib.suppress(discord.HTTPException):
-                await self.interaction.delete_original_response()
-        if self.interaction.response.is_done():
-            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-        else:
-            await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
-    async def acknowledge(self, content: str) -> Delivery:
-        if self._deferred:
-            self._deferred = False
-            message_id = self._deferred_message_id
-            callback = None
-        else:
-            callback = await self.interaction.response.defer(thinking=True)
-            message_id = getattr(callback, "message_id", None)
-        if message_id is None:
-            with contextlib.suppress(discord.HTTPException):
-                message_id = (await self.interaction.original_response()).id
-        return Delivery(
-            self.interaction.client,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            interaction=self.interaction,
-            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
-            placeholder_id=message_id,
-            placeholder_by_webhook=True,
-            reply_to=self.source_message_id,
-        )
-
-
-class MessageOrigin(Origin):
-    """A message in an image channel or a reaction on one of our results: answers go in the channel.
-
-    Refusals posted in a channel are public, so one member can make the bot post only a few of them:
-    ``replies`` (one throttle for the process) allows ``PUBLIC_REFUSALS_PER_MINUTE`` per member; the
-    rest are logged and not posted.
-    """
-
-    replies = UserThrottle(PUBLIC_REFUSALS_PER_MINUTE, 60.0)
-
-    def __init__(
-        self,
-        client: discord.Client,
-        *,
-        channel_id: int,
-        guild_id: int | None,
-        user_id: int,
-        source_message_id: int,
-        age_restricted: bool = False,
-        member: discord.Member | None = None,
-    ) -> None:
-        self.client = client
-        self.channel_id = channel_id
-        self.guild_id = guild_id
-        self.user_id = user_id
-        self.source_message_id = source_message_id
-        self.age_restricted = age_restricted
-        self.member = member  # who reacted or wrote, as the gateway gave it
-
-    def moderates(self, job: JobRecord) -> bool:
-        return scope.moderates(self.member, job)
-
-    def _reference(self) -> discord.MessageReference:
-        return discord.MessageReference(
-            message_id=self.source_message_id,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            fail_if_not_exists=False,
-        )
-
-    async def refuse(self, text: str) -> None:
-        if not self.replies.allow(self.user_id):
-            log.info("refusal to user %s in channel %s not posted (throttled): %s", self.user_id, self.channel_id, text)
-            return
-        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
-        try:
-            await channel.send(
-                f"<@{self.user_id}> {text}",
-                reference=self._reference(),
-                allowed_mentions=NO_MENTIONS,
-                delete_after=REFUSAL_DELETE_AFTER_S,
-            )
-        except discord.HTTPException as e:
-            log.info("could not post a refusal in channel %s: %s", self.channel_id, e)
-
-    async def acknowledge(self, content: str) -> Delivery:
-        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
-        try:
-            message = await channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS)
-        except discord.NotFound as e:
-            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-        except discord.Forbidden as e:
-            raise DeliveryError(forbidden_text(self.channel_id)) from e
-        return Delivery(
-            self.client,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            placeholder_id=message.id,
-            placeholder_by_webhook=False,
-            reply_to=self.source_message_id,
-        )
-
-
-def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
-    """The jump link of a message (``@me`` for a DM channel)."""
-    return f"https://discord.com/channels/{guild_id if guild_id is not None else '@me'}/{channel_id}/{message_id}"
-
-
-async def send_direct(client: discord.Client, user_id: int, content: str, files: Sequence[tuple[str, bytes]]) -> bool:
-    """DM ``content`` and ``files`` to a user; returns whether it was sent.
-
-    Closed DMs (Discord answers 403, "Cannot send messages to this user") and other failures are
-    logged at info and end here: nobody asked for this message in a channel, so nobody is told.
-    """
-    try:
-        user = client.get_user(user_id) or await client.fetch_user(user_id)
-        await user.send(
-            content,
-            files=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
-            allowed_mentions=NO_MENTIONS,
-        )
-    except discord.Forbidden as e:
-        log.info("user %s takes no direct messages from me (%s); not sent", user_id, e.code)
-        return False
-    except discord.HTTPException as e:
-        log.info("could not DM user %s: %s", user_id, e)
-        return False
-    return True

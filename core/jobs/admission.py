@@ -19,7 +19,7 @@ from typing import Any
 import discord
 
 from core import render
-from core.delivery import DeliveryError, Origin
+from core.delivery import DeliveryError
 from core.history import GuildSettings, HistoryStore, JobRecord, NewJob
 from core.jobs.images import StoredImages
 from core.jobs.outcome import Outcome
@@ -27,6 +27,7 @@ from core.jobs.plans import Plan
 from core.jobs.rows import Request
 from core.jobs.runner import RESTARTING_STATE, Runner
 from core.limits import Refusal, check_user_limits
+from core.origins import Origin
 from engine.api import ImageEngine, RequestError
 
 log = logging.getLogger(__name__)

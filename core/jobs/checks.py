@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from core.delivery import Origin
 from core.history import GuildSettings, HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.jobs.guilds import GuildCache
@@ -17,6 +16,7 @@ from core.jobs.images import StoredImages
 from core.jobs.preferences import Applied, apply_prefs
 from core.jobs.rows import MAX_INIT_DEPTH, RebuildError, Request, init_depth, rebuild_request, status_word
 from core.limits import Refusal, check_prompt
+from core.origins import Origin
 from engine.api import DraftRequest
 
 log = logging.getLogger(__name__)

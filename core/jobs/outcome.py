@@ -15,17 +15,20 @@ import discord
 
 from core import render
 from core.controls import REROLL_EMOJI, controls_for
-from core.delivery import ChannelPacer, Delivery, DeliveryError, message_link
+from core.delivery import Delivery, DeliveryError
+from core.direct import message_link
 from core.history import HistoryStore, JobRecord
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
+from core.origins import age_restricted
+from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
 from engine.api import JobResult
 
 log = logging.getLogger(__name__)
 
-# (client, user id, text, files) -> whether it was sent: core.delivery.send_direct, or a test's recorder
+# (client, user id, text, files) -> whether it was sent: core.direct.send_direct, or a test's recorder
 DirectMessage = Callable[[discord.Client, int, str, Sequence[tuple[str, bytes]]], Awaitable[bool]]
 
 
@@ -140,9 +143,7 @@ class Outcome:
         return kept, f"🛡️ {images} {done} by this server's image safety check."
 
     def _age_restricted(self, channel_id: int) -> bool:
-        channel = self.client.get_channel(channel_id) if self.client is not None else None
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        return bool(is_nsfw()) if callable(is_nsfw) else False
+        return age_restricted(self.client.get_channel(channel_id) if self.client is not None else None)
 
     async def _direct_copy(
         self, job: JobRecord, files: Sequence[tuple[str, bytes]], *, steps: int | None, link: str

@@ -2,7 +2,7 @@
 
 Touches the engine (submit, queue_info, health, cancel, close), the row's running state (``mark_running``,
 ``cancel_job``, ``fail_job``, ``requeue``) and the job's status message (through a
-:class:`~core.delivery.StatusUpdater`); a result goes to :class:`~core.jobs.outcome.Outcome`.
+:class:`~core.status.StatusUpdater`); a result goes to :class:`~core.jobs.outcome.Outcome`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from dataclasses import dataclass
 import discord
 
 from core import render
-from core.delivery import ChannelPacer, Delivery, StatusUpdater
+from core.delivery import CallTimeout, Delivery, bounded
 from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.jobs.outcome import Outcome
 from core.jobs.plans import DRAFT_COUNT
 from core.jobs.rows import RebuildError, Request, rebuild_request
+from core.pacing import ChannelPacer
 from core.settings import BotSettings
+from core.status import StatusUpdater
 from engine.api import (
     EngineStopped,
     EngineUnavailable,
@@ -337,8 +339,8 @@ async def already_posted(client: discord.Client | None, job: JobRecord, now: flo
         else:
             channel = client.get_partial_messageable(job.result_channel_id or job.channel_id, guild_id=job.guild_id)
             looked_up = channel.fetch_message(job.result_message_id)
-        message = await asyncio.wait_for(looked_up, RESTART_CHECK_S)
-    except (discord.HTTPException, asyncio.TimeoutError) as e:
+        message = await bounded(looked_up, RESTART_CHECK_S, "the restart check")  # never cancels: the token's lock
+    except (discord.HTTPException, CallTimeout) as e:
         log.info("job %s: could not look at message %s (%s); running it again", job.id, job.result_message_id, e)
         return None
     wanted = DRAFT_COUNT if job.kind == "draft" else 1

@@ -26,7 +26,8 @@ from typing import Any
 import discord
 
 from core import canvas
-from core.delivery import ChannelPacer, Delivery, Origin, send_direct
+from core.delivery import Delivery
+from core.direct import send_direct
 from core.history import GuildSettings, HistoryStore, JobRecord, UserPrefs
 from core.inputs import InputStore
 from core.jobs import plans
@@ -39,6 +40,8 @@ from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_change
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
 from core.limits import Refusal
+from core.origins import Origin
+from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import ImageSafety
 from core.settings import BotSettings

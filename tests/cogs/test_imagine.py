@@ -12,10 +12,10 @@ import discord
 import pytest
 
 from cogs.imagine import ImagineCog
-from core.delivery import MessageOrigin
 from core.history import HistoryStore, NewJob
 from core.jobs import JobService
 from core.limits import Refusal
+from core.origins import MessageOrigin
 
 BOT_ID = 999
 AUTHOR = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from core.delivery import MessageOrigin
+from core.origins import MessageOrigin
 
 
 async def test_image_channel_refusals_are_throttled_per_member(loopback):

@@ -23,8 +23,9 @@ from typing import Any
 import discord
 from PIL import Image
 
-from core.delivery import Delivery, Origin
+from core.delivery import Delivery
 from core.history import JobRecord
+from core.origins import Origin
 from engine.api import (
     EngineHealth,
     EngineOffer,

@@ -1,14 +1,19 @@
-"""Delivery.post: files over the upload limit of where they go are shrunk, not refused."""
+"""Delivery: files over the upload limit of where they go are shrunk, not refused; every Discord call
+is bounded in time, never cancelled, and a result that cannot go one way goes the next."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import discord
 import pytest
+from discord.webhook.async_ import AsyncDeferredLock
 from PIL import Image
 
 from core.delivery import DEFAULT_UPLOAD_LIMIT, Delivery, DeliveryError, fit_files
@@ -27,7 +32,7 @@ class Channel:
 
     async def send(self, content: str, *, files: list[discord.File], **kwargs: Any) -> Any:
         self.sent.append([(f.filename, f.fp.read()) for f in files])
-        return discord.Object(id=1)
+        return SimpleNamespace(id=1, jump_url="https://discord.com/channels/2/1/1")
 
 
 class Client:
@@ -100,110 +105,6 @@ async def test_a_file_that_cannot_fit_fails_the_post_clearly():
         await fit_files([("final.png", noisy_png())], 100)
 
 
-async def test_closing_the_status_updater_never_cancels_an_edit_in_flight():
-    """An edit sleeping on a 429 holds discord.py's webhook lock; cancelling it could leave the lock held."""
-    import asyncio
-
-    from core.delivery import StatusUpdater
-
-    started, release = asyncio.Event(), asyncio.Event()
-    outcomes: list[str] = []
-
-    async def edit(text: str) -> None:
-        started.set()
-        try:
-            await release.wait()  # a 429's retry_after
-            outcomes.append("finished")
-        except asyncio.CancelledError:
-            outcomes.append("cancelled")
-            raise
-
-    updater = StatusUpdater(edit, interval=0.01)
-    updater.set("⏳ Queued: position 7")
-    await asyncio.wait_for(started.wait(), 1.0)
-    await asyncio.wait_for(updater.close(timeout=0.05), 1.0)  # returns in time even so
-    release.set()
-    for _ in range(100):
-        if outcomes:
-            break
-        await asyncio.sleep(0.01)
-    assert outcomes == ["finished"]
-
-
-async def test_closing_the_status_updater_does_not_wait_out_the_pause_between_edits():
-    import asyncio
-    import time
-
-    from core.delivery import StatusUpdater
-
-    edits: list[str] = []
-
-    async def edit(text: str) -> None:
-        edits.append(text)
-
-    updater = StatusUpdater(edit, interval=30.0)
-    updater.set("step 1/4")
-    for _ in range(100):
-        if edits:
-            break
-        await asyncio.sleep(0.01)
-    began = time.monotonic()
-    await updater.close(timeout=5.0)
-    assert time.monotonic() - began < 1.0 and edits == ["step 1/4"]
-
-
-def test_the_channel_pacer_holds_status_edits_while_the_channel_is_full():
-    from core.delivery import ChannelPacer
-
-    now = [100.0]
-    pacer = ChannelPacer(count=4, per=5.0, clock=lambda: now[0])
-    assert [pacer.status_gate(7) for _ in range(4)] == [0.0] * 4
-    assert pacer.status_gate(7) == 5.0 and pacer.delay(7) == 5.0
-    assert pacer.delay(8) == 0.0  # other channels are free
-    assert pacer.status_gate(7, crowded=False) == 0.0  # a job alone in its channel is spaced by its own interval
-    now[0] += 5.0
-    assert pacer.status_gate(7) == 0.0
-
-
-async def test_a_waiting_result_goes_before_status_edits():
-    import asyncio
-
-    from core.delivery import ChannelPacer
-
-    pacer = ChannelPacer(count=2, per=0.3)
-    pacer.take(7)
-    pacer.take(7)
-    result = asyncio.create_task(pacer.turn(7, timeout=5.0))
-    await asyncio.sleep(0.05)
-    assert pacer.status_gate(7) > 0  # held back for the result, though a slot is about to free
-    await asyncio.wait_for(result, 2.0)
-    assert pacer.status_gate(7) == 0.0
-
-
-async def test_status_edits_in_a_busy_channel_are_coalesced_to_the_newest():
-    import asyncio
-
-    from core.delivery import StatusUpdater
-
-    edits: list[str] = []
-    room = [0.3]
-
-    def gate() -> float:  # busy for the first 0.3 s, then free
-        wait, room[0] = room[0], 0.0
-        return wait
-
-    async def edit(text: str) -> None:
-        edits.append(text)
-
-    updater = StatusUpdater(edit, interval=0.01, gate=gate)
-    for position in range(9, 0, -1):
-        updater.set(f"position {position}")
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.5)
-    await updater.close()
-    assert edits == ["position 1"]
-
-
 async def test_a_channel_post_carries_the_nonce_so_a_repeat_is_dropped_by_discord():
     class NonceChannel(Channel):
         def __init__(self) -> None:
@@ -222,3 +123,175 @@ async def test_a_channel_post_carries_the_nonce_so_a_repeat_is_dropped_by_discor
     delivery = Delivery(client, channel_id=5, guild_id=None)  # type: ignore[arg-type]
     await delivery.post("done", [("final.png", b"png")], None, nonce="r42")
     assert channel.nonces == ["r42"]
+
+
+# ----------------------------------------------------------------- bounded calls (#12)
+
+FILES = [("draft_1.png", b"png")]
+
+
+class SlowInteraction:
+    """An interaction whose message edits go through discord.py's own webhook lock (``AsyncDeferredLock``).
+
+    ``hold`` seconds after an edit the lock is still held: Discord said the bucket is empty
+    (``X-RateLimit-Remaining: 0``) and the adapter sleeps in the lock's exit before releasing it; a
+    task cancelled in that sleep never releases it. ``hang`` makes the next edit never answer.
+    """
+
+    token = "token"
+    filesize_limit = DEFAULT_UPLOAD_LIMIT
+
+    def __init__(self, *, hold: float = 0.0, hang: bool = False, answer_after: float = 0.0) -> None:
+        self.lock = asyncio.Lock()
+        self.hold, self.hang, self.answer_after = hold, hang, answer_after
+        self.edits: list[dict[str, Any]] = []
+        self.cancelled = 0
+
+    async def edit_original_response(self, **fields: Any) -> Any:
+        async with AsyncDeferredLock(self.lock) as lock:
+            try:
+                if self.hang:
+                    await asyncio.Event().wait()
+                await asyncio.sleep(self.answer_after)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            self.answer_after = 0.0
+            self.edits.append(fields)
+            hold, self.hold = self.hold, 0.0
+            if hold:
+                lock.delay_by(hold)
+            return SimpleNamespace(id=2, jump_url="https://discord.com/channels/2/1/2")
+
+
+def live_delivery(interaction: SlowInteraction, client: Any = None, *, call_timeout: float) -> Delivery:
+    return Delivery(
+        client if client is not None else Client(None),
+        channel_id=1,
+        guild_id=2,
+        interaction=interaction,  # type: ignore[arg-type]
+        token_expires_at=time.time() + 900,
+        placeholder_id=2,
+        placeholder_by_webhook=True,
+        call_timeout=call_timeout,
+    )
+
+
+async def test_a_result_edit_that_never_returns_goes_to_the_channel_within_the_bound():
+    client, interaction = Client(None), SlowInteraction(hang=True)
+    delivery = live_delivery(interaction, client, call_timeout=0.2)
+    began = time.monotonic()
+    message = await asyncio.wait_for(delivery.post("done", FILES, None, nonce="r1"), 2.0)
+    assert time.monotonic() - began < 1.0
+    assert message.id == 1 and client.channel.sent == [FILES]  # the job's images arrived, in the channel
+    assert interaction.cancelled == 0  # the edit was left alone, not cancelled inside the webhook lock
+
+
+async def test_a_status_edit_sleeping_on_a_429_leaves_the_result_a_way_out_and_the_lock_free():
+    """The task dump of #12: the updater closes while its edit holds the webhook lock on a 429."""
+    from core.status import StatusUpdater
+
+    client, interaction = Client(None), SlowInteraction(hold=1.0)
+    delivery = live_delivery(interaction, client, call_timeout=0.2)
+    updater = StatusUpdater(delivery.show, interval=0.01)
+    updater.set("⏳ Queued: position 7")
+    for _ in range(100):
+        if interaction.edits:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(updater.close(timeout=0.05), 1.0)
+    began = time.monotonic()
+    await asyncio.wait_for(delivery.post("done", FILES, None, nonce="r7"), 2.0)
+    assert time.monotonic() - began < 1.0 and client.channel.sent == [FILES]  # not stuck behind the lock
+    for _ in range(300):  # the 429's sleep ends and discord.py releases the lock
+        if not interaction.lock.locked():
+            break
+        await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(delivery.show("later"), 1.0)  # then edits go again
+    contents = [edit["content"] for edit in interaction.edits]
+    assert contents[0] == "⏳ Queued: position 7" and contents[-1] == "later"
+    assert "Posted here instead: https://discord.com/channels/2/1/1" in contents  # the stale status points on
+    assert interaction.cancelled == 0
+
+
+async def test_a_cancelled_post_never_leaves_the_interactions_lock_held():
+    """A job task cancelled (shutdown) while its result edit is in the lock's exit: later edits still go."""
+    interaction = SlowInteraction(hold=0.3)
+    delivery = live_delivery(interaction, call_timeout=5.0)
+    post = asyncio.create_task(delivery.post("done", FILES, None, nonce="r3"))
+    for _ in range(100):
+        if interaction.edits:
+            break
+        await asyncio.sleep(0.01)
+    post.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await post
+    assert await asyncio.wait_for(delivery.show("✖️ Cancelled."), 2.0)
+    assert not interaction.lock.locked()
+
+
+async def test_a_result_edit_that_lands_late_becomes_a_link_to_the_channels_copy():
+    client, interaction = Client(None), SlowInteraction(answer_after=0.4)
+    delivery = live_delivery(interaction, client, call_timeout=0.1)
+    message = await asyncio.wait_for(delivery.post("done", FILES, None, nonce="r4"), 2.0)
+    assert client.channel.sent == [FILES]
+    for _ in range(200):
+        if len(interaction.edits) == 2:
+            break
+        await asyncio.sleep(0.01)
+    late, pointer = interaction.edits
+    assert [f.filename for f in late["attachments"]] == ["draft_1.png"]
+    assert pointer["content"] == f"Posted here instead: {message.jump_url}"
+    assert pointer["attachments"] == [] and pointer["view"] is None  # one copy of the images, one set of buttons
+
+
+class UnansweredChannel(Channel):
+    """A channel whose first ``hangs`` posts never answer."""
+
+    def __init__(self, hangs: int) -> None:
+        super().__init__()
+        self.hangs = hangs
+        self.nonces: list[object] = []
+
+    async def send(self, content: str, *, files: list[discord.File], **kwargs: Any) -> Any:
+        self.nonces.append(kwargs.get("nonce"))
+        if self.hangs:
+            self.hangs -= 1
+            await asyncio.Event().wait()
+        return await super().send(content, files=files, **kwargs)
+
+
+def channel_delivery(channel: Channel, *, call_timeout: float) -> Delivery:
+    client = Client(None)
+    client.channel = channel
+    return Delivery(client, channel_id=5, guild_id=None, call_timeout=call_timeout)  # type: ignore[arg-type]
+
+
+async def test_a_channel_post_without_an_answer_is_tried_again_with_the_same_nonce():
+    channel = UnansweredChannel(hangs=1)
+    delivery = channel_delivery(channel, call_timeout=0.2)
+    message = await asyncio.wait_for(delivery.post("done", FILES, None, nonce="r5"), 2)
+    assert message.id == 1 and channel.nonces == ["r5", "r5"]  # should both land, Discord drops the repeat
+
+
+async def test_a_channel_that_never_answers_ends_in_a_clear_error_within_the_bound():
+    channel = UnansweredChannel(hangs=2)
+    began = time.monotonic()
+    with pytest.raises(DeliveryError, match="did not take the images in time"):
+        await asyncio.wait_for(channel_delivery(channel, call_timeout=0.2).post("done", FILES, None, nonce="r6"), 2)
+    assert time.monotonic() - began < 1.0 and channel.nonces == ["r6", "r6"]
+
+
+async def test_a_note_or_reaction_that_never_answers_does_not_hold_the_job():
+    never = asyncio.Event()
+
+    async def hang(*args: Any, **kwargs: Any) -> None:
+        await never.wait()
+
+    interaction = SlowInteraction()
+    interaction.followup = SimpleNamespace(send=hang)  # type: ignore[attr-defined]
+    client = Client(None)
+    client.channel.get_partial_message = lambda message_id: SimpleNamespace(add_reaction=hang)  # type: ignore[attr-defined]
+    delivery = live_delivery(interaction, client, call_timeout=0.1)
+    assert await asyncio.wait_for(delivery.tell("Job #1 is done, but I could not post it"), 1.0) is False
+    await asyncio.wait_for(delivery.react(1, "🔁"), 1.0)

@@ -1,0 +1,238 @@
+"""Where a request came from, and how to answer it.
+
+An :class:`Origin` is the place a request came from: a slash command or button
+(:class:`InteractionOrigin`) or a message or reaction in a channel (:class:`MessageOrigin`).
+It answers refusals (ephemerally where Discord allows it) and acknowledges an accepted job,
+which gives a :class:`core.delivery.Delivery`: the one message that shows the job's state and then its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from typing import Any
+
+import discord
+
+from core import scope
+from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, DeliveryError, bounded, forbidden_text
+from core.history import JobRecord
+from core.throttle import UserThrottle
+
+log = logging.getLogger(__name__)
+
+INTERACTION_TTL_S = 15 * 60.0
+PUBLIC_REFUSALS_PER_MINUTE = 3  # refusals one member can make the bot post in channels
+REFUSAL_DELETE_AFTER_S = 30.0  # refusals posted in a channel (no ephemeral there) clean themselves up
+
+
+def age_restricted(channel: object) -> bool:
+    """Whether ``channel`` is age-restricted (NSFW); a thread follows its parent, unknown channels are not."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+class Origin(ABC):
+    """Where a request came from: who asked, where, and how to answer them.
+
+    Each Discord call is bounded by ``call_timeout`` (``core.delivery.bounded``: never cancelled).
+    """
+
+    call_timeout = CALL_TIMEOUT_S
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    age_restricted: bool
+    source_message_id: int | None
+
+    def job_fields(self) -> dict[str, Any]:
+        """Fields of the stored job that say where it came from."""
+        return {
+            "guild_id": self.guild_id,
+            "channel_id": self.channel_id,
+            "user_id": self.user_id,
+            "source_message_id": self.source_message_id,
+        }
+
+    def note_job(self, job_id: int) -> None:  # noqa: B027 - a hook, empty unless the origin logs job ids
+        """Remember the job id for error reports."""
+
+    def moderates(self, job: JobRecord) -> bool:
+        """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
+        return False
+
+    @abstractmethod
+    async def refuse(self, text: str) -> None:
+        """Tell the user why nothing happens (before anything was acknowledged)."""
+
+    @abstractmethod
+    async def acknowledge(self, content: str) -> Delivery:
+        """Answer at once that the job is accepted; returns where its states and result go."""
+
+
+class InteractionOrigin(Origin):
+    """A slash command, a button or a select menu."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self.user_id = interaction.user.id
+        self.guild_id = interaction.guild_id
+        self.channel_id = interaction.channel_id  # type: ignore[assignment]
+        self.age_restricted = age_restricted(interaction.channel)
+        # A button's message: where a result goes as a reply once the token has expired.
+        self.source_message_id = interaction.message.id if interaction.message is not None else None
+        self._deferred = False  # answered with defer() and nothing else yet
+        self._deferred_message_id: int | None = None
+
+    def job_fields(self) -> dict[str, Any]:
+        fields = super().job_fields()
+        fields["interaction_token"] = self.interaction.token
+        fields["interaction_expires_at"] = self.interaction.created_at.timestamp() + INTERACTION_TTL_S
+        return fields
+
+    def note_job(self, job_id: int) -> None:
+        self.interaction.extras["job_id"] = job_id
+
+    def moderates(self, job: JobRecord) -> bool:
+        return scope.moderates(self.interaction.user, job)
+
+    async def defer(self) -> None:
+        """Answer Discord at once ("thinking…") before slow work such as downloading an upload.
+
+        The answer is public, as the job's message will be; a refusal after it deletes the
+        "thinking…" message and is sent ephemerally (:meth:`refuse`), since the first follow-up of
+        a public defer would otherwise take its place in public.
+        """
+        if self.interaction.response.is_done():
+            return
+        callback = await bounded(
+            self.interaction.response.defer(thinking=True), self.call_timeout, "the acknowledgement"
+        )
+        self._deferred = True
+        self._deferred_message_id = getattr(callback, "message_id", None)
+
+    async def refuse(self, text: str) -> None:
+        if self._deferred:
+            self._deferred = False
+            with contextlib.suppress(discord.HTTPException, CallTimeout):
+                await bounded(self.interaction.delete_original_response(), self.call_timeout, "a deletion")
+        answer: Awaitable[object]
+        if self.interaction.response.is_done():
+            answer = self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        else:
+            answer = self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        try:
+            await bounded(answer, self.call_timeout, "a refusal")
+        except CallTimeout as e:
+            log.info("refusal to user %s not answered in time (%s): %s", self.user_id, e, text)
+
+    async def acknowledge(self, content: str) -> Delivery:
+        if self._deferred:
+            self._deferred = False
+            message_id = self._deferred_message_id
+            callback = None
+        else:
+            callback = await bounded(
+                self.interaction.response.defer(thinking=True), self.call_timeout, "the acknowledgement"
+            )
+            message_id = getattr(callback, "message_id", None)
+        if message_id is None:
+            with contextlib.suppress(discord.HTTPException, CallTimeout):
+                message_id = (
+                    await bounded(self.interaction.original_response(), self.call_timeout, "the message lookup")
+                ).id
+        return Delivery(
+            self.interaction.client,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            interaction=self.interaction,
+            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
+            placeholder_id=message_id,
+            placeholder_by_webhook=True,
+            reply_to=self.source_message_id,
+        )
+
+
+class MessageOrigin(Origin):
+    """A message in an image channel or a reaction on one of our results: answers go in the channel.
+
+    Refusals posted in a channel are public, so one member can make the bot post only a few of them:
+    ``replies`` (one throttle for the process) allows ``PUBLIC_REFUSALS_PER_MINUTE`` per member; the
+    rest are logged and not posted.
+    """
+
+    replies = UserThrottle(PUBLIC_REFUSALS_PER_MINUTE, 60.0)
+    source_message_id: int  # always a message here: the one replied to
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        channel_id: int,
+        guild_id: int | None,
+        user_id: int,
+        source_message_id: int,
+        age_restricted: bool = False,
+        member: discord.Member | None = None,
+    ) -> None:
+        self.client = client
+        self.channel_id = channel_id
+        self.guild_id = guild_id
+        self.user_id = user_id
+        self.source_message_id = source_message_id
+        self.age_restricted = age_restricted
+        self.member = member  # who reacted or wrote, as the gateway gave it
+
+    def moderates(self, job: JobRecord) -> bool:
+        return scope.moderates(self.member, job)
+
+    def _reference(self) -> discord.MessageReference:
+        return discord.MessageReference(
+            message_id=self.source_message_id,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            fail_if_not_exists=False,
+        )
+
+    async def refuse(self, text: str) -> None:
+        if not self.replies.allow(self.user_id):
+            log.info("refusal to user %s in channel %s not posted (throttled): %s", self.user_id, self.channel_id, text)
+            return
+        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+        try:
+            await bounded(
+                channel.send(
+                    f"<@{self.user_id}> {text}",
+                    reference=self._reference(),
+                    allowed_mentions=NO_MENTIONS,
+                    delete_after=REFUSAL_DELETE_AFTER_S,
+                ),
+                self.call_timeout,
+                "a refusal",
+            )
+        except (discord.HTTPException, CallTimeout) as e:
+            log.info("could not post a refusal in channel %s: %s", self.channel_id, e)
+
+    async def acknowledge(self, content: str) -> Delivery:
+        channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
+        try:
+            message = await bounded(
+                channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS),
+                self.call_timeout,
+                "the acknowledgement",
+            )
+        except discord.NotFound as e:
+            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
+        except discord.Forbidden as e:
+            raise DeliveryError(forbidden_text(self.channel_id)) from e
+        return Delivery(
+            self.client,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            placeholder_id=message.id,
+            placeholder_by_webhook=False,
+            reply_to=self.source_message_id,
+        )
