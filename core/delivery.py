@@ -174,10 +174,11 @@ class Delivery:
 
     async def _settled(self) -> bool:
         """Whether no earlier edit of the message is still going on (waiting for one up to the bound)."""
-        if self._late is None or self._late.done():
+        late = self._late  # _point_to_copy may clear self._late while we wait
+        if late is None or late.done():
             return True
-        await asyncio.wait({self._late}, timeout=self.call_timeout)  # waits; never cancels it
-        return self._late.done()
+        await asyncio.wait({late}, timeout=self.call_timeout)  # waits; never cancels it
+        return late.done()
 
     def _point_to_copy(self) -> None:
         """An edit (status or result) landed after the result went to the channel: make it a link to the copy."""
