@@ -24,7 +24,7 @@ def make_service(store: HistoryStore, engine: ImageEngine, **kwargs: Any) -> Job
     )
 
 
-async def wait_status(store: HistoryStore, job_id: int, status: str, timeout: float = 5.0) -> JobRecord:
+async def wait_status(store: HistoryStore, job_id: int, status: str, timeout: float = 20.0) -> JobRecord:
     """The row of ``job_id`` once its status is ``status`` (fails after ``timeout`` s)."""
 
     async def poll() -> JobRecord:
