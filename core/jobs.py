@@ -40,7 +40,7 @@ from core.delivery import (
     message_link,
     send_direct,
 )
-from core.history import GuildSettings, HistoryStore, JobRecord, NewJob, UserPrefs
+from core.history import GuildSettings, HistoryStore, JobMode, JobParams, JobRecord, NewJob, UserPrefs
 from core.inputs import InputStore, MissingInput
 from core.limits import (
     Refusal,
@@ -130,11 +130,11 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
     """
     init = None
     mask = None
-    if job.params.get("init_image"):
+    if job.params.init_image:
         try:
-            init = ImageInit((images or {})[job.params["init_image"]])
-            if job.params.get("mask_image"):
-                mask = (images or {})[job.params["mask_image"]]
+            init = ImageInit((images or {})[job.params.init_image])
+            if job.params.mask_image:
+                mask = (images or {})[job.params.mask_image]
         except KeyError as e:
             raise RebuildError(f"Job {job.id}: its stored image {e} was not given.") from None
     elif job.parent_index is not None:
@@ -167,7 +167,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
         guidance=job.guidance,
         init=init,
         strength=job.strength if job.strength is not None else FinalRequest.strength,
-        refiner_split=float(job.params.get("refiner_split", FinalRequest.refiner_split)),
+        refiner_split=job.params.refiner_split if job.params.refiner_split is not None else FinalRequest.refiner_split,
         mask=mask,
     )
 
@@ -175,7 +175,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
 async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStore | None = None) -> Request:
     """The request of ``job``, loading the chain of drafts it starts from and the stored images it needs."""
     chain = [job]
-    while chain[-1].parent_index is not None and not chain[-1].params.get("init_image"):
+    while chain[-1].parent_index is not None and not chain[-1].params.init_image:
         if len(chain) > MAX_INIT_DEPTH + 1:
             raise RebuildError(f"Job {job.id} starts from a chain of more than {MAX_INIT_DEPTH} drafts.")
         current = chain[-1]
@@ -187,8 +187,7 @@ async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStor
         chain.append(parent)
     images: dict[str, bytes] = {}
     for item in chain:
-        for name in ("init_image", "mask_image"):
-            key = item.params.get(name)
+        for key in (item.params.init_image, item.params.mask_image):
             if key and key not in images:
                 if inputs is None:
                     raise RebuildError(f"Job {item.id} starts from a stored image, but no image store was given.")
@@ -231,13 +230,13 @@ def _fields_of(job: JobRecord, **changes: Any) -> dict[str, Any]:
         "strength": job.strength,
         "parent_id": job.parent_id,
         "parent_index": job.parent_index,
-        "params": dict(job.params),
+        "params": job.params,
     }
     fields.update(changes)
     return fields
 
 
-def _fields_of_request(request: Request, *, mode: str, **extra: Any) -> dict[str, Any]:
+def _fields_of_request(request: Request, *, mode: JobMode, **extra: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "kind": request.kind,
         "mode": mode,
@@ -466,17 +465,19 @@ class JobService:
                 count=DRAFT_COUNT,
                 steps=self.engine.offer.draft_steps,
             )
-            fields = _fields_of_request(request, mode="imagine", params=_with_applied({"aspect": ratio}, applied))
+            fields = _fields_of_request(
+                request, mode=JobMode.IMAGINE, params=_with_applied(JobParams(aspect=ratio), applied)
+            )
             return await self._accept(origin, fields, request, guild)
         amount = _check_strength(strength, DEFAULT_IMAGE_STRENGTH)
         # Turbo image-to-image runs int(steps x strength) steps: at least one.
         steps = max(self.engine.offer.draft_steps, math.ceil(1 / amount - 1e-9))
         if steps > 4:
             raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
-        params: dict[str, Any] = {}
+        params = JobParams()
         if aspect is not None:
             ratio = check_aspect(aspect)
-            params["aspect"] = ratio
+            params = JobParams(aspect=ratio)
             width, height = size_for_aspect(ratio, self.settings.draft_size)
         else:
             width, height = _image_job_size(image, self.settings.draft_size)
@@ -491,7 +492,7 @@ class JobService:
             init=ImageInit(image),
             strength=amount,
         )
-        fields = _fields_of_request(request, mode="img2img", params=_with_applied(params, applied))
+        fields = _fields_of_request(request, mode=JobMode.IMG2IMG, params=_with_applied(params, applied))
         return await self._accept(origin, fields, request, guild, keep={"init_image": image})
 
     @_refusals_answered
@@ -524,7 +525,7 @@ class JobService:
             height=height,
             model=check_final_model(model, self.engine.offer.default_final_model),
         )
-        fields = _fields_of_request(request, mode="final", params=_with_applied({"aspect": ratio}, applied))
+        fields = _fields_of_request(request, mode=JobMode.FINAL, params=_with_applied(JobParams(aspect=ratio), applied))
         return await self._accept(origin, fields, request, guild)
 
     @_refusals_answered
@@ -566,14 +567,14 @@ class JobService:
         if mask is not None:
             _check_mask_size(image, mask)
         width, height = _image_job_size(image, self.settings.final_size)
-        params: dict[str, Any] = {}
+        params = JobParams()
         if mask is None:
             assert region is not None
             try:
                 mask = canvas.region_mask(width, height, *region)
             except RequestError as e:
                 raise Refusal(str(e)) from e
-            params["region"] = list(region)
+            params = JobParams(region=region)
         request = FinalRequest(
             prompt=text,
             seed=check_seed(seed),
@@ -585,7 +586,7 @@ class JobService:
             mask=mask,
             strength=amount,
         )
-        fields = _fields_of_request(request, mode="inpaint", params=_with_applied(params, applied))
+        fields = _fields_of_request(request, mode=JobMode.INPAINT, params=_with_applied(params, applied))
         return await self._accept(origin, fields, request, guild, keep={"init_image": image, "mask_image": mask})
 
     @_refusals_answered
@@ -611,7 +612,9 @@ class JobService:
             mask=extended.mask,
             strength=1.0,
         )
-        fields = _fields_of_request(request, mode="outpaint", parent_id=parent.id, params={"outpaint": action})
+        fields = _fields_of_request(
+            request, mode=JobMode.OUTPAINT, parent_id=parent.id, params=JobParams(outpaint=action)
+        )
         keep = {"init_image": extended.image, "mask_image": extended.mask}
         return await self._accept(origin, fields, request, guild, keep=keep)
 
@@ -639,10 +642,10 @@ class JobService:
             init=ImageInit(source),
             strength=amount,
         )
-        params: dict[str, Any] = {"vary": action.removeprefix("vary_")}
-        if _known_aspect(parent.params.get("aspect")):
-            params["aspect"] = parent.params["aspect"]
-        fields = _fields_of_request(request, mode="variation", parent_id=parent.id, params=params)
+        params = JobParams(vary=action.removeprefix("vary_"))
+        if _known_aspect(parent.params.aspect):
+            params = dataclasses.replace(params, aspect=parent.params.aspect)
+        fields = _fields_of_request(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
         return await self._accept(origin, fields, request, guild, keep={"init_image": source})
 
     async def _final_source(
@@ -682,8 +685,8 @@ class JobService:
         check_prompt(parent.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
         applied: list[str] = []
         model = self._pref_model(None, await self.store.user_prefs(origin.user_id), applied)
-        ratio = parent.params.get("aspect")
-        if _known_aspect(ratio):
+        ratio = parent.params.aspect
+        if ratio is not None and _known_aspect(ratio):
             width, height = size_for_aspect(ratio, self.settings.final_size)
         else:
             width, height = _scaled(
@@ -699,8 +702,10 @@ class JobService:
             init=DraftInit(parent_request, index),
             strength=self.engine.offer.upscale_strength,
         )
-        params = _with_applied({"aspect": ratio} if isinstance(ratio, str) else {}, applied)
-        fields = _fields_of_request(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
+        params = _with_applied(JobParams(aspect=ratio), applied)
+        fields = _fields_of_request(
+            request, mode=JobMode.UPSCALE, parent_id=parent.id, parent_index=index, params=params
+        )
         return await self._accept(origin, fields, request, guild)
 
     @_refusals_answered
@@ -721,7 +726,7 @@ class JobService:
             strength=VARIATION_STRENGTH,
         )
         fields = _fields_of_request(
-            request, mode="variation", parent_id=parent.id, parent_index=index, params=dict(parent.params)
+            request, mode=JobMode.VARIATION, parent_id=parent.id, parent_index=index, params=parent.params
         )
         return await self._accept(origin, fields, request, guild)
 
@@ -734,7 +739,8 @@ class JobService:
             self._check_finals_allowed(guild, origin)
         check_prompt(job.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
         request = dataclasses.replace(await self._rebuild(job), seed=random_seed(job.count))
-        fields = _fields_of(job, mode="reroll", seed=request.seed, params={**job.params, "reroll_of": job.id})
+        params = dataclasses.replace(job.params, reroll_of=job.id)
+        fields = _fields_of(job, mode=JobMode.REROLL, seed=request.seed, params=params)
         if job.parent_index is None:
             fields["parent_id"] = job.id
         return await self._accept(origin, fields, request, guild)
@@ -752,7 +758,7 @@ class JobService:
             self._check_finals_allowed(guild, origin)
         check_prompt(job.prompt, blocked_words=guild.blocked_words, age_restricted=origin.age_restricted)
         request = await self._rebuild(job)
-        fields = _fields_of(job, params={**job.params, "repost_of": job.id})
+        fields = _fields_of(job, params=dataclasses.replace(job.params, repost_of=job.id))
         return await self._accept(origin, fields, request, guild)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
@@ -870,7 +876,7 @@ class JobService:
             if keep and self.inputs is None:
                 raise Refusal("This bot keeps no image files, so it can't start from an image.")
             for name, png in (keep or {}).items():
-                fields["params"][name] = await self._keep_input(png)
+                fields["params"] = dataclasses.replace(fields["params"], **{name: await self._keep_input(png)})
             return await self._store_and_submit(origin, fields, request)
         finally:
             self._reserved[origin.user_id] -= 1
@@ -1191,7 +1197,7 @@ class JobService:
         keep = {
             key
             for job in await self.store.unfinished_jobs()
-            for key in (job.params.get("init_image"), job.params.get("mask_image"))
+            for key in (job.params.init_image, job.params.mask_image)
             if isinstance(key, str)
         }
         try:
@@ -1306,10 +1312,10 @@ class JobService:
             )
 
 
-def _with_applied(params: dict[str, Any], applied: list[str]) -> dict[str, Any]:
+def _with_applied(params: JobParams, applied: list[str]) -> JobParams:
     """``params`` noting which /prefer defaults shaped the job (the row holds the effective values)."""
     if applied:
-        params["prefs"] = sorted(applied)
+        params = dataclasses.replace(params, prefs=tuple(sorted(applied)))
     return params
 
 

@@ -8,18 +8,12 @@ import dataclasses
 import pytest
 
 from core.delivery import DeliveryError
-from core.history import HistoryStore, NewJob
+from core.history import JobParams, NewJob
 from core.jobs import JobService, RebuildError, rebuild_request, request_for
 from core.settings import BotSettings
 from engine.api import MAX_SEED, DraftInit, DraftRequest, FinalRequest
 from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
+from tests.core.records import job_record as _row
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ async def test_row_is_written_before_the_engine_gets_the_job(service, store, eng
         prompt="a red fox in snow", seed=42, width=512, height=512, count=4, steps=1
     )
     row = await store.get_job(job.id)
-    assert (row.kind, row.mode, row.seed, row.count, row.params) == ("draft", "imagine", 42, 4, {"aspect": "1:1"})
+    assert (row.kind, row.mode, row.seed, row.count, row.params) == ("draft", "imagine", 42, 4, JobParams(aspect="1:1"))
     assert row.result_message_id == origin.deliveries[0].placeholder_id  # ❌ on the placeholder finds the job
 
 
@@ -327,7 +321,7 @@ async def test_reroll_keeps_everything_but_the_seed(service, store, engine):
     old, new = engine.item(draft.id).request, engine.item(job.id).request
     assert new.seed != old.seed or new.seed == old.seed == 0
     assert dataclasses.replace(new, seed=old.seed) == old
-    assert (job.mode, job.parent_id, job.params["reroll_of"], job.user_id) == ("reroll", draft.id, draft.id, 3)
+    assert (job.mode, job.parent_id, job.params.reroll_of, job.user_id) == ("reroll", draft.id, draft.id, 3)
 
 
 async def test_repost_is_the_same_request_and_only_for_the_author_or_moderators(service, store, engine):
@@ -337,7 +331,7 @@ async def test_repost_is_the_same_request_and_only_for_the_author_or_moderators(
     assert "belongs to someone else" in stranger.refusals[0]
     again = await service.repost(RecordingOrigin(user_id=9, moderator=True), draft.id)
     assert engine.item(again.id).request == engine.item(draft.id).request
-    assert again.params["repost_of"] == draft.id
+    assert again.params.repost_of == draft.id
 
 
 # --------------------------------------------------------------------------- failures and cancel
@@ -481,47 +475,6 @@ async def test_restart_fails_a_job_whose_parent_is_gone(store, engine):
 
 
 # --------------------------------------------------------------------------- request_for
-
-
-def _row(**changes):
-    base = dict(
-        id=1,
-        kind="draft",
-        mode="imagine",
-        parent_id=None,
-        parent_index=None,
-        guild_id=10,
-        channel_id=100,
-        user_id=1,
-        prompt="p",
-        negative_prompt="n",
-        model="turbo",
-        width=512,
-        height=768,
-        steps=1,
-        guidance=None,
-        seed=5,
-        count=4,
-        strength=None,
-        params={},
-        status="queued",
-        error=None,
-        seeds=(),
-        timings={},
-        created_at=0.0,
-        started_at=None,
-        finished_at=None,
-        source_message_id=None,
-        interaction_token=None,
-        interaction_expires_at=None,
-        result_channel_id=None,
-        result_message_id=None,
-        favorite=False,
-    )
-    base.update(changes)
-    from core.history import JobRecord
-
-    return JobRecord(**base)
 
 
 def test_request_for_round_trips():

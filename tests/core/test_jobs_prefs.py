@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.history import HistoryStore
 from core.jobs import JobService
 from core.limits import MAX_STYLE_SUFFIX_CHARS, Refusal, check_style_suffix, with_style
 from core.settings import BotSettings
 from engine.api import MAX_PROMPT_CHARS, FinalRequest
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -120,8 +112,8 @@ async def test_imagine_fills_empty_options_from_prefs_and_the_row_keeps_the_effe
         (704, 384),
     )
     row = await store.get_job(job.id)
-    assert (row.prompt, row.negative_prompt, row.params["aspect"]) == ("a red fox, watercolor", "blurry", "16:9")
-    assert row.params["prefs"] == ["aspect", "negative_prompt", "style_suffix"]
+    assert (row.prompt, row.negative_prompt, row.params.aspect) == ("a red fox, watercolor", "blurry", "16:9")
+    assert row.params.prefs == ("aspect", "negative_prompt", "style_suffix")
 
     # What the user gives wins; the suffix is still appended.
     mine = await service.imagine(origin, prompt="a cat", negative_prompt="dogs", aspect="1:1", seed=5)
@@ -131,7 +123,7 @@ async def test_imagine_fills_empty_options_from_prefs_and_the_row_keeps_the_effe
     # Another user is untouched.
     other = await service.imagine(RecordingOrigin(user_id=2), prompt="a cat", seed=5)
     row = await store.get_job(other.id)
-    assert (row.prompt, row.negative_prompt, "prefs" in row.params) == ("a cat", "", False)
+    assert (row.prompt, row.negative_prompt, row.params.prefs) == ("a cat", "", ())
 
 
 async def test_a_reroll_repeats_the_stored_prompt_without_adding_the_suffix_again(service, store, engine):
@@ -162,7 +154,7 @@ async def test_upscale_uses_the_clickers_preferred_model(service, store, engine)
     await service.update_prefs(1, final_model="sdxl")
     final = await service.upscale(RecordingOrigin(), drafts.id, 0)
     assert engine.item(final.id).request.model == "sdxl"
-    assert (await store.get_job(final.id)).params["prefs"] == ["final_model"]
+    assert (await store.get_job(final.id)).params.prefs == ("final_model",)
 
 
 async def test_the_suffix_cannot_push_a_prompt_over_the_limit_or_past_blocked_words(service, store, engine):
