@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from core.history import HistoryStore, NewJob
+from core.history import NewJob
 from tests.core.doubles import FakeEngine, RecordingOrigin
 from tests.core.test_jobs import make_service
 
@@ -15,13 +13,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
 
 
 async def test_recent_requests_of_users_who_left_are_forgotten(store, tmp_path):
