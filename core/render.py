@@ -10,7 +10,7 @@ import re
 
 import discord
 
-from core.history import JobRecord
+from core.history import JobMode, JobRecord
 
 MESSAGE_LIMIT = 2000
 PROMPT_SHOWN_CHARS = 1500  # leaves room for the lines below the prompt
@@ -80,24 +80,24 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
     """One line: what this job is, its seed, model and size."""
     size = f"{job.width}×{job.height}"
     if job.kind == "draft":
-        if job.mode == "img2img":
+        if job.mode == JobMode.IMG2IMG:
             what = "Drafts from your image"
-        elif job.mode == "variation" and job.parent_index is not None:
+        elif job.mode == JobMode.VARIATION and job.parent_index is not None:
             what = f"Variations of job #{job.parent_id} image {job.parent_index + 1}"
-        elif job.mode == "reroll":
+        elif job.mode == JobMode.REROLL:
             what = "Drafts (reroll)"
         else:
             what = "Drafts"
         return f"{what} · seed `{job.seed}` · {job.model} · {size} · job #{job.id}"
     if job.parent_index is not None:
         what = f"Final of job #{job.parent_id} image {job.parent_index + 1}"
-    elif job.mode == "outpaint" and job.parent_id is not None:
-        how = OUTPAINT_WORDS.get(str(job.params.get("outpaint")), "Extended")
+    elif job.mode == JobMode.OUTPAINT and job.parent_id is not None:
+        how = OUTPAINT_WORDS.get(job.params.outpaint or "", "Extended")
         what = f"{how} from job #{job.parent_id}"
-    elif job.mode == "variation" and job.parent_id is not None:
-        how = VARY_WORDS.get(str(job.params.get("vary")), "Variation")
+    elif job.mode == JobMode.VARIATION and job.parent_id is not None:
+        how = VARY_WORDS.get(job.params.vary or "", "Variation")
         what = f"{how} of job #{job.parent_id}"
-    elif job.mode == "inpaint":
+    elif job.mode == JobMode.INPAINT:
         what = "Edit of your image"
     else:
         what = "Final"

@@ -66,7 +66,7 @@ class WandbRunLog(RunLog):
             {
                 "final": picture,
                 "job_id": job.id,
-                "mode": job.mode,
+                "mode": str(job.mode),
                 "prompt": job.prompt,
                 "negative_prompt": job.negative_prompt,
                 "seed": job.seed,

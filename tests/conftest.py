@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,28 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    """Where the ``store`` fixture keeps its database: a fresh file of this test."""
+    return tmp_path / "history.sqlite3"
+
+
+@pytest.fixture
+def store_clock() -> Callable[[], float]:
+    """The clock the ``store`` fixture stamps rows with (unix seconds): the real one unless a folder overrides it."""
+    return time.time
+
+
+@pytest.fixture
+async def store(db_path, store_clock):
+    """A ``HistoryStore`` on ``db_path`` with the real migrations, closed after the test."""
+    from core.history import HistoryStore
+
+    store = await HistoryStore.open(db_path, clock=store_clock)
+    yield store
+    await store.close()
 
 
 def free_port() -> int:

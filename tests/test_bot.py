@@ -6,15 +6,13 @@ import pytest
 
 from bot import EXTENSIONS, ImagineBot
 from core.controls import JobButton
-from core.history import HistoryStore
 from core.settings import BotSettings
 from engine.api import ASPECTS, MAX_PROMPT_CHARS, MAX_SEED
 from tests.core.doubles import FakeEngine
 
 
 @pytest.fixture
-async def bot(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
+async def bot(store):
     bot = ImagineBot(
         settings=BotSettings(token="t"),
         store=store,
@@ -24,7 +22,6 @@ async def bot(tmp_path):
         for name in EXTENSIONS:
             await bot.load_extension(name)
         yield bot
-    await store.close()
 
 
 async def test_every_extension_loads_with_its_commands(bot):
@@ -53,18 +50,14 @@ async def test_buttons_survive_restarts_through_the_dynamic_registry(bot):
     assert JobButton.__discord_ui_compiled_template__ in patterns
 
 
-async def test_message_content_intent_follows_the_setting(tmp_path):
-    store = await HistoryStore.open(tmp_path / "h.sqlite3")
-    try:
-        off = ImagineBot(
-            settings=BotSettings(token="t", message_content=False),
-            store=store,
-            engine=FakeEngine(),
-        )
-        assert not off.intents.message_content and off.intents.guild_reactions
-        assert off.allowed_mentions.everyone is False and off.allowed_mentions.users is False
-    finally:
-        await store.close()
+async def test_message_content_intent_follows_the_setting(store):
+    off = ImagineBot(
+        settings=BotSettings(token="t", message_content=False),
+        store=store,
+        engine=FakeEngine(),
+    )
+    assert not off.intents.message_content and off.intents.guild_reactions
+    assert off.allowed_mentions.everyone is False and off.allowed_mentions.users is False
 
 
 async def test_one_process_serves_every_shard(bot):

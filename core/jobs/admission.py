@@ -20,7 +20,7 @@ import discord
 
 from core import render
 from core.delivery import DeliveryError
-from core.history import GuildSettings, HistoryStore, JobRecord, NewJob
+from core.history import GuildSettings, HistoryStore, JobParams, JobRecord, NewJob
 from core.jobs.images import StoredImages
 from core.jobs.outcome import Outcome
 from core.jobs.plans import Plan
@@ -97,9 +97,13 @@ class Admission:
         try:
             if plan.keep:
                 self._images.check_kept()
-            params = dict(plan.fields["params"])
-            for name, png in plan.keep.items():
-                params[name] = await self._images.keep(png)
+            params: JobParams = plan.fields["params"]
+            for name, png in plan.keep.items():  # "init_image" and/or "mask_image": the stored image's key
+                key = await self._images.keep(png)
+                if name == "init_image":
+                    params = dataclasses.replace(params, init_image=key)
+                else:
+                    params = dataclasses.replace(params, mask_image=key)
             return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request)
         finally:
             self._reserved[origin.user_id] -= 1

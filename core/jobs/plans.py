@@ -15,7 +15,7 @@ from typing import Any
 
 from core import canvas
 from core.attachments import image_size
-from core.history import JobRecord
+from core.history import JobMode, JobParams, JobRecord
 from core.jobs.preferences import Applied, known_aspect
 from core.jobs.rows import Request, new_job_fields
 from core.limits import Refusal, check_aspect, check_final_model, check_seed, random_seed
@@ -76,15 +76,16 @@ def imagine(
             prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt,
             width=width, height=height, count=DRAFT_COUNT, steps=offer.draft_steps,
         )
-        return Plan(request, new_job_fields(request, mode="imagine", params=asked.noted({"aspect": ratio})))
+        return Plan(request, new_job_fields(request, mode=JobMode.IMAGINE, params=asked.noted(JobParams(aspect=ratio))))
     amount = check_strength(strength, DEFAULT_IMAGE_STRENGTH)
     # Turbo image-to-image runs int(steps x strength) steps: at least one.
     steps = max(offer.draft_steps, math.ceil(1 / amount - 1e-9))
     if steps > 4:
         raise Refusal("With an image, strength must be at least 0.25 (lower keeps the image as it is).")
-    params: dict[str, Any] = {}
+    params = JobParams()
     if aspect is not None:
-        ratio = params["aspect"] = check_aspect(aspect)
+        ratio = check_aspect(aspect)
+        params = JobParams(aspect=ratio)
         width, height = size_for_aspect(ratio, draft_size)
     else:
         width, height = image_job_size(image, draft_size)
@@ -92,7 +93,8 @@ def imagine(
         prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt, width=width, height=height,
         count=DRAFT_COUNT, steps=steps, init=ImageInit(image), strength=amount,
     )
-    return Plan(request, new_job_fields(request, mode="img2img", params=asked.noted(params)), {"init_image": image})
+    fields = new_job_fields(request, mode=JobMode.IMG2IMG, params=asked.noted(params))
+    return Plan(request, fields, {"init_image": image})
 
 
 def final(asked: Applied, offer: EngineOffer, *, final_size: int, seed: object = None) -> Plan:
@@ -103,7 +105,7 @@ def final(asked: Applied, offer: EngineOffer, *, final_size: int, seed: object =
         prompt=asked.prompt, seed=check_seed(seed), negative_prompt=asked.negative_prompt,
         width=width, height=height, model=check_final_model(asked.model, offer.default_final_model),
     )
-    return Plan(request, new_job_fields(request, mode="final", params=asked.noted({"aspect": ratio})))
+    return Plan(request, new_job_fields(request, mode=JobMode.FINAL, params=asked.noted(JobParams(aspect=ratio))))
 
 
 def edit(
@@ -123,20 +125,20 @@ def edit(
     if mask is not None:
         check_mask_size(image, mask)
     width, height = image_job_size(image, final_size)
-    params: dict[str, Any] = {}
+    params = JobParams()
     if mask is None:
         assert region is not None
         try:
             mask = canvas.region_mask(width, height, *region)
         except RequestError as e:
             raise Refusal(str(e)) from e
-        params["region"] = list(region)
+        params = JobParams(region=region)
     request = FinalRequest(
         prompt=asked.prompt, seed=check_seed(seed), negative_prompt=asked.negative_prompt, width=width,
         height=height, model=check_final_model(asked.model, offer.default_final_model),
         init=ImageInit(image), mask=mask, strength=amount,
     )
-    fields = new_job_fields(request, mode="inpaint", params=asked.noted(params))
+    fields = new_job_fields(request, mode=JobMode.INPAINT, params=asked.noted(params))
     return Plan(request, fields, {"init_image": image, "mask_image": mask})
 
 
@@ -147,7 +149,7 @@ def outpaint(parent: JobRecord, extended: canvas.Canvas, action: str) -> Plan:
         width=extended.width, height=extended.height, model=parent.model,
         init=ImageInit(extended.image), mask=extended.mask, strength=1.0,
     )
-    fields = new_job_fields(request, mode="outpaint", parent_id=parent.id, params={"outpaint": action})
+    fields = new_job_fields(request, mode=JobMode.OUTPAINT, parent_id=parent.id, params=JobParams(outpaint=action))
     return Plan(request, fields, {"init_image": extended.image, "mask_image": extended.mask})
 
 
@@ -163,10 +165,10 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
         width=parent.width, height=parent.height, model=parent.model, steps=steps,
         guidance=parent.guidance, init=ImageInit(source), strength=amount,
     )
-    params: dict[str, Any] = {"vary": action.removeprefix("vary_")}
-    if known_aspect(parent.params.get("aspect")):
-        params["aspect"] = parent.params["aspect"]
-    fields = new_job_fields(request, mode="variation", parent_id=parent.id, params=params)
+    params = JobParams(vary=action.removeprefix("vary_"))
+    if known_aspect(parent.params.aspect):
+        params = dataclasses.replace(params, aspect=parent.params.aspect)
+    fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
     return Plan(request, fields, {"init_image": source})
 
 
@@ -175,7 +177,7 @@ def upscale(
     *, draft_size: int, final_size: int,
 ) -> Plan:
     """The final of image ``index`` of a draft job, in the clicker's preferred model (``asked.model``)."""
-    ratio = parent.params.get("aspect")
+    ratio = parent.params.aspect
     if isinstance(ratio, str) and known_aspect(ratio):
         width, height = size_for_aspect(ratio, final_size)
     else:
@@ -186,8 +188,8 @@ def upscale(
         model=asked.model if isinstance(asked.model, str) else offer.default_final_model,
         init=DraftInit(parent_request, index), strength=offer.upscale_strength,
     )
-    params = asked.noted({"aspect": ratio} if isinstance(ratio, str) else {})
-    fields = new_job_fields(request, mode="upscale", parent_id=parent.id, parent_index=index, params=params)
+    params = asked.noted(JobParams(aspect=ratio) if isinstance(ratio, str) else JobParams())
+    fields = new_job_fields(request, mode=JobMode.UPSCALE, parent_id=parent.id, parent_index=index, params=params)
     return Plan(request, fields)
 
 
@@ -198,8 +200,8 @@ def variation(parent: JobRecord, parent_request: DraftRequest, index: int) -> Pl
         width=parent.width, height=parent.height, count=DRAFT_COUNT, steps=VARIATION_STEPS,
         init=DraftInit(parent_request, index), strength=VARIATION_STRENGTH,
     )
-    params = dict(parent.params)
-    fields = new_job_fields(request, mode="variation", parent_id=parent.id, parent_index=index, params=params)
+    params = parent.params
+    fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, parent_index=index, params=params)
     return Plan(request, fields)
 
 
@@ -207,7 +209,7 @@ def reroll(job: JobRecord, rebuilt: Request) -> Plan:
     """``job`` again with a new seed; a job that starts from no draft image records ``job`` as its parent."""
     request = dataclasses.replace(rebuilt, seed=random_seed(job.count))
     fields = new_job_fields(
-        request, mode="reroll", params={**job.params, "reroll_of": job.id},
+        request, mode=JobMode.REROLL, params=dataclasses.replace(job.params, reroll_of=job.id),
         parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
     )
     return Plan(request, fields)
@@ -216,7 +218,7 @@ def reroll(job: JobRecord, rebuilt: Request) -> Plan:
 def repost(job: JobRecord, rebuilt: Request) -> Plan:
     """``job`` again with the same seed (the same images), as a job of its own."""
     fields = new_job_fields(
-        rebuilt, mode=job.mode, params={**job.params, "repost_of": job.id},
+        rebuilt, mode=job.mode, params=dataclasses.replace(job.params, repost_of=job.id),
         parent_id=job.parent_id, parent_index=job.parent_index,
     )
     return Plan(rebuilt, fields)

@@ -1,18 +1,19 @@
 """A member's /prefer defaults: checked when stored, applied to a new request in one place.
 
 ``apply_prefs`` fills what a request left empty and returns the result as one frozen value
-(:class:`Applied`), including which defaults it used, so the row can say so (``params["prefs"]``).
+(:class:`Applied`), including which defaults it used, so the row can say so (``params.prefs``).
 Pure: the caller reads the :class:`~core.history.UserPrefs` and stores what ``checked_changes`` returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.history import UserPrefs
+from core.history import JobParams, UserPrefs
 from core.limits import (
     Refusal,
     check_aspect,
@@ -25,7 +26,7 @@ from core.limits import (
 
 log = logging.getLogger(__name__)
 
-# What a request may take from the user's defaults (names as in UserPrefs and params["prefs"]).
+# What a request may take from the user's defaults (names as in UserPrefs and JobParams.prefs).
 STYLE, NEGATIVE, ASPECT, MODEL = "style_suffix", "negative_prompt", "aspect", "final_model"
 
 
@@ -43,9 +44,9 @@ class Applied:
     model: object = None
     used: tuple[str, ...] = ()
 
-    def noted(self, params: dict[str, Any]) -> dict[str, Any]:
+    def noted(self, params: JobParams) -> JobParams:
         """``params`` noting which defaults shaped the job (the row holds the effective values)."""
-        return {**params, "prefs": list(self.used)} if self.used else dict(params)
+        return dataclasses.replace(params, prefs=tuple(sorted(self.used))) if self.used else params
 
 
 def apply_prefs(

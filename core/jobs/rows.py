@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.history import HistoryStore, JobRecord
+from core.history import HistoryStore, JobMode, JobParams, JobRecord
 from core.inputs import InputStore, MissingInput
 from engine.api import DraftInit, DraftRequest, FinalRequest, ImageInit, RequestError
 
@@ -32,11 +32,11 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
     """
     init: ImageInit | DraftInit | None = None
     mask = None
-    if job.params.get("init_image"):
+    if job.params.init_image:
         try:
-            init = ImageInit((images or {})[job.params["init_image"]])
-            if job.params.get("mask_image"):
-                mask = (images or {})[job.params["mask_image"]]
+            init = ImageInit((images or {})[job.params.init_image])
+            if job.params.mask_image:
+                mask = (images or {})[job.params.mask_image]
         except KeyError as e:
             raise RebuildError(f"Job {job.id}: its stored image {e} was not given.") from None
     elif job.parent_index is not None:
@@ -69,7 +69,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
         guidance=job.guidance,
         init=init,
         strength=job.strength if job.strength is not None else FinalRequest.strength,
-        refiner_split=float(job.params.get("refiner_split", FinalRequest.refiner_split)),
+        refiner_split=job.params.refiner_split if job.params.refiner_split is not None else FinalRequest.refiner_split,
         mask=mask,
     )
 
@@ -77,7 +77,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
 async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStore | None = None) -> Request:
     """The request of ``job``, loading the chain of drafts it starts from and the stored images it needs."""
     chain = [job]
-    while chain[-1].parent_index is not None and not chain[-1].params.get("init_image"):
+    while chain[-1].parent_index is not None and not chain[-1].params.init_image:
         if len(chain) > MAX_INIT_DEPTH + 1:
             raise RebuildError(f"Job {job.id} starts from a chain of more than {MAX_INIT_DEPTH} drafts.")
         current = chain[-1]
@@ -89,8 +89,7 @@ async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStor
         chain.append(parent)
     images: dict[str, bytes] = {}
     for item in chain:
-        for name in ("init_image", "mask_image"):
-            key = item.params.get(name)
+        for key in (item.params.init_image, item.params.mask_image):
             if key and key not in images:
                 if inputs is None:
                     raise RebuildError(f"Job {item.id} starts from a stored image, but no image store was given.")
@@ -120,8 +119,8 @@ def init_depth(request: Request) -> int:
 def new_job_fields(
     request: Request,
     *,
-    mode: str,
-    params: dict[str, Any],
+    mode: JobMode,
+    params: JobParams,
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> dict[str, Any]:

@@ -154,7 +154,7 @@ async def test_reactions_reroll_and_delete(env):
     await fake.react(drafts, "🔁", user=world.bob)
     reroll = await fake.wait_for_message(lambda m: m.reply_to == drafts.id and len(m.attachments) == 4)
     rerolled = await env.job_of(reroll)
-    assert rerolled.mode == "reroll" and rerolled.params["reroll_of"] == job.id and rerolled.seed != job.seed
+    assert rerolled.mode == "reroll" and rerolled.params.reroll_of == job.id and rerolled.seed != job.seed
     assert len(fake.bot_messages(world.general)) == before + 1
 
     await fake.react(drafts, "❌", user=world.bob)  # not the author: refused
@@ -176,7 +176,7 @@ async def test_history_and_show(env):
     assert "Only moderators" in other.callback_data["content"] and "cotton" not in other.callback_data["content"]
     show = await fake.slash("show", {"job": job.id})
     again = await fake.wait_for(lambda: show.original if show.original and show.original.attachments else None)
-    assert (await env.job_of(again)).params["repost_of"] == job.id
+    assert (await env.job_of(again)).params.repost_of == job.id
 
 
 async def test_image_channel(env):
@@ -263,7 +263,7 @@ async def test_history_menu_reposts_with_live_buttons(env):
     pick = await fake.click(listing.original, f"histpost:{fake.world.alice.id}", values=[str(job.id)])
     again = await fake.wait_for(lambda: pick.original if pick.original and pick.original.attachments else None)
     repost = await env.job_of(again)
-    assert repost.params["repost_of"] == job.id and repost.seed == job.seed
+    assert repost.params.repost_of == job.id and repost.seed == job.seed
     assert again.custom_ids()[0] == f"job:{repost.id}:u1"
 
 

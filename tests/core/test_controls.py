@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from core.controls import JobButton, controls_for
-from tests.core.jobs.support import job_row as _row
+from tests.core.records import job_record
 
 
 async def test_draft_controls():
-    view = controls_for(_row(id=42))
+    view = controls_for(job_record(id=42))
     rows: dict[int, list[str]] = {}
     for item in view.children:
         rows.setdefault(item.item.row, []).append(item.item.label or str(item.item.emoji))
@@ -19,7 +19,7 @@ async def test_draft_controls():
 
 
 def test_final_controls():
-    view = controls_for(_row(id=43, kind="final", count=1))
+    view = controls_for(job_record(id=43, kind="final", count=1))
     assert [item.custom_id for item in view.children] == [
         "job:43:vary_subtle",
         "job:43:vary_strong",

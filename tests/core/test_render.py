@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from core import render
-from tests.core.jobs.support import job_row as _row
+from tests.core.records import job_record
 
 
 def test_mentions_and_markdown_are_escaped():
-    text = render.result_text(_row(prompt="@everyone @here **big** <@&123456789012345678> `code`"))
+    text = render.result_text(job_record(prompt="@everyone @here **big** <@&123456789012345678> `code`"))
     assert "@\u200beveryone" in text and "@\u200bhere" in text
     assert "\\*\\*big\\*\\*" in text and "\\`code\\`" in text
     assert "<@&123456789012345678>" not in text
 
 
 def test_longest_prompt_fits_even_when_escaping_doubles_it():
-    job = _row(prompt="*" * 1000, negative_prompt="_" * 1000)
+    job = job_record(prompt="*" * 1000, negative_prompt="_" * 1000)
     for text in (render.result_text(job), render.status_text(job, "⏳ Queued.")):
         assert len(text) <= render.MESSAGE_LIMIT
         assert "seed `5`" in text
@@ -26,8 +26,8 @@ def test_prompt_is_shown_on_one_line():
 
 
 def test_describe():
-    assert render.describe(_row(id=3)) == "Drafts · seed `5` · turbo · 512×768 · job #3"
-    upscale = _row(id=4, kind="final", mode="upscale", model="sdxl", parent_id=3, parent_index=1, count=1)
+    assert render.describe(job_record(id=3)) == "Drafts · seed `5` · turbo · 512×768 · job #3"
+    upscale = job_record(id=4, kind="final", mode="upscale", model="sdxl", parent_id=3, parent_index=1, count=1)
     assert render.describe(upscale, steps=30).startswith("Final of job #3 image 2 · seed `5` · sdxl · 30 steps")
     assert render.queued_state(1, 3.2) == "⏳ Queued: next in line, done about 3 s."
     assert render.queued_state(4, 200) == "⏳ Queued: position 4 in the queue, done about 3 min."

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.history import JobRecord
+from core.history import JobMode, JobParams, JobRecord
 from core.runlog import RunLog, WandbRunLog, open_run_log
 from core.settings import BotSettings
 from tests.core.doubles import png
@@ -15,9 +15,9 @@ from tests.core.doubles import png
 
 def job() -> JobRecord:
     return JobRecord(
-        id=7, kind="final", mode="final", parent_id=None, parent_index=None, guild_id=10, channel_id=100,
+        id=7, kind="final", mode=JobMode.FINAL, parent_id=None, parent_index=None, guild_id=10, channel_id=100,
         user_id=1, prompt="a fox, watercolor", negative_prompt="blurry", model="ssd-1b", width=64, height=64,
-        steps=None, guidance=None, seed=3, count=1, strength=None, params={}, status="done", error=None,
+        steps=None, guidance=None, seed=3, count=1, strength=None, params=JobParams(), status="done", error=None,
         seeds=(3,), timings={}, created_at=0.0, started_at=None, finished_at=None, source_message_id=None,
         interaction_token=None, interaction_expires_at=None, result_channel_id=None, result_message_id=None,
         favorite=False,
@@ -105,8 +105,7 @@ async def test_a_failure_later_is_one_warning_then_logging_stops(caplog):
 
 
 @pytest.mark.parametrize("kind", ["final", "draft"])
-async def test_the_job_service_logs_finals_only(tmp_path, kind):
-    from core.history import HistoryStore
+async def test_the_job_service_logs_finals_only(store, kind):
     from core.jobs import JobService
     from tests.core.doubles import FakeEngine, RecordingOrigin, eventually
 
@@ -119,7 +118,6 @@ async def test_the_job_service_logs_finals_only(tmp_path, kind):
         async def log_final(self, job, png, *, steps, seconds):
             self.logged.append((job.id, steps))
 
-    store = await HistoryStore.open(tmp_path / "h.sqlite3")
     engine = FakeEngine()
     recording = Recording()
     service = JobService(
@@ -139,4 +137,3 @@ async def test_the_job_service_logs_finals_only(tmp_path, kind):
         assert recording.logged == ([(record.id, 4)] if kind == "final" else [])
     finally:
         await service.shutdown(0.0)
-        await store.close()

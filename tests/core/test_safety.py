@@ -50,15 +50,6 @@ async def test_spoiler_marks_and_block_drops_only_flagged_images(safety):
 
 
 @pytest.fixture
-async def store(tmp_path):
-    from core.history import HistoryStore
-
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 def nude_results(monkeypatch):
     """The fake engine's images are the nude figure (its own are flat colour squares)."""
     figure = nude_figure(256)

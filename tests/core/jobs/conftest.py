@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from core.history import HistoryStore
 from core.inputs import InputStore
 from tests.core.doubles import FakeEngine
 from tests.core.jobs.support import make_service
@@ -22,13 +21,6 @@ class DirectMessages:
             return False
         self.sent.append((user_id, content, list(files)))
         return True
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from core.delivery import DeliveryError
+from core.history import JobParams
 from engine.api import DraftRequest
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually
 from tests.core.jobs.support import make_service
@@ -24,7 +25,7 @@ async def test_row_is_written_before_the_engine_gets_the_job(service, store, eng
         prompt="a red fox in snow", seed=42, width=512, height=512, count=4, steps=1
     )
     row = await store.get_job(job.id)
-    assert (row.kind, row.mode, row.seed, row.count, row.params) == ("draft", "imagine", 42, 4, {"aspect": "1:1"})
+    assert (row.kind, row.mode, row.seed, row.count, row.params) == ("draft", "imagine", 42, 4, JobParams(aspect="1:1"))
     assert row.result_message_id == origin.deliveries[0].placeholder_id  # ❌ on the placeholder finds the job
 
 

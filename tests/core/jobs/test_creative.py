@@ -29,7 +29,7 @@ async def test_imagine_with_an_image_starts_the_drafts_from_it(service, store, e
     assert (request.width, request.height) == (576, 448)  # the image's aspect at the draft size
     row = await store.get_job(job.id)
     assert row.mode == "img2img" and row.strength == 0.4
-    assert inputs.get_sync(row.params["init_image"]) == photo  # on disk before the row: survives a restart
+    assert inputs.get_sync(row.params.init_image) == photo  # on disk before the row: survives a restart
     assert await rebuild_request(store, row, inputs) == request
 
 
@@ -66,7 +66,7 @@ async def test_edit_with_a_region_inpaints_that_rectangle(service, store, engine
         assert mask.size == (1152, 896)
         assert mask.getpixel((576, 100)) == 255 and mask.getpixel((100, 100)) == 0 and mask.getpixel((576, 800)) == 0
     row = await store.get_job(job.id)
-    assert row.mode == "inpaint" and row.params["region"] == [25, 0, 50, 50]
+    assert row.mode == "inpaint" and row.params.region == (25, 0, 50, 50)
     assert await rebuild_request(store, row, inputs) == request
 
 
@@ -122,7 +122,7 @@ async def test_zoom_and_pan_make_a_new_final_from_the_stored_image(service, stor
     else:
         assert request.width == request.height
     row = await store.get_job(job.id)
-    assert (row.mode, row.parent_id, row.parent_index, row.params["outpaint"]) == ("outpaint", parent.id, None, action)
+    assert (row.mode, row.parent_id, row.parent_index, row.params.outpaint) == ("outpaint", parent.id, None, action)
     assert await rebuild_request(store, row, inputs) == request
     # The new final has its own zoom and pan buttons.
     engine.finish(job.id)
@@ -172,7 +172,7 @@ async def test_vary_makes_a_new_final_from_the_stored_image(service, store, engi
     assert (request.width, request.height) == (parent.width, parent.height)
     row = await store.get_job(job.id)
     assert (row.mode, row.parent_id, row.parent_index) == ("variation", parent.id, None)
-    assert row.params["vary"] == action.removeprefix("vary_") and row.strength == strength
+    assert row.params.vary == action.removeprefix("vary_") and row.strength == strength
     assert await rebuild_request(store, row, inputs) == request  # survives a restart: the image is stored
     engine.finish(job.id)
     delivery = origin.deliveries[0]
@@ -237,7 +237,7 @@ async def test_stored_images_past_the_cap_are_pruned_and_a_pruned_final_says_so(
         service.settings = dataclasses.replace(service.settings, image_retention_days=1.0, image_store_max_mb=0)
         removed, _ = await service.prune_images()
         assert removed == 1 and inputs.result_sync(old.id) is None
-        assert inputs.get_sync(waiting.params["init_image"])  # a job still to run keeps its image
+        assert inputs.get_sync(waiting.params.init_image)  # a job still to run keeps its image
         origin = RecordingOrigin()
         assert await service.vary(origin, old.id, "vary_subtle") is None
         assert origin.refusals == [f"The image of job #{old.id} is no longer stored, so I can't vary it."]

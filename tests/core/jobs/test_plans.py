@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from core.history import JobParams
 from core.jobs import plans
 from core.jobs.preferences import Applied
 from core.jobs.rows import request_for
 from core.limits import Refusal
 from engine.api import DraftInit, DraftRequest, EngineOffer, FinalRequest, ImageInit
 from tests.core.doubles import png
-from tests.core.jobs.support import job_row
+from tests.core.records import job_record as job_row
 
 OFFER = EngineOffer()
 
@@ -22,7 +23,7 @@ def test_imagine_plans_four_drafts_at_the_asked_aspect_and_notes_the_defaults_us
     )
     assert plan.keep == {}
     assert plan.fields["mode"] == "imagine" and plan.fields["strength"] is None
-    assert plan.fields["params"] == {"aspect": "16:9", "prefs": ["aspect"]}
+    assert plan.fields["params"] == JobParams(aspect="16:9", prefs=("aspect",))
 
 
 def test_imagine_with_an_image_keeps_its_aspect_and_the_image_to_store():
@@ -31,7 +32,7 @@ def test_imagine_with_an_image_keeps_its_aspect_and_the_image_to_store():
     assert isinstance(plan.request, DraftRequest) and plan.request.init == ImageInit(photo)
     assert (plan.request.width, plan.request.height) == (576, 448) and plan.request.steps == 2
     assert plan.keep == {"init_image": photo}
-    assert (plan.fields["mode"], plan.fields["strength"], plan.fields["params"]) == ("img2img", 0.5, {})
+    assert (plan.fields["mode"], plan.fields["strength"], plan.fields["params"]) == ("img2img", 0.5, JobParams())
 
 
 def test_final_checks_the_model_and_takes_the_default():
@@ -44,11 +45,11 @@ def test_edit_with_a_region_plans_a_mask_of_the_jobs_size():
     plan = plans.edit(Applied("a hat"), OFFER, final_size=1024, image=png(1024, 768), region=(0, 0, 50, 50), seed=2)
     assert isinstance(plan.request, FinalRequest) and plan.request.mask is not None
     assert plan.keep == {"init_image": png(1024, 768), "mask_image": plan.request.mask}
-    assert plan.fields["params"] == {"region": [0, 0, 50, 50]} and plan.fields["mode"] == "inpaint"
+    assert plan.fields["params"] == JobParams(region=(0, 0, 50, 50)) and plan.fields["mode"] == "inpaint"
 
 
 def test_upscale_and_variation_start_from_the_parents_image():
-    parent = job_row(id=3, status="done", params={"aspect": "3:2"})
+    parent = job_row(id=3, status="done", params=JobParams(aspect="3:2"))
     parent_request = request_for(parent)
     assert isinstance(parent_request, DraftRequest)
     up = plans.upscale(parent, parent_request, 1, Applied(model="sdxl", used=("final_model",)), OFFER,
@@ -56,7 +57,7 @@ def test_upscale_and_variation_start_from_the_parents_image():
     assert up.request.init == DraftInit(parent_request, 1) and up.request.seed == parent_request.seeds[1]
     assert (up.request.width, up.request.height, up.request.model) == (1280, 832, "sdxl")
     assert (up.fields["parent_id"], up.fields["parent_index"], up.fields["params"]) == (
-        3, 1, {"aspect": "3:2", "prefs": ["final_model"]}
+        3, 1, JobParams(aspect="3:2", prefs=("final_model",))
     )
     var = plans.variation(parent, parent_request, 2)
     assert var.request.init == DraftInit(parent_request, 2) and var.fields["mode"] == "variation"
@@ -64,23 +65,23 @@ def test_upscale_and_variation_start_from_the_parents_image():
 
 
 def test_an_upscale_of_a_draft_with_no_known_aspect_scales_its_size():
-    parent = job_row(id=3, width=512, height=768, params={})
+    parent = job_row(id=3, width=512, height=768, params=JobParams())
     up = plans.upscale(parent, request_for(parent), 0, Applied(), OFFER, draft_size=512, final_size=1024)
-    assert (up.request.width, up.request.height) == (1024, 1536) and up.fields["params"] == {}
+    assert (up.request.width, up.request.height) == (1024, 1536) and up.fields["params"] == JobParams()
 
 
 def test_reroll_and_repost_describe_the_same_generation_as_the_row():
-    row = job_row(id=8, mode="img2img", strength=0.4, params={"init_image": "k", "aspect": "1:1"})
+    row = job_row(id=8, mode="img2img", strength=0.4, params=JobParams(init_image="k", aspect="1:1"))
     rebuilt = request_for(row, images={"k": png(64, 64)})
     again = plans.repost(row, rebuilt)
     assert again.request == rebuilt
     same = {name: getattr(row, name) for name in ("kind", "mode", "prompt", "negative_prompt", "model", "width",
                                                    "height", "seed", "steps", "count", "strength", "parent_index")}
     assert {name: again.fields[name] for name in same} == same
-    assert again.fields["params"] == {"init_image": "k", "aspect": "1:1", "repost_of": 8}
+    assert again.fields["params"] == JobParams(init_image="k", aspect="1:1", repost_of=8)
     reroll = plans.reroll(row, rebuilt)
     assert reroll.fields["mode"] == "reroll" and reroll.fields["parent_id"] == 8
-    assert reroll.fields["seed"] == reroll.request.seed and reroll.fields["params"]["reroll_of"] == 8
+    assert reroll.fields["seed"] == reroll.request.seed and reroll.fields["params"].reroll_of == 8
 
 
 @pytest.mark.parametrize(("value", "message"), [(0.0, "out of range"), (1.5, "out of range"), (True, "a number")])

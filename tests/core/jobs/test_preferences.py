@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.history import UserPrefs
+from core.history import JobParams, UserPrefs
 from core.jobs.preferences import Applied, apply_prefs, checked_changes
 from core.limits import MAX_STYLE_SUFFIX_CHARS, Refusal, check_style_suffix, with_style
 from engine.api import MAX_PROMPT_CHARS
@@ -63,7 +63,7 @@ def test_defaults_fill_only_what_was_left_empty_and_say_which():
     asked = apply_prefs(mine, every, prompt="a fox")
     used = ("aspect", "final_model", "negative_prompt", "style_suffix")
     assert asked == Applied("a fox, watercolor", "blurry", "16:9", "sdxl", used)
-    assert asked.noted({"aspect": "16:9"}) == {"aspect": "16:9", "prefs": list(used)}
+    assert asked.noted(JobParams(aspect="16:9")) == JobParams(aspect="16:9", prefs=tuple(sorted(used)))
     given = apply_prefs(mine, every, prompt="a fox", negative_prompt="dogs", aspect="1:1", model="ssd-1b")
     assert (given.negative_prompt, given.aspect, given.model) == ("dogs", "1:1", "ssd-1b")
     assert given.used == ("style_suffix",)
@@ -74,7 +74,7 @@ def test_only_the_named_defaults_are_used():
     asked = apply_prefs(mine, ("final_model",), prompt="a fox")
     assert asked == Applied("a fox", "", None, "sdxl", ("final_model",))
     nothing = apply_prefs(prefs(), ("style_suffix", "aspect"), prompt="a fox")
-    assert nothing.noted({"aspect": "1:1"}) == {"aspect": "1:1"}
+    assert nothing.noted(JobParams(aspect="1:1")) == JobParams(aspect="1:1")
 
 
 def test_a_default_this_bot_no_longer_offers_is_left_out():

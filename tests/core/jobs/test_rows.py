@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from core.history import NewJob
+from core.history import JobParams, NewJob
 from core.jobs.rows import RebuildError, new_job_fields, rebuild_request, request_for
 from engine.api import DraftInit, DraftRequest, FinalRequest
-from tests.core.jobs.support import job_row as _row
+from tests.core.records import job_record as _row
 
 
 async def test_restart_fails_a_job_whose_parent_is_gone(store, engine):
@@ -64,13 +64,13 @@ def test_request_for_round_trips():
 
 def test_a_new_rows_fields_come_from_its_request():
     final = FinalRequest(prompt="p", seed=3, model="sdxl", steps=30, guidance=5.0)
-    fields = new_job_fields(final, mode="final", params={"aspect": "1:1"})
+    fields = new_job_fields(final, mode="final", params=JobParams(aspect="1:1"))
     assert NewJob(**fields, guild_id=10, channel_id=100, user_id=1) == NewJob(
         kind="final", mode="final", guild_id=10, channel_id=100, user_id=1, prompt="p", model="sdxl",
-        width=1024, height=1024, seed=3, steps=30, guidance=5.0, count=1, params={"aspect": "1:1"},
+        width=1024, height=1024, seed=3, steps=30, guidance=5.0, count=1, params=JobParams(aspect="1:1"),
     )
     draft = DraftRequest(prompt="p", seed=1, strength=0.3)  # no start image: the strength means nothing
-    assert new_job_fields(draft, mode="imagine", params={})["strength"] is None
+    assert new_job_fields(draft, mode="imagine", params=JobParams())["strength"] is None
     upscale = dataclasses.replace(final, init=DraftInit(draft, 2), strength=0.4)
-    fields = new_job_fields(upscale, mode="upscale", params={}, parent_id=7, parent_index=2)
+    fields = new_job_fields(upscale, mode="upscale", params=JobParams(), parent_id=7, parent_index=2)
     assert (fields["strength"], fields["parent_id"], fields["parent_index"]) == (0.4, 7, 2)

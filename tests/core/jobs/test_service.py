@@ -150,7 +150,7 @@ async def test_reroll_keeps_everything_but_the_seed(service, store, engine):
     old, new = engine.item(draft.id).request, engine.item(job.id).request
     assert new.seed != old.seed or new.seed == old.seed == 0
     assert dataclasses.replace(new, seed=old.seed) == old
-    assert (job.mode, job.parent_id, job.params["reroll_of"], job.user_id) == ("reroll", draft.id, draft.id, 3)
+    assert (job.mode, job.parent_id, job.params.reroll_of, job.user_id) == ("reroll", draft.id, draft.id, 3)
 
 
 async def test_repost_is_the_same_request_and_only_for_the_author_or_moderators(service, store, engine):
@@ -160,7 +160,7 @@ async def test_repost_is_the_same_request_and_only_for_the_author_or_moderators(
     assert "belongs to someone else" in stranger.refusals[0]
     again = await service.repost(RecordingOrigin(user_id=9, moderator=True), draft.id)
     assert engine.item(again.id).request == engine.item(draft.id).request
-    assert again.params["repost_of"] == draft.id
+    assert again.params.repost_of == draft.id
 
 
 # --------------------------------------------------------------------------- cancel
@@ -198,8 +198,8 @@ async def test_imagine_fills_empty_options_from_prefs_and_the_row_keeps_the_effe
         (704, 384),
     )
     row = await store.get_job(job.id)
-    assert (row.prompt, row.negative_prompt, row.params["aspect"]) == ("a red fox, watercolor", "blurry", "16:9")
-    assert row.params["prefs"] == ["aspect", "negative_prompt", "style_suffix"]
+    assert (row.prompt, row.negative_prompt, row.params.aspect) == ("a red fox, watercolor", "blurry", "16:9")
+    assert row.params.prefs == ("aspect", "negative_prompt", "style_suffix")
 
     # What the user gives wins; the suffix is still appended.
     mine = await service.imagine(origin, prompt="a cat", negative_prompt="dogs", aspect="1:1", seed=5)
@@ -209,7 +209,7 @@ async def test_imagine_fills_empty_options_from_prefs_and_the_row_keeps_the_effe
     # Another user is untouched.
     other = await service.imagine(RecordingOrigin(user_id=2), prompt="a cat", seed=5)
     row = await store.get_job(other.id)
-    assert (row.prompt, row.negative_prompt, "prefs" in row.params) == ("a cat", "", False)
+    assert (row.prompt, row.negative_prompt, row.params.prefs) == ("a cat", "", ())
 
 
 async def test_a_reroll_repeats_the_stored_prompt_without_adding_the_suffix_again(service, store, engine):
@@ -240,7 +240,7 @@ async def test_upscale_uses_the_clickers_preferred_model(service, store, engine)
     await service.update_prefs(1, final_model="sdxl")
     final = await service.upscale(RecordingOrigin(), drafts.id, 0)
     assert engine.item(final.id).request.model == "sdxl"
-    assert (await store.get_job(final.id)).params["prefs"] == ["final_model"]
+    assert (await store.get_job(final.id)).params.prefs == ("final_model",)
 
 
 async def test_the_suffix_cannot_push_a_prompt_over_the_limit_or_past_blocked_words(service, store, engine):
