@@ -139,12 +139,12 @@ class ImagineCog(commands.Cog):
                 raise Refusal("Give a mask or a region (left, top, width, height), not both.")
             region = None
             if mask is None:
-                if any(v is None for v in sides):
+                if left is None or top is None or width is None or height is None:
                     raise Refusal(
                         "Mark what to repaint: attach a mask (white = repaint), or give all four of "
                         "left, top, width and height (percent of the image)."
                     )
-                region = tuple(float(v) for v in sides)  # type: ignore[arg-type]
+                region = (float(left), float(top), float(width), float(height))
             await origin.defer()  # Discord first: the downloads and checks can take seconds
             picture = await read_image(image, what="image")
             painted = await read_image(mask, what="mask") if mask is not None else None

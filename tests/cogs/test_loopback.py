@@ -20,8 +20,9 @@ from bot import ImagineBot
 from core.history import HistoryStore
 from core.settings import BotSettings
 from tests.core.doubles import RunningFakeEngine
-from tests.fakediscord import FakeDiscord, StoredMessage
+from tests.fakediscord import FakeDiscord, StoredMessage, Upload
 from tests.fakediscord.world import World
+from tests.images import test_image
 
 FLAG_EPHEMERAL = 64
 
@@ -276,3 +277,17 @@ async def test_image_channel_where_the_bot_may_not_post(env, caplog):
     await fake.say(world.readonly, "a prompt nobody can answer", user=world.alice)
     await fake.wait_for(lambda: any("may not send messages" in r.getMessage() for r in caplog.records))
     assert fake.bot_messages(world.readonly) == []
+
+
+async def test_edit_takes_a_region_of_all_four_sides_only(env):
+    fake = env.fake
+    picture = Upload("street.png", test_image(640, 480), content_type="image/png")
+    partial = await fake.slash("edit", {"image": picture, "prompt": "a door", "left": 50, "top": 0, "width": 50})
+    await fake.wait_for(lambda: partial.callback_type is not None, what="the refusal")
+    assert partial.callback_data["flags"] & FLAG_EPHEMERAL and "all four of" in partial.callback_data["content"]
+
+    sides = {"left": 50, "top": 0, "width": 50, "height": 100}
+    edit = await fake.slash("edit", {"image": picture, "prompt": "a blue door", **sides, "seed": 4})
+    result = await fake.wait_for(lambda: edit.original if edit.original and edit.original.attachments else None)
+    job = await env.job_of(result)
+    assert (job.mode, job.params["region"]) == ("inpaint", [50, 0, 50, 100])
