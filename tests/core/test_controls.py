@@ -1,4 +1,4 @@
-"""Job buttons: custom ids carry the job, rows as users expect, and a custom id rebuilds its button."""
+"""Job buttons: custom ids carry the job, rows as users expect, and the registry finds them after a restart."""
 
 from __future__ import annotations
 
