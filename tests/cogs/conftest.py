@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from core.history import HistoryStore
+from tests.cogs.support import running_harness
+
+
+@pytest.fixture
+async def store(tmp_path):
+    """A real history store on a temporary file."""
+    store = await HistoryStore.open(tmp_path / "history.sqlite3")
+    yield store
+    await store.close()
+
 
 @pytest.fixture
 async def loopback(tmp_path, caplog):
     """The real bot (cogs, job service, discord.py) against the loopback Discord, with the fake engine."""
-    from tests.cogs.test_loopback import running_harness
-
     async with running_harness(tmp_path, caplog) as harness:
         yield harness

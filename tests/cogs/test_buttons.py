@@ -3,7 +3,7 @@ component keeps working after a restart: the custom id carries all the state."""
 
 from __future__ import annotations
 
-from tests.cogs.test_loopback import FLAG_EPHEMERAL, imagine
+from tests.cogs.support import FLAG_EPHEMERAL, imagine
 
 
 async def test_a_button_naming_another_job_than_its_message_is_refused(loopback):

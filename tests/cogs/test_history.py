@@ -8,17 +8,10 @@ import discord
 import pytest
 
 from cogs.history import HistoryPageButton, RepostSelect, history_page
-from core.history import HistoryStore, NewJob
+from core.history import NewJob
 from core.limits import MAX_SEARCH_CHARS, Refusal
 
 GUILD = 10
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
 
 
 def interaction(*, user_id: int = 1, moderator: bool = False):

@@ -60,13 +60,6 @@ class BotDouble:
         return self.channel
 
 
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
-
-
 async def make_job(store: HistoryStore, *, kind: str = "draft", status: str = "done") -> int:
     job = await store.create_job(
         NewJob(

@@ -88,13 +88,6 @@ class BotDouble:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
-
-
-@pytest.fixture
 def bot(store):
     return BotDouble(store)
 

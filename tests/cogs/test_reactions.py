@@ -8,20 +8,13 @@ import discord
 import pytest
 
 from cogs.reactions import plain_emoji, reacted_job
-from core.history import HistoryStore, NewJob
+from core.history import NewJob
 
 BOT_ID = 999
 MEMBER = 2
 GUILD = 10
 CHANNEL = 100
 RESULT = 7000
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = await HistoryStore.open(tmp_path / "history.sqlite3")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
