@@ -58,7 +58,14 @@ class ImagineBot(commands.AutoShardedBot):
 
     Auto-sharded: Discord says how many shards the bot needs (``GET /gateway/bot``) and one process
     runs them all. History stays in one SQLite file, so there is one bot process.
+    Cogs type their ``self.bot`` as this class; components reach it through ``core.controls.jobs_client``.
     """
+
+    settings: BotSettings
+    store: HistoryStore
+    engine: ImageEngine
+    jobs: JobService
+    failed_extensions: list[str]  # extensions that did not load (logged loudly in setup_hook)
 
     def __init__(
         self,
@@ -88,7 +95,7 @@ class ImagineBot(commands.AutoShardedBot):
             inputs=InputStore.beside(Path(store.path)),
             run_log=run_log,
         )
-        self.failed_extensions: list[str] = []
+        self.failed_extensions = []
         self._closing_started = False
 
     async def setup_hook(self) -> None:
@@ -127,8 +134,11 @@ class ImagineBot(commands.AutoShardedBot):
 
 def _configure_logging(level: int) -> None:
     # discord.py colours its log inside Docker even when it goes to a file; colour only a terminal.
-    plain = None if sys.stderr.isatty() else logging.Formatter("{asctime} {levelname:<8} {name}: {message}", style="{")
-    discord.utils.setup_logging(level=level, root=True, formatter=plain)
+    if sys.stderr.isatty():
+        discord.utils.setup_logging(level=level, root=True)
+    else:
+        plain = logging.Formatter("{asctime} {levelname:<8} {name}: {message}", style="{")
+        discord.utils.setup_logging(level=level, root=True, formatter=plain)
 
 
 def build_engine(settings: BotSettings, engine_settings: EngineSettings | None) -> ImageEngine:

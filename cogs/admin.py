@@ -8,6 +8,7 @@ Members with Manage Server only: the commands are hidden from others by default 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -18,6 +19,10 @@ from core.history import GuildSettings
 from core.limits import MAX_BLOCKED_WORDS, Refusal, parse_word_list
 from core.render import shown
 from core.safety import available as safety_available
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+    from core.jobs import JobService
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,13 @@ def describe_settings(settings: GuildSettings) -> str:
     )[:2000]
 
 
+def server_id(interaction: discord.Interaction) -> int:
+    """The server the command came from (the commands are server-only; a DM gets NoPrivateMessage)."""
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage()
+    return interaction.guild_id
+
+
 class AdminCog(commands.Cog):
     """Server settings for the image bot."""
 
@@ -67,37 +79,38 @@ class AdminCog(commands.Cog):
         name="words", description="Words refused in prompts outside age-restricted channels.", parent=settings
     )
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot: ImagineBot = bot
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Checked on our side too: default permissions are only a default a server can change."""
-        if interaction.guild_id is None:
-            raise app_commands.NoPrivateMessage()
+        server_id(interaction)
         if not interaction.permissions.manage_guild:
             raise app_commands.MissingPermissions(["manage_guild"])
         return True
 
     @property
-    def jobs(self):  # core.jobs.JobService: guild settings go through its cache
-        return self.bot.jobs  # type: ignore[attr-defined]
+    def jobs(self) -> JobService:  # guild settings go through its cache
+        return self.bot.jobs
 
     async def _reply(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @settings.command(name="show", description="Show this server's image settings.")
     async def show(self, interaction: discord.Interaction) -> None:
-        await self._reply(interaction, describe_settings(await self.jobs.guild_settings(interaction.guild_id)))
+        guild_id = server_id(interaction)
+        await self._reply(interaction, describe_settings(await self.jobs.guild_settings(guild_id)))
 
     # ----------------------------------------------------------------- image channels
 
     @channels.command(name="add", description="Make every message in a channel a prompt.")
     @app_commands.describe(channel="The channel")
     async def channel_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        if channel.guild.id != interaction.guild_id:
+        guild_id = server_id(interaction)
+        if channel.guild.id != guild_id:
             raise Refusal("That channel is in another server.")
-        await self.jobs.add_image_channel(interaction.guild_id, channel.id)
-        log.info("guild %s: image channel %s added by %s", interaction.guild_id, channel.id, interaction.user.id)
+        await self.jobs.add_image_channel(guild_id, channel.id)
+        log.info("guild %s: image channel %s added by %s", guild_id, channel.id, interaction.user.id)
         text = f"{channel.mention} is now an image channel: every message there is a prompt."
         me = channel.guild.me
         if me is not None:
@@ -112,14 +125,16 @@ class AdminCog(commands.Cog):
     @channels.command(name="remove", description="Stop treating a channel's messages as prompts.")
     @app_commands.describe(channel="The channel")
     async def channel_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        if not await self.jobs.remove_image_channel(interaction.guild_id, channel.id):
+        guild_id = server_id(interaction)
+        if not await self.jobs.remove_image_channel(guild_id, channel.id):
             raise Refusal(f"{channel.mention} is not an image channel.")
-        log.info("guild %s: image channel %s removed by %s", interaction.guild_id, channel.id, interaction.user.id)
+        log.info("guild %s: image channel %s removed by %s", guild_id, channel.id, interaction.user.id)
         await self._reply(interaction, f"{channel.mention} is a normal channel again.")
 
     @channels.command(name="list", description="List the image channels.")
     async def channel_list(self, interaction: discord.Interaction) -> None:
-        settings = await self.jobs.guild_settings(interaction.guild_id)
+        guild_id = server_id(interaction)
+        settings = await self.jobs.guild_settings(guild_id)
         channels = ", ".join(f"<#{c}>" for c in sorted(settings.image_channels))
         await self._reply(interaction, f"Image channels: {channels}" if channels else "There are no image channels.")
 
@@ -132,6 +147,7 @@ class AdminCog(commands.Cog):
     async def limits(
         self, interaction: discord.Interaction, waiting: int | None = None, per_minute: int | None = None
     ) -> None:
+        guild_id = server_id(interaction)
         changes: dict[str, int] = {}
         for name, value, field in (
             ("waiting", waiting, "max_waiting_per_user"),
@@ -143,10 +159,10 @@ class AdminCog(commands.Cog):
                 raise Refusal(f"{name} must be a whole number from 1 to {MAX_LIMIT}, not {value}.")
             changes[field] = value
         if not changes:
-            settings = await self.jobs.guild_settings(interaction.guild_id)
+            settings = await self.jobs.guild_settings(guild_id)
         else:
-            settings = await self.jobs.update_guild_settings(interaction.guild_id, **changes)
-            log.info("guild %s: limits %s set by %s", interaction.guild_id, changes, interaction.user.id)
+            settings = await self.jobs.update_guild_settings(guild_id, **changes)
+            log.info("guild %s: limits %s set by %s", guild_id, changes, interaction.user.id)
         await self._reply(
             interaction,
             f"Each member may have {settings.max_waiting_per_user} jobs waiting and start "
@@ -156,8 +172,9 @@ class AdminCog(commands.Cog):
     @settings.command(name="finals", description="Allow finals in channels that are not age-restricted.")
     @app_commands.describe(allowed="Allow finals outside age-restricted channels")
     async def finals(self, interaction: discord.Interaction, allowed: bool) -> None:
-        await self.jobs.update_guild_settings(interaction.guild_id, finals_outside_nsfw=bool(allowed))
-        log.info("guild %s: finals outside nsfw = %s, by %s", interaction.guild_id, allowed, interaction.user.id)
+        guild_id = server_id(interaction)
+        await self.jobs.update_guild_settings(guild_id, finals_outside_nsfw=bool(allowed))
+        log.info("guild %s: finals outside nsfw = %s, by %s", guild_id, allowed, interaction.user.id)
         where = "in every channel" if allowed else "in age-restricted channels only"
         await self._reply(interaction, f"Finals are now made {where}.")
 
@@ -165,6 +182,7 @@ class AdminCog(commands.Cog):
     @app_commands.describe(mode="off, spoiler (post flagged images blurred) or block (do not post them)")
     @app_commands.choices(mode=SAFETY_CHOICES)
     async def safety(self, interaction: discord.Interaction, mode: str) -> None:
+        guild_id = server_id(interaction)
         if mode not in SAFETY_WORDS:
             raise Refusal(f"Unknown mode {mode[:20]!r}: choose off, spoiler or block.")
         if mode != "off" and not safety_available():
@@ -172,8 +190,8 @@ class AdminCog(commands.Cog):
                 "The image safety check is not installed on this bot: its owner can add it with "
                 "pip install '.[safety]' (NudeNet)."
             )
-        await self.jobs.update_guild_settings(interaction.guild_id, image_safety=mode)
-        log.info("guild %s: image safety check = %s, by %s", interaction.guild_id, mode, interaction.user.id)
+        await self.jobs.update_guild_settings(guild_id, image_safety=mode)
+        log.info("guild %s: image safety check = %s, by %s", guild_id, mode, interaction.user.id)
         await self._reply(
             interaction,
             f"Image safety check: {SAFETY_WORDS[mode]}. It looks at drafts and finals before they are posted in "
@@ -185,13 +203,14 @@ class AdminCog(commands.Cog):
     @words.command(name="add", description="Refuse prompts with these words outside age-restricted channels.")
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def words_add(self, interaction: discord.Interaction, words: str) -> None:
-        settings = await self.jobs.guild_settings(interaction.guild_id)
+        guild_id = server_id(interaction)
+        settings = await self.jobs.guild_settings(guild_id)
         new = [w for w in parse_word_list(words) if w not in settings.blocked_words]
         merged = (*settings.blocked_words, *new)
         if len(merged) > MAX_BLOCKED_WORDS:
             raise Refusal(f"That would make {len(merged)} blocked words; the most is {MAX_BLOCKED_WORDS}.")
-        await self.jobs.update_guild_settings(interaction.guild_id, blocked_words=merged)
-        log.info("guild %s: %d blocked words added by %s", interaction.guild_id, len(new), interaction.user.id)
+        await self.jobs.update_guild_settings(guild_id, blocked_words=merged)
+        log.info("guild %s: %d blocked words added by %s", guild_id, len(new), interaction.user.id)
         await self._reply(
             interaction, f"Blocked {len(new)} more word{'s' if len(new) != 1 else ''}; {len(merged)} in all."
         )
@@ -199,24 +218,26 @@ class AdminCog(commands.Cog):
     @words.command(name="remove", description="Allow these words again.")
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def words_remove(self, interaction: discord.Interaction, words: str) -> None:
-        settings = await self.jobs.guild_settings(interaction.guild_id)
+        guild_id = server_id(interaction)
+        settings = await self.jobs.guild_settings(guild_id)
         gone = set(parse_word_list(words))
         kept = tuple(w for w in settings.blocked_words if w not in gone)
         removed = len(settings.blocked_words) - len(kept)
         if not removed:
             raise Refusal("None of those words were blocked.")
-        await self.jobs.update_guild_settings(interaction.guild_id, blocked_words=kept)
-        log.info("guild %s: %d blocked words removed by %s", interaction.guild_id, removed, interaction.user.id)
+        await self.jobs.update_guild_settings(guild_id, blocked_words=kept)
+        log.info("guild %s: %d blocked words removed by %s", guild_id, removed, interaction.user.id)
         await self._reply(interaction, f"Unblocked {removed} word{'s' if removed != 1 else ''}; {len(kept)} left.")
 
     @words.command(name="list", description="List the blocked words.")
     async def words_list(self, interaction: discord.Interaction) -> None:
-        settings = await self.jobs.guild_settings(interaction.guild_id)
+        guild_id = server_id(interaction)
+        settings = await self.jobs.guild_settings(guild_id)
         if not settings.blocked_words:
             await self._reply(interaction, "No words are blocked.")
             return
         await self._reply(interaction, "Blocked words: " + ", ".join(shown(w, 50) for w in settings.blocked_words))
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(AdminCog(bot))

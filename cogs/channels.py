@@ -7,11 +7,15 @@ Message Content Intent); without it Discord sends empty text and nothing happens
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
 from core.origins import MessageOrigin, age_restricted
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +25,8 @@ PLAIN_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 class ImageChannelsCog(commands.Cog):
     """Prompts as plain messages in the channels a server chose."""
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot: ImagineBot = bot
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -30,7 +34,7 @@ class ImageChannelsCog(commands.Cog):
             return
         if message.type not in PLAIN_MESSAGE_TYPES:
             return
-        jobs = self.bot.jobs  # type: ignore[attr-defined]
+        jobs = self.bot.jobs
         settings = await jobs.guild_settings(message.guild.id)
         if message.channel.id not in settings.image_channels:
             return
@@ -64,5 +68,5 @@ class ImageChannelsCog(commands.Cog):
         await jobs.imagine(origin, prompt=prompt)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(ImageChannelsCog(bot))

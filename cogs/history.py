@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -19,12 +20,16 @@ from discord.ext import commands
 
 from cogs.options import JobId, Page, Search
 from core import render
+from core.controls import jobs_client
 from core.delivery import NO_MENTIONS
-from core.history import JobRecord
+from core.history import HistoryStore, JobRecord
 from core.limits import Refusal, check_search
 from core.origins import InteractionOrigin
 from core.scope import readable_channel_ids, server_moderator
 from core.tree import report_error
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ def _job_line(job: JobRecord) -> str:
 
 async def history_page(
     interaction: discord.Interaction,
+    store: HistoryStore,
     *,
     viewer_id: int,
     target_id: int,
@@ -57,10 +63,9 @@ async def history_page(
     if target_id != viewer_id:
         if not server_moderator(interaction.user):
             raise Refusal("Only moderators (Manage Messages for the whole server) can see another member's history.")
-        channel_ids = readable_channel_ids(interaction.user)  # type: ignore[arg-type]
+        channel_ids = readable_channel_ids(interaction.user)
     if not (1 <= page <= MAX_PAGE):
         raise Refusal(f"Page {page} does not exist; pages start at 1.")
-    store = interaction.client.store  # type: ignore[attr-defined]
     jobs, total = await store.history(
         user_id=target_id,
         guild_id=interaction.guild_id,
@@ -131,8 +136,10 @@ class HistoryPageButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> HistoryPageButton:
+        if not isinstance(item, discord.ui.Button):
+            raise TypeError(f"a history page custom id on a {type(item).__name__}, not a button")
         return cls(
             int(match["viewer"]),
             int(match["target"]),
@@ -149,6 +156,7 @@ class HistoryPageButton(
                 raise Refusal("These buttons belong to someone else's /history; run /history yourself.")
             text, view = await history_page(
                 interaction,
+                jobs_client(interaction).store,
                 viewer_id=self.viewer_id,
                 target_id=self.target_id,
                 page=self.page,
@@ -184,8 +192,10 @@ class RepostSelect(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Select, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> RepostSelect:
+        if not isinstance(item, discord.ui.Select):
+            raise TypeError(f"a re-post custom id on a {type(item).__name__}, not a menu")
         return cls(int(match["viewer"]), select=item)
 
     async def callback(self, interaction: discord.Interaction) -> None:
@@ -195,7 +205,7 @@ class RepostSelect(
             values = self.item.values
             if not values or not values[0].isdigit():
                 raise Refusal("Pick a job from the list.")
-            await interaction.client.jobs.repost(InteractionOrigin(interaction), int(values[0]))  # type: ignore[attr-defined]
+            await jobs_client(interaction).jobs.repost(InteractionOrigin(interaction), int(values[0]))
         except Exception as e:
             await report_error(interaction, e)
 
@@ -203,8 +213,8 @@ class RepostSelect(
 class HistoryCog(commands.Cog):
     """Past prompts: list, search, re-post."""
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot: ImagineBot = bot
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(HistoryPageButton, RepostSelect)
@@ -234,6 +244,7 @@ class HistoryCog(commands.Cog):
             raise Refusal("The page must be a whole number.")
         text, view = await history_page(
             interaction,
+            self.bot.store,
             viewer_id=interaction.user.id,
             target_id=target,
             page=number,
@@ -246,8 +257,8 @@ class HistoryCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(job="Job number (from /history or under a result)")
     async def show(self, interaction: discord.Interaction, job: JobId) -> None:
-        await self.bot.jobs.repost(InteractionOrigin(interaction), job)  # type: ignore[attr-defined]
+        await self.bot.jobs.repost(InteractionOrigin(interaction), job)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(HistoryCog(bot))

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength
+from cogs.reactions import plain_emoji, reacted_job
 from core.attachments import check_declared, normalize_image, normalize_mask
 from core.controls import REROLL_EMOJI, JobButton
 from core.history import JobRecord
 from core.limits import Refusal
 from core.origins import InteractionOrigin, MessageOrigin, age_restricted
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +46,11 @@ async def read_image(attachment: discord.Attachment, *, what: str) -> bytes:
     return await asyncio.to_thread(normalize_image, data, what=what)
 
 
-def _plain(emoji: str) -> str:
-    """Emoji name without variation selectors: clients send keycaps both with and without U+FE0F."""
-    return emoji.replace("\ufe0f", "")
-
-
 class ImagineCog(commands.Cog):
     """Making images: drafts, finals, and what can be done with a result."""
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot: ImagineBot = bot
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(JobButton)
@@ -91,7 +91,7 @@ class ImagineCog(commands.Cog):
         elif strength is not None:
             await origin.refuse("Strength only matters with an image: attach one, or leave strength out.")
             return
-        await self.bot.jobs.imagine(  # type: ignore[attr-defined]
+        await self.bot.jobs.imagine(
             origin,
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -139,19 +139,19 @@ class ImagineCog(commands.Cog):
                 raise Refusal("Give a mask or a region (left, top, width, height), not both.")
             region = None
             if mask is None:
-                if any(v is None for v in sides):
+                if left is None or top is None or width is None or height is None:
                     raise Refusal(
                         "Mark what to repaint: attach a mask (white = repaint), or give all four of "
                         "left, top, width and height (percent of the image)."
                     )
-                region = tuple(float(v) for v in sides)  # type: ignore[arg-type]
+                region = (float(left), float(top), float(width), float(height))
             await origin.defer()  # Discord first: the downloads and checks can take seconds
             picture = await read_image(image, what="image")
             painted = await read_image(mask, what="mask") if mask is not None else None
         except Refusal as r:
             await origin.refuse(str(r))
             return
-        await self.bot.jobs.edit(  # type: ignore[attr-defined]
+        await self.bot.jobs.edit(
             origin,
             prompt=prompt,
             image=picture,
@@ -182,7 +182,7 @@ class ImagineCog(commands.Cog):
         seed: Seed | None = None,
         model: str | None = None,
     ) -> None:
-        await self.bot.jobs.final(  # type: ignore[attr-defined]
+        await self.bot.jobs.final(
             InteractionOrigin(interaction),
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -195,21 +195,12 @@ class ImagineCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        if payload.guild_id is None or payload.emoji.id is not None or payload.emoji.name is None:
-            return
-        name = _plain(payload.emoji.name)
+        name = plain_emoji(payload.emoji)
         if name not in (REROLL_EMOJI, CANCEL_EMOJI) and name not in NUMBER_EMOJI:
             return
-        me = self.bot.user
-        if me is None or payload.user_id == me.id:
+        job = await reacted_job(self.bot, payload)
+        if job is None:
             return
-        if payload.message_author_id is not None and payload.message_author_id != me.id:
-            return  # Discord says whose message it is: not ours
-        if payload.member is not None and payload.member.bot:
-            return
-        job = await self.bot.store.job_by_message(payload.message_id)  # type: ignore[attr-defined]
-        if job is None or job.result_message_id != payload.message_id or job.guild_id != payload.guild_id:
-            return  # not one of our job messages
 
         origin = MessageOrigin(
             self.bot,
@@ -220,7 +211,7 @@ class ImagineCog(commands.Cog):
             age_restricted=age_restricted(self.bot.get_channel(payload.channel_id)),
             member=payload.member,
         )
-        jobs = self.bot.jobs  # type: ignore[attr-defined]
+        jobs = self.bot.jobs
         if name == CANCEL_EMOJI:
             await self._cancel_or_delete(payload, job, origin)
         elif name == REROLL_EMOJI:
@@ -244,7 +235,7 @@ class ImagineCog(commands.Cog):
             return
         if not job.finished:
             try:
-                await self.bot.jobs.cancel(  # type: ignore[attr-defined]
+                await self.bot.jobs.cancel(
                     job.id, user_id=payload.user_id, moderator=moderator, guild_id=payload.guild_id
                 )
             except Refusal as r:
@@ -259,5 +250,5 @@ class ImagineCog(commands.Cog):
             await origin.refuse("I may not delete messages in this channel.")
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(ImagineCog(bot))

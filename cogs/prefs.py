@@ -17,18 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Prompt, StyleSuffix
+from cogs.reactions import plain_emoji, reacted_job
 from core import render
 from core.delivery import NO_MENTIONS
 from core.direct import message_link, send_direct
 from core.history import JobRecord, UserPrefs
 from core.limits import DEFAULT_ASPECT, Refusal
 from core.throttle import UserThrottle
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +75,20 @@ def prefs_text(prefs: UserPrefs, *, default_model: str, title: str = "Your defau
     return "\n".join(lines)[: render.MESSAGE_LIMIT]
 
 
-def _plain(emoji: str) -> str:
-    return emoji.replace("\ufe0f", "")
-
-
 class PrefsCog(commands.Cog):
     """What is a member's own: their defaults, their favourites, copies of results by DM."""
 
     prefer = app_commands.Group(name="prefer", description="Your defaults for new images.", guild_only=True)
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot: ImagineBot = bot
         self._dm_sent: dict[tuple[int, int], float] = {}  # (user, message) -> when ✉️ last sent a copy
         self._dm_copies = UserThrottle(DM_COPIES_PER_MINUTE, 60.0)  # ✉️ on many results at once
 
     # ----------------------------------------------------------------- /prefer
 
     def _default_model(self) -> str:
-        return self.bot.jobs.engine.offer.default_final_model  # type: ignore[attr-defined]
+        return self.bot.engine.offer.default_final_model
 
     @prefer.command(name="set", description="Set some of your defaults (the others stay as they are).")
     @app_commands.describe(
@@ -120,14 +121,14 @@ class PrefsCog(commands.Cog):
         }
         if not changes:
             raise Refusal("Give at least one default to set; /prefer show lists them, /prefer reset clears them.")
-        prefs = await self.bot.jobs.update_prefs(interaction.user.id, **changes)  # type: ignore[attr-defined]
+        prefs = await self.bot.jobs.update_prefs(interaction.user.id, **changes)
         log.info("user %s set defaults: %s", interaction.user.id, ", ".join(sorted(changes)))
         text = prefs_text(prefs, default_model=self._default_model(), title="Saved. Your defaults")
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @prefer.command(name="show", description="Your defaults for new images.")
     async def prefer_show(self, interaction: discord.Interaction) -> None:
-        prefs = await self.bot.jobs.user_prefs(interaction.user.id)  # type: ignore[attr-defined]
+        prefs = await self.bot.jobs.user_prefs(interaction.user.id)
         text = prefs_text(prefs, default_model=self._default_model())
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
@@ -138,36 +139,18 @@ class PrefsCog(commands.Cog):
         fields = RESET_FIELDS.get(what or "all")
         if fields is None:
             raise Refusal(f"Unknown default {str(what)[:20]!r}: choose one from the list.")
-        prefs = await self.bot.jobs.update_prefs(  # type: ignore[attr-defined]
-            interaction.user.id, **dict.fromkeys(fields)
-        )
+        prefs = await self.bot.jobs.update_prefs(interaction.user.id, **dict.fromkeys(fields))
         text = prefs_text(prefs, default_model=self._default_model(), title="Reset. Your defaults")
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     # ----------------------------------------------------------------- ⭐ and ✉️
 
-    async def _job_of(self, payload: discord.RawReactionActionEvent) -> JobRecord | None:
-        """The job whose result message got this reaction, or None when it is not for us."""
-        if payload.guild_id is None or payload.emoji.id is not None or payload.emoji.name is None:
-            return None
-        me = self.bot.user
-        if me is None or payload.user_id == me.id:
-            return None
-        if payload.message_author_id is not None and payload.message_author_id != me.id:
-            return None
-        if payload.member is not None and payload.member.bot:
-            return None
-        job = await self.bot.store.job_by_message(payload.message_id)  # type: ignore[attr-defined]
-        if job is None or job.result_message_id != payload.message_id or job.guild_id != payload.guild_id:
-            return None
-        return job
-
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        name = _plain(payload.emoji.name or "")
+        name = plain_emoji(payload.emoji)
         if name not in (STAR_EMOJI, ENVELOPE_EMOJI):
             return
-        job = await self._job_of(payload)
+        job = await reacted_job(self.bot, payload)
         if job is None:
             return
         if name == STAR_EMOJI:
@@ -177,16 +160,16 @@ class PrefsCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        if _plain(payload.emoji.name or "") != STAR_EMOJI:
+        if plain_emoji(payload.emoji) != STAR_EMOJI:
             return
-        job = await self._job_of(payload)
+        job = await reacted_job(self.bot, payload)
         if job is not None:
             await self._mark(job, payload.user_id, False)
 
     async def _mark(self, job: JobRecord, user_id: int, favorite: bool) -> None:
         if job.user_id != user_id:
             return  # a ⭐ on someone else's job is an ordinary reaction
-        await self.bot.store.set_favorite(job.id, favorite)  # type: ignore[attr-defined]
+        await self.bot.store.set_favorite(job.id, favorite)
         log.info("job %s %s favourite of user %s", job.id, "is a" if favorite else "is no longer a", user_id)
 
     async def _send_copy(self, job: JobRecord, payload: discord.RawReactionActionEvent) -> None:
@@ -218,5 +201,5 @@ class PrefsCog(commands.Cog):
             log.info("✉️ job %s sent to user %s by DM", job.id, payload.user_id)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(PrefsCog(bot))

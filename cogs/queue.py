@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -14,6 +15,9 @@ from core.delivery import NO_MENTIONS
 from core.limits import Refusal
 from core.scope import moderates
 
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 10
@@ -22,14 +26,14 @@ MAX_LISTED = 10
 class QueueCog(commands.Cog):
     """The shared queue, seen from one member."""
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot: ImagineBot = bot
 
     @app_commands.command(name="queue", description="What is waiting, and where your jobs are.")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
-        snapshot = await self.bot.engine.queue_snapshot()  # type: ignore[attr-defined]
-        active = self.bot.jobs.active()  # type: ignore[attr-defined]
+        snapshot = await self.bot.engine.queue_snapshot()
+        active = self.bot.jobs.active()
         running = [info for info in snapshot if info.state == "running"]
         waiting = [info for info in snapshot if info.state == "waiting"]
         summary = f"**Queue:** {len(running)} running, {len(waiting)} waiting"
@@ -58,13 +62,13 @@ class QueueCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(job="Job number (default: your newest job still in the queue)")
     async def cancel(self, interaction: discord.Interaction, job: JobId | None = None) -> None:
-        jobs = self.bot.jobs  # type: ignore[attr-defined]
+        jobs = self.bot.jobs
         if job is None:
             mine = [j.id for j in jobs.active().values() if j.user_id == interaction.user.id]
             if not mine:
                 raise Refusal("You have no job waiting or running.")
             job = max(mine)
-        record = await self.bot.store.get_job(job)  # type: ignore[attr-defined]
+        record = await self.bot.store.get_job(job)
         text = await jobs.cancel(
             job,
             user_id=interaction.user.id,
@@ -74,5 +78,5 @@ class QueueCog(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(QueueCog(bot))

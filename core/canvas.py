@@ -64,8 +64,8 @@ def edit_size(width: int, height: int, budget: int = DEFAULT_BUDGET) -> tuple[in
 def _fill(image: Image.Image, size: tuple[int, int], box: tuple[int, int]) -> Image.Image:
     """The canvas: a heavily blurred stretch of ``image`` with ``image`` itself pasted at ``box``."""
     radius = max(8, max(size) // 16)
-    back = image.resize((max(1, size[0] // 8), max(1, size[1] // 8)), Image.BILINEAR)
-    back = back.filter(ImageFilter.GaussianBlur(radius / 8)).resize(size, Image.BILINEAR)
+    back = image.resize((max(1, size[0] // 8), max(1, size[1] // 8)), Image.Resampling.BILINEAR)
+    back = back.filter(ImageFilter.GaussianBlur(radius / 8)).resize(size, Image.Resampling.BILINEAR)
     back.paste(image, box)
     return back
 
@@ -109,8 +109,8 @@ def outpaint(
     mask.paste(0, keep)
     size = edit_size(cw, ch, budget)
     if (cw, ch) != size:
-        canvas = canvas.resize(size, Image.LANCZOS)
-        mask = mask.resize(size, Image.NEAREST)
+        canvas = canvas.resize(size, Image.Resampling.LANCZOS)
+        mask = mask.resize(size, Image.Resampling.NEAREST)
     return Canvas(png_bytes(canvas), png_bytes(mask), size[0], size[1])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import discord
 
@@ -23,20 +24,44 @@ from core.limits import Refusal
 from core.origins import InteractionOrigin
 from core.tree import report_error
 
+if TYPE_CHECKING:  # core.jobs builds these controls: a type-only import both ways
+    from core.history import HistoryStore
+    from core.jobs import JobService
+
 log = logging.getLogger(__name__)
 
 REROLL_EMOJI = "🔁"
-OUTPAINT_BUTTONS: dict[str, dict[str, str]] = {
-    "zoom15": {"label": "Zoom out 1.5x"},
-    "zoom2": {"label": "Zoom out 2x"},
-    "pan_left": {"emoji": "⬅️"},
-    "pan_right": {"emoji": "➡️"},
-    "pan_up": {"emoji": "⬆️"},
-    "pan_down": {"emoji": "⬇️"},
+OUTPAINT_BUTTONS: dict[str, tuple[str | None, str | None]] = {  # action -> (label, emoji)
+    "zoom15": ("Zoom out 1.5x", None),
+    "zoom2": ("Zoom out 2x", None),
+    "pan_left": (None, "⬅️"),
+    "pan_right": (None, "➡️"),
+    "pan_up": (None, "⬆️"),
+    "pan_down": (None, "⬇️"),
 }
 VARY_BUTTONS: dict[str, str] = {"vary_subtle": "Vary (subtle)", "vary_strong": "Vary (strong)"}
 ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS)
 FINAL_REROLL_ROW = 3
+
+
+@runtime_checkable
+class JobsClient(Protocol):
+    """What components need of ``interaction.client``: the bot's history store and job service.
+
+    ``bot.ImagineBot`` is one. ``core`` cannot import that class (it builds the job service, which
+    builds these controls), so a component asks for this shape through :func:`jobs_client`.
+    """
+
+    store: HistoryStore
+    jobs: JobService
+
+
+def jobs_client(interaction: discord.Interaction) -> JobsClient:
+    """The client ``interaction`` reached, as the bot with a store and a job service."""
+    client = interaction.client
+    if not isinstance(client, JobsClient):
+        raise TypeError(f"{type(client).__name__} has no store and job service: components need bot.ImagineBot")
+    return client
 
 
 class JobButton(
@@ -53,6 +78,7 @@ class JobButton(
             raise ValueError(f"unknown job action {action!r}")
         self.job_id = job_id
         self.action = action
+        button: discord.ui.Button[Any]
         if action == "reroll":
             button = discord.ui.Button(
                 emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:reroll", row=2
@@ -65,8 +91,10 @@ class JobButton(
                 row=0,
             )
         elif action in OUTPAINT_BUTTONS:
+            label, emoji = OUTPAINT_BUTTONS[action]
             button = discord.ui.Button(
-                **OUTPAINT_BUTTONS[action],
+                label=label,
+                emoji=emoji,
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"job:{job_id}:{action}",
                 row=1 if action.startswith("zoom") else 2,
@@ -84,14 +112,14 @@ class JobButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
         return cls(int(match["job_id"]), match["action"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        jobs = interaction.client.jobs  # type: ignore[attr-defined]
         origin = InteractionOrigin(interaction)
         try:
+            jobs = jobs_client(interaction).jobs
             await self._check_message(interaction)
             if self.action == "reroll":
                 await jobs.reroll(origin, self.job_id)
@@ -111,7 +139,7 @@ class JobButton(
         """Refuse a click whose message is not the result message of the job its custom id names."""
         if not 1 <= self.job_id < 2**63:
             return  # no such row can exist; the job service says "There is no job #N"
-        job = await interaction.client.jobs.store.get_job(self.job_id)  # type: ignore[attr-defined]
+        job = await jobs_client(interaction).store.get_job(self.job_id)
         if job is None:
             return  # the job service says "There is no job #N"
         message = interaction.message

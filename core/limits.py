@@ -108,7 +108,7 @@ def check_aspect(aspect: object) -> str:
     value = aspect.strip() if isinstance(aspect, str) else aspect
     if value not in ASPECTS:
         raise Refusal(f"Unknown aspect ratio {str(aspect)[:20]!r}: choose one of {', '.join(ASPECTS)}.")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_final_model(model: object, default: str) -> str:
@@ -117,7 +117,7 @@ def check_final_model(model: object, default: str) -> str:
     value = model.strip().lower() if isinstance(model, str) else model
     if value not in FINAL_MODELS:
         raise Refusal(f"Unknown model {str(model)[:20]!r}: choose one of {', '.join(FINAL_MODELS)}.")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_search(search: object) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 from engine.api import ASPECTS, FINAL_MODELS, MAX_SEED
@@ -56,13 +57,30 @@ class PromptParams:
     style: str | None = None
     model: str | None = None
 
-    def merged_with(self, **options: object) -> PromptParams:
+    def merged_with(
+        self,
+        *,
+        aspect: str | None = None,
+        seed: int | None = None,
+        negative: str | None = None,
+        steps: int | None = None,
+        chaos: int | None = None,
+        tile: bool | None = None,
+        style: str | None = None,
+        model: str | None = None,
+    ) -> PromptParams:
         """These parameters with the slash command's options laid over them (an option given wins)."""
-        given = {name: value for name, value in options.items() if value is not None}
-        unknown = set(given) - {f.name for f in fields(self)}
-        if unknown:
-            raise TypeError(f"unknown options {sorted(unknown)}")
-        return replace(self, **given)
+        return PromptParams(
+            prompt=self.prompt,
+            aspect=self.aspect if aspect is None else aspect,
+            seed=self.seed if seed is None else seed,
+            negative=self.negative if negative is None else negative,
+            steps=self.steps if steps is None else steps,
+            chaos=self.chaos if chaos is None else chaos,
+            tile=self.tile if tile is None else tile,
+            style=self.style if style is None else style,
+            model=self.model if model is None else model,
+        )
 
     def recorded(self) -> dict[str, object]:
         """The parameters that were given (for the job row), without the prompt."""
@@ -80,7 +98,7 @@ def split_parameters(text: str) -> PromptParams:
     matches = list(_PARAM.finditer(text))
     if not matches:
         return PromptParams(prompt=text.strip())
-    values: dict[str, object] = {}
+    params = PromptParams(prompt=text[: matches[0].start()].strip())
     seen: dict[str, str] = {}
     for i, match in enumerate(matches):
         name = match.group(1).lower()
@@ -92,8 +110,8 @@ def split_parameters(text: str) -> PromptParams:
         if field_name in seen:
             raise Refusal(f"--{name} is given twice (as --{seen[field_name]} too); give it once.")
         seen[field_name] = name
-        values[field_name] = _PARSERS[field_name](name, raw)
-    return PromptParams(prompt=text[: matches[0].start()].strip(), **values)  # type: ignore[arg-type]
+        params = _PARSERS[field_name](params, name, raw)
+    return params
 
 
 def expand_permutations(text: str, limit: int) -> list[str]:
@@ -211,13 +229,14 @@ def _model(name: str, raw: str) -> str:
     return model
 
 
-_PARSERS = {
-    "aspect": _aspect,
-    "seed": lambda name, raw: _integer(name, raw, 0, MAX_SEED, "5"),
-    "negative": _negative,
-    "steps": lambda name, raw: _integer(name, raw, 1, 100, "4"),
-    "chaos": lambda name, raw: _integer(name, raw, 0, MAX_CHAOS, "50"),
-    "tile": _tile,
-    "style": _style,
-    "model": _model,
+# field -> (params so far, the name as typed, its raw value) -> params with that field set.
+_PARSERS: dict[str, Callable[[PromptParams, str, str], PromptParams]] = {
+    "aspect": lambda p, name, raw: replace(p, aspect=_aspect(name, raw)),
+    "seed": lambda p, name, raw: replace(p, seed=_integer(name, raw, 0, MAX_SEED, "5")),
+    "negative": lambda p, name, raw: replace(p, negative=_negative(name, raw)),
+    "steps": lambda p, name, raw: replace(p, steps=_integer(name, raw, 1, 100, "4")),
+    "chaos": lambda p, name, raw: replace(p, chaos=_integer(name, raw, 0, MAX_CHAOS, "50")),
+    "tile": lambda p, name, raw: replace(p, tile=_tile(name, raw)),
+    "style": lambda p, name, raw: replace(p, style=_style(name, raw)),
+    "model": lambda p, name, raw: replace(p, model=_model(name, raw)),
 }

@@ -13,6 +13,7 @@ Everyone acts on their own jobs as before.
 from __future__ import annotations
 
 import logging
+from typing import TypeGuard
 
 import discord
 
@@ -21,7 +22,7 @@ from core.history import JobRecord
 log = logging.getLogger(__name__)
 
 
-def server_moderator(user: discord.abc.User | None) -> bool:
+def server_moderator(user: discord.abc.User | None) -> TypeGuard[discord.Member]:
     """Whether ``user`` is a member with Manage Messages for the whole server."""
     return isinstance(user, discord.Member) and user.guild_permissions.manage_messages
 
@@ -42,7 +43,6 @@ def moderates(user: discord.abc.User | None, job: JobRecord) -> bool:
     """Whether ``user`` may act on ``job`` as a moderator (see the module's rule)."""
     if not server_moderator(user):
         return False
-    assert isinstance(user, discord.Member)
     if job.guild_id != user.guild.id:
         return False
     channels = {job.channel_id, job.result_channel_id} - {None}

@@ -9,6 +9,7 @@ callbacks, so they share this handler.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import discord
 from discord import app_commands
@@ -56,9 +57,10 @@ def user_message(interaction: discord.Interaction, error: Exception) -> str:
     if isinstance(original, discord.Forbidden):
         log.warning("Discord refused a call for command %s (job %s): %s", command, job_id, original)
         return "Discord refused me permission to do that in this channel; ask a moderator to check my permissions."
+    data: Mapping[str, object] = interaction.data or {}  # a button or menu names itself by its custom id
     log.error(
         "command %s failed (job %s, user %s, channel %s)",
-        command or (interaction.data or {}).get("custom_id"),
+        command or data.get("custom_id"),
         job_id,
         interaction.user.id if interaction.user else None,
         interaction.channel_id,

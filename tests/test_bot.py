@@ -1,11 +1,13 @@
-"""The bot's wiring: every extension loads, commands carry the bounds Discord shows, buttons are registered."""
+"""The bot's wiring: every extension loads, commands carry the bounds Discord shows.
+
+That buttons keep working after a restart is clicked through in tests/cogs/test_buttons.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from bot import EXTENSIONS, ImagineBot
-from core.controls import JobButton
 from core.settings import BotSettings
 from engine.api import ASPECTS, MAX_PROMPT_CHARS, MAX_SEED
 from tests.core.doubles import FakeEngine
@@ -43,11 +45,6 @@ async def test_commands_are_server_only_and_settings_need_manage_server(bot):
     for command in bot.tree.get_commands():
         assert command.guild_only, command.name
     assert bot.tree.get_command("settings").default_permissions.manage_guild
-
-
-async def test_buttons_survive_restarts_through_the_dynamic_registry(bot):
-    patterns = bot._connection._view_store._dynamic_items
-    assert JobButton.__discord_ui_compiled_template__ in patterns
 
 
 async def test_message_content_intent_follows_the_setting(store):

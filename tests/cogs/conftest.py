@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cogs.support import running_harness
+
 
 @pytest.fixture
 async def loopback(tmp_path, caplog):
     """The real bot (cogs, job service, discord.py) against the loopback Discord, with the fake engine."""
-    from tests.cogs.test_loopback import running_harness
-
     async with running_harness(tmp_path, caplog) as harness:
         yield harness

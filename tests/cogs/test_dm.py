@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cogs.test_loopback import imagine
+from tests.cogs.support import imagine
 
 
 async def test_a_member_who_asked_gets_each_result_by_dm_too(loopback):

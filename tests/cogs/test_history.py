@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from unittest.mock import create_autospec
 
 import discord
@@ -15,9 +14,8 @@ from core.limits import MAX_SEARCH_CHARS, Refusal
 GUILD = 10
 
 
-def interaction(store, *, user_id: int = 1, moderator: bool = False):
+def interaction(*, user_id: int = 1, moderator: bool = False):
     double = create_autospec(discord.Interaction, instance=True)
-    double.client = SimpleNamespace(store=store)
     double.guild_id = GUILD
     double.user = discord.Object(user_id)
     double.permissions = discord.Permissions(manage_messages=moderator)
@@ -45,7 +43,7 @@ async def add_jobs(store, user_id: int, prompts: list[str]) -> None:
 
 async def test_own_history_newest_first_with_escaped_prompts(store):
     await add_jobs(store, 1, ["first @everyone", "second *star*"])
-    text, view = await history_page(interaction(store), viewer_id=1, target_id=1, page=1, search=None)
+    text, view = await history_page(interaction(), store, viewer_id=1, target_id=1, page=1, search=None)
     assert text.index("second") < text.index("first")
     assert "@\u200beveryone" in text and "\\*star\\*" in text
     assert "page 1 of 1, 2 jobs" in text
@@ -56,35 +54,35 @@ async def test_own_history_newest_first_with_escaped_prompts(store):
 async def test_another_members_history_is_for_moderators_only(store, monkeypatch):
     await add_jobs(store, 2, ["secret"])
     with pytest.raises(Refusal, match="Only moderators"):
-        await history_page(interaction(store), viewer_id=1, target_id=2, page=1, search=None)
+        await history_page(interaction(), store, viewer_id=1, target_id=2, page=1, search=None)
     # A server moderator who can read channel 100 (the channel scope itself: tests/cogs/test_scope.py).
     monkeypatch.setattr("cogs.history.server_moderator", lambda user: True)
     monkeypatch.setattr("cogs.history.readable_channel_ids", lambda member: [100])
-    text, _ = await history_page(interaction(store, moderator=True), viewer_id=1, target_id=2, page=1, search=None)
+    text, _ = await history_page(interaction(moderator=True), store, viewer_id=1, target_id=2, page=1, search=None)
     assert "secret" in text
     monkeypatch.setattr("cogs.history.readable_channel_ids", lambda member: [101])
-    text, _ = await history_page(interaction(store, moderator=True), viewer_id=1, target_id=2, page=1, search=None)
+    text, _ = await history_page(interaction(moderator=True), store, viewer_id=1, target_id=2, page=1, search=None)
     assert "secret" not in text
 
 
 async def test_search_with_sql_characters_matches_literally(store):
     await add_jobs(store, 1, ["100% cotton", "it's a 'quote'", "plain"])
-    text, _ = await history_page(interaction(store), viewer_id=1, target_id=1, page=1, search="100%")
+    text, _ = await history_page(interaction(), store, viewer_id=1, target_id=1, page=1, search="100%")
     assert "cotton" in text and "plain" not in text
-    text, _ = await history_page(interaction(store), viewer_id=1, target_id=1, page=1, search="'quote'")
+    text, _ = await history_page(interaction(), store, viewer_id=1, target_id=1, page=1, search="'quote'")
     assert "quote" in text and "plain" not in text
-    text, view = await history_page(interaction(store), viewer_id=1, target_id=1, page=1, search="nothing")
+    text, view = await history_page(interaction(), store, viewer_id=1, target_id=1, page=1, search="nothing")
     assert "Nothing matches" in text and view.children == []
 
 
 async def test_pages_out_of_range(store):
     await add_jobs(store, 1, [f"p{i}" for i in range(12)])
-    text, view = await history_page(interaction(store), viewer_id=1, target_id=1, page=2, search=None)
+    text, view = await history_page(interaction(), store, viewer_id=1, target_id=1, page=2, search=None)
     assert "page 2 of 2" in text and "p0" in text and "p11" not in text
     with pytest.raises(Refusal, match="there are 2"):
-        await history_page(interaction(store), viewer_id=1, target_id=1, page=3, search=None)
+        await history_page(interaction(), store, viewer_id=1, target_id=1, page=3, search=None)
     with pytest.raises(Refusal, match="pages start at 1"):
-        await history_page(interaction(store), viewer_id=1, target_id=1, page=0, search=None)
+        await history_page(interaction(), store, viewer_id=1, target_id=1, page=0, search=None)
 
 
 def test_custom_ids_fit_with_the_longest_search_and_ids():

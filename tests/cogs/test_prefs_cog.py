@@ -70,10 +70,11 @@ class BotDouble:
     def __init__(self, store: HistoryStore) -> None:
         self.user = discord.Object(BOT_ID)
         self.store = store
+        self.engine = FakeEngine()
         self.jobs = JobService(
             client=self,  # type: ignore[arg-type]
             store=store,
-            engine=FakeEngine(),
+            engine=self.engine,
             settings=BotSettings(token="t"),
         )
         self.channel = Channel()
@@ -193,11 +194,13 @@ async def test_history_favorites_lists_only_starred_jobs_with_their_own_paging_i
     starred = await make_job(store)
     await make_job(store, message=RESULT_MESSAGE + 5)
     await cog.on_raw_reaction_add(reaction("⭐", user=AUTHOR))
-    ask = SimpleNamespace(client=SimpleNamespace(store=store), guild_id=GUILD, permissions=discord.Permissions.none())
-    text, view = await history_page(ask, viewer_id=AUTHOR, target_id=AUTHOR, page=1, search=None, favorites=True)
+    ask = SimpleNamespace(guild_id=GUILD, permissions=discord.Permissions.none())
+    text, view = await history_page(ask, store, viewer_id=AUTHOR, target_id=AUTHOR, page=1, search=None, favorites=True)
     assert "Favourites of" in text and f"`#{starred}`" in text and "1 job" in text and "⭐" in text
     assert [item.custom_id for item in view.children][:2] == ["histf:1:1:0:", "histf:1:1:2:"]
-    text, _ = await history_page(ask, viewer_id=STRANGER, target_id=STRANGER, page=1, search=None, favorites=True)
+    text, _ = await history_page(
+        ask, store, viewer_id=STRANGER, target_id=STRANGER, page=1, search=None, favorites=True
+    )
     assert "No favourites yet" in text
 
 

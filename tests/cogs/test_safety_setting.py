@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.cogs.test_loopback import FLAG_EPHEMERAL
+from tests.cogs.support import FLAG_EPHEMERAL
 from tests.core import doubles
 from tests.core.safety_images import nude_figure
 

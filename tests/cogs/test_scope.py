@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from tests.cogs.test_loopback import FLAG_EPHEMERAL, Harness, running_harness
+from tests.cogs.support import FLAG_EPHEMERAL, Harness, running_harness
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.snowflake import SnowflakeFactory
 from tests.fakediscord.world import GUILD_TEXT, MANAGE_MESSAGES, VIEW_CHANNEL, FakeChannel, Overwrite, World
