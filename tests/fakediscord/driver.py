@@ -43,6 +43,8 @@ class Driver(MessageStore):
     """Injection: each method is one thing a user (or Discord) does; it raises where Discord's client would
     not let the user do it."""
 
+    # ------------------------------------------------------------------ injection: interactions
+
     def _where(
         self, user: FakeUser | None, channel: FakeChannel | None, guild: FakeGuild | None
     ) -> tuple[FakeUser, FakeChannel, FakeGuild | None]:
