@@ -96,7 +96,7 @@ def loaded_modules(engine) -> list[tuple[str, object]]:
 
 
 class Ladder:
-    """Runs the steps on one engine; ``sync`` waits for the device, ``plan`` is bench.Plan."""
+    """Runs the steps on one engine; ``sync`` waits for the device, ``plan`` is benchmarks.plan.Plan."""
 
     def __init__(self, settings, plan, timed, sync, concurrency: int, compile_steps: bool):
         self.settings = replace(settings, **BASELINE, preload=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.e2e.support import BASE_ENV, E2EFakeDiscord, RunningBot, start_bot
+from tests.e2e.support import BASE_ENV, RunningBot, start_bot
+from tests.fakediscord import FakeDiscord
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +26,15 @@ def bot_env() -> dict[str, str]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fake() -> AsyncIterator[E2EFakeDiscord]:
+async def fake() -> AsyncIterator[FakeDiscord]:
     """The module's loopback Discord."""
-    async with E2EFakeDiscord() as fake:
+    async with FakeDiscord() as fake:
         yield fake
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def module_bot(
-    fake: E2EFakeDiscord, tiny_cache_dir: Path, bot_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    fake: FakeDiscord, tiny_cache_dir: Path, bot_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningBot]:
     """``python bot.py`` for the whole module; stopped with SIGTERM at the end, which must exit 0."""
     running = await start_bot(fake, tmp_path_factory.mktemp("bot"), tiny_cache_dir, bot_env)

@@ -40,10 +40,6 @@ _MESSAGE_ROUTES = re.compile(
 )
 
 
-# The loopback Discord as the e2e tests use it; upload-only faults (``fail_next_upload``) are the fake's own.
-E2EFakeDiscord = FakeDiscord
-
-
 # --------------------------------------------------------------------------- the bot's database
 
 
@@ -75,7 +71,7 @@ def query(path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, An
 class RunningBot:
     """One ``python bot.py`` against ``fake``; tests use its fake, its DB and its log."""
 
-    fake: E2EFakeDiscord
+    fake: FakeDiscord
     process: BotProcess
     allowed_log: list[str] = field(default_factory=list)
 
@@ -121,7 +117,7 @@ class RunningBot:
 
 
 async def start_bot(
-    fake: E2EFakeDiscord,
+    fake: FakeDiscord,
     workdir: Path,
     cache_dir: Path,
     env: dict[str, str],

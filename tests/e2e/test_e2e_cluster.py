@@ -25,13 +25,13 @@ import pytest_asyncio
 from tests.conftest import free_port
 from tests.e2e.support import (
     BASE_ENV,
-    E2EFakeDiscord,
     RunningBot,
     bot_message_ids,
     new_user,
     reply_with_files,
     result_of,
 )
+from tests.fakediscord import FakeDiscord
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
 pytestmark = [
@@ -148,7 +148,7 @@ async def test_a_bot_restart_with_a_final_in_flight_delivers_every_job_once(
     from tests.e2e.support import start_bot
 
     database = tmp_path / "history.sqlite3"
-    async with E2EFakeDiscord() as fake:  # a Discord of its own: the module's bot never sees these jobs
+    async with FakeDiscord() as fake:  # a Discord of its own: the module's bot never sees these jobs
         first = await start_bot(fake, tmp_path / "first", tiny_cache_dir, bot_env, database_path=database)
         second: RunningBot | None = None
         try:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import BASE_ENV, E2EFakeDiscord, RunningBot, new_user, result_of, start_bot
+from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of, start_bot
+from tests.fakediscord import FakeDiscord
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 JOBS = 5
 
 
-def result_messages(fake: E2EFakeDiscord, prompt: str) -> list:
+def result_messages(fake: FakeDiscord, prompt: str) -> list:
     """Every message of the bot (deleted ones too) that carries result files for ``prompt``."""
     return [
         message
@@ -26,7 +27,7 @@ def result_messages(fake: E2EFakeDiscord, prompt: str) -> list:
 
 
 async def test_sigkill_after_the_acks_and_after_a_first_result_loses_nothing_and_doubles_nothing(
-    fake: E2EFakeDiscord, tiny_cache_dir: Path, tmp_path: Path
+    fake: FakeDiscord, tiny_cache_dir: Path, tmp_path: Path
 ) -> None:
     database = tmp_path / "history.sqlite3"
     bots: list[RunningBot] = []

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import BASE_ENV, E2EFakeDiscord, RunningBot, new_user, result_of, start_bot
+from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of, start_bot
+from tests.fakediscord import FakeDiscord
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -22,7 +23,7 @@ async def stop(bot: RunningBot) -> int:
 
 
 async def test_sigterm_with_jobs_in_flight_then_restart_delivers_them_all(
-    fake: E2EFakeDiscord, tiny_cache_dir: Path, tmp_path: Path
+    fake: FakeDiscord, tiny_cache_dir: Path, tmp_path: Path
 ) -> None:
     database = tmp_path / "history.sqlite3"
     first = await start_bot(fake, tmp_path / "first", tiny_cache_dir, ENV, database_path=database)

@@ -1,9 +1,12 @@
 """A loopback fake Discord (REST + gateway) for end-to-end tests, and a launcher for the real bot.
 
-See :mod:`tests.fakediscord.server` for the fake and :mod:`tests.fakediscord.botproc` for the launcher.
+See :mod:`tests.fakediscord.server` for the fake (its rooms are the modules beside it: ``state``, ``payloads``,
+``messages``, ``routes``, ``driver``, ``faults``) and :mod:`tests.fakediscord.botproc` for the launcher.
 """
 
 from .botproc import BotProcess
+from .driver import CommandUnavailable
+from .faults import Fault, RateLimit
 from .records import (
     FakeError,
     Interaction,
@@ -13,7 +16,8 @@ from .records import (
     StoredMessage,
     Upload,
 )
-from .server import CommandUnavailable, FakeDiscord, Fault, RateLimit, WaitTimeout
+from .server import FakeDiscord
+from .state import WaitTimeout
 from .world import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, World
 
 __all__ = [

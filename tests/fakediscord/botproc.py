@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from .server import FakeDiscord, WaitTimeout
+from .server import FakeDiscord
+from .state import WaitTimeout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROBLEM_RE = re.compile(r"Traceback \(most recent call last\)|\bERROR\b|\bCRITICAL\b")

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_script", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import bench
+from benchmarks.plan import ROW_NAMES
 
 
 @pytest.mark.slow
 def test_bench_tiny_quick_prints_every_row(tiny_cache_dir, tmp_path, capsys):
-    bench = load_bench()
     out = tmp_path / "bench.md"
     rc = bench.main(
         ["--preset", "tiny", "--device", "cpu", "--quick", "--repeats", "1", "--warmup", "0",
@@ -34,10 +23,10 @@ def test_bench_tiny_quick_prints_every_row(tiny_cache_dir, tmp_path, capsys):
     assert table in printed
     assert "| work | stock | engine | ratio (engine/stock) | target (issue 5) |" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| work")]
-    for name in bench.ROW_NAMES.values():
+    for name in ROW_NAMES.values():
         assert sum(row.startswith(f"| {name}") for row in rows) == 1, name
     data = json.loads(out.with_suffix(".json").read_text())
-    assert {r["key"] for r in data["rows"]} == set(bench.ROW_NAMES)
+    assert {r["key"] for r in data["rows"]} == set(ROW_NAMES)
     assert not any(r["error"] for r in data["rows"])
     for row in data["rows"]:
         if row["key"].startswith("same_"):  # float32 on a CPU: the engine makes the stock image exactly
