@@ -258,8 +258,6 @@ def save_decoders(root: Path, arch: str, half: bool) -> None:
 
 
 def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):
-    from dataclasses import replace
-
     from engine.settings import EngineSettings
 
     base = EngineSettings.for_preset(args.preset if root is None else "sdxl")
@@ -286,7 +284,7 @@ def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):
         changes["compile"] = args.compile
     if args.compile_models is not None:
         changes["compile_models"] = args.compile_models
-    return replace(base, **changes).validate()
+    return base.replace(**changes)
 
 
 def resolve_folders(settings, plan: Plan) -> dict[str, Path]:
@@ -589,11 +587,9 @@ class EngineSide:
         return result
 
     def start(self) -> None:
-        from dataclasses import replace
-
         from engine.worker import Engine
 
-        settings = replace(self.settings, preload=False) if self.dtype_override else self.settings
+        settings = self.settings.replace(preload=False) if self.dtype_override else self.settings
         self.engine = Engine(settings).start()
         if self.dtype_override:
             # No EngineSettings.dtype yet: set the registry's dtype before anything loads (preload off).

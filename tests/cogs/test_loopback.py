@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from bot import ImagineBot
 from core.history import HistoryStore
@@ -40,7 +41,9 @@ class Harness:
         self.engine = RunningFakeEngine(str(self.db_path))
         self.engine.paused = paused
         self.bot = ImagineBot(
-            settings=BotSettings(token="fake-token", progress_interval=0.05, queue_update_interval=0.05),
+            settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
+                token=SecretStr("fake-token"), progress_interval=0.05, queue_update_interval=0.05
+            ),
             store=self.store,
             engine=self.engine,
         )

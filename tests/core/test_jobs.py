@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 
 import pytest
+from pydantic import SecretStr
 
 from core.delivery import DeliveryError
 from core.history import HistoryStore, NewJob
@@ -33,7 +34,9 @@ def make_service(store, engine, **kwargs) -> JobService:
         client=None,  # type: ignore[arg-type]  (only restart deliveries use it; the tests inject those)
         store=store,
         engine=engine,
-        settings=BotSettings(token="test", progress_interval=0.01, queue_update_interval=0.02),
+        settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
+            token=SecretStr("test"), progress_interval=0.01, queue_update_interval=0.02
+        ),
         **kwargs,
     )
 
@@ -119,7 +122,7 @@ async def test_queue_position_then_progress_edits_for_a_final(service, store, en
 
 async def test_progress_edits_are_throttled(store, engine):
     service = make_service(store, engine)
-    service.settings = dataclasses.replace(service.settings, progress_interval=0.5)
+    service.settings = service.settings.model_copy(update={"progress_interval": 0.5})
     origin = RecordingOrigin()
     job = await service.final(origin, prompt="slow", seed=1)
     engine.run(job.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from core.history import HistoryStore
 from core.jobs import JobService
@@ -51,7 +52,9 @@ async def service(store, engine, dms, tmp_path):
         client=None,  # type: ignore[arg-type]
         store=store,
         engine=engine,
-        settings=BotSettings(token="test", progress_interval=0.01, queue_update_interval=0.02),
+        settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
+            token=SecretStr("test"), progress_interval=0.01, queue_update_interval=0.02
+        ),
         direct_message=dms,
         inputs=InputStore(tmp_path / "inputs"),
     )
