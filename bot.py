@@ -29,7 +29,6 @@ from core.settings import BotSettings, SettingsError, apply_endpoints
 from core.tree import ImagineTree
 from engine.api import ImageEngine
 from engine.settings import EngineSettings
-from engine.settings import SettingsError as EngineSettingsError
 
 log = logging.getLogger("imagine_bot")
 
@@ -148,7 +147,8 @@ def build_engine(settings: BotSettings, engine_settings: EngineSettings | None) 
         # Imported here: only owners who chose the cluster install its client (the [ray] extra).
         from engine.cluster.client import ClusterEngine
 
-        return ClusterEngine(settings.engine_url, settings.engine_token)
+        token = settings.engine_token.get_secret_value() if settings.engine_token is not None else None
+        return ClusterEngine(settings.engine_url, token)
     from engine.local import LocalEngine  # torch loads in LocalEngine.start(), not at import
 
     assert engine_settings is not None
@@ -176,7 +176,7 @@ async def _run(settings: BotSettings, engine: ImageEngine) -> int:
             loop.add_signal_handler(sig, stop.set)
 
         async with bot:
-            runner = asyncio.create_task(bot.start(settings.token), name="discord")
+            runner = asyncio.create_task(bot.start(settings.token.get_secret_value()), name="discord")
             stopper = asyncio.create_task(stop.wait(), name="signals")
             done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
@@ -235,7 +235,7 @@ def main() -> int:
         settings = BotSettings.from_env()
         # The cluster reads its own engine settings where it runs; here only the local engine needs them.
         engine_settings = EngineSettings.from_env() if settings.engine_backend == "local" else None
-    except (SettingsError, EngineSettingsError) as e:
+    except SettingsError as e:  # the bot's, the engine's: one class
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level_number)

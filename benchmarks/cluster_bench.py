@@ -24,7 +24,6 @@ import socket
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +54,7 @@ def in_process(settings: EngineSettings, args) -> dict:
     torch.set_num_threads(args.cpus_per_replica)  # the same threads as one replica (Ray sets OMP_NUM_THREADS)
     # No preload: it would load the final model while the queue is idle, in the middle of the
     # measurement; the warm-up job loads Turbo (the cluster's replicas load theirs before serving).
-    engine = Engine(replace(settings, preload=False)).start()
+    engine = Engine(settings.replace(preload=False)).start()
     try:
         warm = engine.submit(drafts(1, args.size, args.count)[0], user="warm")
         warm.future.result()
@@ -153,7 +152,7 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = EngineSettings.from_env({**os.environ, "ENGINE_PRESET": args.preset})
-    settings = replace(settings, device=args.device, **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    settings = settings.replace(device=args.device, **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     if settings.preset == "tiny":
         from engine.tiny import ensure_tiny_models
 

@@ -82,8 +82,6 @@ def save_decoders(root: Path, arch: str, half: bool) -> None:
 
 
 def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):
-    from dataclasses import replace
-
     from engine.settings import EngineSettings
 
     base = EngineSettings.for_preset(args.preset if root is None else "sdxl")
@@ -110,7 +108,7 @@ def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):
         changes["compile"] = args.compile
     if args.compile_models is not None:
         changes["compile_models"] = args.compile_models
-    return replace(base, **changes).validate()
+    return base.replace(**changes)
 
 
 def resolve_folders(settings, plan: Plan) -> dict[str, Path]:

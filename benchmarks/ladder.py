@@ -14,14 +14,13 @@ process start to its first draft, with the compile cache the earlier runs left o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROMPT = "a red fox in fresh snow, golden hour, detailed fur"
@@ -78,7 +77,7 @@ def compiled_graphs() -> int:
 
 def set_settings(engine, **changes) -> None:
     """Switch settings on a running engine: the worker, the recipes and the loader read them at each call."""
-    new = replace(engine.settings, **changes).validate()
+    new = engine.settings.replace(**changes)
     engine.settings = new
     engine.recipes.settings = new
     engine.registry.settings = new
@@ -99,7 +98,7 @@ class Ladder:
     """Runs the steps on one engine; ``sync`` waits for the device, ``plan`` is benchmarks.plan.Plan."""
 
     def __init__(self, settings, plan, timed, sync, concurrency: int, compile_steps: bool):
-        self.settings = replace(settings, **BASELINE, preload=True)
+        self.settings = settings.replace(**BASELINE, preload=True)
         self.plan = plan
         self.timed = timed
         self.sync = sync
@@ -338,7 +337,7 @@ def render(steps: list[StepResult], stock: dict[str, float], cuda: bool, concurr
 
 
 def settings_json(settings) -> str:
-    return json.dumps(dataclasses.asdict(settings), default=str)
+    return settings.model_dump_json()
 
 
 def restart_probe(settings_text: str, draft_px: int, started_at: float) -> dict:
@@ -347,14 +346,7 @@ def restart_probe(settings_text: str, draft_px: int, started_at: float) -> dict:
     from engine.settings import EngineSettings
     from engine.worker import Engine
 
-    raw = json.loads(settings_text)
-    kinds = {f.name: f.type for f in dataclasses.fields(EngineSettings)}
-    for name, kind in kinds.items():
-        if "Path" in str(kind) and raw.get(name) not in (None, "None"):
-            raw[name] = Path(raw[name])
-        elif raw.get(name) == "None":
-            raw[name] = None
-    settings = EngineSettings(**raw).validate()
+    settings = EngineSettings.model_validate_json(settings_text)
     engine = Engine(settings).start()
     try:
         request = DraftRequest(PROMPT, 1, width=draft_px, height=draft_px, count=1)

@@ -171,11 +171,9 @@ class EngineSide:
         return result
 
     def start(self) -> None:
-        from dataclasses import replace
-
         from engine.worker import Engine
 
-        settings = replace(self.settings, preload=False) if self.dtype_override else self.settings
+        settings = self.settings.replace(preload=False) if self.dtype_override else self.settings
         self.engine = Engine(settings).start()
         if self.dtype_override:
             # No EngineSettings.dtype yet: set the registry's dtype before anything loads (preload off).

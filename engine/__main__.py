@@ -11,20 +11,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from .requests import ASPECTS, DraftRequest, FinalRequest, RequestError, new_seed, size_for_aspect
-from .settings import EngineSettings, SettingsError
+from .settings import EngineSettings
+from .settings_base import SettingsError
 
 
 def _settings(args) -> EngineSettings:
     settings = EngineSettings.from_env()
     if args.preset and args.preset != settings.preset:
-        settings = replace(EngineSettings.for_preset(args.preset), cache_dir=settings.cache_dir)
+        settings = EngineSettings.for_preset(args.preset, cache_dir=settings.cache_dir)
     if getattr(args, "device", None):
-        settings = replace(settings, device=args.device)
-    return replace(settings, preload=False)
+        settings = settings.replace(device=args.device)
+    return settings.replace(preload=False)
 
 
 def _outputs(path: Path, count: int) -> list[Path]:
@@ -139,9 +139,9 @@ def cmd_serve(args) -> int:
         changes.update(draft_max_replicas=0, final_max_replicas=0)
     if args.gpus_per_replica is not None:
         changes.update(draft_gpus=args.gpus_per_replica, final_gpus=args.gpus_per_replica)
-    cluster = replace(cluster, **changes).validate()
-    settings = replace(_settings(args), preload=True)
-    token = cluster.token or secrets.token_urlsafe(24)
+    cluster = cluster.replace(**changes)
+    settings = _settings(args).replace(preload=True)
+    token = cluster.token.get_secret_value() or secrets.token_urlsafe(24)
     if settings.preset == "tiny":
         from .tiny import ensure_tiny_models
 

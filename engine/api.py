@@ -12,7 +12,9 @@ Every method is ``async`` and none of them waits for a GPU: ``submit`` queues an
 Requests, results and errors are the frozen, bytes-only types of ``engine.requests`` (re-exported
 here), so they cross a process boundary as they are. The bot imports them from here, and
 ``open_image`` (``engine.canvas``: image bytes to an upright Pillow image, or a RequestError), which
-the bot's canvases (``core.canvas``) decode with exactly as the engine does.
+the bot's canvases (``core.canvas``) decode with exactly as the engine does. The bot's settings
+(``core.settings``) build on the engine's ``EnvSettings`` (``engine.settings_base``), so every setting fails
+with the one ``SettingsError``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .requests import (
     new_seed,
     size_for_aspect,
 )
+from .settings_base import EnvSettings, SettingsError
 
 __all__ = [
     "ASPECTS",
@@ -64,6 +67,7 @@ __all__ = [
     "EngineOffer",
     "EngineStopped",
     "EngineUnavailable",
+    "EnvSettings",
     "FinalRequest",
     "GeneratedImage",
     "ImageEngine",
@@ -78,6 +82,7 @@ __all__ = [
     "QueueInfo",
     "Request",
     "RequestError",
+    "SettingsError",
     "UpscaleRequest",
     "new_seed",
     "open_image",

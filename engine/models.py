@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .settings import VAE_FP16_FIX, EngineSettings
@@ -198,7 +198,7 @@ class ModelRegistry:
                     path = self._hub_snapshot(source, VAE_FILES, "vae")
                 except ModelMissing as exc:  # each model's own VAE still works (upcast to float32)
                     log.warning("%s; finals decode with each model's own VAE in float32", exc)
-                    self.settings = replace(self.settings, vae_model="")
+                    self.settings = self.settings.replace(vae_model="")
                     return None
             vae = AutoencoderKL.from_pretrained(path, use_safetensors=True, **{_dtype_keyword(): self.dtype})
             if source == VAE_FP16_FIX or not vae.config.get("force_upcast", True):

@@ -519,7 +519,7 @@ class Recipes:
             return self.registry.draft_decoder()
         except ModelMissing as exc:
             log.warning("%s; drafts decode with the full VAE", exc)
-            self.settings = replace(self.settings, draft_decoder="full")
+            self.settings = self.settings.replace(draft_decoder="full")
             return None
 
     def preview(self, latents: torch.Tensor, size: int = 256) -> bytes:

@@ -1,17 +1,18 @@
-"""Engine settings, read from the environment (the bot loads `.env` first).
+"""Engine settings, read from the environment and ``.env`` (``engine.settings_base``).
 
-Every name here is documented in `.env.example`.
+Every variable here is documented in ``.env.example``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-PRESETS = ("sdxl", "tiny")
-MEMORY_MODES = ("auto", "resident", "offload")
+from pydantic import Field, field_validator
+
+from .settings_base import EnvSettings, SettingsError
 
 HUB_MODELS = {
     "turbo": "stabilityai/sdxl-turbo",
@@ -22,11 +23,17 @@ HUB_MODELS = {
 VAE_FP16_FIX = "madebyollin/sdxl-vae-fp16-fix"
 TAESDXL = "madebyollin/taesdxl"
 BATCH_BUCKETS = (1, 2, 4, 8, 16)
-DRAFT_DECODERS = ("tiny", "full")
-
-
-class SettingsError(ValueError):
-    """A setting has a value the engine cannot use; the message names the variable."""
+# The tiny preset: tiny random models built locally; every code path runs, fast on a CPU, and few final
+# steps keep tests quick.
+TINY_DEFAULTS: dict[str, Any] = {
+    "turbo_model": "tiny:turbo",
+    "ssd1b_model": "tiny:ssd-1b",
+    "sdxl_base_model": "tiny:sdxl-base",
+    "sdxl_refiner_model": "tiny:sdxl-refiner",
+    "vae_model": "",
+    "draft_vae_model": "tiny:taesdxl",
+    "final_steps": 4,
+}
 
 
 def default_cache_dir() -> Path:
@@ -34,174 +41,134 @@ def default_cache_dir() -> Path:
     return Path(base) / "imagine-bot"
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    preset: Literal["sdxl", "tiny"] = "sdxl"
+def lower(value: object) -> object:
+    """Names of choices are read in any case (``ENGINE_PRESET=Tiny``)."""
+    return value.lower() if isinstance(value, str) else value
+
+
+def expand_user(value: Path | None) -> Path | None:
+    return value.expanduser() if value is not None else None
+
+
+class EngineSettings(EnvSettings):
+    preset: Literal["sdxl", "tiny"] = Field(
+        default="sdxl", validation_alias="ENGINE_PRESET", description="sdxl or tiny"
+    )
     # Hub ids or local folders (diffusers layout).
-    turbo_model: str = HUB_MODELS["turbo"]
-    ssd1b_model: str = HUB_MODELS["ssd-1b"]
-    sdxl_base_model: str = HUB_MODELS["sdxl-base"]
-    sdxl_refiner_model: str = HUB_MODELS["sdxl-refiner"]
+    turbo_model: str = Field(default=HUB_MODELS["turbo"], validation_alias="TURBO_MODEL")
+    ssd1b_model: str = Field(default=HUB_MODELS["ssd-1b"], validation_alias="SSD1B_MODEL")
+    sdxl_base_model: str = Field(default=HUB_MODELS["sdxl-base"], validation_alias="SDXL_BASE_MODEL")
+    sdxl_refiner_model: str = Field(default=HUB_MODELS["sdxl-refiner"], validation_alias="SDXL_REFINER_MODEL")
     # VAE that does not overflow in float16, used by every model (finals decode in float16 with it);
-    # empty = each model's own VAE, upcast to float32 for the decode as diffusers does.
-    vae_model: str = VAE_FP16_FIX
+    # "" (none, off) = each model's own VAE, upcast to float32 for the decode as diffusers does.
+    vae_model: str = Field(default=VAE_FP16_FIX, validation_alias="VAE_MODEL")
     # The cheap decoder (TAESDXL, diffusers AutoencoderTiny) for drafts and the live previews of finals.
-    draft_vae_model: str = TAESDXL
-    draft_decoder: Literal["tiny", "full"] = "tiny"  # full: drafts decode with the full VAE
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    memory: Literal["auto", "resident", "offload"] = "auto"
-    cache_dir: Path = default_cache_dir()
-    final_model: str = "ssd-1b"  # default model for finals
-    draft_steps: int = 1
-    final_steps: int = 28
+    draft_vae_model: str = Field(default=TAESDXL, validation_alias="DRAFT_VAE_MODEL")
+    draft_decoder: Literal["tiny", "full"] = Field(  # full: drafts decode with the full VAE
+        default="tiny", validation_alias="DRAFT_DECODER", description="tiny or full"
+    )
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        validation_alias="ENGINE_DEVICE",
+        description="auto, cpu, cuda or cuda:N",
+    )
+    memory: Literal["auto", "resident", "offload"] = Field(
+        default="auto", validation_alias="ENGINE_MEMORY", description="auto, resident or offload"
+    )
+    cache_dir: Path = Field(default_factory=default_cache_dir, validation_alias="ENGINE_CACHE_DIR")
+    final_model: Literal["ssd-1b", "sdxl"] = Field(  # default model for finals
+        default="ssd-1b", validation_alias="FINAL_MODEL", description="ssd-1b or sdxl"
+    )
+    draft_steps: int = Field(default=1, ge=1, le=4, validation_alias="DRAFT_STEPS", description="1 to 4")
+    final_steps: int = Field(default=28, ge=1, le=100, validation_alias="FINAL_STEPS", description="1 to 100")
+    # Set in code only (no variable): the classifier-free guidance of each final model.
     final_guidance_ssd1b: float = 7.0
     final_guidance_sdxl: float = 6.0
-    refiner_split: float = 0.8
-    upscale_strength: float = 0.5
-    max_batch_images: int = 16  # drafts merged into one GPU batch, in images
-    gather_ms: float = 4.0  # a draft waits this long for others to join its batch (0 = take what is queued)
-    prompt_cache_size: int = 64  # prompt embeddings kept (LRU) per engine; 0 = encode every time
-    fast_kernels: bool = True  # channels-last UNet/VAE and fused QKV projections (float noise only)
-    compile: bool | None = None  # torch.compile the UNets and decoders; None = on for CUDA, off elsewhere
-    compile_mode: str = ""  # "" = reduce-overhead (CUDA graphs per batch bucket) on CUDA, default elsewhere
-    compile_backend: str = "inductor"
-    compile_cache_dir: Path | None = None  # persistent compile cache; None = cache_dir / "compile"
-    compile_models: str = "turbo,ssd-1b,sdxl-base,sdxl-refiner"  # whose UNets compile (turbo: its decoder too)
+    refiner_split: float = Field(
+        default=0.8, ge=0.5, lt=1.0, validation_alias="REFINER_SPLIT", description="at least 0.5 and below 1"
+    )
+    upscale_strength: float = Field(
+        default=0.5, ge=0.05, le=1.0, validation_alias="UPSCALE_STRENGTH", description="0.05 to 1"
+    )
+    max_batch_images: int = Field(  # drafts merged into one GPU batch, in images
+        default=16, ge=1, le=64, validation_alias="ENGINE_MAX_BATCH", description="1 to 64"
+    )
+    gather_ms: float = Field(  # a draft waits this long for others to join its batch (0 = take what is queued)
+        default=4.0, ge=0.0, le=1000.0, validation_alias="ENGINE_GATHER_MS", description="0 to 1000"
+    )
+    prompt_cache_size: int = Field(  # prompt embeddings kept (LRU) per engine; 0 = encode every time
+        default=64, ge=0, validation_alias="ENGINE_PROMPT_CACHE", description="0 (off) or more"
+    )
+    # Channels-last UNet/VAE and fused QKV projections (float noise only).
+    fast_kernels: bool = Field(default=True, validation_alias="ENGINE_FAST_KERNELS")
+    # torch.compile the UNets and decoders; None (auto) = on for CUDA, off elsewhere.
+    compile: bool | None = Field(default=None, validation_alias="ENGINE_COMPILE", description="true, false or auto")
+    # "" = reduce-overhead (CUDA graphs per batch bucket) on CUDA, default elsewhere.
+    compile_mode: Literal["", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        default="", validation_alias="ENGINE_COMPILE_MODE", description="default, reduce-overhead or max-autotune"
+    )
+    compile_backend: str = Field(default="inductor", validation_alias="ENGINE_COMPILE_BACKEND")
+    # Persistent compile cache; None = cache_dir / "compile".
+    compile_cache_dir: Path | None = Field(default=None, validation_alias="ENGINE_COMPILE_CACHE_DIR")
+    # Whose UNets compile (turbo: its decoder too), comma separated.
+    compile_models: str = Field(default="turbo,ssd-1b,sdxl-base,sdxl-refiner", validation_alias="ENGINE_COMPILE_MODELS")
     # Explicit CUDA graphs of the Turbo UNet and the draft decoder per batch bucket, when compile is off
-    # (compile's reduce-overhead mode records its own). None = on for CUDA; never when offloading.
-    cuda_graphs: bool | None = None
+    # (compile's reduce-overhead mode records its own). None (auto) = on for CUDA; never when offloading.
+    cuda_graphs: bool | None = Field(
+        default=None, validation_alias="ENGINE_CUDA_GRAPHS", description="true, false or auto"
+    )
     # Finals: classifier-free guidance stops for the last share of the schedule (0 = never; 0.2 = last 20%).
-    guidance_cutoff: float = 0.0
-    queue_max: int = 200  # waiting jobs, all users together
-    preview_every: int = 5  # finals: a rough preview of the latents every N steps (0 = off)
-    preload: bool = True  # load the draft and default final model at start, not at the first request
-    final_not_starved_after_s: float = 20.0  # a waiting final runs before further drafts after this long
+    guidance_cutoff: float = Field(
+        default=0.0, ge=0.0, lt=1.0, validation_alias="GUIDANCE_CUTOFF", description="at least 0 and below 1"
+    )
+    queue_max: int = Field(  # waiting jobs, all users together
+        default=200, ge=1, validation_alias="ENGINE_QUEUE_MAX", description="at least 1"
+    )
+    preview_every: int = Field(  # finals: a rough preview of the latents every N steps (0 = off)
+        default=5, ge=0, validation_alias="PREVIEW_EVERY", description="0 (off) or more"
+    )
+    # Load the draft and default final model at start, not at the first request.
+    preload: bool = Field(default=True, validation_alias="ENGINE_PRELOAD")
+    # Set in code only: a waiting final runs before further drafts after this long (seconds).
+    final_not_starved_after_s: float = 20.0
 
+    _lower = field_validator("preset", "memory", mode="before")(lower)
+    _expand = field_validator("cache_dir", "compile_cache_dir")(expand_user)
+
+    @field_validator("vae_model", "draft_vae_model", mode="before")
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> EngineSettings:
-        """Build settings from ``env`` (default ``os.environ``); the tiny preset changes some defaults."""
-        env = dict(os.environ if env is None else env)
-        preset = env.get("ENGINE_PRESET", "sdxl").strip().lower() or "sdxl"
-        if preset not in PRESETS:
-            raise SettingsError(f"ENGINE_PRESET={preset!r}: use one of {', '.join(PRESETS)}.")
-        base = cls.for_preset(preset)
-        names = {
-            "turbo_model": "TURBO_MODEL",
-            "ssd1b_model": "SSD1B_MODEL",
-            "sdxl_base_model": "SDXL_BASE_MODEL",
-            "sdxl_refiner_model": "SDXL_REFINER_MODEL",
-            "vae_model": "VAE_MODEL",
-            "device": "ENGINE_DEVICE",
-            "memory": "ENGINE_MEMORY",
-            "cache_dir": "ENGINE_CACHE_DIR",
-            "final_model": "FINAL_MODEL",
-            "draft_steps": "DRAFT_STEPS",
-            "final_steps": "FINAL_STEPS",
-            "refiner_split": "REFINER_SPLIT",
-            "upscale_strength": "UPSCALE_STRENGTH",
-            "max_batch_images": "ENGINE_MAX_BATCH",
-            "draft_vae_model": "DRAFT_VAE_MODEL",
-            "draft_decoder": "DRAFT_DECODER",
-            "gather_ms": "ENGINE_GATHER_MS",
-            "prompt_cache_size": "ENGINE_PROMPT_CACHE",
-            "fast_kernels": "ENGINE_FAST_KERNELS",
-            "compile": "ENGINE_COMPILE",
-            "compile_mode": "ENGINE_COMPILE_MODE",
-            "compile_backend": "ENGINE_COMPILE_BACKEND",
-            "compile_cache_dir": "ENGINE_COMPILE_CACHE_DIR",
-            "compile_models": "ENGINE_COMPILE_MODELS",
-            "cuda_graphs": "ENGINE_CUDA_GRAPHS",
-            "guidance_cutoff": "GUIDANCE_CUTOFF",
-            "queue_max": "ENGINE_QUEUE_MAX",
-            "preview_every": "PREVIEW_EVERY",
-            "preload": "ENGINE_PRELOAD",
-        }
-        types = {f.name: f.type for f in fields(cls)}
-        changes: dict[str, object] = {}
-        for attr, var in names.items():
-            raw = env.get(var)
-            if raw is None or raw.strip() == "":
-                continue
-            raw = raw.strip()
-            kind = types[attr]
-            try:
-                if kind == "int":
-                    changes[attr] = int(raw)
-                elif kind == "float":
-                    changes[attr] = float(raw)
-                elif kind in ("bool", "bool | None"):
-                    if kind == "bool | None" and raw.lower() == "auto":
-                        changes[attr] = None
-                        continue
-                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError(raw)
-                    changes[attr] = raw.lower() in ("1", "true", "yes", "on")
-                elif kind in ("Path", "Path | None"):
-                    changes[attr] = Path(raw).expanduser()
-                elif attr in ("vae_model", "draft_vae_model") and raw.lower() in ("none", "off"):
-                    changes[attr] = ""  # each model's own VAE (vae_model), or no TAESDXL at all
-                else:
-                    changes[attr] = raw
-            except ValueError:
-                raise SettingsError(f"{var}={raw!r} is not a valid {kind}.") from None
-        return replace(base, **changes).validate()
+    def _off(cls, value: object) -> object:
+        """none or off: each model's own VAE (vae_model), or no TAESDXL at all."""
+        return "" if isinstance(value, str) and value.lower() in ("none", "off") else value
 
+    @field_validator("compile", "cuda_graphs", mode="before")
     @classmethod
-    def for_preset(cls, preset: str, **changes: object) -> EngineSettings:
-        """Defaults of a preset. ``tiny`` points every model at tiny random pipelines built locally."""
-        settings = cls(preset=preset)  # type: ignore[arg-type]
-        if preset == "tiny":
-            # Tiny random models: every code path runs, fast on a CPU. Few final steps keep tests quick.
-            settings = replace(
-                settings,
-                turbo_model="tiny:turbo",
-                ssd1b_model="tiny:ssd-1b",
-                sdxl_base_model="tiny:sdxl-base",
-                sdxl_refiner_model="tiny:sdxl-refiner",
-                vae_model="",
-                draft_vae_model="tiny:taesdxl",
-                final_steps=4,
-            )
-        return replace(settings, **changes).validate()
+    def _auto(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.lower() == "auto" else value
 
-    def validate(self) -> EngineSettings:
-        if self.memory not in MEMORY_MODES:
-            raise SettingsError(f"ENGINE_MEMORY={self.memory!r}: use one of {', '.join(MEMORY_MODES)}.")
-        if self.final_model not in ("ssd-1b", "sdxl"):
-            raise SettingsError(f"FINAL_MODEL={self.final_model!r}: use ssd-1b or sdxl.")
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
-            raise SettingsError(f"ENGINE_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N.")
-        if not (1 <= self.draft_steps <= 4):
-            raise SettingsError("DRAFT_STEPS must be 1 to 4.")
-        if not (1 <= self.final_steps <= 100):
-            raise SettingsError("FINAL_STEPS must be 1 to 100.")
-        if not (0.5 <= self.refiner_split < 1.0):
-            raise SettingsError("REFINER_SPLIT must be at least 0.5 and below 1.")
-        if not (0.05 <= self.upscale_strength <= 1.0):
-            raise SettingsError("UPSCALE_STRENGTH must be 0.05 to 1.")
-        if not (1 <= self.max_batch_images <= 64):
-            raise SettingsError("ENGINE_MAX_BATCH must be 1 to 64.")
-        if self.draft_decoder not in DRAFT_DECODERS:
-            raise SettingsError(f"DRAFT_DECODER={self.draft_decoder!r}: use one of {', '.join(DRAFT_DECODERS)}.")
-        if not (0.0 <= self.gather_ms <= 1000.0):
-            raise SettingsError("ENGINE_GATHER_MS must be 0 to 1000.")
-        if self.prompt_cache_size < 0:
-            raise SettingsError("ENGINE_PROMPT_CACHE must be 0 (off) or more.")
-        if self.compile_mode not in ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-            raise SettingsError(
-                f"ENGINE_COMPILE_MODE={self.compile_mode!r}: use default, reduce-overhead or max-autotune."
-            )
-        unknown = [m for m in self.compiled_models() if m not in HUB_MODELS]
+    @field_validator("compile_models")
+    @classmethod
+    def _known_models(cls, value: str) -> str:
+        unknown = [m for m in _names(value) if m not in HUB_MODELS]
         if unknown:
             known = ", ".join(HUB_MODELS)
             raise SettingsError(f"ENGINE_COMPILE_MODELS: unknown model(s) {', '.join(unknown)}; use {known}.")
-        if not (0.0 <= self.guidance_cutoff < 1.0):
-            raise SettingsError("GUIDANCE_CUTOFF must be at least 0 and below 1.")
-        if self.queue_max < 1:
-            raise SettingsError("ENGINE_QUEUE_MAX must be at least 1.")
-        if self.preview_every < 0:
-            raise SettingsError("PREVIEW_EVERY must be 0 (off) or more.")
-        return self
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EngineSettings:
+        """Build settings from ``env`` (default: the environment over ``./.env``); the tiny preset changes some
+        defaults. Raises SettingsError with one clear line."""
+        values = cls.read(env)
+        return cls.for_preset(values.pop("preset", "sdxl"), **values)
+
+    @classmethod
+    def for_preset(cls, preset: str, **changes: Any) -> EngineSettings:
+        """Defaults of a preset, under ``changes``. ``tiny`` points every model at tiny random pipelines built
+        locally."""
+        defaults = TINY_DEFAULTS if str(lower(preset)) == "tiny" else {}
+        return cls.build({**defaults, "preset": preset, **changes})
 
     def model_source(self, name: str) -> str:
         """Hub id, local folder or ``tiny:NAME`` of a model by its engine name."""
@@ -224,10 +191,14 @@ class EngineSettings:
         return self.compile if self.compile is not None else device.startswith("cuda")
 
     def compiled_models(self) -> list[str]:
-        return [m.strip() for m in self.compile_models.split(",") if m.strip()]
+        return _names(self.compile_models)
 
     def compile_cache(self) -> Path:
         return Path(self.compile_cache_dir) if self.compile_cache_dir else Path(self.cache_dir) / "compile"
 
     def final_guidance(self, model: str) -> float:
         return self.final_guidance_sdxl if model == "sdxl" else self.final_guidance_ssd1b
+
+
+def _names(models: str) -> list[str]:
+    return [m.strip() for m in models.split(",") if m.strip()]

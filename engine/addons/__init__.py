@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import logging
 
-from .settings import AddonMissing, AddonSettings, AddonSettingsError
+from ..settings_base import SettingsError
+from .settings import AddonMissing, AddonSettings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ __all__ = [
     "ADDONS",
     "AddonMissing",
     "AddonSettings",
-    "AddonSettingsError",
     "addon_problems",
     "download",
     "offer_fields",
@@ -89,7 +89,7 @@ def download(settings: AddonSettings, addons: list[str] | None = None) -> dict[s
     results: dict[str, object] = {}
     for addon in addons or list(ADDONS):
         if addon not in _MODULES:
-            raise AddonSettingsError(f"unknown add-on {addon!r}: one of {', '.join(ADDONS)}")
+            raise SettingsError(f"unknown add-on {addon!r}: one of {', '.join(ADDONS)}")
         if enabled(settings, addon):
             results[addon] = _module(addon).download(settings)
     return results

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..settings_base import SettingsError
 from . import ADDONS, addon_problems, available, download
-from .settings import AddonMissing, AddonSettings, AddonSettingsError
+from .settings import AddonMissing, AddonSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{addon}: {line}")
         print(f"available: {', '.join(available(settings)) or 'none'}")
         return 0
-    except (AddonMissing, AddonSettingsError) as exc:
+    except (AddonMissing, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

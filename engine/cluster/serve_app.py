@@ -480,7 +480,7 @@ def build_app(
     """The Serve application: ingress -> draft and final workers, all on ``settings``."""
     if not token:
         raise ValueError("the cluster needs a token (ENGINE_TOKEN)")
-    settings = replace(settings, preload=True)
+    settings = settings.replace(preload=True)
     batch = settings.max_batch_images
     # A batch is counted in images; twice that in flight keeps a batch forming while one runs
     # (Serve's default max_ongoing_requests of 5 would cap batches).

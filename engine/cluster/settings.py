@@ -1,75 +1,58 @@
-"""Settings of the cluster side (``python -m engine serve``), read from the environment. Ray-free.
+"""Settings of the cluster side (``python -m engine serve``), read from the environment and ``.env``. Ray-free.
 
-Every name here is documented in `.env.example` (section "Cluster engine").
+Every variable here is documented in `.env.example` (section "Cluster engine").
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields, replace
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from ..settings import SettingsError
-
-_ENV = {
-    "token": "ENGINE_TOKEN",
-    "host": "ENGINE_SERVE_HOST",
-    "port": "ENGINE_SERVE_PORT",
-    "address": "RAY_ADDRESS",
-    "draft_replicas": "ENGINE_DRAFT_REPLICAS",
-    "draft_max_replicas": "ENGINE_DRAFT_MAX_REPLICAS",
-    "final_replicas": "ENGINE_FINAL_REPLICAS",
-    "final_max_replicas": "ENGINE_FINAL_MAX_REPLICAS",
-    "draft_gpus": "ENGINE_DRAFT_GPUS",
-    "final_gpus": "ENGINE_FINAL_GPUS",
-    "replica_cpus": "ENGINE_REPLICA_CPUS",
-    "batch_wait_ms": "ENGINE_BATCH_WAIT_MS",
-}
+from ..settings_base import EnvSettings, SettingsError
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    token: str = ""  # empty: ``serve`` makes one up and prints it
-    host: str = "127.0.0.1"  # where Serve's HTTP proxy listens; loopback unless told otherwise
-    port: int = 8000
-    address: str = ""  # a running Ray cluster ("auto", "10.0.0.5:6379"); empty: find one or start one here
-    draft_replicas: int = 1
-    draft_max_replicas: int = 0  # above draft_replicas: autoscale between the two; 0 = no autoscaling
-    final_replicas: int = 1
-    final_max_replicas: int = 0
-    draft_gpus: float = -1.0  # GPUs per replica (fractions share a GPU); -1 = 0.5 if the cluster has GPUs, else 0
-    final_gpus: float = -1.0
-    replica_cpus: float = 1.0
-    batch_wait_ms: float = 5.0  # how long a draft batch waits for more drafts to join
+class ClusterSettings(EnvSettings):
+    # The shared secret; empty: ``serve`` makes one up and prints it.
+    token: SecretStr = Field(default=SecretStr(""), validation_alias="ENGINE_TOKEN")
+    # Where Serve's HTTP proxy listens; loopback unless told otherwise.
+    host: str = Field(default="127.0.0.1", validation_alias="ENGINE_SERVE_HOST")
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias="ENGINE_SERVE_PORT", description="1 to 65535")
+    # A running Ray cluster ("auto", "10.0.0.5:6379"); empty: find one or start one here.
+    address: str = Field(default="", validation_alias="RAY_ADDRESS")
+    draft_replicas: int = Field(default=1, ge=1, validation_alias="ENGINE_DRAFT_REPLICAS", description="at least 1")
+    # Above draft_replicas: autoscale between the two; 0 = no autoscaling.
+    draft_max_replicas: int = Field(
+        default=0, ge=0, validation_alias="ENGINE_DRAFT_MAX_REPLICAS", description="0 or at least ENGINE_DRAFT_REPLICAS"
+    )
+    final_replicas: int = Field(default=1, ge=1, validation_alias="ENGINE_FINAL_REPLICAS", description="at least 1")
+    final_max_replicas: int = Field(
+        default=0, ge=0, validation_alias="ENGINE_FINAL_MAX_REPLICAS", description="0 or at least ENGINE_FINAL_REPLICAS"
+    )
+    # GPUs per replica (fractions share a GPU); -1 = 0.5 if the cluster has GPUs, else 0.
+    draft_gpus: float = Field(
+        default=-1.0, validation_alias="ENGINE_DRAFT_GPUS", description="0 or more (or -1 for automatic)"
+    )
+    final_gpus: float = Field(
+        default=-1.0, validation_alias="ENGINE_FINAL_GPUS", description="0 or more (or -1 for automatic)"
+    )
+    replica_cpus: float = Field(default=1.0, ge=0.0, validation_alias="ENGINE_REPLICA_CPUS", description="0 or more")
+    # How long a draft batch waits for more drafts to join.
+    batch_wait_ms: float = Field(default=5.0, ge=0.0, validation_alias="ENGINE_BATCH_WAIT_MS", description="0 or more")
 
+    @field_validator("draft_gpus", "final_gpus")
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ClusterSettings:
-        env = dict(os.environ if env is None else env)
-        types = {f.name: f.type for f in fields(cls)}
-        changes: dict[str, object] = {}
-        for attr, var in _ENV.items():
-            raw = (env.get(var) or "").strip()
-            if not raw:
-                continue
-            try:
-                changes[attr] = {"int": int, "float": float}.get(types[attr], str)(raw)
-            except ValueError:
-                raise SettingsError(f"{var}={raw!r} is not a valid {types[attr]}.") from None
-        return replace(cls(), **changes).validate()
+    def _gpus(cls, value: float) -> float:
+        if value != -1.0 and value < 0:
+            raise ValueError("a share of GPUs is 0 or more, or -1")  # the line says what to use (description)
+        return value
 
-    def validate(self) -> ClusterSettings:
-        for name in ("draft", "final"):
-            low, high = getattr(self, f"{name}_replicas"), getattr(self, f"{name}_max_replicas")
-            if low < 1:
-                raise SettingsError(f"ENGINE_{name.upper()}_REPLICAS must be at least 1.")
-            if high and high < low:
+    @model_validator(mode="after")
+    def _max_above_count(self) -> ClusterSettings:
+        for kind, count, most in (
+            ("DRAFT", self.draft_replicas, self.draft_max_replicas),
+            ("FINAL", self.final_replicas, self.final_max_replicas),
+        ):
+            if most and most < count:
                 raise SettingsError(
-                    f"ENGINE_{name.upper()}_MAX_REPLICAS must be 0 or at least ENGINE_{name.upper()}_REPLICAS."
+                    f"ENGINE_{kind}_MAX_REPLICAS={most}: use 0 or at least ENGINE_{kind}_REPLICAS ({count})."
                 )
-            gpus = getattr(self, f"{name}_gpus")
-            if gpus != -1.0 and gpus < 0:
-                raise SettingsError(f"ENGINE_{name.upper()}_GPUS must be 0 or more (or -1 for automatic).")
-        if not (1 <= self.port <= 65535):
-            raise SettingsError("ENGINE_SERVE_PORT must be 1 to 65535.")
-        if self.replica_cpus < 0 or self.batch_wait_ms < 0:
-            raise SettingsError("ENGINE_REPLICA_CPUS and ENGINE_BATCH_WAIT_MS must be 0 or more.")
         return self

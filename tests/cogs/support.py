@@ -9,6 +9,8 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from bot import ImagineBot
 from core.history import HistoryStore
 from core.settings import BotSettings
@@ -35,7 +37,9 @@ class Harness:
         self.engine = RunningFakeEngine(str(self.db_path))
         self.engine.paused = paused
         self.bot = ImagineBot(
-            settings=BotSettings(token="fake-token", progress_interval=0.05, queue_update_interval=0.05),
+            settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
+                token=SecretStr("fake-token"), progress_interval=0.05, queue_update_interval=0.05
+            ),
             store=self.store,
             engine=self.engine,
         )

@@ -6,6 +6,7 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from pydantic import SecretStr
 
 from core.history import JobMode, JobParams, JobRecord
 from core.runlog import RunLog, WandbRunLog, open_run_log
@@ -124,7 +125,9 @@ async def test_the_job_service_logs_finals_only(store, kind):
         client=None,  # type: ignore[arg-type]
         store=store,
         engine=engine,
-        settings=BotSettings(token="t", progress_interval=0.01, queue_update_interval=0.02),
+        settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
+            token=SecretStr("t"), progress_interval=0.01, queue_update_interval=0.02
+        ),
         run_log=recording,
     )
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pydantic import SecretStr
+
 from core.history import HistoryStore, JobRecord
 from core.jobs import JobService
 from core.settings import BotSettings
@@ -14,7 +16,10 @@ from engine.api import ImageEngine
 def make_service(store: HistoryStore, engine: ImageEngine, **kwargs: Any) -> JobService:
     """A service on ``store`` and ``engine`` with fast status edits and no channel pacing (tested on its own)."""
     kwargs.setdefault("pace_channels", False)
-    settings = kwargs.pop("settings", BotSettings(token="test", progress_interval=0.01, queue_update_interval=0.02))
+    settings = kwargs.pop(
+        "settings",  # model_construct: faster than a user may set, unchecked
+        BotSettings.model_construct(token=SecretStr("test"), progress_interval=0.01, queue_update_interval=0.02),
+    )
     return JobService(
         client=None,  # type: ignore[arg-type]  (only restart deliveries use it; the tests inject those)
         store=store,

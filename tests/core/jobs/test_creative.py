@@ -234,7 +234,7 @@ async def test_stored_images_past_the_cap_are_pruned_and_a_pruned_final_says_so(
         waiting = await service.imagine(RecordingOrigin(user_id=5), prompt="a", image=png(512, 512, (9, 9, 9)))
         for path in [*inputs.results.iterdir(), *inputs.inputs.iterdir()]:
             os.utime(path, (1, 1))  # stored long ago
-        service.settings = dataclasses.replace(service.settings, image_retention_days=1.0, image_store_max_mb=0)
+        service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
         removed, _ = await service.prune_images()
         assert removed == 1 and inputs.result_sync(old.id) is None
         assert inputs.get_sync(waiting.params.init_image)  # a job still to run keeps its image

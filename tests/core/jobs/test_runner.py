@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 
@@ -38,7 +37,7 @@ async def test_queue_position_then_progress_edits_for_a_final(service, store, en
 
 async def test_progress_edits_are_throttled(store, engine):
     service = make_service(store, engine)
-    service.settings = dataclasses.replace(service.settings, progress_interval=0.5)
+    service.settings = service.settings.model_copy(update={"progress_interval": 0.5})
     origin = RecordingOrigin()
     job = await service.final(origin, prompt="slow", seed=1)
     engine.run(job.id)

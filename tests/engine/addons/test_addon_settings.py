@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from engine.addons import addon_problems, available
 from engine.addons.__main__ import main
-from engine.addons.settings import DESCRIBE_HUB, REFERENCE_HUB, AddonSettings, AddonSettingsError
+from engine.addons.settings import DESCRIBE_HUB, REFERENCE_HUB, AddonSettings
+from engine.settings_base import SettingsError
 
 
 def test_from_env_reads_every_variable(tmp_path):
@@ -54,18 +54,18 @@ def test_defaults_and_tiny_preset(tmp_path):
     ],
 )
 def test_bad_values_name_the_variable(env, message):
-    with pytest.raises(AddonSettingsError, match=message):
+    with pytest.raises(SettingsError, match=message):
         AddonSettings.from_env(env)
 
 
 def test_start_up_check_lists_what_cannot_be_used(addon_settings, tmp_path):
     assert addon_problems(addon_settings) == {}
     assert available(addon_settings) == ["lora", "reference", "upscale", "describe"]
-    broken = replace(addon_settings, lora_dir=str(tmp_path / "none"), describe_model=str(tmp_path))
+    broken = addon_settings.replace(lora_dir=str(tmp_path / "none"), describe_model=str(tmp_path))
     problems = addon_problems(broken)
     assert set(problems) == {"lora", "describe"}
     assert available(broken) == ["reference", "upscale"]
-    off = replace(addon_settings, lora_dir="", reference_model="", describe_model="", upscaler_model="")
+    off = addon_settings.replace(lora_dir="", reference_model="", describe_model="", upscaler_model="")
     assert addon_problems(off) == {} and available(off) == ["upscale"]  # Lanczos is always there
 
 
@@ -81,3 +81,14 @@ def test_cli_check_on_the_tiny_preset(monkeypatch, capsys, tiny_cache_dir):
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(Path(tiny_cache_dir)))
     assert main(["check"]) == 0
     assert capsys.readouterr().out.strip() == "available: lora, reference, upscale, describe"
+
+
+def test_blank_sources_turn_add_ons_off_and_tiny_keeps_what_is_given(tmp_path):
+    off = AddonSettings.from_env({"LORA_DIR": " ", "UPSCALER_MODEL": "none", "ENGINE_CACHE_DIR": ""})
+    assert (off.lora_dir, off.upscaler_model) == ("", "")
+    assert off.cache_dir == AddonSettings().cache_dir  # a blank cache folder is the default one
+    tiny = AddonSettings.from_env({"ENGINE_PRESET": "tiny", "ENGINE_CACHE_DIR": str(tmp_path), "DESCRIBE_MODEL": "off"})
+    assert tiny.describe_model == "" and tiny.reference_model == "tiny:ip-adapter" and tiny.upscale_tile == 128
+    assert AddonSettings.for_tiny(tmp_path) == AddonSettings.from_env(
+        {"ENGINE_PRESET": "tiny", "ENGINE_CACHE_DIR": str(tmp_path)}
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -52,8 +51,8 @@ def test_captions_are_cleaned_into_prompts():
 
 def test_missing_gives_one_line(addon_settings, tmp_path):
     assert describe_mod.missing(addon_settings) is None
-    assert describe_mod.missing(replace(addon_settings, describe_model="")) is None
-    line = describe_mod.missing(replace(addon_settings, describe_model=str(tmp_path)))
+    assert describe_mod.missing(addon_settings.replace(describe_model="")) is None
+    line = describe_mod.missing(addon_settings.replace(describe_model=str(tmp_path)))
     assert "/describe is hidden" in line and "\n" not in line
 
 

@@ -94,14 +94,12 @@ def test_batch_key_groups_same_loras_and_weights():
 def test_a_file_that_is_no_sdxl_lora_is_refused_and_leaves_the_pipeline_clean(
     addon_settings, tmp_path, turbo_pipe, plain
 ):
-    from dataclasses import replace
-
     import torch
 
     shutil.copy(addon_settings.resolve_tiny("tiny:loras") / "tiny-glow.safetensors", tmp_path)
     save_file({"model.0.weight": torch.zeros(3, 3)}, str(tmp_path / "not-a-lora.safetensors"))
     (tmp_path / "old.ckpt").write_bytes(b"pickles are not loaded")
-    library = LoraLibrary(replace(addon_settings, lora_dir=str(tmp_path)))
+    library = LoraLibrary(addon_settings.replace(lora_dir=str(tmp_path)))
     assert library.names() == ["not-a-lora", "tiny-glow"]
     with pytest.raises(LoraError, match="not-a-lora"):
         library.activate(turbo_pipe, [LoraChoice("not-a-lora")], model="turbo")
@@ -111,13 +109,11 @@ def test_a_file_that_is_no_sdxl_lora_is_refused_and_leaves_the_pipeline_clean(
 
 
 def test_missing_gives_one_line(addon_settings, tmp_path):
-    from dataclasses import replace
-
     assert lora_mod.missing(addon_settings) is None
-    assert lora_mod.missing(replace(addon_settings, lora_dir="")) is None  # off: nothing to say
-    line = lora_mod.missing(replace(addon_settings, lora_dir=str(tmp_path / "nowhere")))
+    assert lora_mod.missing(addon_settings.replace(lora_dir="")) is None  # off: nothing to say
+    line = lora_mod.missing(addon_settings.replace(lora_dir=str(tmp_path / "nowhere")))
     assert "is not a folder" in line and "\n" not in line
-    assert "no .safetensors" in lora_mod.missing(replace(addon_settings, lora_dir=str(tmp_path)))
+    assert "no .safetensors" in lora_mod.missing(addon_settings.replace(lora_dir=str(tmp_path)))
 
 
 def test_each_lora_is_loaded_once_per_pipeline(library, turbo_pipe, monkeypatch):

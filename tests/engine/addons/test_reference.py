@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -107,8 +106,8 @@ def test_reference_image_loads_and_keys_batches():
 
 def test_missing_gives_one_line(addon_settings, tmp_path):
     assert reference_mod.missing(addon_settings) is None
-    assert reference_mod.missing(replace(addon_settings, reference_model="")) is None
-    line = reference_mod.missing(replace(addon_settings, reference_model=str(tmp_path)))
+    assert reference_mod.missing(addon_settings.replace(reference_model="")) is None
+    line = reference_mod.missing(addon_settings.replace(reference_model=str(tmp_path)))
     assert "lacks sdxl_models/" in line and "\n" not in line
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -45,19 +44,19 @@ def test_subtle_with_the_esrgan_model_is_twice_the_size_and_close_to_its_source(
 
 def test_esrgan_tiles_join_exactly(addon_settings, upscaler):
     source = smooth_picture()
-    whole = Upscaler(replace(addon_settings, upscaler_tile=1024)).subtle(source)
+    whole = Upscaler(addon_settings.replace(upscaler_tile=1024)).subtle(source)
     tiled = upscaler.subtle(source)  # 64 px input tiles: 2x2 of them here
     assert np.abs(np.asarray(whole, dtype=int) - np.asarray(tiled, dtype=int)).max() <= 1
 
 
 def test_lanczos_stands_in_without_a_model(addon_settings):
-    lanczos = Upscaler(replace(addon_settings, upscaler_model=""))
+    lanczos = Upscaler(addon_settings.replace(upscaler_model=""))
     source = smooth_picture(100, 60)
     big = lanczos.subtle(source)
     assert lanczos.name() == "Lanczos"
     assert big.size == (200, 120)
     assert psnr(shrunk(big, source.size), source) > 35
-    assert upscale_mod.missing(replace(addon_settings, upscaler_model="")) is None
+    assert upscale_mod.missing(addon_settings.replace(upscaler_model="")) is None
 
 
 def test_a_file_that_is_no_upscaler_is_refused(addon_settings, tmp_path):
@@ -66,8 +65,8 @@ def test_a_file_that_is_no_upscaler_is_refused(addon_settings, tmp_path):
     path = tmp_path / "nothing.safetensors"
     save_file({"weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(UpscaleError, match="nothing.safetensors"):
-        Upscaler(replace(addon_settings, upscaler_model=str(path))).subtle(smooth_picture())
-    absent = replace(addon_settings, upscaler_model=str(tmp_path / "absent.safetensors"))
+        Upscaler(addon_settings.replace(upscaler_model=str(path))).subtle(smooth_picture())
+    absent = addon_settings.replace(upscaler_model=str(tmp_path / "absent.safetensors"))
     line = upscale_mod.missing(absent)
     assert "Lanczos stands in" in line and "\n" not in line
     fallback = Upscaler(absent)
