@@ -51,7 +51,6 @@ from core.limits import (
     check_seed,
     check_style_suffix,
     check_user_limits,
-    random_seed,
     with_style,
 )
 from core.runlog import RunLog
@@ -73,6 +72,7 @@ from engine.api import (
     QueueFull,
     QueueInfo,
     RequestError,
+    random_seed,
     size_for_aspect,
 )
 

@@ -67,7 +67,7 @@ def encode_images(request, images: list[Image.Image], steps: int, guidance: floa
 
     Shared by the local worker and the cluster's replicas, so both write the same files.
     """
-    from .requests import GeneratedImage
+    from .results import GeneratedImage
 
     strengths = getattr(request, "strengths", None) or (request.strength,) * request.count
     reference = None
@@ -97,7 +97,7 @@ def encode_images(request, images: list[Image.Image], steps: int, guidance: floa
 
 def encode_upscaled(request, image: Image.Image, parameters: str) -> tuple:
     """The one ``GeneratedImage`` of an upscale (``parameters`` from ``Recipes.upscale_parameters``)."""
-    from .requests import GeneratedImage
+    from .results import GeneratedImage
 
     return (GeneratedImage(encode_png(image, parameters), request.seed, image.width, image.height),)
 

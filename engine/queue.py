@@ -116,6 +116,3 @@ class FairQueue:
         while (job := clone.pop()) is not None:
             out.append(job)
         return out
-
-    def jobs_of(self, user: str) -> int:
-        return sum(len(lane.get(user, ())) for lane in self._lanes.values())

@@ -31,13 +31,11 @@ from .requests import (
     DescribeRequest,
     DraftRequest,
     FinalRequest,
-    JobResult,
-    Progress,
-    QueueInfo,
     Request,
     RequestError,
     UpscaleRequest,
 )
+from .results import JobResult, Progress, QueueInfo
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)

@@ -40,12 +40,11 @@ from ..requests import (
     DescribeRequest,
     DraftRequest,
     FinalRequest,
-    JobResult,
-    QueueInfo,
     Request,
     RequestError,
     UpscaleRequest,
 )
+from ..results import JobResult, QueueInfo
 from . import wire
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..api import EngineOffer
 from ..output import encode_images, encode_upscaled
-from ..requests import DescribeRequest, DraftRequest, FinalRequest, JobResult, RequestError, UpscaleRequest
+from ..requests import DescribeRequest, DraftRequest, FinalRequest, RequestError, UpscaleRequest
+from ..results import JobResult
 from ..settings import EngineSettings
 from . import wire
 

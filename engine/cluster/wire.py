@@ -21,14 +21,12 @@ from ..requests import (
     DraftInit,
     DraftRequest,
     FinalRequest,
-    GeneratedImage,
     ImageInit,
     Init,
-    JobResult,
-    Progress,
     Request,
     UpscaleRequest,
 )
+from ..results import GeneratedImage, JobResult, Progress
 
 # Error kinds in an ``error`` line, and what the client does with them.
 ERROR_KINDS = (
