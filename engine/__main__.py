@@ -79,7 +79,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .models import download, missing_models, needed_models
+    from .weights import download, missing_models, needed_models
 
     settings = _settings(args)
     if args.models:
