@@ -78,12 +78,21 @@ def _check_prompt(prompt: str, what: str = "Prompt") -> None:
         raise RequestError(f"{what} is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
 
 
+def _check_seed(seed: int) -> None:
+    if not (0 <= seed <= MAX_SEED):
+        raise RequestError(f"Seed {seed} is out of range; use 0 to {MAX_SEED}.")
+
+
+def _check_final_model(model: str) -> None:
+    if model not in FINAL_MODELS:
+        raise RequestError(f"Unknown final model {model!r}; choose one of {', '.join(FINAL_MODELS)}.")
+
+
 def _check_common(r: DraftRequest | FinalRequest, *, max_side: int) -> None:
     _check_prompt(r.prompt)
     if len(r.negative_prompt) > MAX_PROMPT_CHARS:
         raise RequestError(f"Negative prompt is longer than {MAX_PROMPT_CHARS} characters.")
-    if not (0 <= r.seed <= MAX_SEED):
-        raise RequestError(f"Seed {r.seed} is out of range; use 0 to {MAX_SEED}.")
+    _check_seed(r.seed)
     for name, side in (("Width", r.width), ("Height", r.height)):
         if side % SIDE_STEP or not (MIN_SIDE <= side <= max_side):
             raise RequestError(f"{name} {side} must be a multiple of {SIDE_STEP} between {MIN_SIDE} and {max_side}.")
@@ -300,8 +309,7 @@ class FinalRequest:
             if self.init is None:
                 raise RequestError("A mask needs an image to paint in.")
             _check_image_header(self.mask, "mask")
-        if self.model not in FINAL_MODELS:
-            raise RequestError(f"Unknown final model {self.model!r}; choose one of {', '.join(FINAL_MODELS)}.")
+        _check_final_model(self.model)
         if self.steps is not None and not (1 <= self.steps <= 100):
             raise RequestError(f"Final steps must be 1 to 100, not {self.steps}.")
         if self.guidance is not None and not (0.0 <= self.guidance <= 30.0):
@@ -358,10 +366,8 @@ class UpscaleRequest:
             )
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise RequestError(f"Prompts are limited to {MAX_PROMPT_CHARS} characters.")
-        if not (0 <= self.seed <= MAX_SEED):
-            raise RequestError(f"Seed {self.seed} is out of range; use 0 to {MAX_SEED}.")
-        if self.model not in FINAL_MODELS:
-            raise RequestError(f"Unknown final model {self.model!r}; choose one of {', '.join(FINAL_MODELS)}.")
+        _check_seed(self.seed)
+        _check_final_model(self.model)
         return self
 
     @property
