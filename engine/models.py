@@ -210,7 +210,7 @@ class ModelRegistry:
         configure_compile_cache(self.settings.compile_cache())
         mode = self.settings.compile_mode or ("reduce-overhead" if self.device.startswith("cuda") else "default")
         # dynamic=None: shapes are static unless marked; the draft path marks the batch dimension
-        # (engine.recipes.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
+        # (engine.recipes.images.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
         module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=None)
         limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
         torch._dynamo.config.cache_size_limit = limit
