@@ -17,14 +17,14 @@ import warnings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.limits import Refusal
+from engine.api import MAX_SIDE
 
 log = logging.getLogger(__name__)
 
 ALLOWED_FORMATS: dict[str, str] = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 MAX_BYTES = 10 * 1024 * 1024  # 10 MiB: more than Discord's free upload limit
 MAX_PIXELS = 40_000_000  # about 6300 x 6300; a bomb claims far more
-MIN_SIDE = 64
-MAX_SIDE = 2048  # an upload is shrunk to this many pixels a side before it is stored: no job is bigger
+MIN_SIDE = 64  # of an upload; MAX_SIDE (engine.api): it is shrunk to that many pixels a side, no job is bigger
 
 
 def _formats_text() -> str:

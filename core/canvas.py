@@ -20,14 +20,13 @@ from typing import Literal
 
 from PIL import Image, ImageFilter
 
-from engine.api import RequestError, open_image
+from engine.api import MAX_SIDE, MIN_SIDE, SIDE_STEP, RequestError, open_image
 
 PanDirection = Literal["left", "right", "up", "down"]
 PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 ZOOM_FACTORS: tuple[float, ...] = (1.5, 2.0)
 PAN_GROWTH = 0.5  # a pan adds half the image's width (left/right) or height (up/down)
 DEFAULT_BUDGET = 1024 * 1024  # pixels of an SDXL-family final
-MIN_SIDE, MAX_SIDE = 256, 2048
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,8 @@ def edit_size(width: int, height: int, budget: int = DEFAULT_BUDGET) -> tuple[in
     if width < 1 or height < 1:
         raise RequestError("The image has no pixels.")
     scale = min((budget / (width * height)) ** 0.5, MAX_SIDE / width, MAX_SIDE / height)
-    w = round(width * scale / 64) * 64
-    h = round(height * scale / 64) * 64
+    w = round(width * scale / SIDE_STEP) * SIDE_STEP
+    h = round(height * scale / SIDE_STEP) * SIDE_STEP
     w, h = min(MAX_SIDE, w), min(MAX_SIDE, h)
     if w < MIN_SIDE or h < MIN_SIDE:
         raise RequestError(

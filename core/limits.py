@@ -7,12 +7,11 @@ command, a button, a reaction and a message in an image channel are held to the 
 
 from __future__ import annotations
 
-import random
 import re
 import unicodedata
 from collections.abc import Iterable
 
-from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
+from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED, random_seed
 
 DEFAULT_ASPECT = "1:1"
 MAX_SEARCH_CHARS = 40  # /history search text; it travels inside button custom ids (100 chars at most)
@@ -87,7 +86,7 @@ def check_seed(seed: object, *, count: int = 1) -> int:
     """A seed in 0..2^32-1 that leaves room for ``count`` images (seed, seed+1, ...); None draws one."""
     highest = MAX_SEED - (count - 1)
     if seed is None:
-        return random.randint(0, highest)
+        return random_seed(count)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise Refusal(f"The seed must be a whole number from 0 to {MAX_SEED}.")
     if not (0 <= seed <= MAX_SEED):
@@ -95,10 +94,6 @@ def check_seed(seed: object, *, count: int = 1) -> int:
     if seed > highest:
         raise Refusal(f"Seed {seed} leaves no room for {count} images (seeds go up by one); use at most {highest}.")
     return seed
-
-
-def random_seed(count: int = 1) -> int:
-    return check_seed(None, count=count)
 
 
 def check_aspect(aspect: object) -> str:

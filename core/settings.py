@@ -17,7 +17,7 @@ import discord.http
 import yarl
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from engine.api import EnvSettings, SettingsError
+from engine.api import MAX_DRAFT_SIDE, MAX_SIDE, MIN_SIDE, SIDE_STEP, EnvSettings, SettingsError
 
 TOKEN_SOURCE = (
     "your bot's token (https://discord.com/developers/applications -> your app -> Bot -> Reset Token), "
@@ -49,19 +49,19 @@ class BotSettings(EnvSettings):
     # Side of a square draft / final; other aspects keep about the same pixel count.
     draft_size: int = Field(
         default=512,
-        ge=256,
-        le=1024,
-        multiple_of=64,
+        ge=MIN_SIDE,
+        le=MAX_DRAFT_SIDE,
+        multiple_of=SIDE_STEP,
         validation_alias="DRAFT_SIZE",
-        description="a multiple of 64 from 256 to 1024",
+        description=f"a multiple of {SIDE_STEP} from {MIN_SIDE} to {MAX_DRAFT_SIDE}",
     )
     final_size: int = Field(
         default=1024,
-        ge=512,
-        le=2048,
-        multiple_of=64,
+        ge=512,  # finals below 512 px are not worth a final model's time
+        le=MAX_SIDE,
+        multiple_of=SIDE_STEP,
         validation_alias="FINAL_SIZE",
-        description="a multiple of 64 from 512 to 2048",
+        description=f"a multiple of {SIDE_STEP} from 512 to {MAX_SIDE}",
     )
     # Seconds the running job may take to finish on SIGTERM/SIGINT.
     shutdown_timeout: float = Field(

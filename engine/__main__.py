@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .requests import ASPECTS, DraftRequest, FinalRequest, RequestError, new_seed, size_for_aspect
+from .requests import ASPECTS, DraftRequest, FinalRequest, RequestError, random_seed, size_for_aspect
 from .settings import EngineSettings
 from .settings_base import SettingsError
 
@@ -34,10 +34,12 @@ def _outputs(path: Path, count: int) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
-    from .worker import Engine, JobFailed
+    from .api import JobFailed
+    from .worker import Engine
 
     settings = _settings(args)
-    seed = new_seed() if args.seed is None else args.seed
+    seed = random_seed(args.count if args.mode == "draft" else 1) if args.seed is None else args.seed
+    request: DraftRequest | FinalRequest
     try:
         if args.mode == "draft":
             w, h = size_for_aspect(args.aspect, 512)
@@ -77,7 +79,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .models import download, missing_models, needed_models
+    from .weights import download, missing_models, needed_models
 
     settings = _settings(args)
     if args.models:

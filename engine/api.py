@@ -9,8 +9,9 @@ Two engines stand behind it, both running the same ``engine.recipes`` / ``engine
 Every method is ``async`` and none of them waits for a GPU: ``submit`` queues and returns a
 :class:`JobHandle`; ``JobHandle.result()`` is where a caller waits, on its own task.
 
-Requests, results and errors are the frozen, bytes-only types of ``engine.requests`` (re-exported
-here), so they cross a process boundary as they are. The bot imports them from here, and
+Requests, results and errors are the frozen, bytes-only types of ``engine.requests`` and
+``engine.results`` (re-exported here), so they cross a process boundary as they are. The bot
+imports them from here, with the size rule (``MIN_SIDE``, ``MAX_SIDE``, ``SIDE_STEP``, ``snap_side``), and
 ``open_image`` (``engine.canvas``: image bytes to an upright Pillow image, or a RequestError), which
 the bot's canvases (``core.canvas``) decode with exactly as the engine does. The bot's settings
 (``core.settings``) build on the engine's ``EnvSettings`` (``engine.settings_base``), so every setting fails
@@ -27,37 +28,43 @@ from .canvas import open_image
 from .requests import (
     ASPECTS,
     FINAL_MODELS,
+    MAX_DRAFT_SIDE,
     MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
+    MAX_SIDE,
     MAX_UPSCALE_SIDE,
+    MIN_SIDE,
     REFERENCE_MODES,
+    SIDE_STEP,
     UPSCALE_MODES,
     DescribeRequest,
     DraftInit,
     DraftRequest,
     FinalRequest,
-    GeneratedImage,
     ImageInit,
-    JobResult,
-    Progress,
-    QueueInfo,
     Request,
     RequestError,
     UpscaleRequest,
-    new_seed,
+    random_seed,
     size_for_aspect,
+    snap_side,
 )
+from .results import GeneratedImage, JobResult, Progress, QueueInfo
 from .settings_base import EnvSettings, SettingsError
 
 __all__ = [
     "ASPECTS",
     "FINAL_MODELS",
+    "MAX_DRAFT_SIDE",
     "MAX_LORAS",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
+    "MAX_SIDE",
     "MAX_UPSCALE_SIDE",
+    "MIN_SIDE",
     "REFERENCE_MODES",
+    "SIDE_STEP",
     "UPSCALE_MODES",
     "DescribeRequest",
     "DraftInit",
@@ -84,9 +91,10 @@ __all__ = [
     "RequestError",
     "SettingsError",
     "UpscaleRequest",
-    "new_seed",
     "open_image",
+    "random_seed",
     "size_for_aspect",
+    "snap_side",
 ]
 
 
@@ -132,8 +140,8 @@ class EngineOffer:
     final_steps: int = 28
     upscale_strength: float = 0.5
     queue_max: int = 200
-    max_draft_side: int = 1024
-    max_final_side: int = 2048
+    max_draft_side: int = MAX_DRAFT_SIDE
+    max_final_side: int = MAX_SIDE
     preview_every: int = 5
     backend: str = "local"  # "local" | "ray": for logs and /queue, never for branching in the bot
     # Add-ons (engine.addons): what the bot may show options for. Empty / False / "" = hidden.

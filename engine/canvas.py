@@ -31,3 +31,25 @@ def mask_image(mask: Image.Image) -> Image.Image:
         alpha = rgba.getchannel("A")
         return Image.composite(gray, Image.new("L", rgba.size, 0), alpha)
     return mask.convert("L")
+
+
+def upload_rgb(
+    data: bytes,
+    *,
+    max_pixels: int,
+    error: type[Exception],
+    empty: str,
+    too_large: str,
+    unreadable: str,
+) -> Image.Image:
+    """Uploaded bytes as an RGB image for an add-on, or ``error`` with the message that says why not:
+    ``empty``, ``too_large`` (formatted with ``size``, "WxH") past ``max_pixels``, or ``unreadable``."""
+    if not data:
+        raise error(empty)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise error(too_large.format(size=f"{img.width}x{img.height}"))
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise error(unreadable) from None

@@ -1,7 +1,7 @@
 """Where the engine runs: device and memory mode from settings, OOM detection, quiet libraries.
 
 Shared by the in-process worker (``engine.worker``) and the cluster's replicas
-(``engine.cluster.serve_app``), so both pick devices and read failures the same way.
+(``engine.cluster.workers``), so both pick devices and read failures the same way.
 """
 
 from __future__ import annotations

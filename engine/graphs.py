@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE  # what torch.cuda.graph_pool_handle() returns
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class CudaGraphs:
         self.name = name
         self.warmup = warmup
         self._graphs: dict[tuple, tuple[list[torch.Tensor], torch.Tensor, torch.cuda.CUDAGraph]] = {}
-        self._pool = None
+        self._pool: _POOL_HANDLE | None = None  # torch.cuda.graph_pool_handle(), made at the first capture
         self.captures = 0
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:

@@ -201,7 +201,7 @@ def fetch_missing_weights(settings: EngineSettings) -> bool:
 
     Called before the bot connects to Discord, so no Discord request waits for gigabytes.
     """
-    from .models import download, missing_models, needed_models
+    from .weights import download, missing_models, needed_models
 
     missing = missing_models(settings, needed_models(settings))
     if not missing:

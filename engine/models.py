@@ -3,24 +3,23 @@
 Only the engine's worker thread calls :class:`ModelRegistry` after start-up.
 
 Components that are the same weights in several checkpoints (SDXL, Turbo and SSD-1B ship
-text encoders and a VAE of one architecture) are shared only when their content hash says
-they are identical; the hash of a file in the Hugging Face cache is the name of its blob
-(the SHA-256 the hub checked at download), any other file is hashed once and remembered.
+text encoders and a VAE of one architecture) are shared only when their content hash
+(``engine.hashes``) says they are identical. Which weights are needed and fetching them: ``engine.weights``.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .hashes import ComponentHashes
 from .settings import VAE_FP16_FIX, EngineSettings
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,6 @@ SHAREABLE = ("text_encoder", "text_encoder_2", "vae")
 WEIGHT_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae")
 VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 RECOMPILE_LIMIT = 64  # compiled graphs per module: batch buckets x draft sizes, with room to spare
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @functools.cache
@@ -61,6 +59,11 @@ def download_patterns(has_text_encoder: bool = True) -> list[str]:
     return patterns
 
 
+def final_pipelines(final_model: str) -> list[str]:
+    """The registry's models behind a final model: "ssd-1b" alone, or "sdxl" as base, then refiner."""
+    return ["ssd-1b"] if final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
+
+
 def hub_files_for(name: str) -> list[str]:
     return download_patterns(has_text_encoder=(name != "sdxl-refiner"))
 
@@ -69,9 +72,11 @@ def hub_files_for(name: str) -> list[str]:
 class Loaded:
     """A loaded model: its pipelines by task, and where it lives."""
 
+    # The pipelines are held as Any: their __call__ takes loosely typed keyword arguments and is typed
+    # to return "output or tuple", where the recipes always get the output (return_dict stays on).
     name: str
-    text2img: object  # StableDiffusionXLPipeline (None for the refiner)
-    img2img: object  # StableDiffusionXLImg2ImgPipeline sharing the same modules
+    text2img: Any  # StableDiffusionXLPipeline (None for the refiner)
+    img2img: Any  # StableDiffusionXLImg2ImgPipeline sharing the same modules
     offloaded: bool = False
     load_s: float = 0.0
     hashes: dict[str, str] = field(default_factory=dict)
@@ -88,8 +93,7 @@ class ModelRegistry:
         self._loaded: dict[str, Loaded] = {}
         self._failed: dict[str, tuple[float, str]] = {}
         self._shared: dict[str, object] = {}  # content hash -> module
-        self._hash_cache_path = Path(settings.cache_dir) / "component-hashes.json"
-        self._hash_cache: dict[str, str] | None = None
+        self.hashes = ComponentHashes(Path(settings.cache_dir) / "component-hashes.json")
         self._lock = threading.RLock()
         self._vae_override = None
         self._draft_decoder = None
@@ -126,58 +130,6 @@ class ModelRegistry:
                 "(fp16 safetensors only), or set the model to a local diffusers folder in .env. "
                 f"({exc.__class__.__name__})"
             ) from None
-
-    # ---- hashing ---------------------------------------------------------------------------
-
-    def component_hash(self, folder: Path) -> str | None:
-        """Content hash of a component folder's weights (and config), or None if it has none."""
-        files = sorted(p for p in folder.glob("*.safetensors") if ".fp16." in p.name) or sorted(
-            folder.glob("*.safetensors")
-        )
-        if not files:
-            return None
-        h = hashlib.sha256()
-        config = folder / "config.json"
-        if config.exists():
-            cfg = json.loads(config.read_text())
-            cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}  # versions and paths differ
-            h.update(json.dumps(cfg, sort_keys=True).encode())
-        for f in files:
-            h.update(self._file_hash(f).encode())
-        return h.hexdigest()
-
-    def _file_hash(self, path: Path) -> str:
-        real = path.resolve()
-        if _SHA256.match(real.name):  # a Hugging Face cache blob: its name is its SHA-256
-            return real.name
-        stat = real.stat()
-        key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
-        cache = self._load_hash_cache()
-        if key not in cache:
-            digest = hashlib.sha256()
-            with open(real, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(chunk)
-            cache[key] = digest.hexdigest()
-            self._save_hash_cache()
-        return cache[key]
-
-    def _load_hash_cache(self) -> dict[str, str]:
-        if self._hash_cache is None:
-            try:
-                self._hash_cache = json.loads(self._hash_cache_path.read_text())
-            except (OSError, ValueError):
-                self._hash_cache = {}
-        return self._hash_cache
-
-    def _save_hash_cache(self) -> None:
-        try:
-            self._hash_cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._hash_cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._hash_cache))
-            os.replace(tmp, self._hash_cache_path)
-        except OSError as exc:  # a read-only cache only costs time
-            log.warning("could not save component hashes: %s", exc)
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -258,7 +210,7 @@ class ModelRegistry:
         configure_compile_cache(self.settings.compile_cache())
         mode = self.settings.compile_mode or ("reduce-overhead" if self.device.startswith("cuda") else "default")
         # dynamic=None: shapes are static unless marked; the draft path marks the batch dimension
-        # (engine.recipes.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
+        # (engine.recipes.images.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
         module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=None)
         limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
         torch._dynamo.config.cache_size_limit = limit
@@ -309,7 +261,7 @@ class ModelRegistry:
             entry = index.get(comp)
             if not entry or entry[0] is None:
                 continue
-            digest = self.component_hash(folder / comp)
+            digest = self.hashes.of(folder / comp)
             if digest is None:
                 continue
             hashes[comp] = digest
@@ -325,7 +277,7 @@ class ModelRegistry:
             for comp in ("text_encoder_2", "vae"):
                 if comp in hashes and hashes[comp] == base.hashes.get(comp) and not offload:
                     kwargs[comp] = getattr(base.img2img, comp)
-            cls = StableDiffusionXLImg2ImgPipeline
+            cls: type[StableDiffusionXLPipeline | StableDiffusionXLImg2ImgPipeline] = StableDiffusionXLImg2ImgPipeline
         else:
             cls = StableDiffusionXLPipeline
         shared_names = sorted(kwargs)
@@ -401,53 +353,3 @@ def configure_compile_cache(folder: Path) -> None:
         inductor_config.fx_graph_cache = True
     except Exception:  # an older torch: the environment variables still apply
         log.debug("could not configure the inductor cache", exc_info=True)
-
-
-def needed_models(settings: EngineSettings) -> list[str]:
-    """The draft model and the configured final model(s)."""
-    finals = ["ssd-1b"] if settings.final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
-    return ["turbo", *finals]
-
-
-def missing_models(settings: EngineSettings, names: list[str]) -> list[str]:
-    """Those of ``names`` whose weights are not on disk (the tiny preset builds its own: never missing)."""
-    registry = ModelRegistry(settings, "cpu", None, "resident")
-    missing = []
-    for name in names:
-        if settings.model_source(name).startswith("tiny:"):
-            continue
-        try:
-            registry.resolve(name)
-        except ModelMissing:
-            missing.append(name)
-    for name, source in (("vae", settings.vae_model), ("draft-decoder", settings.draft_vae_model)):
-        if not source or source.startswith("tiny:") or Path(source).expanduser().exists():
-            continue
-        try:
-            registry._hub_snapshot(source, VAE_FILES, name)
-        except ModelMissing:
-            missing.append(name)
-    return missing
-
-
-def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
-    """Fetch exactly the files the engine loads (fp16 safetensors, configs, tokenizers), with progress bars."""
-    from huggingface_hub import snapshot_download
-
-    paths: dict[str, Path] = {}
-    for name in names:
-        if name in ("vae", "draft-decoder"):  # fetched below whenever the settings name them
-            continue
-        source = settings.model_source(name)
-        if source.startswith("tiny:") or Path(source).expanduser().exists():
-            continue
-        print(f"fetching {name}: {source}", flush=True)
-        paths[name] = Path(snapshot_download(source, allow_patterns=hub_files_for(name)))
-    if settings.vae_model and not Path(settings.vae_model).expanduser().exists():
-        print(f"fetching vae: {settings.vae_model}", flush=True)
-        paths["vae"] = Path(snapshot_download(settings.vae_model, allow_patterns=VAE_FILES))
-    draft = settings.draft_vae_model
-    if draft and not draft.startswith("tiny:") and not Path(draft).expanduser().exists():
-        print(f"fetching draft decoder: {draft}", flush=True)
-        paths["draft-decoder"] = Path(snapshot_download(draft, allow_patterns=VAE_FILES))
-    return paths

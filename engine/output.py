@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PIL import Image, PngImagePlugin
+
+if TYPE_CHECKING:
+    from .requests import Request, UpscaleRequest
+    from .results import GeneratedImage, JobResult
 
 SAMPLERS = {"turbo": "Euler a", "ssd-1b": "Euler", "sdxl": "Euler"}
 MODEL_NAMES = {"turbo": "sdxl-turbo", "ssd-1b": "SSD-1B", "sdxl": "sdxl-base-1.0+refiner"}
@@ -62,12 +69,12 @@ def encode_png(image: Image.Image, parameters: str) -> bytes:
     return buf.getvalue()
 
 
-def encode_images(request, images: list[Image.Image], steps: int, guidance: float) -> tuple:
+def encode_images(request, images: list[Image.Image], steps: int, guidance: float) -> tuple[GeneratedImage, ...]:
     """The ``GeneratedImage`` of each PIL image of ``request`` (one per seed): PNG with its parameters.
 
     Shared by the local worker and the cluster's replicas, so both write the same files.
     """
-    from .requests import GeneratedImage
+    from .results import GeneratedImage
 
     strengths = getattr(request, "strengths", None) or (request.strength,) * request.count
     reference = None
@@ -95,9 +102,9 @@ def encode_images(request, images: list[Image.Image], steps: int, guidance: floa
     return tuple(generated)
 
 
-def encode_upscaled(request, image: Image.Image, parameters: str) -> tuple:
+def encode_upscaled(request, image: Image.Image, parameters: str) -> tuple[GeneratedImage, ...]:
     """The one ``GeneratedImage`` of an upscale (``parameters`` from ``Recipes.upscale_parameters``)."""
-    from .requests import GeneratedImage
+    from .results import GeneratedImage
 
     return (GeneratedImage(encode_png(image, parameters), request.seed, image.width, image.height),)
 
@@ -105,3 +112,30 @@ def encode_upscaled(request, image: Image.Image, parameters: str) -> tuple:
 def read_parameters(png: bytes) -> str | None:
     with Image.open(io.BytesIO(png)) as img:
         return img.info.get("parameters")
+
+
+def encode_result(
+    request: Request,
+    images: list,
+    steps: int,
+    guidance: float,
+    timings: dict[str, float],
+    batch_size: int,
+    upscale_parameters: Callable[[UpscaleRequest, Image.Image], str],
+) -> JobResult:
+    """The result of a finished run, with its ``encode`` time: PNGs with their parameters, or for a
+    describe job the suggestions (``images`` holds them). Shared by the local worker and the replicas."""
+    from .requests import DescribeRequest, UpscaleRequest
+    from .results import JobResult
+
+    started = time.monotonic()
+    suggestions: tuple[str, ...] = ()
+    generated: tuple[GeneratedImage, ...]
+    if isinstance(request, DescribeRequest):
+        generated, suggestions = (), tuple(images)
+    elif isinstance(request, UpscaleRequest):
+        generated = encode_upscaled(request, images[0], upscale_parameters(request, images[0]))
+    else:
+        generated = encode_images(request, images, steps, guidance)
+    done = dict(timings, encode=round(time.monotonic() - started, 4))
+    return JobResult(generated, request.model, request, steps, guidance, done, batch_size, suggestions)

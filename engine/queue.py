@@ -17,6 +17,11 @@ from typing import Any
 LANES = ("draft", "final")
 
 
+def lane_of(request: Any) -> str:
+    """The lane of a request: drafts and describe in "draft", finals and upscales in "final"."""
+    return getattr(request, "lane", request.kind)
+
+
 @dataclass(eq=False)
 class QueuedJob:
     job_id: str
@@ -116,6 +121,3 @@ class FairQueue:
         while (job := clone.pop()) is not None:
             out.append(job)
         return out
-
-    def jobs_of(self, user: str) -> int:
-        return sum(len(lane.get(user, ())) for lane in self._lanes.values())

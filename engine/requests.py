@@ -18,15 +18,18 @@ LORA_WEIGHT_RANGE = (-2.0, 2.0)
 REFERENCE_WEIGHT_RANGE = (0.0, 2.0)
 REFERENCE_MODES: tuple[str, ...] = ("full", "style")
 UPSCALE_MODES: tuple[str, ...] = ("subtle", "creative")
-MAX_UPSCALE_SIDE = 2048  # the source of an upscale; the result is twice as large
+# Sides of every job: multiples of SIDE_STEP from MIN_SIDE to MAX_SIDE (drafts up to MAX_DRAFT_SIDE).
+MIN_SIDE = 256
+MAX_SIDE = 2048
+MAX_DRAFT_SIDE = 1024
+SIDE_STEP = 64
+MAX_UPSCALE_SIDE = MAX_SIDE  # the source of an upscale; the result is twice as large
 MAX_DESCRIBE_PIXELS = 4096 * 4096
 CHAOS_SEED_STRIDE = 104_729  # seeds of a chaos draft are this far apart per chaos point
 CHAOS_MAX_STRENGTH_JITTER = 0.25  # at chaos 100 an image-to-image draft's strength moves up to +-0.25
 
 Loras = tuple[tuple[str, float], ...]
 
-DraftModel = Literal["turbo"]
-FinalModel = Literal["ssd-1b", "sdxl"]
 FINAL_MODELS: tuple[str, ...] = ("ssd-1b", "sdxl")
 
 # Aspect ratios offered to users. Each maps to (width, height) at about the same
@@ -55,11 +58,17 @@ def size_for_aspect(aspect: str, base: int) -> tuple[int, int]:
     area = base * base
     width = (area * aw / ah) ** 0.5
     height = area / width
-    return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
+    return max(SIDE_STEP, round(width / SIDE_STEP) * SIDE_STEP), max(SIDE_STEP, round(height / SIDE_STEP) * SIDE_STEP)
 
 
-def new_seed() -> int:
-    return random.randint(0, MAX_SEED)
+def snap_side(value: float) -> int:
+    """``value`` pixels as a job side: the nearest multiple of SIDE_STEP, kept within MIN_SIDE to MAX_SIDE."""
+    return max(MIN_SIDE, min(MAX_SIDE, round(value / SIDE_STEP) * SIDE_STEP))
+
+
+def random_seed(count: int = 1) -> int:
+    """A random seed that leaves room for ``count`` images (image i of a draft has seed ``seed + i``)."""
+    return random.randint(0, MAX_SEED - (count - 1))
 
 
 def _check_prompt(prompt: str, what: str = "Prompt") -> None:
@@ -69,15 +78,24 @@ def _check_prompt(prompt: str, what: str = "Prompt") -> None:
         raise RequestError(f"{what} is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
 
 
+def _check_seed(seed: int) -> None:
+    if not (0 <= seed <= MAX_SEED):
+        raise RequestError(f"Seed {seed} is out of range; use 0 to {MAX_SEED}.")
+
+
+def _check_final_model(model: str) -> None:
+    if model not in FINAL_MODELS:
+        raise RequestError(f"Unknown final model {model!r}; choose one of {', '.join(FINAL_MODELS)}.")
+
+
 def _check_common(r: DraftRequest | FinalRequest, *, max_side: int) -> None:
     _check_prompt(r.prompt)
     if len(r.negative_prompt) > MAX_PROMPT_CHARS:
         raise RequestError(f"Negative prompt is longer than {MAX_PROMPT_CHARS} characters.")
-    if not (0 <= r.seed <= MAX_SEED):
-        raise RequestError(f"Seed {r.seed} is out of range; use 0 to {MAX_SEED}.")
+    _check_seed(r.seed)
     for name, side in (("Width", r.width), ("Height", r.height)):
-        if side % 64 or not (256 <= side <= max_side):
-            raise RequestError(f"{name} {side} must be a multiple of 64 between 256 and {max_side}.")
+        if side % SIDE_STEP or not (MIN_SIDE <= side <= max_side):
+            raise RequestError(f"{name} {side} must be a multiple of {SIDE_STEP} between {MIN_SIDE} and {max_side}.")
     if r.init is not None:
         if not (0.0 < r.strength <= 1.0):
             raise RequestError(f"Strength {r.strength} must be above 0 and at most 1.")
@@ -199,7 +217,7 @@ class DraftRequest:
         object.__setattr__(self, "loras", normalize_loras(self.loras))
 
     def validate(self) -> DraftRequest:
-        _check_common(self, max_side=1024)
+        _check_common(self, max_side=MAX_DRAFT_SIDE)
         _check_craft(self)
         if not isinstance(self.chaos, int) or isinstance(self.chaos, bool) or not (0 <= self.chaos <= 100):
             raise RequestError(f"Chaos must be a whole number from 0 to 100, not {self.chaos}.")
@@ -285,14 +303,13 @@ class FinalRequest:
         object.__setattr__(self, "loras", normalize_loras(self.loras))
 
     def validate(self) -> FinalRequest:
-        _check_common(self, max_side=2048)
+        _check_common(self, max_side=MAX_SIDE)
         _check_craft(self)
         if self.mask is not None:
             if self.init is None:
                 raise RequestError("A mask needs an image to paint in.")
             _check_image_header(self.mask, "mask")
-        if self.model not in FINAL_MODELS:
-            raise RequestError(f"Unknown final model {self.model!r}; choose one of {', '.join(FINAL_MODELS)}.")
+        _check_final_model(self.model)
         if self.steps is not None and not (1 <= self.steps <= 100):
             raise RequestError(f"Final steps must be 1 to 100, not {self.steps}.")
         if self.guidance is not None and not (0.0 <= self.guidance <= 30.0):
@@ -349,10 +366,8 @@ class UpscaleRequest:
             )
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise RequestError(f"Prompts are limited to {MAX_PROMPT_CHARS} characters.")
-        if not (0 <= self.seed <= MAX_SEED):
-            raise RequestError(f"Seed {self.seed} is out of range; use 0 to {MAX_SEED}.")
-        if self.model not in FINAL_MODELS:
-            raise RequestError(f"Unknown final model {self.model!r}; choose one of {', '.join(FINAL_MODELS)}.")
+        _check_seed(self.seed)
+        _check_final_model(self.model)
         return self
 
     @property
@@ -398,46 +413,3 @@ class DescribeRequest:
 
 
 Request = DraftRequest | FinalRequest | UpscaleRequest | DescribeRequest
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    """One image: PNG bytes with the generation parameters in a ``parameters`` text chunk."""
-
-    png: bytes = field(repr=False)
-    seed: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class JobResult:
-    images: tuple[GeneratedImage, ...]
-    model: str
-    request: Request
-    steps: int
-    guidance: float
-    # Seconds: "queued" (waiting), "load" (model load), "run" (GPU), "encode" (PNG), "total".
-    timings: dict[str, float]
-    batch_size: int = 1
-    suggestions: tuple[str, ...] = ()  # a DescribeRequest's prompt suggestions (it has no images)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Sent while a job runs: step ``step`` of ``total``; ``preview`` is a small PNG or None."""
-
-    job_id: str
-    step: int
-    total: int
-    preview: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    """Where a job stands: ``position`` 0 means running; ``eta_s`` estimates seconds until done."""
-
-    job_id: str
-    state: Literal["waiting", "running", "done", "unknown"]
-    position: int
-    eta_s: float

@@ -13,16 +13,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 
 log = logging.getLogger(__name__)
 
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]  # Conv2d.padding_mode
+
 
 @contextlib.contextmanager
 def seamless(*modules: torch.nn.Module | None) -> Iterator[int]:
     """Circular padding in every ``Conv2d`` of ``modules`` (None is skipped); yields how many were switched."""
-    saved: list[tuple[torch.nn.Conv2d, str]] = []
+    saved: list[tuple[torch.nn.Conv2d, PaddingMode]] = []
     seen: set[int] = set()
     try:
         for module in modules:

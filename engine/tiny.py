@@ -117,7 +117,8 @@ def make_roundtrip_vae(vae) -> None:
         for module in vae.modules():
             if isinstance(module, ResnetBlock2D):
                 module.conv2.weight.zero_()
-                module.conv2.bias.zero_()
+                if module.conv2.bias is not None:
+                    module.conv2.bias.zero_()
                 if module.conv_shortcut is not None:
                     _embed(module.conv_shortcut, {(0, 0): 1.0})
         enc, dec = vae.encoder, vae.decoder
@@ -177,6 +178,7 @@ def make_passthrough_decoder(taesd, scaling_factor: float) -> None:
             if conv.in_channels == conv.out_channels and conv.kernel_size == (3, 3) and conv.bias is None:
                 for c in range(conv.out_channels):  # the convolutions between upsamplers pass through
                     conv.weight[c, c, 1, 1] = 1.0
+        assert last.bias is not None  # TAESD's last convolution has one
         for o in range(last.out_channels):
             k = o % latent
             last.weight[o, 2 * k, 1, 1] = 1.0
@@ -186,7 +188,8 @@ def make_passthrough_decoder(taesd, scaling_factor: float) -> None:
 
 def build_tiny_draft_decoder(scaling_factor: float):
     """A tiny AutoencoderTiny standing in for TAESDXL (see :func:`make_passthrough_decoder`)."""
-    from diffusers import AutoencoderTiny
+    # The defining module: mypy reads the package's lazy name as a dummy object without nn.Module methods.
+    from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTiny
 
     _seeded(4)
     taesd = AutoencoderTiny(**tiny_draft_decoder_config())

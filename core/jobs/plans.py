@@ -18,7 +18,7 @@ from core.attachments import image_size
 from core.history import JobMode, JobParams, JobRecord
 from core.jobs.preferences import Applied, known_aspect
 from core.jobs.rows import Request, new_job_fields
-from core.limits import Refusal, check_aspect, check_final_model, check_seed, random_seed
+from core.limits import Refusal, check_aspect, check_final_model, check_seed
 from engine.api import (
     DraftInit,
     DraftRequest,
@@ -26,7 +26,9 @@ from engine.api import (
     FinalRequest,
     ImageInit,
     RequestError,
+    random_seed,
     size_for_aspect,
+    snap_side,
 )
 
 DRAFT_COUNT = 4
@@ -255,9 +257,5 @@ def image_job_size(png: bytes, side: int) -> tuple[int, int]:
 
 
 def scaled(width: int, height: int, factor: float) -> tuple[int, int]:
-    """``width`` x ``height`` times ``factor``, each side a multiple of 64 from 256 to 2048."""
-
-    def side(value: int) -> int:
-        return max(canvas.MIN_SIDE, min(canvas.MAX_SIDE, round(value * factor / 64) * 64))
-
-    return side(width), side(height)
+    """``width`` x ``height`` times ``factor``, each side snapped to a job side (engine.api.snap_side)."""
+    return snap_side(width * factor), snap_side(height * factor)

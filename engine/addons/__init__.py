@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 from ..settings_base import SettingsError
 from .settings import AddonMissing, AddonSettings
@@ -62,7 +63,7 @@ def available(settings: AddonSettings) -> list[str]:
     return [addon for addon in ADDONS if enabled(settings, addon) and addon not in problems]
 
 
-def offer_fields(settings: AddonSettings) -> dict[str, object]:
+def offer_fields(settings: AddonSettings) -> dict[str, Any]:
     """The add-on fields of ``engine.api.EngineOffer`` (``loras``, ``reference``, ``upscaler``, ``describe``).
 
     Logs each problem line once; an add-on with a problem is not offered (upscale falls back to Lanczos).

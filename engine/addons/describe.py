@@ -15,14 +15,18 @@ duplicates are dropped.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..canvas import upload_rgb
 from .settings import AddonMissing, AddonSettings
+
+if TYPE_CHECKING:
+    from transformers import BlipForConditionalGeneration, BlipProcessor
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +45,14 @@ class DescribeError(ValueError):
 
 def load_image(data: bytes) -> Image.Image:
     """Decode uploaded bytes to an RGB image, or :class:`DescribeError` saying why not."""
-    if not data:
-        raise DescribeError("The file is empty: attach an image to describe.")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise DescribeError(f"The image is too large to describe ({img.width}x{img.height}).")
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise DescribeError("That file is not an image the bot can read (use PNG, JPEG or WebP).") from None
+    return upload_rgb(
+        data,
+        max_pixels=MAX_IMAGE_PIXELS,
+        error=DescribeError,
+        empty="The file is empty: attach an image to describe.",
+        too_large="The image is too large to describe ({size}).",
+        unreadable="That file is not an image the bot can read (use PNG, JPEG or WebP).",
+    )
 
 
 def clean_caption(text: str) -> str:
@@ -72,8 +75,8 @@ class Describer:
     def __init__(self, settings: AddonSettings, device: str = "cpu"):
         self.settings = settings
         self.device = device
-        self._processor = None
-        self._model = None
+        self._processor: BlipProcessor | None = None
+        self._model: BlipForConditionalGeneration | None = None
 
     def source(self) -> str:
         source = self.settings.describe_model
@@ -85,9 +88,9 @@ class Describer:
         local = Path(source).expanduser()
         return str(local) if local.exists() else source
 
-    def load(self):
+    def load(self) -> tuple[BlipProcessor, BlipForConditionalGeneration]:
         """(processor, model), loaded once through from_pretrained (local files only, safetensors)."""
-        if self._model is not None:
+        if self._processor is not None and self._model is not None:
             return self._processor, self._model
         import torch
         from transformers import BlipForConditionalGeneration, BlipProcessor
@@ -104,9 +107,12 @@ class Describer:
                 f"Describe model {source} is not downloaded: run `python -m engine.addons download describe` "
                 f"({exc.__class__.__name__})."
             ) from None
-        self._processor, self._model = processor, model.to(self.device).eval()
+        # transformers wraps PreTrainedModel.to with functools.wraps, which its types do not bind to the instance.
+        model.to(torch.device(self.device))  # type: ignore[arg-type]
+        model.eval()
+        self._processor, self._model = processor, model
         log.info("describe model loaded from %s", source)
-        return self._processor, self._model
+        return processor, model
 
     def _generate(self, image: Image.Image, prefix: str | None, count: int) -> list[str]:
         import torch

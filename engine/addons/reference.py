@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..canvas import upload_rgb
 from .settings import AddonMissing, AddonSettings
 
 log = logging.getLogger(__name__)
 
-ReferenceMode = Literal["full", "style"]
 MODES: tuple[str, ...] = ("full", "style")
 WEIGHT_RANGE = (0.0, 2.0)
 MAX_REFERENCE_PIXELS = 4096 * 4096
@@ -50,15 +48,14 @@ class ReferenceImageError(ValueError):
 
 def load_reference_image(data: bytes) -> Image.Image:
     """Decode an uploaded reference image to RGB, or :class:`ReferenceImageError` saying why not."""
-    if not data:
-        raise ReferenceImageError("The reference image is empty.")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_REFERENCE_PIXELS:
-                raise ReferenceImageError(f"The reference image is too large ({img.width}x{img.height}).")
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise ReferenceImageError("The reference is not an image the bot can read (use PNG, JPEG or WebP).") from None
+    return upload_rgb(
+        data,
+        max_pixels=MAX_REFERENCE_PIXELS,
+        error=ReferenceImageError,
+        empty="The reference image is empty.",
+        too_large="The reference image is too large ({size}).",
+        unreadable="The reference is not an image the bot can read (use PNG, JPEG or WebP).",
+    )
 
 
 def reference_batch_key(image: Image.Image | None, weight: float, mode: str) -> tuple:
@@ -149,7 +146,7 @@ class ReferenceAdapter:
         with contextlib.suppress(Exception):
             pipe.unload_ip_adapter()
 
-    def set_weight(self, pipe, weight: float, mode: ReferenceMode = "full") -> None:
+    def set_weight(self, pipe, weight: float, mode: str = "full") -> None:
         """Scale of the reference: on every cross-attention (full) or on the style layers only (style)."""
         low, high = WEIGHT_RANGE
         if mode not in MODES:
@@ -169,7 +166,7 @@ class ReferenceAdapter:
 
     @contextlib.contextmanager
     def applied(
-        self, pipe, image: Image.Image, *, weight: float, mode: ReferenceMode = "full"
+        self, pipe, image: Image.Image, *, weight: float, mode: str = "full"
     ) -> Iterator[dict]:
         """The adapter on ``pipe`` for one job; yields the keyword arguments for the pipeline call."""
         try:

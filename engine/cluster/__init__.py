@@ -1,1 +1,2 @@
-"""The cluster engine: Ray Serve deployments (serve_app, needs Ray) and the bot's HTTP client (client, Ray-free)."""
+"""The cluster engine: the bot's HTTP client (client, transport, waiting; Ray-free) and the
+Ray Serve application (serve_app, ingress, workers)."""

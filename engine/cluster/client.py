@@ -1,15 +1,15 @@
 """The bot's side of the cluster engine: a fair queue here, GPU work on a Ray Serve cluster.
 
 ``ClusterEngine`` stands behind the same door as the local engine (``engine.api.ImageEngine``) and
-needs neither torch nor Ray: it talks HTTP (aiohttp) to the cluster's ingress, through Serve's proxy.
+needs neither torch nor Ray: it talks HTTP (``engine.cluster.transport``) to the cluster's ingress.
 
-- Jobs wait in ``engine.queue.FairQueue`` (round-robin between users, drafts first, finals never
-  starved). Only as many jobs are in flight as the replicas can take at once (``capacity`` from the
-  cluster's ``/health``), so Serve's own FIFO queues never reorder users; positions and ETAs come
-  from this queue and the run times measured here.
-- A running job is one ``POST /jobs`` whose answer streams NDJSON lines (``engine.cluster.wire``):
-  progress (handed to ``on_progress`` on this loop), then the result. Cancelling a running job
-  closes that stream; the cluster then stops the pipeline at its next step.
+- Jobs wait in the waiting room (``engine.cluster.waiting``: the fair queue, retries first). Only as
+  many jobs are in flight as the replicas can take at once (``capacity`` from the cluster's
+  ``/health``), so Serve's own FIFO queues never reorder users; positions and ETAs come from this
+  queue and the run times measured here.
+- A running job is one ``POST /jobs`` whose answer streams progress (handed to ``on_progress`` on
+  this loop), then the result. Cancelling a running job closes that stream; the cluster then stops
+  the pipeline at its next step.
 - Faults: a replica that dies mid-job is retried once with the same job id, then only that job fails
   (JobFailed). While the cluster cannot be reached, jobs stay queued, ``health()`` says so (from the
   last check, no network call), and dispatch waits with backoff until it is back.
@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field, fields
-
-import aiohttp
+from dataclasses import fields, replace
+from typing import Any
 
 from ..api import (
     EngineHealth,
@@ -35,59 +33,29 @@ from ..api import (
     ProgressFn,
     QueueFull,
 )
-from ..queue import LANES, FairQueue, QueuedJob
+from ..queue import LANES
 from ..requests import (
     DescribeRequest,
     DraftRequest,
     FinalRequest,
-    JobResult,
-    QueueInfo,
     Request,
     RequestError,
     UpscaleRequest,
 )
+from ..results import JobResult, QueueInfo
 from . import wire
+from .transport import ClusterDown, ClusterLink, WorkerLost
+from .waiting import ClusterJob, WaitingRoom
 
 log = logging.getLogger(__name__)
 
-_UNREACHABLE_STATUSES = {404, 500, 502, 503, 504}  # the proxy is up but the application is not (yet)
 WORKER_LOST_TWICE = "The GPU worker making this image stopped twice; the job was given up. Please retry."
-
-
-class _ClusterDown(Exception):
-    """The cluster could not take the job (unreachable, not deployed, token refused): keep it queued."""
-
-
-class _WorkerLost(Exception):
-    """The job started but its replica (or the connection to it) went away before the result."""
-
-
-@dataclass(eq=False)
-class _Job:
-    job_id: str
-    user: str
-    request: Request
-    future: asyncio.Future
-    on_progress: ProgressFn | None
-    submitted_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    attempts: int = 0  # starts that lost their worker
-    task: asyncio.Task | None = None
-    cancelled: bool = False
-
-    @property
-    def lane(self) -> str:
-        return getattr(self.request, "lane", self.request.kind)  # upscale: "final", describe: "draft"
-
-    @property
-    def images(self) -> int:
-        return self.request.count
 
 
 class ClusterJobHandle:
     """A job submitted to the cluster engine."""
 
-    def __init__(self, engine: ClusterEngine, job: _Job):
+    def __init__(self, engine: ClusterEngine, job: ClusterJob):
         self._engine = engine
         self._job = job
 
@@ -117,28 +85,23 @@ class ClusterEngine:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 600.0,
     ):
-        self.url = url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._link = ClusterLink(url, token, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
+        self.url = self._link.url
         self._queue_max_override = queue_max
-        self._queue = FairQueue(queue_max or EngineOffer().queue_max, final_after_s)
-        self._front: dict[str, deque[_Job]] = {lane: deque() for lane in LANES}  # retries go first
-        self._jobs: dict[str, _Job] = {}  # waiting and running
-        self._running: dict[str, _Job] = {}
-        self._offer = EngineOffer(queue_max=self._queue.max_size, backend="ray")
-        self._capacity = {"draft_images": 0, "final": 0}
+        self._waiting = WaitingRoom(queue_max or EngineOffer().queue_max, final_after_s)
+        self._jobs: dict[str, ClusterJob] = {}  # waiting and running
+        self._running: dict[str, ClusterJob] = {}
+        self._offer = EngineOffer(queue_max=self._waiting.max_size, backend="ray")
         self._replicas = {"draft": 0, "final": 0}
         self._reachable = False
         self._first_check = asyncio.Event()
         self._error: str | None = "not connected yet"
         self._health_interval = health_interval_s
         self._max_backoff = max_backoff_s
-        self._connect_timeout = connect_timeout_s
-        self._read_timeout = read_timeout_s
         # Seconds a job of each lane takes in flight, measured as jobs finish; start from a guess.
         self._rate = {"draft": 2.0, "final": 20.0}
         self._wake = asyncio.Event()
         self._check_now = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
         self._closing = False
 
@@ -153,9 +116,9 @@ class ClusterEngine:
 
         An unreachable cluster is no error: jobs queue and run once it answers.
         """
-        if self._session is not None:
+        if self._link.open:
             return
-        self._session = aiohttp.ClientSession(headers=self._headers)
+        self._link.start()
         self._tasks = [
             asyncio.create_task(self._monitor(), name="cluster-health"),
             asyncio.create_task(self._dispatch(), name="cluster-dispatch"),
@@ -170,7 +133,7 @@ class ClusterEngine:
         stops them). Returns the ids of jobs that did not finish; their handles raise EngineStopped."""
         self._closing = True
         unfinished: list[str] = []
-        for job in self._take_all_waiting():
+        for job in self._waiting.take_all():
             unfinished.append(job.job_id)
             self._jobs.pop(job.job_id, None)
             _fail(job.future, EngineStopped("the engine stopped before this job ran"))
@@ -190,11 +153,10 @@ class ClusterEngine:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._session is not None:
-            await self._session.close()
+        await self._link.close()
         return unfinished
 
-    # ---- the door ----------------------------------------------------------------------------
+    # ---- the door (signatures as engine.api.ImageEngine states them, like LocalEngine's) -------
 
     async def submit(
         self,
@@ -211,16 +173,16 @@ class ClusterEngine:
             raise RequestError("Describe is not available on this bot.")
         if self._closing:
             raise EngineStopped("The engine is shutting down; try again in a minute.")
-        if self._session is None:
+        if not self._link.open:
             raise RuntimeError("ClusterEngine.start() must be called before submit().")
         if job_id in self._jobs:
             raise RequestError(f"Job {job_id} is already queued.")
-        if self._waiting_count() >= self._queue.max_size:
-            raise QueueFull(f"The queue is full ({self._queue.max_size} jobs); try again in a minute.")
-        job = _Job(job_id, str(user), request, asyncio.get_running_loop().create_future(), on_progress)
+        if len(self._waiting) >= self._waiting.max_size:
+            raise QueueFull(f"The queue is full ({self._waiting.max_size} jobs); try again in a minute.")
+        job = ClusterJob(job_id, str(user), request, asyncio.get_running_loop().create_future(), on_progress)
         job.future.add_done_callback(_consume_exception)
         self._jobs[job_id] = job
-        self._queue.push(QueuedJob(job_id, job.user, job.lane, request, payload=job))
+        self._waiting.push(job)
         self._wake.set()
         return ClusterJobHandle(self, job)
 
@@ -228,7 +190,7 @@ class ClusterEngine:
         job = self._jobs.get(job_id)
         if job is None:
             return False
-        if self._remove_waiting(job):
+        if self._waiting.remove(job):
             self._jobs.pop(job_id, None)
             _fail(job.future, JobCancelled("cancelled while waiting"))
             return True
@@ -250,12 +212,12 @@ class ClusterEngine:
         now = time.monotonic()
         infos: list[QueueInfo] = []
         ahead = {lane: 0.0 for lane in LANES}
-        parallel = self._parallel()
+        parallel = self._waiting.parallel()
         for job in self._running.values():
             left = max(0.0, self._rate[job.lane] - (now - (job.started_at or now)))
             infos.append(QueueInfo(job.job_id, "running", 0, round(left, 1)))
             ahead[job.lane] = max(ahead[job.lane], left)
-        for position, job in enumerate(self._waiting_in_order(), start=1):
+        for position, job in enumerate(self._waiting.in_order(), start=1):
             ahead[job.lane] += self._rate[job.lane] / parallel[job.lane]
             infos.append(QueueInfo(job.job_id, "waiting", position, round(ahead[job.lane], 1)))
         return infos
@@ -265,91 +227,50 @@ class ClusterEngine:
         info = {
             "url": self.url,
             "replicas": dict(self._replicas),
-            "capacity": dict(self._capacity),
-            "waiting": self._waiting_count(),
+            "capacity": dict(self._waiting.capacity),
+            "waiting": len(self._waiting),
             "running": list(self._running),
         }
         if not self._reachable:
-            detail = f"the engine cluster is unreachable; {self._waiting_count()} job(s) are kept and will run"
+            detail = f"the engine cluster is unreachable; {len(self._waiting)} job(s) are kept and will run"
             return EngineHealth(False, reachable=False, detail=detail, error=self._error, workers=0, info=info)
         workers = self._replicas["draft"] + self._replicas["final"]
         ok = self._error is None
         detail = f"{self._replicas['draft']} draft and {self._replicas['final']} final replica(s)"
         return EngineHealth(ok, reachable=True, detail=detail, error=self._error, workers=workers, info=info)
 
-    # ---- the waiting room --------------------------------------------------------------------
-
-    def _waiting_count(self) -> int:
-        return len(self._queue) + sum(len(q) for q in self._front.values())
-
-    def _waiting_in_order(self) -> list[_Job]:
-        front = [job for lane in LANES for job in self._front[lane]]
-        return front + [q.payload for q in self._queue.order()]
-
-    def _remove_waiting(self, job: _Job) -> bool:
-        if job in self._front[job.lane]:
-            self._front[job.lane].remove(job)
-            return True
-        return self._queue.remove(job.job_id) is not None
-
-    def _take_all_waiting(self) -> list[_Job]:
-        jobs = self._waiting_in_order()
-        for job in jobs:
-            self._remove_waiting(job)
-        return jobs
-
-    def _free_lanes(self) -> tuple[str, ...]:
-        draft_images = sum(j.images for j in self._running.values() if j.lane == "draft")
-        finals = sum(1 for j in self._running.values() if j.lane == "final")
-        free = []
-        if draft_images < self._capacity["draft_images"]:
-            free.append("draft")
-        if finals < self._capacity["final"]:
-            free.append("final")
-        return tuple(free)
-
-    def _parallel(self) -> dict[str, float]:
-        return {
-            "draft": max(1.0, self._capacity["draft_images"] / 4),
-            "final": max(1.0, float(self._capacity["final"])),
-        }
-
-    def _next_job(self) -> _Job | None:
-        lanes = self._free_lanes()
-        for lane in lanes:
-            if self._front[lane]:
-                return self._front[lane].popleft()
-        queued = self._queue.pop(lanes) if lanes else None
-        return queued.payload if queued is not None else None
+    # ---- dispatch and one job ------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
         """Start waiting jobs while the cluster is reachable and has room."""
         while True:
             self._wake.clear()
-            while self._reachable and not self._closing and (job := self._next_job()) is not None:
+            while (
+                self._reachable
+                and not self._closing
+                and (job := self._waiting.next_job(list(self._running.values()))) is not None
+            ):
                 job.started_at = time.monotonic()
                 self._running[job.job_id] = job
                 job.task = asyncio.create_task(self._run(job), name=f"cluster-job-{job.job_id}")
             await self._wake.wait()
 
-    # ---- one job -----------------------------------------------------------------------------
-
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: ClusterJob) -> None:
         requeue = False
         try:
-            result = await self._stream(job)
+            result = await self._link.run(job.job_id, job.request, lambda line: self._progress(job, line))
             self._learn(job)
             result = _with_client_timings(result, job)
             if not job.future.done():
                 job.future.set_result(result)
         except asyncio.CancelledError:
             _fail(job.future, JobCancelled("cancelled while running"))
-        except _ClusterDown as exc:
+        except ClusterDown as exc:
             self._mark_unreachable(str(exc))
             requeue = True
         except (JobFailed, JobCancelled) as exc:
             _fail(job.future, exc)
-        except _WorkerLost as exc:
+        except WorkerLost as exc:
             job.attempts += 1
             if job.attempts <= 1 and not job.cancelled:
                 log.warning("job %s lost its worker (%s); retrying it once", job.job_id, exc)
@@ -365,45 +286,12 @@ class ClusterEngine:
             job.task = None
             if requeue and not job.cancelled and not self._closing and not job.future.done():
                 job.started_at = None
-                self._front[job.lane].appendleft(job)  # same place: first of its lane
+                self._waiting.retry_first(job)  # same place: first of its lane
             elif not (requeue and self._closing):  # close() reports a requeued job as unfinished
                 self._jobs.pop(job.job_id, None)
             self._wake.set()
 
-    async def _stream(self, job: _Job) -> JobResult:
-        assert self._session is not None
-        body = {"job_id": job.job_id, "request": wire.encode_request(job.request)}
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout)
-        try:
-            response = await self._session.post(f"{self.url}/jobs", json=body, timeout=timeout)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            raise _ClusterDown(f"cannot connect to {self.url}: {exc.__class__.__name__}") from exc
-        try:
-            if response.status == 401:
-                raise _ClusterDown("the cluster refused ENGINE_TOKEN (401)")
-            if response.status in _UNREACHABLE_STATUSES:
-                raise _ClusterDown(f"the cluster answered HTTP {response.status} (not deployed?)")
-            if response.status != 200:
-                text = (await response.text())[:200]
-                raise JobFailed(f"The engine cluster refused the job (HTTP {response.status}: {text}).")
-            try:
-                async for raw in response.content:
-                    if not raw.strip():
-                        continue
-                    line = wire.parse_line(raw)
-                    if line["type"] == "progress":
-                        self._progress(job, line)
-                        continue
-                    if line["type"] == "result":
-                        return wire.decode_result(line["result"])
-                    return _raise_error(line)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-                raise _WorkerLost(f"the stream broke: {exc.__class__.__name__}") from exc
-            raise _WorkerLost("the stream ended without a result")
-        finally:
-            response.close()  # on cancel: drop the connection, so the cluster stops the job
-
-    def _progress(self, job: _Job, line: dict) -> None:
+    def _progress(self, job: ClusterJob, line: dict[str, Any]) -> None:
         if job.on_progress is None or job.cancelled:
             return
         try:
@@ -411,7 +299,7 @@ class ClusterEngine:
         except Exception:  # a broken listener must not break the job
             log.exception("progress callback of job %s failed", job.job_id)
 
-    def _learn(self, job: _Job) -> None:
+    def _learn(self, job: ClusterJob) -> None:
         if job.started_at is not None:
             seconds = time.monotonic() - job.started_at
             self._rate[job.lane] = 0.7 * self._rate[job.lane] + 0.3 * seconds
@@ -441,29 +329,19 @@ class ClusterEngine:
                 await asyncio.sleep(backoff)  # a failing job asked for a check: still wait a little
 
     async def _check(self) -> bool:
-        assert self._session is not None
-        timeout = aiohttp.ClientTimeout(total=self._connect_timeout)
         try:
-            async with self._session.get(f"{self.url}/health", timeout=timeout) as response:
-                if response.status == 401:
-                    raise _ClusterDown("the cluster refused ENGINE_TOKEN (401)")
-                if response.status != 200:
-                    raise _ClusterDown(f"the cluster answered HTTP {response.status} (not deployed?)")
-                status = await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            self._mark_unreachable(f"cannot reach {self.url}: {exc.__class__.__name__}")
-            return False
-        except _ClusterDown as exc:
+            status = await self._link.health()
+        except ClusterDown as exc:
             self._mark_unreachable(str(exc))
             return False
         self._apply_status(status)
         return True
 
-    def _apply_status(self, status: dict) -> None:
+    def _apply_status(self, status: dict[str, Any]) -> None:
         replicas = status.get("replicas") or {}
         capacity = status.get("capacity") or {}
         self._replicas = {"draft": int(replicas.get("draft", 0)), "final": int(replicas.get("final", 0))}
-        self._capacity = {
+        self._waiting.capacity = {
             "draft_images": int(capacity.get("draft_images", 0)),
             "final": int(capacity.get("final", 0)),
         }
@@ -476,29 +354,17 @@ class ClusterEngine:
         if self._queue_max_override is not None:  # this side's limit, and the offer says so
             values["queue_max"] = self._queue_max_override
         self._offer = EngineOffer(**{**values, "backend": "ray"})
-        self._queue.max_size = self._offer.queue_max
+        self._waiting.queue.max_size = self._offer.queue_max
         if not self._reachable:
             log.info("the engine cluster at %s is reachable: %s", self.url, self._replicas)
         self._reachable = True
         self._error = None if status.get("ok") else "the cluster has no running draft or final replica"
 
 
-def _raise_error(line: dict) -> JobResult:
-    kind = line.get("kind")
-    message = str(line.get("message") or "The engine cluster failed this job.")
-    if kind == "cancelled":
-        raise JobCancelled(message)
-    if kind == "worker_lost":
-        raise _WorkerLost(message)
-    raise JobFailed(message)
-
-
-def _with_client_timings(result: JobResult, job: _Job) -> JobResult:
+def _with_client_timings(result: JobResult, job: ClusterJob) -> JobResult:
     """Timings as the bot sees them: ``queued`` adds the wait here, ``total`` is since submit,
     ``cluster`` the time in flight and ``overhead`` what of it was not the replica's own work
     (HTTP, Serve's routing, JSON and base64)."""
-    from dataclasses import replace
-
     now = time.monotonic()
     timings = dict(result.timings)
     started = job.started_at or now

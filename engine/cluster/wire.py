@@ -1,6 +1,6 @@
 """The cluster's wire format: requests, results and progress as JSON. Torch-free, Ray-free.
 
-Both sides of the HTTP link (``engine.cluster.client`` in the bot, ``engine.cluster.serve_app`` on
+Both sides of the HTTP link (``engine.cluster.transport`` in the bot, ``engine.cluster.workers`` on
 the cluster) use these functions, and nothing else crosses the network: no pickle, so a bot and a
 cluster on different Python or Ray versions still understand each other. Bytes travel as base64;
 every object names its fields explicitly, and an unknown field or kind is refused.
@@ -21,14 +21,12 @@ from ..requests import (
     DraftInit,
     DraftRequest,
     FinalRequest,
-    GeneratedImage,
     ImageInit,
     Init,
-    JobResult,
-    Progress,
     Request,
     UpscaleRequest,
 )
+from ..results import GeneratedImage, JobResult, Progress
 
 # Error kinds in an ``error`` line, and what the client does with them.
 ERROR_KINDS = (

@@ -12,7 +12,8 @@ from aiohttp import web
 from engine.api import EngineStopped, JobCancelled, JobFailed
 from engine.cluster import wire
 from engine.cluster.client import WORKER_LOST_TWICE, ClusterEngine
-from engine.requests import DraftRequest, FinalRequest, GeneratedImage, JobResult
+from engine.requests import DraftRequest, FinalRequest
+from engine.results import GeneratedImage, JobResult
 
 TOKEN = "fake-token"
 

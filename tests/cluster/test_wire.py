@@ -7,7 +7,8 @@ import json
 import pytest
 
 from engine.cluster import wire
-from engine.requests import DraftInit, DraftRequest, FinalRequest, GeneratedImage, ImageInit, JobResult
+from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit
+from engine.results import GeneratedImage, JobResult
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 

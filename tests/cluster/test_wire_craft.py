@@ -14,10 +14,9 @@ from engine.requests import (
     DraftInit,
     DraftRequest,
     FinalRequest,
-    GeneratedImage,
-    JobResult,
     UpscaleRequest,
 )
+from engine.results import GeneratedImage, JobResult
 
 
 def _png() -> bytes:

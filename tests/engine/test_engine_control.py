@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
+from engine.api import EngineStopped, JobCancelled, JobFailed
 from engine.requests import DraftRequest, FinalRequest
-from engine.worker import EngineStopped, JobCancelled, JobFailed
 
 from .test_engine_images import keep_busy
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from engine.api import JobFailed
 from engine.models import ModelMissing, ModelRegistry
 from engine.output import read_parameters
 from engine.requests import DraftInit, DraftRequest, FinalRequest, size_for_aspect
 from engine.tiny import tiny_root
-from engine.worker import JobFailed
 
 from .conftest import pixels, tiny_settings
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.models import ModelRegistry, missing_models
+from engine.models import ModelRegistry
 from engine.requests import DraftInit, DraftRequest, FinalRequest
 from engine.settings import TAESDXL, VAE_FP16_FIX, EngineSettings
 from engine.tiny import tiny_root
+from engine.weights import missing_models
 
 from .conftest import pixels, tiny_settings
 

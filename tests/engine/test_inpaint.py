@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.canvas import outpaint, region_mask
+from engine.api import JobFailed
 from engine.requests import FinalRequest, ImageInit, RequestError
-from engine.worker import JobFailed
 from tests.images import png_of, test_image
 
 from .conftest import pixels
@@ -48,8 +48,12 @@ def test_inpainting_changes_the_masked_area_and_keeps_the_rest(shared_engine):
 
 @pytest.mark.parametrize("model", ["ssd-1b", "sdxl"])
 def test_both_final_models_inpaint(shared_engine, model):
-    out = inpaint(shared_engine, test_image(), region_mask(512, 512, 0, 0, 50, 100), model=model)
+    out = inpaint(shared_engine, test_image(), region_mask(512, 512, 0, 0, 50, 100), model=model)  # the left half
     assert out.shape == (512, 512, 3)
+    diff = np.abs(out - pixels(test_image())).mean(axis=-1)
+    kept, painted = diff[:, 312:].mean(), diff[:, :200].mean()  # away from the feathered edge at x = 256
+    assert kept < 2, f"{model} changed the area the mask keeps ({kept:.1f})"
+    assert painted > 10, f"{model} did not repaint the masked area ({painted:.1f})"
 
 
 def test_a_mask_of_another_size_is_fitted_to_the_image(shared_engine):

@@ -11,7 +11,9 @@ from engine.requests import (
     DraftRequest,
     FinalRequest,
     RequestError,
+    random_seed,
     size_for_aspect,
+    snap_side,
 )
 
 
@@ -77,3 +79,18 @@ def test_aspect_sizes_keep_the_pixel_count_in_multiples_of_64(aspect, base):
 def test_unknown_aspect_is_refused():
     with pytest.raises(RequestError, match="Unknown aspect"):
         size_for_aspect("5:1", 512)
+
+
+@pytest.mark.parametrize(("value", "side"), [(100, 256), (300, 320), (1000, 1024), (1023.9, 1024), (5000, 2048)])
+def test_a_side_snaps_to_a_multiple_of_64_from_256_to_2048(value, side):
+    assert snap_side(value) == side
+    DraftRequest("fox", seed=1, width=min(side, 1024), height=256).validate()  # every snapped side is one a job takes
+
+
+def test_a_random_seed_leaves_room_for_every_image(monkeypatch):
+    import random
+
+    monkeypatch.setattr(random, "randint", lambda low, high: high)
+    assert random_seed(4) == MAX_SEED - 3
+    DraftRequest("fox", seed=random_seed(4), count=4).validate()
+    assert random_seed() == MAX_SEED

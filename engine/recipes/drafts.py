@@ -1,0 +1,221 @@
+"""Drafts: SDXL Turbo, guidance 0, 1-4 steps, one generator per image (seed, seed+1, ...).
+
+Text-to-image drafts run their own short loop (:meth:`DraftRecipes.drafts`): cached embeddings,
+noise from the per-image CPU generators (outside any compiled graph), the Turbo UNet, the scheduler
+step, then the cheap TAESDXL decoder; several requests run in one batch when their shapes agree.
+With compiled graphs the batch is padded to a bucket (1, 2, 4, 8, 16) so every burst reuses one of
+five graphs; padding images are dropped. Drafts from an image (variations, an attachment) run
+Turbo's image-to-image pipeline; :meth:`DraftRecipes.init_image` makes the start image of any
+image-to-image job, a draft made again from its seed or an upload fitted to the job's size.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from ..graphs import CudaGraphs
+from ..requests import DraftInit, DraftRequest, ImageInit, Init
+from ..settings import BATCH_BUCKETS
+from .base import RecipeBase
+from .images import (
+    JobInterrupted,
+    Outcome,
+    StageClock,
+    decode_latents,
+    dynamic_batch,
+    fit_image,
+    generators,
+    plain_decode,
+    step_callback,
+)
+
+
+class DraftRecipes(RecipeBase):
+    """Turbo drafts, text-to-image (batched) and image-to-image, and the start images of img2img jobs."""
+
+    def init_image(self, init: Init, width: int, height: int) -> Image.Image:
+        """The start image of an image-to-image job, at the job's size."""
+        if isinstance(init, ImageInit):
+            return fit_image(init.data, width, height)
+        assert isinstance(init, DraftInit)
+        d = init.draft
+        alone = replace(d, seed=d.seeds[init.index], count=1, chaos=0, strength=d.strengths[init.index])
+        stages = self.last_stages
+        source = self.drafts([alone])[0][0] if d.init is None else self.draft_img2img(alone).images[0]
+        self.last_stages = {f"draft_{k}": v for k, v in self.last_stages.items()} | stages
+        if source.size == (width, height):
+            return source
+        return source.resize((width, height), Image.Resampling.LANCZOS)
+
+    @torch.inference_mode()
+    def drafts(self, requests: list[DraftRequest], cancel: threading.Event | None = None) -> list[list[Image.Image]]:
+        """Text-to-image drafts of several requests in one batch (same size and steps).
+
+        Image ``i`` of a request has the noise of its own seed whatever else is in the batch, so it
+        equals the image made alone (within float noise). Compiled graphs pad the batch to its bucket.
+        """
+        pipe = self.registry.get("turbo").text2img
+        first = requests[0]
+        prompts: list[str] = []
+        seeds: list[int] = []
+        for r in requests:
+            prompts += [r.prompt] * r.count
+            seeds += list(r.seeds)
+        images = len(prompts)
+        fixed_shapes = self.registry.compiled or self.registry.graphs
+        bucket = self.settings.batch_bucket(images) if fixed_shapes else images
+        if bucket > images:  # padding images: the last prompt again, their pictures are dropped
+            prompts += [prompts[-1]] * (bucket - images)
+            seeds += [seeds[-1]] * (bucket - images)
+        self.last_batch = bucket
+        plain = self.is_plain(first)
+        decoder = self.draft_decoder() or pipe.vae
+        clock = StageClock(pipe._execution_device)
+        with self.craft(first, pipe, "turbo", decoder) as extra:
+            embeds = self.embeddings(pipe, prompts)
+            if "ip_adapter_image" in extra:
+                embeds["image_embeds"] = pipe.prepare_ip_adapter_image_embeds(
+                    extra["ip_adapter_image"], None, pipe._execution_device, len(prompts), False
+                )
+            clock.mark("text")
+            latents = self._turbo_loop(pipe, embeds, seeds, first.width, first.height, first.steps, cancel, plain)
+            clock.mark("unet")
+            if cancel is not None and cancel.is_set():
+                raise JobInterrupted()
+            # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
+            graphs = self._graphed(decoder, lambda x: plain_decode(decoder, x), "draft decoder") if plain else None
+            graphed = None if graphs is None else (lambda vae, x: graphs(x))
+            decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
+        clock.mark("decode")
+        self.last_stages = clock.seconds()
+        result, i = [], 0
+        for r in requests:
+            result.append(decoded[i : i + r.count])
+            i += r.count
+        return result
+
+    def _graphed(self, module, fn, name: str) -> CudaGraphs | None:
+        """``fn`` through CUDA graphs per shape when the registry uses them, else None."""
+        if not self.registry.graphs:
+            return None
+        graphs = self._graphs.get(id(module))
+        if graphs is None:
+            graphs = self._graphs[id(module)] = CudaGraphs(fn, name)
+        return graphs
+
+    def _turbo_loop(
+        self,
+        pipe,
+        embeds: dict[str, torch.Tensor],
+        seeds: list[int],
+        width: int,
+        height: int,
+        steps: int,
+        cancel: threading.Event | None,
+        plain: bool = True,
+    ) -> torch.Tensor:
+        """SDXL Turbo's text-to-image loop (guidance 0), as ``StableDiffusionXLPipeline.__call__`` runs it.
+
+        No host-device syncs: the noise comes from CPU generators (one per image) and is copied once,
+        the timesteps stay on the device, and nothing is read back before the decode.
+        """
+        unet, scheduler = pipe.unet, pipe.scheduler
+        device = pipe._execution_device
+        prompt_embeds = embeds["prompt_embeds"]
+        dtype = prompt_embeds.dtype
+        n = prompt_embeds.shape[0]
+        gens = generators(seeds)
+        scheduler.set_timesteps(steps, device=device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        shape = (n, unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        latents = randn_tensor(shape, generator=gens, device=device, dtype=dtype) * scheduler.init_noise_sigma
+        projection = int(embeds["pooled_prompt_embeds"].shape[-1])
+        time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype, projection)
+        added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": time_ids.to(device).repeat(n, 1)}
+        if "image_embeds" in embeds:  # the IP-Adapter's image embedding (a reference)
+            added["image_embeds"] = embeds["image_embeds"]
+        compiled = self.registry.compiled
+        compiled_cuda = compiled and device.type == "cuda"
+        graphed = None if not plain else self._graphed(
+            unet,
+            lambda x, t, e, te, ti: unet(
+                x, t, encoder_hidden_states=e, added_cond_kwargs={"text_embeds": te, "time_ids": ti}, return_dict=False
+            )[0],
+            "Turbo UNet",
+        )
+        if compiled:
+            dynamic_batch(prompt_embeds, added["text_embeds"], added["time_ids"])
+        for t in scheduler.timesteps:
+            if cancel is not None and cancel.is_set():
+                break
+            model_input = scheduler.scale_model_input(latents, t)
+            if compiled:
+                dynamic_batch(model_input)
+            if compiled_cuda:
+                torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
+            if graphed is not None:  # the timestep is a device tensor: it is copied in like the rest
+                noise = graphed(model_input, t, prompt_embeds, added["text_embeds"], added["time_ids"])
+            else:
+                noise = unet(
+                    model_input, t, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added, return_dict=False
+                )[0]
+            latents = scheduler.step(noise, t, latents, generator=gens, return_dict=False)[0]
+        return latents
+
+    @torch.inference_mode()
+    def draft_img2img(self, request: DraftRequest, cancel: threading.Event | None = None) -> Outcome:
+        """Drafts that start from an image (variations, an attachment): Turbo image-to-image."""
+        assert request.init is not None
+        init = self.init_image(request.init, request.width, request.height)
+        pipe = self.registry.get("turbo").img2img
+        decoder = self.draft_decoder() or pipe.vae
+        clock = StageClock(pipe._execution_device)
+        strengths = request.strengths
+        # Images of equal strength run as one call (all of them without chaos).
+        groups: dict[float, list[int]] = {}
+        for i, strength in enumerate(strengths):
+            groups.setdefault(strength, []).append(i)
+        latents: list[Any] = [None] * request.count
+        with self.craft(request, pipe, "turbo", decoder) as extra:
+            embeds = self.embeddings(pipe, [request.prompt] * request.count)
+            clock.mark("text")
+            for strength, indexes in groups.items():
+                part = {k: v[indexes] for k, v in embeds.items()}
+                out = pipe(
+                    image=[init] * len(indexes),
+                    strength=strength,
+                    num_inference_steps=request.steps,
+                    guidance_scale=0.0,
+                    generator=generators([request.seeds[i] for i in indexes]),
+                    output_type="latent",
+                    callback_on_step_end=step_callback(None, cancel, request.steps),
+                    **extra,
+                    **part,
+                )
+                for j, i in enumerate(indexes):
+                    latents[i] = out.images[j : j + 1]
+            clock.mark("unet")
+            if cancel is not None and cancel.is_set():
+                raise JobInterrupted()
+            images = decode_latents(decoder, torch.cat(latents))
+        clock.mark("decode")
+        self.last_stages = clock.seconds()
+        return Outcome(images, request.steps, 0.0)
+
+    def warm_up_drafts(self, width: int = 512, height: int = 512, steps: int = 1) -> list[int]:
+        """Run a draft batch at every bucket size so compiled graphs exist before users ask (buckets run)."""
+        done = []
+        for bucket in BATCH_BUCKETS:
+            if bucket > self.settings.max_batch_images:
+                break
+            request = DraftRequest("warm-up", seed=0, width=width, height=height, count=1, steps=steps)
+            self.drafts([request] * bucket)
+            done.append(bucket)
+        return done

@@ -1,0 +1,244 @@
+"""Latents in, pictures out: what every recipe shares around the pipelines.
+
+Decoding (:func:`decode_latents`: upcast where float16 would overflow, refuse NaN or all-black
+images), live previews, start images fitted to a job's size, one CPU generator per image, the step
+callback that reports progress and stops a cancelled job, and :class:`StageClock`, which times the
+stages of a call with CUDA events (no extra syncs).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+# Step callback: (step done, total steps, latents) -> None
+StepFn = Callable[[int, int, torch.Tensor], None]
+# A decode in the model's dtype instead of the plain call (a CUDA graph of it): (vae, scaled latents) -> images
+DecodeFn = Callable[[Any, torch.Tensor], torch.Tensor]
+
+# Approximate RGB of SDXL latents (as used for previews in ComfyUI); no extra weights needed.
+_LATENT_RGB = torch.tensor(
+    [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]]
+)
+_LATENT_RGB_BIAS = torch.tensor([0.1084, -0.0175, -0.0011])
+
+
+class JobInterrupted(Exception):
+    """The job was cancelled while running; raised after the pipeline stopped at a step boundary."""
+
+
+class InvalidImage(RuntimeError):
+    """The model produced NaN or an all-black image even after decoding in float32."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    images: list[Image.Image]
+    steps: int
+    guidance: float
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image: the same seed gives the same noise on any device."""
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def _to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """uint8 on the images' device, then one copy of the bytes to the host."""
+    pixels = (images.float() / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
+    host = pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return [Image.fromarray(a) for a in host]
+
+
+def plain_decode(vae, scaled: torch.Tensor) -> torch.Tensor:
+    return vae.decode(scaled, return_dict=False)[0]
+
+
+def dynamic_batch(*tensors: torch.Tensor) -> None:
+    """Mark the batch dimension dynamic for compiled graphs: batches of 2 to 16 share one compiled graph.
+
+    (Size 1 is always a graph of its own: torch.compile specializes sizes 0 and 1.) CUDA graphs are still
+    recorded per distinct size, so padding batches to buckets keeps that to five.
+    """
+    for t in tensors:
+        if t.shape[0] >= 2:
+            torch._dynamo.mark_dynamic(t, 0)
+
+
+@torch.inference_mode()
+def decode_latents(
+    vae, latents: torch.Tensor, compiled: bool = False, decode: DecodeFn | None = None
+) -> list[Image.Image]:
+    """Decode to PIL images; float16 VAEs with ``force_upcast`` decode in float32 (SDXL's VAE overflows).
+
+    Works for ``AutoencoderKL`` and ``AutoencoderTiny`` (TAESDXL, scaling factor 1). One host sync
+    checks for NaN/inf and for an all-black image together; a float16 decode with NaN is retried in
+    float32 once. ``decode(vae, scaled)`` replaces the plain call (a CUDA graph of it) in the model's dtype.
+    """
+    scaled = latents / vae.config.scaling_factor
+    if compiled:
+        dynamic_batch(scaled)
+    orig_dtype = vae.dtype
+    upcast = orig_dtype == torch.float16 and vae.config.get("force_upcast", False)
+    tries = [torch.float32] if upcast else [orig_dtype]
+    if orig_dtype != torch.float32 and not upcast:
+        tries.append(torch.float32)  # a fix-VAE that still overflows: one more try in float32
+    try:
+        for dtype in tries:
+            if vae.dtype != dtype:
+                vae.to(dtype)
+            out = (decode if decode is not None and dtype == orig_dtype else plain_decode)(vae, scaled.to(dtype))
+            finite, black = torch.stack([torch.isfinite(out).all(), (out <= -1.0).all()]).tolist()
+            if finite:
+                break
+            log.warning("VAE decode in %s gave NaN/inf", dtype)
+        else:
+            raise InvalidImage("The model produced an invalid image (NaN). Try another seed or prompt.")
+    finally:
+        if vae.dtype != orig_dtype:
+            vae.to(orig_dtype)
+    if black:
+        raise InvalidImage("The model produced an all-black image. Try another seed or prompt.")
+    return _to_pil(out)
+
+
+def _png(img: Image.Image, size: int) -> bytes:
+    scale = size / max(img.size)
+    img = img.resize(
+        (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def latent_preview(latents: torch.Tensor, size: int = 256, decoder=None) -> bytes:
+    """A small PNG of the first image of ``latents``: decoded by ``decoder`` (TAESDXL) if given, else a linear map.
+
+    With a decoder the latents are halved first (a 256 px preview needs no 1024 px decode).
+    """
+    if decoder is not None:
+        with torch.inference_mode():
+            lat = latents[:1].to(decoder.device, decoder.dtype)
+            if min(lat.shape[-2:]) >= 64:
+                lat = torch.nn.functional.avg_pool2d(lat, 2)
+            out = decoder.decode(lat / decoder.config.scaling_factor, return_dict=False)[0]
+            if bool(torch.isfinite(out).all()):
+                return _png(_to_pil(out)[0], size)
+    lat = latents[0].detach().float().cpu()
+    rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB) + _LATENT_RGB_BIAS
+    levels = ((rgb + 1) / 2).clamp(0, 1).mul(255).to(torch.uint8).numpy()
+    return _png(Image.fromarray(levels), size)
+
+
+def fit_image(data: bytes, width: int, height: int) -> Image.Image:
+    """Decode an init image and cover-crop it to ``width`` x ``height``."""
+    with Image.open(io.BytesIO(data)) as opened:
+        img = ImageOps.exif_transpose(opened).convert("RGB")
+    return ImageOps.fit(img, (width, height), Image.Resampling.LANCZOS)
+
+
+class StageClock:
+    """Times the stages of one call ("text", "unet", "decode") without extra host-device syncs.
+
+    On CUDA it records events and reads them only in :meth:`seconds`, after the decode has synced
+    anyway (the NaN check); elsewhere it reads the host clock.
+    """
+
+    def __init__(self, device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self._events: list[tuple[str, torch.cuda.Event]] = []
+        self._times: list[tuple[str, float]] = []
+        self._start_event = self._event() if self.cuda else None
+        self._start = time.perf_counter()
+
+    @staticmethod
+    def _event() -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def mark(self, stage: str) -> None:
+        """The stage ``stage`` ends now (it began at the previous mark)."""
+        if self.cuda:
+            self._events.append((stage, self._event()))
+        else:
+            self._times.append((stage, time.perf_counter()))
+
+    def seconds(self) -> dict[str, float]:
+        spans: list[tuple[str, float]] = []
+        if self._start_event is not None:
+            if self._events:
+                self._events[-1][1].synchronize()  # the stream is idle after the decode: this costs nothing
+            before_event = self._start_event
+            for stage, event in self._events:
+                spans.append((stage, before_event.elapsed_time(event) / 1000))
+                before_event = event
+        else:
+            before = self._start
+            for stage, at in self._times:
+                spans.append((stage, at - before))
+                before = at
+        out: dict[str, float] = {}
+        for stage, spent in spans:
+            out[stage] = round(out.get(stage, 0.0) + spent, 5)
+        return out
+
+
+def step_callback(
+    on_step: StepFn | None,
+    cancel: threading.Event | None,
+    total: int,
+    guidance_until: int | None = None,
+):
+    """A ``callback_on_step_end`` that reports progress and stops the pipeline when cancelled.
+
+    It counts steps itself, so one callback spans both phases of base + refiner. With
+    ``guidance_until`` (a step count), classifier-free guidance stops after that many steps:
+    the unconditional half of the batch is dropped and the rest runs at batch 1.
+    """
+    done = 0
+
+    def cb(pipe, i, t, kwargs):
+        nonlocal done
+        done += 1
+        if on_step is not None:
+            on_step(min(done, total), total, kwargs["latents"])
+        if cancel is not None and cancel.is_set():
+            pipe._interrupt = True
+        if guidance_until is not None and done >= guidance_until and pipe.do_classifier_free_guidance:
+            for name in ("prompt_embeds", "add_text_embeds", "add_time_ids"):
+                kwargs[name] = kwargs[name].chunk(2)[-1]
+            pipe._guidance_scale = 0.0
+        return kwargs
+
+    return cb
+
+
+def guidance_kwargs(
+    on_step: StepFn | None, cancel: threading.Event | None, total: int, guidance: float, cutoff: float
+) -> dict[str, Any]:
+    """The pipeline's step-callback arguments; guidance stops for the last ``cutoff`` of the steps."""
+    until = None
+    if cutoff > 0 and guidance > 1.0:
+        until = max(1, math.ceil(total * (1.0 - cutoff)))
+    kwargs: dict[str, Any] = {"callback_on_step_end": step_callback(on_step, cancel, total, until)}
+    if until is not None:
+        kwargs["callback_on_step_end_tensor_inputs"] = [
+            "latents",
+            "prompt_embeds",
+            "add_text_embeds",
+            "add_time_ids",
+        ]
+    return kwargs
