@@ -23,6 +23,7 @@ async def test_drafts_are_delivered_as_four_pngs_with_controls(service, store, e
     assert done.seeds == (7, 8, 9, 10)
     assert done.timings["run"] == 0.2 and "deliver" in done.timings
     assert done.result_message_id is not None and done.result_message_id != delivery.placeholder_id
+    await eventually(lambda: delivery.reactions)  # 🔁 goes on after the row is marked done
     assert delivery.reactions == [(done.result_message_id, "🔁")]
     assert (done.width, done.height) == (704, 384)
 
