@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from core import canvas
+from core.history import JobParams
+from core.jobs import plans
 from core.limits import Refusal
 from core.styles import DEFAULT_STYLES, MAX_GUILD_STYLES
-from engine.api import FinalRequest
-from tests.core.doubles import RecordingOrigin, eventually
+from engine.api import EngineOffer, FinalRequest
+from tests.core.doubles import RecordingOrigin, eventually, png
 from tests.core.jobs.support import wait_status
+from tests.core.records import job_record
 
 GUILD = 10  # RecordingOrigin's server
 WATERCOLOR = next(s for s in DEFAULT_STYLES if s.name == "watercolor")
@@ -132,3 +136,16 @@ async def test_reroll_u_and_v_repeat_the_styled_text_without_applying_it_again(s
         assert request.prompt == drafts.prompt == f"a red fox, {WATERCOLOR.prompt_suffix}"
         assert request.negative_prompt == WATERCOLOR.negative_prompt
         assert (await store.get_job(job.id)).params.style == "watercolor"
+
+
+def test_vary_and_outpaint_of_a_styled_final_name_its_style_and_keep_its_text():
+    final = job_record(
+        id=4, kind="final", mode="final", model="ssd-1b", width=1024, height=1024, count=1, status="done",
+        prompt="a fox, film noir", negative_prompt="color", params=JobParams(aspect="1:1", style="noir"),
+    )
+    source = png(1024, 1024)
+    varied = plans.vary(final, source, "vary_subtle", EngineOffer())
+    extended = plans.outpaint(final, canvas.outpaint(source, budget=1024 * 1024, zoom=1.5), "zoom15")
+    for plan in (varied, extended):
+        assert plan.fields["params"].style == "noir"
+        assert (plan.request.prompt, plan.request.negative_prompt) == ("a fox, film noir", "color")
