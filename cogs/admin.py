@@ -264,10 +264,8 @@ class AdminCog(commands.Cog):
         done = "replaced" if before is not None else "added"
         if style.default:
             done = "is the bot's own again"
-        await self._reply(
-            interaction, f"Style `{style.name}` {done}: members pick it with /imagine style:{style.name}.\n"
-            + describe_style(style),
-        )
+        picked = f"members pick it with /imagine style:{style.name}"
+        await self._reply(interaction, f"Style `{style.name}` {done}: {picked}.\n{describe_style(style)}")
 
     @style.command(name="remove", description="Stop offering a style here (the bot's defaults too).")
     @app_commands.describe(name="The style")
