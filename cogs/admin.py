@@ -1,5 +1,5 @@
 """/settings: image channels, per-user limits, finals outside age-restricted channels, blocked words,
-the image safety check.
+the image safety check, style presets (``core.styles``).
 
 Members with Manage Server only: the commands are hidden from others by default permissions
 (which a server can change), and every handler checks the permission again.
@@ -14,11 +14,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.options import Prompt, StyleName, StylePick, StyleSuffix
 from core.delivery import NO_MENTIONS
 from core.history import GuildSettings
 from core.limits import MAX_BLOCKED_WORDS, Refusal, parse_word_list
 from core.render import shown
 from core.safety import available as safety_available
+from core.styles import Style, default_style
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -77,6 +79,9 @@ class AdminCog(commands.Cog):
     )
     words = app_commands.Group(
         name="words", description="Words refused in prompts outside age-restricted channels.", parent=settings
+    )
+    style = app_commands.Group(
+        name="style", description="Named styles members pick with /imagine style: and /final style:.", parent=settings
     )
 
     def __init__(self, bot: ImagineBot) -> None:
@@ -237,6 +242,64 @@ class AdminCog(commands.Cog):
             await self._reply(interaction, "No words are blocked.")
             return
         await self._reply(interaction, "Blocked words: " + ", ".join(shown(w, 50) for w in settings.blocked_words))
+
+    # ----------------------------------------------------------------- style presets
+
+    @style.command(name="add", description="Add a style (or replace one of that name, the bot's too).")
+    @app_commands.describe(
+        name="One word, like pixel-art",
+        prompt_suffix="Words added to the prompt (leave out with a default's name to bring the bot's back)",
+        negative="Words added to the negative prompt",
+    )
+    async def style_add(
+        self,
+        interaction: discord.Interaction,
+        name: StyleName,
+        prompt_suffix: StyleSuffix | None = None,
+        negative: Prompt | None = None,
+    ) -> None:
+        guild_id = server_id(interaction)
+        style, before = await self.jobs.styles.add(guild_id, name, prompt_suffix, negative)
+        log.info("guild %s: style %r set by %s", guild_id, style.name, interaction.user.id)
+        done = "replaced" if before is not None else "added"
+        if style.default:
+            done = "is the bot's own again"
+        picked = f"members pick it with /imagine style:{style.name}"
+        await self._reply(interaction, f"Style `{style.name}` {done}: {picked}.\n{describe_style(style)}")
+
+    @style.command(name="remove", description="Stop offering a style here (the bot's defaults too).")
+    @app_commands.describe(name="The style")
+    async def style_remove(self, interaction: discord.Interaction, name: StylePick) -> None:
+        guild_id = server_id(interaction)
+        style = await self.jobs.styles.remove(guild_id, name)
+        log.info("guild %s: style %r removed by %s", guild_id, style.name, interaction.user.id)
+        text = f"Style `{style.name}` removed; jobs made with it keep their prompts."
+        if default_style(style.name) is not None:
+            text += f" /settings style add name:{style.name} brings the bot's version back."
+        await self._reply(interaction, text)
+
+    @style.command(name="list", description="List the styles members can pick here.")
+    async def style_list(self, interaction: discord.Interaction) -> None:
+        styles = await self.jobs.styles.available(server_id(interaction))
+        if not styles:
+            await self._reply(interaction, "No styles are offered here; add one with /settings style add.")
+            return
+        lines = [f"**Styles on this server** ({len(styles)})"]
+        for style in styles:
+            line = describe_style(style)
+            if sum(len(item) + 1 for item in lines) + len(line) > 1950:
+                lines.append(f"… and {len(styles) - len(lines) + 1} more.")
+                break
+            lines.append(line)
+        await self._reply(interaction, "\n".join(lines))
+
+
+def describe_style(style: Style) -> str:
+    """One line for /settings style: the name, its texts, whose it is."""
+    text = f"`{style.name}`{' (bot default)' if style.default else ''}: {shown(style.prompt_suffix, 200)}"
+    if style.negative_prompt:
+        text += f" · without: {shown(style.negative_prompt, 200)}"
+    return text
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength
+from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength, StylePick
 from cogs.reactions import plain_emoji, reacted_job
 from core.attachments import check_declared, normalize_image, normalize_mask
 from core.controls import REROLL_EMOJI, JobButton
@@ -67,6 +67,7 @@ class ImagineCog(commands.Cog):
         seed="Seed for repeatable drafts (0 to 4294967295)",
         image="Start from this image (PNG, JPEG or WebP)",
         strength="With an image: how much may change, 0.25 (a little) to 1 (everything); default 0.6",
+        style="A style of this server (its words are added to the prompt and the negative prompt)",
     )
     @app_commands.choices(aspect=ASPECT_CHOICES)
     async def imagine(
@@ -78,6 +79,7 @@ class ImagineCog(commands.Cog):
         seed: Seed | None = None,
         image: discord.Attachment | None = None,
         strength: Strength | None = None,
+        style: StylePick | None = None,
     ) -> None:
         origin = InteractionOrigin(interaction)
         start = None
@@ -99,6 +101,7 @@ class ImagineCog(commands.Cog):
             seed=seed,
             image=start,
             strength=strength,
+            style=style,
         )
 
     @app_commands.command(name="edit", description="Repaint part of an image (inpainting).")
@@ -171,6 +174,7 @@ class ImagineCog(commands.Cog):
         aspect="Aspect ratio (default 1:1)",
         seed="Seed for a repeatable image (0 to 4294967295)",
         model="ssd-1b (faster) or sdxl (base + refiner)",
+        style="A style of this server (its words are added to the prompt and the negative prompt)",
     )
     @app_commands.choices(aspect=ASPECT_CHOICES, model=MODEL_CHOICES)
     async def final(
@@ -181,6 +185,7 @@ class ImagineCog(commands.Cog):
         aspect: str | None = None,
         seed: Seed | None = None,
         model: str | None = None,
+        style: StylePick | None = None,
     ) -> None:
         await self.bot.jobs.final(
             InteractionOrigin(interaction),
@@ -189,6 +194,7 @@ class ImagineCog(commands.Cog):
             aspect=aspect,
             seed=seed,
             model=model,
+            style=style,
         )
 
     # ----------------------------------------------------------------- reactions

@@ -10,7 +10,10 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
+from core.controls import jobs_client
 from core.limits import MAX_SEARCH_CHARS, MAX_STYLE_SUFFIX_CHARS
+from core.prompt_text import MAX_STYLE_NAME_CHARS
+from core.styles import choice_label, matching
 from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
 
 ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECTS]
@@ -52,6 +55,25 @@ class StyleSuffixOption(_PassThrough):
     high = MAX_STYLE_SUFFIX_CHARS
 
 
+class StyleNameOption(_PassThrough):
+    high = MAX_STYLE_NAME_CHARS
+
+
+class StylePickOption(StyleNameOption):
+    """A style of this server, offered as the member types (names that start with it first, 25 at most)."""
+
+    async def autocomplete(
+        self, interaction: discord.Interaction, value: int | float | str, /
+    ) -> list[app_commands.Choice[int | float | str]]:
+        if interaction.guild_id is None:
+            return []
+        styles = await jobs_client(interaction).jobs.styles.available(interaction.guild_id)
+        choices: list[app_commands.Choice[int | float | str]] = [
+            app_commands.Choice(name=choice_label(s), value=s.name) for s in matching(styles, str(value))
+        ]
+        return choices
+
+
 class SeedOption(_PassThrough):
     option_type = discord.AppCommandOptionType.integer
     low = 0
@@ -83,6 +105,8 @@ class PercentOption(_PassThrough):
 Prompt = app_commands.Transform[str, PromptOption]
 Search = app_commands.Transform[str, SearchOption]
 StyleSuffix = app_commands.Transform[str, StyleSuffixOption]
+StyleName = app_commands.Transform[str, StyleNameOption]
+StylePick = app_commands.Transform[str, StylePickOption]
 Seed = app_commands.Transform[int, SeedOption]
 Page = app_commands.Transform[int, PageOption]
 JobId = app_commands.Transform[int, JobIdOption]

@@ -110,6 +110,8 @@ def result_text(job: JobRecord, *, steps: int | None = None, note: str | None = 
     lines = [header(job), describe(job, steps=steps)]
     if job.negative_prompt:
         lines.append(f"Without: {shown(job.negative_prompt, 200)}")
+    if job.params.style:
+        lines.append(f"Style: {shown(job.params.style, 50)}")
     if note:
         lines.append(note)
     return "\n".join(lines)[:MESSAGE_LIMIT]

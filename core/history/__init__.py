@@ -3,14 +3,14 @@
 What the rest of the bot imports from here; the rooms inside:
 
 - ``records``: the frozen job records, a job's :class:`JobMode` and :class:`JobParams`, the errors.
-- ``choices``: guild settings and user preferences, and the checks on a change.
+- ``choices``: guild settings, their style presets and user preferences, and the checks on a change.
 - ``migrations``: the runner over the numbered ``core/migrations/NNNN_name.sql``.
 - ``connection``: the one SQLite connection, its lock and its transactions.
 - ``sql``: the statements, and rows turned into records.
 - ``store``: :class:`HistoryStore`, the methods the cogs and the job service call.
 """
 
-from core.history.choices import IMAGE_SAFETY_MODES, GuildSettings, UserPrefs
+from core.history.choices import IMAGE_SAFETY_MODES, GuildSettings, GuildStyle, UserPrefs
 from core.history.migrations import MIGRATIONS_DIR, Migration, MigrationError, load_migrations
 from core.history.records import (
     JOB_KINDS,
@@ -32,6 +32,7 @@ __all__ = [
     "MIGRATIONS_DIR",
     "UNFINISHED_STATUSES",
     "GuildSettings",
+    "GuildStyle",
     "HistoryError",
     "HistoryStore",
     "JobMode",

@@ -28,6 +28,30 @@ class GuildSettings:
 
 
 @dataclass(frozen=True)
+class GuildStyle:
+    """One server's row for a style preset (``core.styles`` turns these and the bot's defaults into styles).
+
+    ``hidden`` rows only say "the bot's default of this name is not offered here"; their texts are unused.
+    """
+
+    guild_id: int
+    name: str
+    prompt_suffix: str = ""
+    negative_prompt: str = ""
+    hidden: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.guild_id, bool) or not isinstance(self.guild_id, int):
+            raise TypeError(f"A style's guild_id must be an int, not {self.guild_id!r}.")
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"A style's name must be a non-empty string, not {self.name!r}.")
+        for name in ("prompt_suffix", "negative_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"A style's {name} must be a string, not {getattr(self, name)!r}.")
+        _check_bool_setting("hidden", self.hidden)
+
+
+@dataclass(frozen=True)
 class UserPrefs:
     """Per-user preferences; ``None`` means "use the bot's default"."""
 

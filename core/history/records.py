@@ -98,6 +98,7 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "prefs": _names,
     "reroll_of": _job_id,
     "repost_of": _job_id,
+    "style": _key,
 }
 
 
@@ -121,6 +122,7 @@ class JobParams:
     prefs: tuple[str, ...] = ()  # the /prefer defaults that shaped the job (the row holds their values)
     reroll_of: int | None = None  # 🔁: the job this one rolled again
     repost_of: int | None = None  # a re-post: the job this one made again
+    style: str | None = None  # the style preset (core.styles) already in the prompt and negative prompt
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
+from core.history.choices import GuildStyle
 from core.history.records import HistoryError, JobMode, JobParams, JobRecord
 
 JOB_COLUMNS = (
@@ -93,6 +94,18 @@ ON CONFLICT (user_id) DO UPDATE SET
     final_model = excluded.final_model,
     dm_results = excluded.dm_results
 """
+
+GUILD_STYLES = """
+SELECT guild_id, name, prompt_suffix, negative_prompt, hidden FROM guild_styles WHERE guild_id = ? ORDER BY name
+"""
+UPSERT_GUILD_STYLE = """
+INSERT INTO guild_styles (guild_id, name, prompt_suffix, negative_prompt, hidden) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (guild_id, name) DO UPDATE SET
+    prompt_suffix = excluded.prompt_suffix,
+    negative_prompt = excluded.negative_prompt,
+    hidden = excluded.hidden
+"""
+DELETE_GUILD_STYLE = "DELETE FROM guild_styles WHERE guild_id = ? AND name = ?"
 
 
 def escape_like(text: str) -> str:
@@ -198,4 +211,15 @@ def job_from_row(row: sqlite3.Row) -> JobRecord:
         result_channel_id=row["result_channel_id"],
         result_message_id=row["result_message_id"],
         favorite=bool(row["favorite"]),
+    )
+
+
+def style_from_row(row: sqlite3.Row) -> GuildStyle:
+    """The record of one ``GUILD_STYLES`` row."""
+    return GuildStyle(
+        guild_id=row["guild_id"],
+        name=row["name"],
+        prompt_suffix=row["prompt_suffix"],
+        negative_prompt=row["negative_prompt"],
+        hidden=bool(row["hidden"]),
     )

@@ -1,4 +1,4 @@
-"""The history store: every job, guild settings and user preferences in one SQLite file.
+"""The history store: every job, guild settings (and style presets) and user preferences in one SQLite file.
 
 ``HistoryStore`` is the only owner of the database connection (``core.history.connection``);
 cogs and the job service call its methods and get frozen records back (``core.history.records``,
@@ -28,7 +28,7 @@ from typing import Any
 import aiosqlite
 
 from core.history import sql
-from core.history.choices import GUILD_CHECKS, PREF_CHECKS, GuildSettings, UserPrefs, checked_changes
+from core.history.choices import GUILD_CHECKS, PREF_CHECKS, GuildSettings, GuildStyle, UserPrefs, checked_changes
 from core.history.connection import Database, change, one
 from core.history.migrations import MIGRATIONS_DIR, load_migrations
 from core.history.records import HistoryError, JobNotFound, JobRecord, NewJob
@@ -321,6 +321,23 @@ class HistoryStore:
         """Stop treating ``channel_id`` as an image channel; returns whether it was one."""
         async with self._db.write() as conn:
             return bool(await change(conn, sql.REMOVE_CHANNEL, (guild_id, channel_id)))
+
+    async def guild_styles(self, guild_id: int) -> list[GuildStyle]:
+        """This guild's style rows (its own styles, its replacements and removals of defaults), by name."""
+        async with self._db.read() as conn:
+            rows = await conn.execute_fetchall(sql.GUILD_STYLES, (guild_id,))
+        return [sql.style_from_row(r) for r in rows]
+
+    async def put_guild_style(self, style: GuildStyle) -> None:
+        """Store ``style`` (its texts already checked, see ``core.styles``), replacing its guild's row of that name."""
+        values = (style.guild_id, style.name, style.prompt_suffix, style.negative_prompt, 1 if style.hidden else 0)
+        async with self._db.write() as conn:
+            await conn.execute(sql.UPSERT_GUILD_STYLE, values)
+
+    async def delete_guild_style(self, guild_id: int, name: str) -> bool:
+        """Forget the guild's row for style ``name``; returns whether there was one."""
+        async with self._db.write() as conn:
+            return bool(await change(conn, sql.DELETE_GUILD_STYLE, (guild_id, name)))
 
     # ----------------------------------------------------------------- user preferences
 

@@ -1,6 +1,6 @@
 """The "check" step of every command: the server, the prompt, the job a button names, the user's defaults.
 
-Reads the store (rows, preferences), the server settings and the stored images; writes nothing.
+Reads the store (rows, preferences, style presets), the server settings and the stored images; writes nothing.
 Everything refused here is a :class:`~core.limits.Refusal` with the sentence the user reads.
 """
 
@@ -15,6 +15,7 @@ from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.preferences import Applied, apply_prefs
 from core.jobs.rows import MAX_INIT_DEPTH, RebuildError, Request, init_depth, rebuild_request, status_word
+from core.jobs.styles import StyleBook
 from core.limits import Refusal, check_prompt
 from core.origins import Origin
 from engine.api import DraftRequest
@@ -27,10 +28,13 @@ MAX_JOB_ID = 2**63 - 1
 class Checks:
     """What a command must pass before it is planned."""
 
-    def __init__(self, store: HistoryStore, guilds: GuildCache, images: StoredImages) -> None:
+    def __init__(
+        self, store: HistoryStore, guilds: GuildCache, images: StoredImages, styles: StyleBook | None = None
+    ) -> None:
         self._store = store
         self._guilds = guilds
         self._images = images
+        self._styles = styles if styles is not None else StyleBook(store)
 
     @property
     def _inputs(self) -> InputStore | None:
@@ -61,12 +65,18 @@ class Checks:
         negative_prompt: object = None,
         aspect: object = None,
         model: object = None,
+        style: object = None,
     ) -> tuple[GuildSettings, Applied]:
-        """The opening of /imagine, /final and /edit: the server, the prompt, then the defaults in ``fill``."""
+        """The opening of /imagine, /final and /edit: the server, the prompt, then the defaults in ``fill``.
+
+        ``style`` names one of the server's style presets (``core.styles``), applied instead of the
+        member's own style suffix.
+        """
         guild = await self.guild_of(origin)
         if finals:
             self.finals_allowed(guild, origin)
         text = self.prompt_allowed(prompt, guild, origin)
+        preset = await self._styles.resolve(guild.guild_id, style) if style is not None else None
         asked = apply_prefs(
             await self._store.user_prefs(origin.user_id),
             fill,
@@ -76,6 +86,7 @@ class Checks:
             model=model,
             blocked_words=guild.blocked_words,
             age_restricted=origin.age_restricted,
+            style=preset,
         )
         return guild, asked
 

@@ -151,7 +151,8 @@ def outpaint(parent: JobRecord, extended: canvas.Canvas, action: str) -> Plan:
         width=extended.width, height=extended.height, model=parent.model,
         init=ImageInit(extended.image), mask=extended.mask, strength=1.0,
     )
-    fields = new_job_fields(request, mode=JobMode.OUTPAINT, parent_id=parent.id, params=JobParams(outpaint=action))
+    params = JobParams(outpaint=action, style=parent.params.style)  # the style is in the prompt already
+    fields = new_job_fields(request, mode=JobMode.OUTPAINT, parent_id=parent.id, params=params)
     return Plan(request, fields, {"init_image": extended.image, "mask_image": extended.mask})
 
 
@@ -167,7 +168,7 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
         width=parent.width, height=parent.height, model=parent.model, steps=steps,
         guidance=parent.guidance, init=ImageInit(source), strength=amount,
     )
-    params = JobParams(vary=action.removeprefix("vary_"))
+    params = JobParams(vary=action.removeprefix("vary_"), style=parent.params.style)
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
@@ -191,6 +192,7 @@ def upscale(
         init=DraftInit(parent_request, index), strength=offer.upscale_strength,
     )
     params = asked.noted(JobParams(aspect=ratio) if isinstance(ratio, str) else JobParams())
+    params = dataclasses.replace(params, style=parent.params.style)  # in the parent's prompt already
     fields = new_job_fields(request, mode=JobMode.UPSCALE, parent_id=parent.id, parent_index=index, params=params)
     return Plan(request, fields)
 

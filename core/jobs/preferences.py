@@ -23,6 +23,7 @@ from core.limits import (
     check_style_suffix,
     with_style,
 )
+from core.styles import Style, apply_style
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Applied:
     """A request's options after the user's defaults filled the empty ones.
 
     ``aspect`` and ``model`` are as given (or preferred), not yet checked: the plan checks them.
-    ``used`` names the defaults that were used, sorted.
+    ``used`` names the defaults that were used, sorted; ``style`` the style preset applied, if any.
     """
 
     prompt: str = ""
@@ -43,10 +44,15 @@ class Applied:
     aspect: object = None
     model: object = None
     used: tuple[str, ...] = ()
+    style: str | None = None
 
     def noted(self, params: JobParams) -> JobParams:
-        """``params`` noting which defaults shaped the job (the row holds the effective values)."""
-        return dataclasses.replace(params, prefs=tuple(sorted(self.used))) if self.used else params
+        """``params`` noting which defaults and style shaped the job (the row holds the effective values)."""
+        if self.used:
+            params = dataclasses.replace(params, prefs=tuple(sorted(self.used)))
+        if self.style is not None:
+            params = dataclasses.replace(params, style=self.style)
+        return params
 
 
 def apply_prefs(
@@ -59,14 +65,17 @@ def apply_prefs(
     model: object = None,
     blocked_words: Iterable[str] = (),
     age_restricted: bool = False,
+    style: Style | None = None,
 ) -> Applied:
     """``prompt`` (already checked) and the options, with the defaults named in ``fill`` where they are empty.
 
     The style suffix is appended (not twice) and the longer prompt is held to the server's blocked
     words too; a preferred aspect or model this bot no longer knows is left out. Raises Refusal.
+    A ``style`` preset the member chose is applied instead of their style suffix, after the
+    negative prompt is settled (``core.styles.apply_style``: its negative prompt is added to that one).
     """
     used: list[str] = []
-    if STYLE in fill:
+    if STYLE in fill and style is None:
         styled = with_style(prompt, prefs.style_suffix)
         if styled != prompt:
             used.append(STYLE)
@@ -86,7 +95,11 @@ def apply_prefs(
             model = prefs.final_model
         else:
             log.info("user %s prefers model %r, which this bot no longer offers", prefs.user_id, prefs.final_model)
-    return Applied(prompt, negative, aspect, model, tuple(sorted(used)))
+    if style is not None:
+        prompt, negative = apply_style(
+            prompt, negative, style, blocked_words=blocked_words, age_restricted=age_restricted
+        )
+    return Applied(prompt, negative, aspect, model, tuple(sorted(used)), style.name if style is not None else None)
 
 
 def checked_changes(changes: Mapping[str, Any], default_final_model: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from core.jobs.outcome import DirectMessage, Outcome
 from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_changes
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
+from core.jobs.styles import StyleBook
 from core.limits import Refusal
 from core.origins import Origin
 from core.pacing import ChannelPacer
@@ -94,7 +95,8 @@ class JobService:
         self.guilds = GuildCache(store)
         # Start images, masks and finals' images on disk (None: image features refuse politely).
         self.images = StoredImages(inputs, store, settings, clock)
-        self.checks = Checks(store, self.guilds, self.images)
+        self.styles = StyleBook(store)  # the servers' style presets (/settings style, /imagine style:)
+        self.checks = Checks(store, self.guilds, self.images, self.styles)
         self.outcome = Outcome(
             client=client,
             store=store,
@@ -189,15 +191,18 @@ class JobService:
         seed: object = None,
         image: bytes | None = None,
         strength: object = None,
+        style: str | None = None,
     ) -> JobRecord | None:
         """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it.
 
         The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
+        ``style`` names a style preset of the server (``core.styles``), applied instead of the style
+        suffix; a name the server does not offer is refused, naming it.
         """
         fill = (STYLE, NEGATIVE) if image is not None else (STYLE, NEGATIVE, ASPECT)
         guild, asked = await self.checks.new_prompt(
-            origin, prompt, fill, negative_prompt=negative_prompt, aspect=aspect
+            origin, prompt, fill, negative_prompt=negative_prompt, aspect=aspect, style=style
         )
         plan = plans.imagine(
             asked, self.engine.offer, draft_size=self.settings.draft_size, seed=seed,
@@ -215,11 +220,15 @@ class JobService:
         aspect: object = None,
         seed: object = None,
         model: object = None,
+        style: str | None = None,
     ) -> JobRecord | None:
-        """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty)."""
+        """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty).
+
+        ``style``: a style preset of the server, as for :meth:`imagine`.
+        """
         guild, asked = await self.checks.new_prompt(
             origin, prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
-            negative_prompt=negative_prompt, aspect=aspect, model=model,
+            negative_prompt=negative_prompt, aspect=aspect, model=model, style=style,
         )
         plan = plans.final(asked, self.engine.offer, final_size=self.settings.final_size, seed=seed)
         return await self.admission.admit(origin, plan, guild)

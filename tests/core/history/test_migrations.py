@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.history import MIGRATIONS_DIR, HistoryStore, MigrationError, load_migrations
+from core.history import MIGRATIONS_DIR, GuildStyle, HistoryStore, MigrationError, load_migrations
 from tests.core.history.sqlite import raw, tables, user_version
 from tests.core.records import new_job
 
@@ -174,3 +174,32 @@ async def test_migration_3_turns_check_images_into_the_safety_mode(db_path: Path
     with raw(db_path) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(guild_settings)")]
     assert "check_images" not in columns and "image_safety" in columns
+
+
+async def test_migration_4_adds_styles_to_a_version_3_database_and_keeps_its_rows(db_path: Path, tmp_path: Path):
+    first_three = tmp_path / "first-three"
+    first_three.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("000[1-3]_*.sql")):
+        shutil.copy(path, first_three / path.name)
+    store = await HistoryStore.open(db_path, migrations_dir=first_three)
+    try:
+        assert store.schema_version == 3
+        created = await store.create_job(new_job(prompt="made before styles"))
+        await store.update_guild_settings(10, blocked_words=("gore",), image_safety="block")
+        await store.update_user_prefs(30, style_suffix="watercolor")
+    finally:
+        await store.close()
+    assert "guild_styles" not in tables(db_path)
+
+    store = await HistoryStore.open(db_path)
+    try:
+        assert store.schema_version == 4
+        assert await store.get_job(created.id) == created
+        settings = await store.guild_settings(10)
+        assert (settings.blocked_words, settings.image_safety) == (("gore",), "block")
+        assert (await store.user_prefs(30)).style_suffix == "watercolor"
+        assert await store.guild_styles(10) == []
+        await store.put_guild_style(GuildStyle(10, "noir", "black and white", "color"))
+        assert await store.guild_styles(10) == [GuildStyle(10, "noir", "black and white", "color")]
+    finally:
+        await store.close()

@@ -171,3 +171,14 @@ async def test_a_row_with_a_mode_this_code_does_not_know_is_refused_by_name(
         conn.execute("UPDATE jobs SET mode = 'sketch' WHERE id = ?", (job.id,))
     with pytest.raises(HistoryError, match=f"Job {job.id} has the mode 'sketch'"):
         await store.get_job(job.id)
+
+
+def test_params_name_the_style_preset_and_rows_without_one_still_read() -> None:
+    styled = JobParams(aspect="1:1", style="watercolor")
+    assert styled.to_json() == {"aspect": "1:1", "style": "watercolor"}
+    assert JobParams.from_json({"aspect": "1:1", "style": "watercolor"}) == styled
+    assert JobParams.from_json({"aspect": "1:1"}).style is None  # a row from before styles
+    assert JobParams.from_json({"style": 3}).extra == {"style": 3}  # kept, unread
+    for bad in ("", 3):
+        with pytest.raises(TypeError, match="style"):
+            JobParams(style=bad)  # type: ignore[arg-type]

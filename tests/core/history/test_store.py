@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.history import HistoryStore, JobNotFound, JobParams, JobRecord, NewJob
+from core.history import GuildStyle, HistoryStore, JobNotFound, JobParams, JobRecord, NewJob
 from tests.core.history.sqlite import REPO_ROOT, raw, stored_tokens
 from tests.core.records import new_job
 
@@ -324,3 +324,38 @@ def test_history_module_imports_neither_engine_nor_discord() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------- style presets
+
+
+async def test_guild_styles_are_kept_per_server_by_name(store: HistoryStore, db_path: Path) -> None:
+    assert await store.guild_styles(10) == []
+    await store.put_guild_style(GuildStyle(10, "noir", "black and white", "color"))
+    await store.put_guild_style(GuildStyle(10, "anime", hidden=True))
+    await store.put_guild_style(GuildStyle(11, "noir", "film noir"))
+    assert await store.guild_styles(10) == [
+        GuildStyle(10, "anime", hidden=True),
+        GuildStyle(10, "noir", "black and white", "color"),
+    ]
+    await store.put_guild_style(GuildStyle(10, "noir", "hard shadows"))  # the same name replaces the row
+    await store.put_guild_style(GuildStyle(10, "anime", "cel shading"))  # a hidden one shown again
+    assert await store.guild_styles(10) == [
+        GuildStyle(10, "anime", "cel shading"),
+        GuildStyle(10, "noir", "hard shadows"),
+    ]
+    assert await store.delete_guild_style(10, "noir") is True
+    assert await store.delete_guild_style(10, "noir") is False
+    assert [s.name for s in await store.guild_styles(10)] == ["anime"]
+    assert await store.guild_styles(11) == [GuildStyle(11, "noir", "film noir")]
+    with raw(db_path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO guild_styles (guild_id, name) VALUES (10, '')")
+
+
+def test_a_guild_style_record_checks_its_types() -> None:
+    with pytest.raises(TypeError, match="name"):
+        GuildStyle(10, "")
+    with pytest.raises(TypeError, match="hidden"):
+        GuildStyle(10, "x", hidden=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="prompt_suffix"):
+        GuildStyle(10, "x", None)  # type: ignore[arg-type]
