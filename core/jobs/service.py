@@ -115,6 +115,7 @@ class JobService:
             inputs=inputs,
             clock=clock,
             delivery_for_job=delivery_for_job,
+            images=self.images,
         )
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
