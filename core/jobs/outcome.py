@@ -7,6 +7,7 @@ channel's age restriction and DMs), writes the row's outcome (``set_result_messa
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from core.jobs.images import StoredImages
 from core.origins import Origin, age_restricted
 from core.pacing import ChannelPacer
 from core.runlog import RunLog
-from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
+from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy, preview_passes
 from engine.api import JobResult
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,18 @@ class Outcome:
         else:
             done = "held back"
         return kept, f"🛡️ {images} {done} by this server's image safety check."
+
+    async def preview_screen(self, job: JobRecord, channel_id: int) -> Callable[[bytes], Awaitable[bool]] | None:
+        """What a final's live previews must pass to be shown (the server's image safety check), or None.
+
+        The same policy as for results: age-restricted channels and servers with the check off are
+        not checked. In either mode a flagged preview is left out (a status edit cannot spoiler).
+        """
+        if job.guild_id is None or self._age_restricted(channel_id):
+            return None
+        if (await self._guilds.get(job.guild_id)).image_safety == "off":
+            return None
+        return functools.partial(preview_passes, self.safety, job_id=job.id)
 
     def _age_restricted(self, channel_id: int) -> bool:
         return age_restricted(self.client.get_channel(channel_id) if self.client is not None else None)

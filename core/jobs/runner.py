@@ -150,6 +150,7 @@ class Runner:
             interval=self.settings.progress_interval,
             name=f"job-{job.id}-status",
             gate=functools.partial(self._status_gate, delivery.channel_id) if self._pacer else None,
+            screen=await self._outcome.preview_screen(job, delivery.channel_id) if job.kind == "final" else None,
         )
 
         def on_progress(progress: Progress) -> None:  # the door calls it on this loop
