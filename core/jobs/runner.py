@@ -319,6 +319,7 @@ class Runner:
             except (RebuildError, RequestError) as e:
                 log.warning("job %s cannot be restarted: %s", job.id, e)
                 await self._store.fail_job(job.id, f"Could not be restarted: {e}")
+                await self._release(job)
                 continue
             if (posted_id := await already_posted(self.client, job, self._clock())) is not None:
                 # Killed after posting but before the row said done: the result is there; do not post it twice.

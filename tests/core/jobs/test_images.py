@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.core.doubles import RecordingOrigin, eventually, png
-from tests.core.jobs.support import wait_status
+from core.delivery import DeliveryError
+from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
+from tests.core.jobs.support import make_service, wait_status
 
 
 def stored(inputs) -> set[str]:
@@ -57,8 +58,6 @@ async def test_a_cancelled_jobs_image_goes_unless_a_done_job_shares_it(service, 
 
 
 async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service, store, engine, inputs):
-    from core.delivery import DeliveryError
-
     class Gone(RecordingOrigin):
         async def acknowledge(self, content):
             raise DeliveryError("The channel <#100> no longer exists.")
@@ -88,3 +87,15 @@ async def test_a_release_does_not_remove_an_image_kept_again_while_it_asked(serv
     await release
     assert stored(inputs) == {key}
     assert images._kept_meanwhile == set() and not images._holding
+
+
+async def test_a_job_that_cannot_be_restarted_leaves_no_image(store, engine, inputs, tmp_path):
+    first = make_service(store, engine, inputs=inputs)
+    job = await first.edit(RecordingOrigin(), prompt="a red hat", image=png(512, 512), region=(0, 0, 50, 50))
+    await first.shutdown(0.0)
+    inputs.remove_sync(job.params.init_image)  # deleted by hand while the bot was down: only the mask is left
+    assert stored(inputs) == {job.params.mask_image}
+    second = make_service(store, FakeEngine(str(tmp_path / "history.sqlite3")), inputs=inputs)
+    assert await second.start() == 0
+    assert (await store.get_job(job.id)).status == "failed" and stored(inputs) == set()
+    await second.shutdown(0.0)
