@@ -77,6 +77,8 @@ class StoredImages:
     def settle(self, keys: Iterable[str]) -> None:
         """The row naming ``keys`` is written (or will not be): they are no longer held for it."""
         for key in keys:
+            if key in self._releasing:  # its row may be newer than what the release is reading
+                self._kept_meanwhile.add(key)
             self._holding[key] -= 1
             if self._holding[key] <= 0:
                 del self._holding[key]

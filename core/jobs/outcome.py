@@ -74,9 +74,9 @@ class Outcome:
         files, note = await self._safety_checked(job, files, delivery.channel_id)
         if note:
             content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
-        started = time.monotonic()
         if job.kind == "final" and result.images:  # the source of zoom out and pan, and of /show if the post fails
             await self._images.keep_result(job.id, result.images[0].png)
+        started = time.monotonic()
         if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
             await self._pacer.turn(delivery.channel_id)
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from core.delivery import DeliveryError
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
 from tests.core.jobs.support import make_service, wait_status
@@ -66,12 +68,15 @@ async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service,
     assert engine.submitted == [] and stored(inputs) == set()
 
 
-async def test_a_release_does_not_remove_an_image_kept_again_while_it_asked(service, store, inputs):
-    """A new request keeps the same image (and writes its row) while the release asks the store: it stays."""
+@pytest.mark.parametrize("kept", ["before", "while it asked"])
+async def test_a_release_does_not_remove_an_image_whose_row_was_written_while_it_asked(service, store, inputs, kept):
+    """A new request keeps the same image and writes its row while the release asks the store: it stays."""
     images = service.images
     photo = png(64, 64, (3, 3, 3))
     key = await images.keep(photo)
     images.settle([key])
+    if kept == "before":
+        await images.keep(photo)  # held: its row comes while the release asks
     asking, answer = asyncio.Event(), asyncio.Event()
 
     async def slow_answer(key, *, besides=()):
@@ -82,7 +87,10 @@ async def test_a_release_does_not_remove_an_image_kept_again_while_it_asked(serv
     store.image_in_use = slow_answer
     release = asyncio.create_task(images.release([key], job_id=1))
     await asyncio.wait_for(asking.wait(), 5.0)
-    images.settle([await images.keep(photo)])  # kept and its row written meanwhile
+    if kept == "before":
+        images.settle([key])  # its row is written now
+    else:
+        images.settle([await images.keep(photo)])  # kept and its row written meanwhile
     answer.set()
     await release
     assert stored(inputs) == {key}
