@@ -36,24 +36,31 @@ class QueueCog(commands.Cog):
         active = self.bot.jobs.active()
         running = [info for info in snapshot if info.state == "running"]
         waiting = [info for info in snapshot if info.state == "waiting"]
+        # Done in the engine, not yet posted (a slow or rate-limited channel): still the user's job.
+        in_engine = {info.job_id for info in snapshot}
+        posting = [job for job_id, job in sorted(active.items()) if str(job_id) not in in_engine]
         summary = f"**Queue:** {len(running)} running, {len(waiting)} waiting"
+        if posting:
+            summary += f", {len(posting)} being posted"
         if waiting:
             summary += f"; all done {render.eta_text(max(info.eta_s for info in waiting))}"
         lines = [summary + "."]
 
-        mine = []
+        mine: list[str] = []
         for info in snapshot:
             job = active.get(int(info.job_id)) if info.job_id.isdigit() else None
             if job is not None and job.user_id == interaction.user.id:
-                mine.append((info, job))
+                where = "running now" if info.state == "running" else f"position {info.position}"
+                mine.append(
+                    f"• job #{job.id} ({job.kind}) {render.shown(job.prompt, 60)} — {where}, "
+                    f"done {render.eta_text(info.eta_s)}"
+                )
+        for job in posting:
+            if job.user_id == interaction.user.id:
+                mine.append(f"• job #{job.id} ({job.kind}) {render.shown(job.prompt, 60)} — made, being posted")
         if not mine:
             lines.append("You have nothing in the queue.")
-        for info, job in mine[:MAX_LISTED]:
-            where = "running now" if info.state == "running" else f"position {info.position}"
-            lines.append(
-                f"• job #{job.id} ({job.kind}) {render.shown(job.prompt, 60)} — {where}, "
-                f"done {render.eta_text(info.eta_s)}"
-            )
+        lines.extend(mine[:MAX_LISTED])
         if len(mine) > MAX_LISTED:
             lines.append(f"…and {len(mine) - MAX_LISTED} more.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -55,6 +55,19 @@ class InputStore:
         except FileNotFoundError:
             raise MissingInput(f"input image {key[:12]}… is missing") from None
 
+    def has_sync(self, key: str) -> bool:
+        return isinstance(key, str) and bool(_KEY.match(key)) and (self.inputs / f"{key}.png").is_file()
+
+    def remove_sync(self, key: str) -> bool:
+        """Remove a stored input; whether it was there. One unlink: cheap enough to run on the loop."""
+        if not isinstance(key, str) or not _KEY.match(key):
+            return False
+        try:
+            (self.inputs / f"{key}.png").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def put_result_sync(self, job_id: int, png: bytes) -> None:
         _write_atomic(self.results / f"{int(job_id)}.png", png)
 

@@ -115,3 +115,18 @@ async def apply_policy(
         if mode == "spoiler":
             kept.append((name if name.startswith(SPOILER_PREFIX) else SPOILER_PREFIX + name, data))
     return kept, flagged
+
+
+async def preview_passes(safety: ImageSafety, png: bytes, *, job_id: int) -> bool:
+    """Whether a live preview of a final may be shown under the check (either mode: an edit cannot spoiler).
+
+    A flagged preview is left out (and logged); so is every preview when the detector cannot run.
+    """
+    try:
+        verdict = await safety.check(png)
+    except Exception:
+        log.exception("job %s: the image safety check failed on a preview; it is not shown", job_id)
+        return False
+    if verdict.flagged:
+        log.info("job %s: a preview flagged by the image safety check (%s): not shown", job_id, verdict.describe())
+    return not verdict.flagged

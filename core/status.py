@@ -12,12 +12,11 @@ import discord
 log = logging.getLogger(__name__)
 
 
-
-
 class StatusUpdater:
     """Edits one message with the newest state, at most once per ``interval``; older states are skipped.
 
-    A live preview (a small PNG of a final's latents) rides along with the next edit. ``edit``
+    A live preview (a small PNG of a final's latents) rides along with the next edit, when ``screen``
+    (if given) lets it: a preview it refuses is left out, the text is shown all the same. ``edit``
     returning False (``Delivery.show``: an earlier edit is still in flight past its bound) means
     "not shown": the state is kept and tried again after the interval, unless a newer one came.
     """
@@ -29,8 +28,10 @@ class StatusUpdater:
         interval: float,
         name: str = "status",
         gate: Callable[[], float] | None = None,
+        screen: Callable[[bytes], Awaitable[bool]] | None = None,
     ) -> None:
         self._edit = edit
+        self._screen = screen  # e.g. the image safety check: False leaves a preview out of the edit
         self._gate = gate  # e.g. ChannelPacer.status_gate: 0 to edit now, else seconds until the channel has room
         self._interval = interval
         self._pending: str | None = None
@@ -63,6 +64,12 @@ class StatusUpdater:
             preview, self._preview = self._preview, None
             if text is None or (text == self._last and preview is None):
                 continue
+            if preview is not None and self._screen is not None and not await self._screen(preview):
+                preview = None
+                if text == self._last:
+                    continue
+                if self._closed:
+                    return
             wait = self._gate() if self._gate is not None else 0.0
             if wait > 0:  # the channel is busy: keep the newest state for later (coalesced)
                 if self._pending is None:

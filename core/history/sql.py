@@ -54,9 +54,24 @@ CANCEL = """
 UPDATE jobs SET status = 'cancelled', finished_at = ?
 WHERE id = ? AND status IN ('queued', 'running')
 """
+FINISH_UNPOSTED = """
+UPDATE jobs SET status = 'done', error = NULL, seeds = ?, timings = ?, finished_at = ?,
+    result_channel_id = NULL, result_message_id = NULL, steps = COALESCE(?, steps)
+WHERE id = ? AND status IN ('queued', 'running')
+"""
 REQUEUE = "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ? AND status = 'running'"
 SET_RESULT = "UPDATE jobs SET result_channel_id = ?, result_message_id = ? WHERE id = ?"
 SET_FAVORITE = "UPDATE jobs SET favorite = ? WHERE id = ?"
+# Rows that may need a stored image again: to run, or to be made again (🔁, /show, U/V). A failed or
+# cancelled row does not hold its image: it was removed when the job was refused or cancelled.
+IMAGE_IN_USE = """
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE status IN ('queued', 'running', 'done')
+        AND (json_extract(params, '$.init_image') = ? OR json_extract(params, '$.mask_image') = ?)
+        AND id NOT IN (SELECT value FROM json_each(?))
+)
+"""
 CLEAR_EXPIRED_TOKENS = (
     "UPDATE jobs SET interaction_token = NULL WHERE interaction_token IS NOT NULL AND interaction_expires_at <= ?"
 )

@@ -175,6 +175,19 @@ class HistoryStore:
         params = (seeds_json, timings_json, self._clock(), result_channel_id, result_message_id, steps, job_id)
         return await self._transition(job_id, sql.FINISH, params, "finished")
 
+    async def finish_unposted(
+        self, job_id: int, *, seeds: Sequence[int], timings: Mapping[str, float], steps: int | None = None
+    ) -> bool:
+        """queued/running -> done when its result could not be posted anywhere: no result message.
+
+        The status message (placeholder) it had is forgotten, so ``result_message_id`` None on a done
+        row says that nothing was posted (``/show`` posts it then). False if the job had already finished.
+        """
+        seeds_json = sql.dumps([operator.index(s) for s in seeds])
+        timings_json = sql.dumps({str(k): float(v) for k, v in timings.items()})
+        params = (seeds_json, timings_json, self._clock(), steps, job_id)
+        return await self._transition(job_id, sql.FINISH_UNPOSTED, params, "finished (not posted)")
+
     async def fail_job(self, job_id: int, error: str) -> bool:
         """queued/running -> failed with ``error``. Returns False if the job had already finished."""
         return await self._transition(job_id, sql.FAIL, (str(error), self._clock(), job_id), "failed")
@@ -224,6 +237,17 @@ class HistoryStore:
         async with self._db.read() as conn:
             rows = await conn.execute_fetchall(sql.UNFINISHED)
         return [sql.job_from_row(r) for r in rows]
+
+    async def image_in_use(self, key: str, *, besides: Collection[int] = ()) -> bool:
+        """Whether a queued, running or done job other than those in ``besides`` names stored image ``key``.
+
+        Stored images are named by content, so one file may serve several rows (as ``init_image`` or
+        ``mask_image`` in their params); failed and cancelled rows do not count (their images go).
+        """
+        ids = sql.dumps(sorted({operator.index(i) for i in besides}))
+        async with self._db.read() as conn:
+            row = await one(conn, sql.IMAGE_IN_USE, (key, key, ids))
+        return bool(row[0]) if row is not None else False
 
     async def count_recent(self, user_id: int, since: float) -> int:
         """How many jobs this user created at or after ``since`` (unix seconds), any status."""

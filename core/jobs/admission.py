@@ -98,13 +98,19 @@ class Admission:
             if plan.keep:
                 self._images.check_kept()
             params: JobParams = plan.fields["params"]
-            for name, png in plan.keep.items():  # "init_image" and/or "mask_image": the stored image's key
-                key = await self._images.keep(png)
-                if name == "init_image":
-                    params = dataclasses.replace(params, init_image=key)
-                else:
-                    params = dataclasses.replace(params, mask_image=key)
-            return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request)
+            kept: list[str] = []
+            try:
+                for name, png in plan.keep.items():  # "init_image" and/or "mask_image": the stored image's key
+                    key = await self._images.keep(png)
+                    kept.append(key)
+                    if name == "init_image":
+                        params = dataclasses.replace(params, init_image=key)
+                    else:
+                        params = dataclasses.replace(params, mask_image=key)
+            except Refusal:
+                await self._images.drop(kept)  # the first image was kept, the second could not be
+                raise
+            return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request, kept)
         finally:
             self._reserved[origin.user_id] -= 1
             if not self._reserved[origin.user_id]:
@@ -120,16 +126,32 @@ class Admission:
         except asyncio.TimeoutError:
             log.warning("%d requests were still being accepted at shutdown", self._accepting)
 
-    async def _store_and_submit(self, origin: Origin, fields: dict[str, Any], request: Request) -> JobRecord | None:
+    async def _store_and_submit(
+        self, origin: Origin, fields: dict[str, Any], request: Request, kept: list[str]
+    ) -> JobRecord | None:
         # The row comes first: a bot killed right after answering Discord finds the job on its next start
         # (and delivers it through the stored token or in the channel). Answering failed: the row says so.
-        job = await self._store.create_job(NewJob(**fields, **origin.job_fields()))
+        try:
+            job = await self._store.create_job(NewJob(**fields, **origin.job_fields()))
+        except Exception:
+            await self._images.drop(kept)
+            raise
+        self._images.settle(kept)  # the row names them now
+        # From here to the launch a /cancel finds the job in the runner (the row alone is not enough).
+        self._runner.expect(job.id)
+        try:
+            return await self._acknowledge_and_launch(origin, job, request)
+        finally:
+            self._runner.unexpect(job.id)
+
+    async def _acknowledge_and_launch(self, origin: Origin, job: JobRecord, request: Request) -> JobRecord | None:
         origin.note_job(job.id)
         try:
             delivery = await origin.acknowledge(f"{render.header_for(request.prompt, origin.user_id)}\n⏳ Queued.")
         except (DeliveryError, discord.HTTPException) as e:
             log.warning("job %s of user %s not acknowledged: %s", job.id, origin.user_id, e)
             await self._store.fail_job(job.id, "The request could not be acknowledged.")
+            await self._images.release_job(job)
             return None
         if delivery.placeholder_id is not None:
             await self._store.set_result_message(job.id, origin.channel_id, delivery.placeholder_id)
@@ -139,7 +161,7 @@ class Admission:
         log.info(
             "job %s accepted: %s %s by user %s in channel %s", job.id, job.kind, job.mode, job.user_id, job.channel_id
         )
-        if self._runner.closing:
+        if self._runner.closing and not self._runner.cancelled_early(job.id):
             # Shutdown began while this was being stored: the row is queued and the next start runs it.
             await self._outcome.show(delivery, job, RESTARTING_STATE)
             return job

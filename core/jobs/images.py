@@ -1,16 +1,21 @@
-"""The images jobs start from and the finals' images, on disk (``core.inputs``): keep, read, prune.
+"""The images jobs start from and the finals' images, on disk (``core.inputs``): keep, read, release, prune.
 
-Touches the image store and reads the store's unfinished rows (whose images are never pruned).
+Touches the image store and reads the store's rows (whose images are kept while a row may need them).
 Without an image store (``inputs=None``) every feature that needs one is refused politely.
+
+A start image is named by its content, so one file may serve several rows. It is kept (:meth:`keep`)
+before its row is written, and released (:meth:`release`) when its job is refused or cancelled: the
+file goes unless another row still needs it or another request is keeping it right now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 
-from core.history import HistoryStore
+from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.limits import Refusal
 from core.settings import BotSettings
@@ -19,6 +24,11 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0  # stored images are pruned at most this often (and at start)
 NO_STORE = "This bot keeps no image files, so it can't start from an image."
+
+
+def _not_stored(error: OSError) -> Refusal:
+    log.error("could not store an input image: %s", error)
+    return Refusal("I could not store your image on my side; try again later.")
 
 
 class StoredImages:
@@ -32,6 +42,10 @@ class StoredImages:
         self._store = store
         self._clock = clock
         self._next_prune = 0.0  # when prune next runs after a delivery (clock seconds)
+        self._holding: Counter[str] = Counter()  # keys kept by requests whose row is not written yet
+        self._releasing: set[str] = set()  # keys a release is asking the store about right now
+        self._kept_meanwhile: set[str] = set()  # ... and that a request kept while it asked
+        self._release_lock = asyncio.Lock()
 
     def check_kept(self) -> None:
         """Refuse a job that starts from an image when there is no image store."""
@@ -39,14 +53,73 @@ class StoredImages:
             raise Refusal(NO_STORE)
 
     async def keep(self, png: bytes) -> str:
-        """Store an image a job starts from (before its row is written); returns its key. Raises Refusal."""
+        """Store an image a job starts from (before its row is written); returns its key. Raises Refusal.
+
+        The key is held until :meth:`settle` (the row is written) or :meth:`drop`: no release removes it meanwhile.
+        """
         if self.inputs is None:
             raise Refusal(NO_STORE)
         try:
-            return await self.inputs.put(png)
+            key = await self.inputs.put(png)
         except OSError as e:
-            log.error("could not store an input image: %s", e)
-            raise Refusal("I could not store your image on my side; try again later.") from e
+            raise _not_stored(e) from e
+        self._holding[key] += 1
+        if key in self._releasing:
+            self._kept_meanwhile.add(key)
+        if not self.inputs.has_sync(key):  # released while ``put`` found it there: write it again
+            try:
+                await self.inputs.put(png)
+            except OSError as e:
+                self.settle([key])
+                raise _not_stored(e) from e
+        return key
+
+    def settle(self, keys: Iterable[str]) -> None:
+        """The row naming ``keys`` is written (or will not be): they are no longer held for it."""
+        for key in keys:
+            if key in self._releasing:  # its row may be newer than what the release is reading
+                self._kept_meanwhile.add(key)
+            self._holding[key] -= 1
+            if self._holding[key] <= 0:
+                del self._holding[key]
+
+    async def drop(self, keys: Iterable[str]) -> None:
+        """Kept for a request that got no row after all: stop holding them and remove what no row needs."""
+        keys = list(keys)
+        self.settle(keys)
+        await self.release(keys)
+
+    async def release_job(self, job: JobRecord) -> None:
+        """``job`` was refused or cancelled: remove its stored images unless another row needs them."""
+        await self.release((job.params.init_image, job.params.mask_image), job_id=job.id)
+
+    async def release(self, keys: Iterable[str | None], *, job_id: int | None = None) -> None:
+        """Remove the stored images ``keys`` that no row (but ``job_id``'s) and no request being stored needs.
+
+        The unlink runs on the loop right after the last check: a request keeping the same image either
+        is seen holding it, or finds it gone and writes it again (:meth:`keep`).
+        """
+        if self.inputs is None:
+            return
+        besides = () if job_id is None else (job_id,)
+        async with self._release_lock:
+            for key in {k for k in keys if isinstance(k, str)}:
+                self._releasing.add(key)
+                try:
+                    needed = await self._store.image_in_use(key, besides=besides)
+                except Exception:
+                    log.exception("could not tell whether stored image %s… is still needed; kept", key[:12])
+                    needed = True
+                finally:
+                    self._releasing.discard(key)
+                if needed or self._holding[key] or key in self._kept_meanwhile:
+                    self._kept_meanwhile.discard(key)
+                    continue
+                try:
+                    if self.inputs.remove_sync(key):
+                        log.info("removed stored image %s… (job %s needs it no more)", key[:12], job_id)
+                except OSError as e:
+                    log.warning("could not remove stored image %s…: %s", key[:12], e)
 
     async def result(self, job_id: int) -> bytes | None:
         """A final's stored image (the source of zoom, pan and vary), or None."""

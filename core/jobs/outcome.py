@@ -7,6 +7,7 @@ channel's age restriction and DMs), writes the row's outcome (``set_result_messa
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,10 +21,10 @@ from core.direct import message_link
 from core.history import HistoryStore, JobRecord
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
-from core.origins import age_restricted
+from core.origins import Origin, age_restricted
 from core.pacing import ChannelPacer
 from core.runlog import RunLog
-from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy
+from core.safety import SPOILER_PREFIX, ImageSafety, apply_policy, preview_passes
 from engine.api import JobResult
 
 log = logging.getLogger(__name__)
@@ -73,22 +74,20 @@ class Outcome:
         files, note = await self._safety_checked(job, files, delivery.channel_id)
         if note:
             content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
+        if job.kind == "final" and result.images:  # the source of zoom out and pan, and of /show if the post fails
+            await self._images.keep_result(job.id, result.images[0].png)
         started = time.monotonic()
         if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
             await self._pacer.turn(delivery.channel_id)
         try:
             message = await delivery.post(content, files, controls_for(job), nonce=result_nonce(job.id))
         except DeliveryError as e:
-            log.warning("job %s is done but its result was not posted: %s", job.id, e)
-            await self._store.finish_job(job.id, seeds=seeds, timings=timings, steps=result.steps)
-            await delivery.tell(f"Job #{job.id} is done, but I could not post it: {e}")
+            await self._not_posted(job, delivery, e, seeds=seeds, timings=timings, steps=result.steps)
             return
         timings["deliver"] = round(time.monotonic() - started, 3)
         # What was posted is recorded first (one small write): should anything after this fail, a
         # restart edits this same message instead of posting the result a second time.
         await self._store.set_result_message(job.id, delivery.channel_id, message.id)
-        if job.kind == "final" and result.images:  # the source of zoom out and pan
-            await self._images.keep_result(job.id, result.images[0].png)
         await self._store.finish_job(
             job.id,
             seeds=seeds,
@@ -104,6 +103,65 @@ class Outcome:
             await self._run_log.log_final(job, result.images[0].png, steps=result.steps, seconds=timings.get("total"))
         link = message_link(job.guild_id, delivery.channel_id, message.id)
         await self._direct_copy(job, files, steps=result.steps if job.kind == "final" else None, link=link)
+
+    async def _not_posted(
+        self,
+        job: JobRecord,
+        delivery: Delivery,
+        error: DeliveryError,
+        *,
+        seeds: list[int],
+        timings: dict[str, float],
+        steps: int,
+    ) -> None:
+        """Done, but posted nowhere: the row says so (no result message) and the user learns how to get it."""
+        log.warning("job %s is done but its result was not posted: %s", job.id, error)
+        await self._store.finish_unposted(job.id, seeds=seeds, timings=timings, steps=steps)
+        how = (
+            f"Use `/show {job.id}` where I can post to get it"
+            + (" (its image is kept)." if job.kind == "final" else " (made again with the same seeds).")
+        )
+        text = f"Job #{job.id} is done, but I could not post it: {error} {how}"[: render.MESSAGE_LIMIT]
+        if await delivery.tell(text):
+            return
+        try:  # no live interaction to tell it through: a DM, whatever the /prefer dm setting
+            sent = await self._direct_message(self.client, job.user_id, text, ())
+        except Exception:
+            log.exception("job %s: could not tell its author that it was not posted", job.id)
+            return
+        if not sent:
+            log.info("job %s: its author could not be told that it was not posted (closed DMs)", job.id)
+
+    async def post_kept(self, origin: Origin, job: JobRecord) -> bool:
+        """Post a final that is done but was never posted (its delivery failed) from its kept image: no new run.
+
+        Returns False (nothing done) for any other job, or when its image is no longer stored; the
+        message posted becomes the job's result message, so its buttons work as on any result.
+        """
+        if job.kind != "final" or job.status != "done" or job.result_message_id is not None:
+            return False
+        png = await self._images.result(job.id)
+        if png is None:
+            return False
+        try:
+            delivery = await origin.acknowledge(render.status_text(job, "📤 Posting the kept image…"))
+        except (DeliveryError, discord.HTTPException) as e:
+            log.warning("job %s: /show of its kept image not acknowledged: %s", job.id, e)
+            return True
+        content = render.result_text(job, steps=job.steps)
+        files, note = await self._safety_checked(job, [("final.png", png)], delivery.channel_id)
+        if note:
+            content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
+        try:
+            message = await delivery.post(content, files, controls_for(job), nonce=f"s{job.id}")
+        except DeliveryError as e:
+            log.warning("job %s: its kept image was not posted either: %s", job.id, e)
+            await delivery.tell(f"I could not post job #{job.id} here either: {e}")
+            return True
+        await self._store.set_result_message(job.id, delivery.channel_id, message.id)
+        log.info("job %s: its kept image was posted as message %s", job.id, message.id)
+        await delivery.react(message.id, REROLL_EMOJI)
+        return True
 
     async def show(self, delivery: Delivery, job: JobRecord, state: str) -> None:
         """Show a state of ``job`` in its message; internal detail (an engine's error text) never reaches it."""
@@ -141,6 +199,18 @@ class Outcome:
         else:
             done = "held back"
         return kept, f"🛡️ {images} {done} by this server's image safety check."
+
+    async def preview_screen(self, job: JobRecord, channel_id: int) -> Callable[[bytes], Awaitable[bool]] | None:
+        """What a final's live previews must pass to be shown (the server's image safety check), or None.
+
+        The same policy as for results: age-restricted channels and servers with the check off are
+        not checked. In either mode a flagged preview is left out (a status edit cannot spoiler).
+        """
+        if job.guild_id is None or self._age_restricted(channel_id):
+            return None
+        if (await self._guilds.get(job.guild_id)).image_safety == "off":
+            return None
+        return functools.partial(preview_passes, self.safety, job_id=job.id)
 
     def _age_restricted(self, channel_id: int) -> bool:
         return age_restricted(self.client.get_channel(channel_id) if self.client is not None else None)

@@ -19,6 +19,7 @@ from core import render
 from core.delivery import CallTimeout, Delivery, bounded
 from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
+from core.jobs.images import StoredImages
 from core.jobs.outcome import Outcome
 from core.jobs.plans import DRAFT_COUNT
 from core.jobs.rows import RebuildError, Request, rebuild_request
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 RESTART_CHECK_S = 10.0  # on start, how long to ask Discord whether a job's result is already posted
 PREVIEW_NAME = "preview.png"  # the live preview a final's status message carries (not a result)
 DELIVERY_GRACE_S = 15.0  # on shutdown, time for results that are done to be posted
+CANCELLED_STATE = "✖️ Cancelled."
 RESTARTING_STATE = "⏸ I'm restarting; this job continues when I'm back."
 UNREACHABLE_STATE = "📡 The image engine is unreachable right now; your job is kept and will run when it is back."
 
@@ -87,6 +89,7 @@ class Runner:
         inputs: InputStore | None,
         clock: Callable[[], float],
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery],
+        images: StoredImages | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -100,6 +103,9 @@ class Runner:
         self._delivery_for_job = delivery_for_job
         self._active: dict[int, ActiveJob] = {}
         self._user_cancelled: set[int] = set()  # only ever jobs in _active: dropped when their task ends
+        self._images = images  # a refused or cancelled job's stored images go (unless another row needs them)
+        # Jobs stored but not launched yet (being acknowledged, being submitted): id -> cancelled meanwhile.
+        self._expected: dict[int, bool] = {}
 
     def active(self) -> dict[int, JobRecord]:
         """Jobs this process is waiting on (including those whose result is being posted), by id."""
@@ -109,13 +115,42 @@ class Runner:
         active = self._active.get(job_id)
         return active.task if active is not None else None
 
+    def expect(self, job_id: int) -> None:
+        """``job_id`` is stored and about to be launched: a /cancel from now on cancels it (:meth:`cancel`)."""
+        self._expected.setdefault(job_id, False)
+
+    def unexpect(self, job_id: int) -> None:
+        """``job_id`` was launched (it is active now) or will not be: forget it."""
+        self._expected.pop(job_id, None)
+
+    def cancelled_early(self, job_id: int) -> bool:
+        """Whether ``job_id`` was cancelled after its row was stored and before it reached the engine."""
+        return self._expected.get(job_id, False)
+
+    async def _release(self, job: JobRecord) -> None:
+        if self._images is not None:
+            await self._images.release_job(job)
+
     async def launch(self, job: JobRecord, request: Request, delivery: Delivery, *, restarted: bool = False) -> None:
-        """Submit to the engine and follow the job in a task of its own."""
+        """Submit to the engine and follow the job in a task of its own (unless it was cancelled meanwhile)."""
+        self.expect(job.id)
+        try:
+            await self._launch(job, request, delivery, restarted=restarted)
+        finally:
+            self.unexpect(job.id)
+
+    async def _launch(self, job: JobRecord, request: Request, delivery: Delivery, *, restarted: bool) -> None:
+        if self.cancelled_early(job.id):
+            log.info("job %s cancelled before it reached the engine", job.id)
+            await self._release(job)
+            await self._outcome.show(delivery, job, CANCELLED_STATE)
+            return
         updater = StatusUpdater(
             delivery.show,
             interval=self.settings.progress_interval,
             name=f"job-{job.id}-status",
             gate=functools.partial(self._status_gate, delivery.channel_id) if self._pacer else None,
+            screen=await self._outcome.preview_screen(job, delivery.channel_id) if job.kind == "final" else None,
         )
 
         def on_progress(progress: Progress) -> None:  # the door calls it on this loop
@@ -133,6 +168,7 @@ class Runner:
             message = str(e) or "The queue is full. Try again in a few minutes."
             log.info("job %s refused by the engine: %s", job.id, message)
             await self._store.fail_job(job.id, message)
+            await self._release(job)
             await updater.close()
             await self._outcome.show(delivery, job, f"⚠️ {message}")
             return
@@ -152,6 +188,9 @@ class Runner:
         active = self._active[job.id] = ActiveJob(job, delivery)
         active.task = asyncio.create_task(self._follow(job, handle, delivery, updater), name=f"job-{job.id}")
         active.task.add_done_callback(lambda _task: self._ended(job.id))
+        if self.cancelled_early(job.id):  # cancelled while it was being submitted: the engine lets it go now
+            self._user_cancelled.add(job.id)
+            await self._engine.cancel(str(job.id))
 
     def _ended(self, job_id: int) -> None:
         self._active.pop(job_id, None)
@@ -159,9 +198,15 @@ class Runner:
 
     async def cancel(self, job: JobRecord) -> str:
         """Cancel a waiting or running job (already checked as the caller's to cancel); returns what to say."""
+        if job.id in self._expected:
+            # Stored, not launched yet (being acknowledged or submitted): the launch sees the mark and stops it.
+            self._expected[job.id] = True
+            await self._store.cancel_job(job.id)
+            return f"Cancelled job #{job.id}."
         if job.id not in self._active:
             # Stored but not in this process's engine (it could not be restarted): just mark it.
             await self._store.cancel_job(job.id)
+            await self._release(job)
             return f"Cancelled job #{job.id}."
         self._user_cancelled.add(job.id)
         if not await self._engine.cancel(str(job.id)):
@@ -235,8 +280,9 @@ class Runner:
             if job.id in self._user_cancelled or not (self.closing or isinstance(e, EngineStopped)):
                 self._user_cancelled.discard(job.id)
                 await self._store.cancel_job(job.id)
+                await self._release(job)
                 log.info("job %s cancelled", job.id)
-                await show(delivery, job, "✖️ Cancelled.")
+                await show(delivery, job, CANCELLED_STATE)
             else:
                 log.info("job %s stays queued for the next start", job.id)
                 await show(delivery, job, RESTARTING_STATE)
@@ -273,6 +319,7 @@ class Runner:
             except (RebuildError, RequestError) as e:
                 log.warning("job %s cannot be restarted: %s", job.id, e)
                 await self._store.fail_job(job.id, f"Could not be restarted: {e}")
+                await self._release(job)
                 continue
             if (posted_id := await already_posted(self.client, job, self._clock())) is not None:
                 # Killed after posting but before the row said done: the result is there; do not post it twice.

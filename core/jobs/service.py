@@ -117,6 +117,7 @@ class JobService:
             inputs=inputs,
             clock=clock,
             delivery_for_job=delivery_for_job,
+            images=self.images,
         )
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
@@ -320,6 +321,8 @@ class JobService:
         """The same job again with the same seed (same images), posted here with live controls."""
         guild = await self.checks.guild_of(origin)
         job = await self.checks.again(origin, guild, job_id, own=True)
+        if await self.outcome.post_kept(origin, job):  # a final whose post failed: its kept image, no new run
+            return job
         return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.safety import ImageSafety, apply_policy
+from engine.api import Progress
 from tests.core import doubles
 from tests.core.doubles import RecordingOrigin
 from tests.core.jobs.support import make_service, wait_status
@@ -119,5 +120,61 @@ async def test_when_the_detector_cannot_run_nothing_unchecked_is_posted(store, t
         await wait_status(store, job.id, "done")
         [(content, files, _)] = origin.deliveries[0].posts
         assert files == [] and "4 of 4 images held back" in content
+    finally:
+        await service.shutdown(0.0)
+
+
+class PreviewOrigin(RecordingOrigin):
+    """Its delivery records the previews that ride along with status edits."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.previews: list[bytes] = []
+        self.edits = 0
+
+    async def acknowledge(self, content):
+        delivery = await super().acknowledge(content)
+
+        async def show(text, preview=None):
+            self.edits += 1
+            delivery.shown.append(text)
+            if preview is not None:
+                self.previews.append(preview)
+            return True
+
+        delivery.show = show
+        return delivery
+
+
+@pytest.mark.parametrize(
+    ("mode", "age_restricted", "shown"),
+    [
+        ("block", False, ["landscape"]),
+        ("spoiler", False, ["landscape"]),  # an edit cannot spoiler: a flagged preview is left out too
+        ("off", False, ["figure", "landscape"]),
+        ("block", True, ["figure", "landscape"]),
+    ],
+)
+async def test_live_previews_of_finals_pass_the_same_check(store, tmp_path, mode, age_restricted, shown):
+    engine = doubles.FakeEngine(str(tmp_path / "history.sqlite3"))
+    service = make_service(store, engine)
+    if age_restricted:
+        service.client = SimpleNamespace(get_channel=lambda channel_id: SimpleNamespace(is_nsfw=lambda: True))
+    images = {"figure": nude_figure(256), "landscape": landscape(256)}
+    try:
+        await service.update_guild_settings(10, image_safety=mode, finals_outside_nsfw=True)
+        origin = PreviewOrigin(age_restricted=age_restricted)
+        job = await service.final(origin, prompt="a statue in a park")
+        engine.run(job.id)
+        on_progress = engine.item(job.id).on_progress
+        for step, name in enumerate(["figure", "landscape"], start=1):
+            edits = origin.edits
+            on_progress(Progress(str(job.id), step, 4, preview=images[name]))
+
+            def edited(before=edits, step=step):
+                return origin.edits > before and f"step {step}/4" in origin.deliveries[0].shown[-1]
+
+            await doubles.eventually(edited, timeout=20.0)  # the detector on a loaded machine
+        assert origin.previews == [images[name] for name in shown]
     finally:
         await service.shutdown(0.0)

@@ -88,3 +88,30 @@ async def test_a_state_the_delivery_could_not_show_yet_is_tried_again():
         await asyncio.sleep(0.01)
     await updater.close()
     assert edits == ["⏳ Queued: position 3", "⏳ Queued: position 3"]
+
+
+async def test_a_preview_the_screen_refuses_is_left_out_and_the_text_still_shown():
+    edits: list[tuple[str, bytes | None]] = []
+
+    async def edit(text: str, preview: bytes | None = None) -> None:
+        edits.append((text, preview))
+
+    async def screen(png: bytes) -> bool:
+        await asyncio.sleep(0)
+        return png != b"flagged"
+
+    updater = StatusUpdater(edit, interval=0.0, screen=screen)
+    updater.set("step 1/4", True, b"flagged")
+    for _ in range(100):
+        if edits:
+            break
+        await asyncio.sleep(0.01)
+    updater.set("step 2/4", True, b"fine")
+    for _ in range(100):
+        if len(edits) == 2:
+            break
+        await asyncio.sleep(0.01)
+    updater.set("step 2/4", True, b"flagged")  # the same text and a refused preview: no edit at all
+    await asyncio.sleep(0.05)
+    await updater.close()
+    assert edits == [("step 1/4", None), ("step 2/4", b"fine")]

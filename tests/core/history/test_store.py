@@ -136,6 +136,34 @@ async def test_finish_without_result_message_keeps_an_earlier_one(store: History
     assert done is not None and (done.result_channel_id, done.result_message_id) == (21, 888)
 
 
+async def test_finish_unposted_forgets_the_status_message(store: HistoryStore) -> None:
+    created = await store.create_job(new_job())
+    await store.set_result_message(created.id, 21, 888)  # the "⏳ Queued" placeholder
+    assert await store.finish_unposted(created.id, seeds=[1, 2], timings={"run": 1.5}, steps=3) is True
+    done = await store.get_job(created.id)
+    assert done is not None and done.status == "done" and done.seeds == (1, 2) and done.steps == 3
+    assert (done.result_channel_id, done.result_message_id) == (None, None)  # nothing was posted
+    assert await store.finish_unposted(created.id, seeds=[1], timings={}) is False
+
+
+async def test_image_in_use_by_rows_that_may_run_or_be_made_again(store: HistoryStore) -> None:
+    key, other = "a" * 64, "b" * 64
+    first = await store.create_job(new_job(params=JobParams(init_image=key)))
+    assert await store.image_in_use(key) is True
+    assert await store.image_in_use(key, besides=[first.id]) is False  # only the row asking
+    assert await store.image_in_use(other) is False
+    params = JobParams(init_image=other, mask_image=key)
+    masked = await store.create_job(new_job(kind="final", mode="inpaint", params=params))
+    assert await store.image_in_use(key, besides=[first.id]) is True  # the other row's mask
+    await store.finish_job(masked.id, seeds=[1], timings={})
+    assert await store.image_in_use(key, besides=[first.id]) is True  # done: 🔁 and /show make it again
+    await store.cancel_job(first.id)
+    refused = await store.create_job(new_job(params=JobParams(init_image=other)))
+    await store.fail_job(refused.id, "The queue is full.")
+    assert await store.image_in_use(other, besides=[masked.id]) is False  # failed and cancelled rows let go
+    assert await store.image_in_use("x' OR 1=1 --") is False  # a value, never SQL
+
+
 async def test_finish_job_records_the_steps_the_engine_used(tmp_path):
     store = await HistoryStore.open(tmp_path / "steps.sqlite3")
     try:

@@ -23,8 +23,8 @@ async def test_drafts_are_delivered_as_four_pngs_with_controls(service, store, e
     assert done.seeds == (7, 8, 9, 10)
     assert done.timings["run"] == 0.2 and "deliver" in done.timings
     assert done.result_message_id is not None and done.result_message_id != delivery.placeholder_id
-    await eventually(lambda: delivery.reactions)  # 🔁 goes on after the row is marked done
-    assert delivery.reactions == [(done.result_message_id, "🔁")]
+    # 🔁 comes after the row says done (the row first: a restart then knows the result is posted).
+    assert await eventually(lambda: delivery.reactions) == [(done.result_message_id, "🔁")]
     assert (done.width, done.height) == (704, 384)
 
 
@@ -66,3 +66,67 @@ async def test_closed_dms_do_not_disturb_the_delivery(service, store, engine, dm
     await wait_status(store, job.id, "done")  # the row is marked done after the post, then the DM is tried
     await eventually(lambda: service.active() == {})
     assert dms.sent == []
+
+
+async def final_that_could_not_be_posted(service, store, engine, origin):
+    await store.update_guild_settings(10, finals_outside_nsfw=True)
+    service.guilds.forget()
+    job = await service.final(origin, prompt="a lighthouse", seed=3)
+    origin.deliveries[0].post_error = DeliveryError("The channel <#100> no longer exists.")
+    result = engine.finish(job.id)
+    row = await wait_status(store, job.id, "done")
+    return row, result
+
+
+async def test_a_final_that_could_not_be_posted_is_posted_by_show_from_its_kept_image(service, store, engine, inputs):
+    origin = RecordingOrigin()
+    row, result = await final_that_could_not_be_posted(service, store, engine, origin)
+    assert row.result_message_id is None  # nothing was posted: the "⏳ Queued" placeholder is not the result
+    told = await eventually(lambda: origin.deliveries[0].told)
+    assert "could not post it" in told[0] and f"/show {row.id}" in told[0]
+    assert inputs.result_sync(row.id) == result.images[0].png  # kept before the post
+    submitted = len(engine.submitted)
+
+    again = RecordingOrigin()
+    assert await service.repost(again, row.id) is not None and again.refusals == []
+    assert len(engine.submitted) == submitted  # no new run
+    (content, files, view), = again.deliveries[0].posts
+    assert files == [("final.png", result.images[0].png)] and "a lighthouse" in content
+    assert f"job:{row.id}:vary_subtle" in [item.custom_id for item in view.children]
+    shown = await store.get_job(row.id)
+    assert shown.status == "done" and shown.result_message_id is not None
+    assert await store.job_by_message(shown.result_message_id) == shown  # its buttons find the job
+    assert again.deliveries[0].reactions == [(shown.result_message_id, "🔁")]
+
+    later = RecordingOrigin()  # posted now: /show makes it again as for any other job
+    assert await service.repost(later, row.id) is not None
+    assert len(engine.submitted) == submitted + 1
+
+
+async def test_drafts_that_could_not_be_posted_come_again_with_the_same_seeds_through_show(service, store, engine):
+    origin = RecordingOrigin()
+    job = await service.imagine(origin, prompt="x", seed=5)
+    origin.deliveries[0].post_error = DeliveryError("The channel <#100> no longer exists.")
+    engine.finish(job.id)
+    await wait_status(store, job.id, "done")
+    told = await eventually(lambda: origin.deliveries[0].told)
+    assert f"/show {job.id}" in told[0] and "same seeds" in told[0]
+    again = await service.repost(RecordingOrigin(), job.id)
+    assert engine.item(again.id).request.seeds == (5, 6, 7, 8)
+
+
+async def test_an_author_without_a_live_interaction_is_told_by_dm_how_to_get_the_result(service, store, engine, dms):
+    class Expired(RecordingOrigin):
+        async def acknowledge(self, content):
+            delivery = await super().acknowledge(content)
+
+            async def cannot_tell(text):
+                return False
+
+            delivery.tell = cannot_tell
+            return delivery
+
+    origin = Expired()
+    row, _ = await final_that_could_not_be_posted(service, store, engine, origin)
+    (user_id, text, files), = await eventually(lambda: dms.sent)
+    assert user_id == 1 and files == [] and f"/show {row.id}" in text and "kept" in text

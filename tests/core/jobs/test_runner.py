@@ -205,3 +205,44 @@ async def test_cancel_marks_of_jobs_that_are_not_running_here_are_forgotten(stor
         assert service.runner._user_cancelled == set()
     finally:
         await service.shutdown(0.0)
+
+
+@pytest.mark.parametrize("window", ["acknowledging", "submitting"])
+async def test_a_cancel_between_the_row_and_the_engine_cancels_the_job(service, store, engine, window):
+    """Admission writes the row, then answers Discord and submits: a /cancel in between must hold."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class SlowAnswer(RecordingOrigin):
+        async def acknowledge(self, content):
+            if window == "acknowledging":
+                entered.set()
+                await release.wait()
+            return await super().acknowledge(content)
+
+    real_submit = engine.submit
+
+    async def slow_submit(request, **kwargs):
+        handle = await real_submit(request, **kwargs)
+        if window == "submitting":
+            entered.set()
+            await release.wait()
+        return handle
+
+    engine.submit = slow_submit
+    origin = SlowAnswer()
+    admitting = asyncio.create_task(service.imagine(origin, prompt="never mind"))
+    await asyncio.wait_for(entered.wait(), 5.0)
+    (row,) = await store.unfinished_jobs()
+    said = await service.cancel(row.id, user_id=1, moderator=False, guild_id=10)
+    assert said == f"Cancelled job #{row.id}."
+    release.set()
+    assert (await admitting).id == row.id
+    await eventually(lambda: origin.deliveries and any("Cancelled" in s for s in origin.deliveries[0].shown))
+    assert (await store.get_job(row.id)).status == "cancelled"
+    if window == "submitting":
+        assert engine.cancelled == [str(row.id)]  # the engine let it go before it ran
+    else:
+        assert engine.submitted == []  # it never reached the engine
+    assert await engine.queue_snapshot() == []
+    await eventually(lambda: service.active() == {})
+    assert origin.deliveries[0].posts == [] and service.runner._expected == {}

@@ -1,0 +1,109 @@
+"""Stored start images (core/jobs/images.py): those of refused and cancelled jobs go, shared ones stay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.delivery import DeliveryError
+from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
+from tests.core.jobs.support import make_service, wait_status
+
+
+def stored(inputs) -> set[str]:
+    return {path.stem for path in inputs.inputs.glob("*.png")} if inputs.inputs.is_dir() else set()
+
+
+async def test_uploads_the_engine_refuses_leave_no_file_but_a_shared_image_of_a_live_job_stays(
+    service, store, engine, inputs
+):
+    shared = png(512, 512, (1, 2, 3))
+    live = await service.imagine(RecordingOrigin(user_id=2), prompt="a", image=shared)
+    assert stored(inputs) == {live.params.init_image}
+    engine.queue_max = 1  # the engine is full although our own count said there was room
+    refused = []
+    for shade in range(4):
+        origin = RecordingOrigin()
+        job = await service.imagine(origin, prompt="b", image=png(512, 512, (shade, 9, 9)))
+        refused.append(job)
+        assert (await store.get_job(job.id)).status == "failed"
+        await eventually(lambda o=origin: any("queue is full" in s for s in o.deliveries[0].shown))
+    same = await service.imagine(RecordingOrigin(), prompt="c", image=shared)  # refused too, shares the file
+    assert (await store.get_job(same.id)).status == "failed" and same.params.init_image == live.params.init_image
+    assert stored(inputs) == {live.params.init_image}  # no file for a refused job; the live job keeps its own
+    engine.finish(live.id)
+    await wait_status(store, live.id, "done")
+    assert stored(inputs) == {live.params.init_image}  # done: 🔁 and /show make it again from it
+
+
+async def test_the_same_upload_sent_again_after_a_refusal_is_removed_again(service, store, engine, inputs):
+    engine.queue_max = 0
+    photo = png(512, 512, (4, 5, 6))
+    for _ in range(3):  # an earlier failed row naming the file does not keep it
+        job = await service.imagine(RecordingOrigin(), prompt="again", image=photo)
+        assert (await store.get_job(job.id)).status == "failed"
+        assert stored(inputs) == set()
+
+
+async def test_a_cancelled_jobs_image_goes_unless_a_done_job_shares_it(service, store, engine, inputs):
+    photo, other = png(512, 512, (7, 7, 7)), png(512, 512, (8, 8, 8))
+    done = await service.imagine(RecordingOrigin(), prompt="kept", image=photo)
+    engine.finish(done.id)
+    await wait_status(store, done.id, "done")
+    sharing = await service.imagine(RecordingOrigin(), prompt="shares it", image=photo)
+    alone = await service.imagine(RecordingOrigin(), prompt="alone", image=other)
+    for job in (sharing, alone):
+        assert "Cancelled" in await service.cancel(job.id, user_id=1, moderator=False, guild_id=10)
+        await wait_status(store, job.id, "cancelled")
+    await eventually(lambda: stored(inputs) == {done.params.init_image})
+
+
+async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service, store, engine, inputs):
+    class Gone(RecordingOrigin):
+        async def acknowledge(self, content):
+            raise DeliveryError("The channel <#100> no longer exists.")
+
+    assert await service.edit(Gone(), prompt="a hat", image=png(512, 512), mask=png(512, 512, (255, 255, 255))) is None
+    assert engine.submitted == [] and stored(inputs) == set()
+
+
+@pytest.mark.parametrize("kept", ["before", "while it asked"])
+async def test_a_release_does_not_remove_an_image_whose_row_was_written_while_it_asked(service, store, inputs, kept):
+    """A new request keeps the same image and writes its row while the release asks the store: it stays."""
+    images = service.images
+    photo = png(64, 64, (3, 3, 3))
+    key = await images.keep(photo)
+    images.settle([key])
+    if kept == "before":
+        await images.keep(photo)  # held: its row comes while the release asks
+    asking, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_answer(key, *, besides=()):
+        asking.set()
+        await answer.wait()
+        return False  # what the store said before the new row was written
+
+    store.image_in_use = slow_answer
+    release = asyncio.create_task(images.release([key], job_id=1))
+    await asyncio.wait_for(asking.wait(), 5.0)
+    if kept == "before":
+        images.settle([key])  # its row is written now
+    else:
+        images.settle([await images.keep(photo)])  # kept and its row written meanwhile
+    answer.set()
+    await release
+    assert stored(inputs) == {key}
+    assert images._kept_meanwhile == set() and not images._holding
+
+
+async def test_a_job_that_cannot_be_restarted_leaves_no_image(store, engine, inputs, tmp_path):
+    first = make_service(store, engine, inputs=inputs)
+    job = await first.edit(RecordingOrigin(), prompt="a red hat", image=png(512, 512), region=(0, 0, 50, 50))
+    await first.shutdown(0.0)
+    inputs.remove_sync(job.params.init_image)  # deleted by hand while the bot was down: only the mask is left
+    assert stored(inputs) == {job.params.mask_image}
+    second = make_service(store, FakeEngine(str(tmp_path / "history.sqlite3")), inputs=inputs)
+    assert await second.start() == 0
+    assert (await store.get_job(job.id)).status == "failed" and stored(inputs) == set()
+    await second.shutdown(0.0)
