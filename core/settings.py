@@ -45,6 +45,7 @@ class BotSettings:
     sync_commands: bool = True
     draft_size: int = 512  # side of a square draft; other aspects keep about the same pixel count
     final_size: int = 1024
+    max_permutations: int = 4  # jobs one prompt's {a, b} choices may make at once (MAX_PERMUTATIONS)
     shutdown_timeout: float = 30.0  # seconds the running job may take to finish on SIGTERM/SIGINT
     progress_interval: float = 1.0  # at most one progress edit per message this often, in seconds
     queue_update_interval: float = 3.0  # how often a waiting job's queue position is checked
@@ -108,6 +109,12 @@ class BotSettings:
                 if value % 64 or not (low <= value <= high):
                     raise SettingsError(f"{name}={raw!r} must be a multiple of 64 from {low} to {high}.")
                 changes[attr] = value
+
+        if (raw := text("MAX_PERMUTATIONS")) is not None:
+            count = _number("MAX_PERMUTATIONS", raw, int)
+            if not (1 <= count <= 25):
+                raise SettingsError(f"MAX_PERMUTATIONS={raw!r} must be 1 (no permutations) to 25 jobs.")
+            changes["max_permutations"] = count
 
         for attr, name, low, high in (
             ("shutdown_timeout", "SHUTDOWN_TIMEOUT", 0.0, 3600.0),

@@ -33,9 +33,12 @@ from core.inputs import InputStore
 from core.jobs import plans
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
+from core.jobs.craft import Ask, for_drafts, for_final, read_prompt
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.outcome import DirectMessage, Outcome
+from core.jobs.permutations import admit_each
+from core.jobs.plans import Plan
 from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_changes
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
@@ -189,21 +192,36 @@ class JobService:
         seed: object = None,
         image: bytes | None = None,
         strength: object = None,
+        style: str | None = None,
     ) -> JobRecord | None:
         """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it.
 
         The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
+        Parameters typed after the prompt (``--ar 16:9 --seed 5 --no trees``, ``core.prompt_text``)
+        fill the options not given, and ``{a, b}`` choices make one job each (``MAX_PERMUTATIONS``).
         """
+        asks = read_prompt(
+            prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
+            style=style,
+        )
+        planned = [await self._plan_imagine(origin, ask, image, strength) for ask in asks]
+        return await admit_each(self.admission, origin, planned)
+
+    async def _plan_imagine(
+        self, origin: Origin, ask: Ask, image: bytes | None, strength: object
+    ) -> tuple[GuildSettings, Plan]:
+        self._styled(ask.style)
         fill = (STYLE, NEGATIVE) if image is not None else (STYLE, NEGATIVE, ASPECT)
         guild, asked = await self.checks.new_prompt(
-            origin, prompt, fill, negative_prompt=negative_prompt, aspect=aspect
+            origin, ask.prompt, fill, negative_prompt=ask.negative_prompt, aspect=ask.aspect
         )
         plan = plans.imagine(
-            asked, self.engine.offer, draft_size=self.settings.draft_size, seed=seed,
-            image=image, aspect=aspect, strength=strength,
+            asked, self.engine.offer, draft_size=self.settings.draft_size, seed=ask.seed,
+            image=image, aspect=ask.aspect, strength=strength,
+            craft=for_drafts(ask, self.engine.offer.default_final_model),
         )
-        return await self.admission.admit(origin, plan, guild)
+        return guild, plan
 
     @_refusals_answered
     async def final(
@@ -215,14 +233,35 @@ class JobService:
         aspect: object = None,
         seed: object = None,
         model: object = None,
+        style: str | None = None,
     ) -> JobRecord | None:
-        """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty)."""
-        guild, asked = await self.checks.new_prompt(
-            origin, prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
-            negative_prompt=negative_prompt, aspect=aspect, model=model,
+        """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty).
+
+        Parameters after the prompt and ``{a, b}`` choices as for :meth:`imagine`.
+        """
+        asks = read_prompt(
+            prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
+            model=model, style=style,
         )
-        plan = plans.final(asked, self.engine.offer, final_size=self.settings.final_size, seed=seed)
-        return await self.admission.admit(origin, plan, guild)
+        planned = [await self._plan_final(origin, ask) for ask in asks]
+        return await admit_each(self.admission, origin, planned)
+
+    async def _plan_final(self, origin: Origin, ask: Ask) -> tuple[GuildSettings, Plan]:
+        self._styled(ask.style)
+        guild, asked = await self.checks.new_prompt(
+            origin, ask.prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
+            negative_prompt=ask.negative_prompt, aspect=ask.aspect, model=ask.model,
+        )
+        plan = plans.final(
+            asked, self.engine.offer, final_size=self.settings.final_size, seed=ask.seed, craft=for_final(ask)
+        )
+        return guild, plan
+
+    @staticmethod
+    def _styled(style: str | None) -> None:
+        """A style preset named by ``style:`` or ``--style``: none is known on this branch, so any is refused."""
+        if style is not None:
+            raise Refusal(f"Style presets: unknown style {style}.")
 
     @_refusals_answered
     async def edit(
