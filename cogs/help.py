@@ -29,6 +29,7 @@ class HelpCog(commands.Cog):
         self.bot: ImagineBot = bot
 
     @app_commands.command(name="help", description="The commands, and the parameters you can type after a prompt.")
+    @app_commands.guild_only()
     async def help(self, interaction: discord.Interaction) -> None:
         await interaction.response.send_message(embed=self.help_embed(), ephemeral=True, allowed_mentions=NO_MENTIONS)
 
