@@ -130,3 +130,10 @@ def test_image_retention_and_disk_cap():
     assert (BotSettings(token="t").image_retention_days, BotSettings(token="t").image_store_max_mb) == (30.0, 2048)
     with pytest.raises(SettingsError, match="IMAGE_STORE_MAX_MB"):
         BotSettings.from_env({"DISCORD_TOKEN": "t", "IMAGE_STORE_MAX_MB": "-1"})
+
+
+def test_max_permutations():
+    assert BotSettings.from_env({"DISCORD_TOKEN": "t"}).max_permutations == 4
+    assert BotSettings.from_env({"DISCORD_TOKEN": "t", "MAX_PERMUTATIONS": "9"}).max_permutations == 9
+    with pytest.raises(SettingsError, match="MAX_PERMUTATIONS"):
+        BotSettings.from_env({"DISCORD_TOKEN": "t", "MAX_PERMUTATIONS": "0"})
