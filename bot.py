@@ -40,6 +40,7 @@ EXTENSIONS = (
     "cogs.admin",
     "cogs.channels",
     "cogs.prefs",
+    "cogs.help",
 )
 
 EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled

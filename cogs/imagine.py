@@ -18,7 +18,7 @@ from discord.ext import commands
 from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength, StylePick
 from cogs.reactions import plain_emoji, reacted_job
 from core.attachments import check_declared, normalize_image, normalize_mask
-from core.controls import REROLL_EMOJI, JobButton
+from core.controls import REROLL_EMOJI, JobButton, TiledPreviewButton
 from core.history import JobRecord
 from core.limits import Refusal
 from core.origins import InteractionOrigin, MessageOrigin, age_restricted
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CANCEL_EMOJI = "❌"
 ATTACHMENT_TIMEOUT_S = 20.0  # the interaction is answered before the download starts
+# Discord allows 100 characters; /help lists every parameter (core.prompt_text.help_text).
+PROMPT_HELP = "What to draw; after it e.g. --ar 16:9 --seed 5 --no trees --tile, {red, blue} choices (see /help)"
 NUMBER_EMOJI = {f"{n}\u20e3": n - 1 for n in range(1, 5)}  # 1️⃣-4️⃣ keycaps, without the variation selector
 
 
@@ -53,15 +55,15 @@ class ImagineCog(commands.Cog):
         self.bot: ImagineBot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(JobButton)
+        self.bot.add_dynamic_items(JobButton, TiledPreviewButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(JobButton)
+        self.bot.remove_dynamic_items(JobButton, TiledPreviewButton)
 
     @app_commands.command(name="imagine", description="Four quick drafts of a prompt.")
     @app_commands.guild_only()
     @app_commands.describe(
-        prompt="What to draw",
+        prompt=PROMPT_HELP,
         negative_prompt="What to keep out of the image",
         aspect="Aspect ratio (default 1:1, or the image's own with an image)",
         seed="Seed for repeatable drafts (0 to 4294967295)",
@@ -169,7 +171,7 @@ class ImagineCog(commands.Cog):
     @app_commands.command(name="final", description="Straight to a 1024 px final.")
     @app_commands.guild_only()
     @app_commands.describe(
-        prompt="What to draw",
+        prompt=PROMPT_HELP,
         negative_prompt="What to keep out of the image",
         aspect="Aspect ratio (default 1:1)",
         seed="Seed for a repeatable image (0 to 4294967295)",

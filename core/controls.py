@@ -13,16 +13,21 @@ reactions do: a custom id naming another job is refused.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import discord
 
+from core.delivery import DEFAULT_UPLOAD_LIMIT, NO_MENTIONS, bounded
 from core.history import JobRecord
 from core.limits import Refusal
 from core.origins import InteractionOrigin
+from core.tiling import tiled_preview
 from core.tree import report_error
+from core.uploads import fit_to_limit
 
 if TYPE_CHECKING:  # core.jobs builds these controls: a type-only import both ways
     from core.history import HistoryStore
@@ -42,6 +47,9 @@ OUTPAINT_BUTTONS: dict[str, tuple[str | None, str | None]] = {  # action -> (lab
 VARY_BUTTONS: dict[str, str] = {"vary_subtle": "Vary (subtle)", "vary_strong": "Vary (strong)"}
 ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS)
 FINAL_REROLL_ROW = 3
+TILED_PREVIEW_LABEL = "Tiled preview"
+PREVIEW_DOWNLOAD_TIMEOUT_S = 20.0
+IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")  # what a result posts (core.uploads fits big ones)
 
 
 @runtime_checkable
@@ -156,8 +164,82 @@ class JobButton(
             )
 
 
+class TiledPreviewButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=re.compile(r"tile:(?P<job_id>[0-9]{1,19})")
+):
+    """The "Tiled preview" button under a ``--tile`` result: shows the clicker, privately, each image 2x2.
+
+    On demand rather than a fifth attachment: the result keeps its usual files, and a 2x2 PNG of a
+    1024 px final (four times the pixels) is uploaded only for whoever wants to check the seams.
+    Made from the images of the message itself, so it works for drafts and finals, after a restart too.
+    """
+
+    def __init__(self, job_id: int, *, row: int | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(
+            discord.ui.Button(
+                label=TILED_PREVIEW_LABEL, style=discord.ButtonStyle.secondary, custom_id=f"tile:{job_id}", row=row
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> TiledPreviewButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await self._preview(interaction)
+        except Exception as e:
+            interaction.extras.setdefault("job_id", self.job_id)
+            await report_error(interaction, e)
+
+    async def _preview(self, interaction: discord.Interaction) -> None:
+        job = await jobs_client(interaction).store.get_job(self.job_id) if 1 <= self.job_id < 2**63 else None
+        message = interaction.message
+        if job is None or message is None or job.result_message_id != message.id:
+            raise Refusal(f"This button is not on the result of job #{self.job_id}.")
+        images = [a for a in message.attachments if a.filename.lower().endswith(IMAGE_SUFFIXES)]
+        if not images:
+            raise Refusal(f"The result of job #{job.id} has no images left to preview.")
+        await bounded(interaction.response.defer(ephemeral=True, thinking=True), 10.0, "the acknowledgement")
+        try:
+            sources = await asyncio.wait_for(asyncio.gather(*(a.read() for a in images)), PREVIEW_DOWNLOAD_TIMEOUT_S)
+        except (discord.HTTPException, asyncio.TimeoutError):
+            raise Refusal("I could not download the images of this result; try again.") from None
+        limit = getattr(interaction, "filesize_limit", None) or DEFAULT_UPLOAD_LIMIT
+        share = limit // len(sources)  # Discord's limit is per file, but keep the whole answer small
+
+        def mosaics() -> list[tuple[bytes, str]]:
+            return [fit_to_limit(tiled_preview(data), share) for data in sources]
+
+        made = await asyncio.to_thread(mosaics)
+        files = [
+            discord.File(
+                io.BytesIO(data),
+                filename=f"tiled_preview{'' if len(made) == 1 else f'_{i + 1}'}.{ext}",
+                spoiler=source.is_spoiler(),
+            )
+            for i, ((data, ext), source) in enumerate(zip(made, images, strict=True))
+        ]
+        await bounded(
+            interaction.followup.send(
+                f"Job #{job.id} tiled 2x2: a seam would show as a line through the middle.",
+                files=files,
+                ephemeral=True,
+                allowed_mentions=NO_MENTIONS,
+            ),
+            30.0,
+            "the tiled preview",
+        )
+
+
 def controls_for(job: JobRecord) -> discord.ui.View:
-    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get vary, zoom, pan and 🔁."""
+    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get vary, zoom, pan and 🔁.
+
+    A ``--tile`` job also gets "Tiled preview".
+    """
     view = discord.ui.View(timeout=None)
     if job.kind == "draft":
         for i in range(1, min(job.count, 4) + 1):
@@ -165,10 +247,14 @@ def controls_for(job: JobRecord) -> discord.ui.View:
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"v{i}"))
         view.add_item(JobButton(job.id, "reroll"))
+        if job.params.tile:
+            view.add_item(TiledPreviewButton(job.id, row=2))
     else:
         for action in (*VARY_BUTTONS, *OUTPAINT_BUTTONS):
             view.add_item(JobButton(job.id, action))
         view.add_item(JobButton(job.id, "reroll", row=FINAL_REROLL_ROW))
+        if job.params.tile:
+            view.add_item(TiledPreviewButton(job.id, row=FINAL_REROLL_ROW))
     # Nothing to listen for in this object: clicks reach JobButton through the dynamic item registry.
     view.stop()
     return view

@@ -64,6 +64,9 @@ class Origin(ABC):
         """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
         return False
 
+    def expect_more(self) -> None:  # noqa: B027 - a hook: only an interaction answers more than once specially
+        """More than one job will be acknowledged (a prompt's permutations): each gets a message of its own."""
+
     @abstractmethod
     async def refuse(self, text: str) -> None:
         """Tell the user why nothing happens (before anything was acknowledged)."""
@@ -86,6 +89,8 @@ class InteractionOrigin(Origin):
         self.source_message_id = interaction.message.id if interaction.message is not None else None
         self._deferred = False  # answered with defer() and nothing else yet
         self._deferred_message_id: int | None = None
+        self._acknowledged = False  # a job's message is the interaction's own answer
+        self._more = False  # more jobs follow (expect_more): each after the first gets a follow-up
 
     def job_fields(self) -> dict[str, Any]:
         fields = super().job_fields()
@@ -129,7 +134,12 @@ class InteractionOrigin(Origin):
         except CallTimeout as e:
             log.info("refusal to user %s not answered in time (%s): %s", self.user_id, e, text)
 
+    def expect_more(self) -> None:
+        self._more = True
+
     async def acknowledge(self, content: str) -> Delivery:
+        if self._acknowledged or (self.interaction.response.is_done() and not self._deferred):
+            return await self._acknowledge_followup(content)
         if self._deferred:
             self._deferred = False
             message_id = self._deferred_message_id
@@ -144,6 +154,16 @@ class InteractionOrigin(Origin):
                 message_id = (
                     await bounded(self.interaction.original_response(), self.call_timeout, "the message lookup")
                 ).id
+        self._acknowledged = True
+        if self._more:
+            # Discord: the first follow-up after a defer replaces the "thinking…" message unless it was
+            # edited; edited now, before this job's delivery exists, the next job's follow-up is its own.
+            with contextlib.suppress(discord.HTTPException, CallTimeout):
+                await bounded(
+                    self.interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS),
+                    self.call_timeout,
+                    "the acknowledgement",
+                )
         return Delivery(
             self.interaction.client,
             channel_id=self.channel_id,
@@ -151,6 +171,24 @@ class InteractionOrigin(Origin):
             interaction=self.interaction,
             token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
             placeholder_id=message_id,
+            placeholder_by_webhook=True,
+            reply_to=self.source_message_id,
+        )
+
+    async def _acknowledge_followup(self, content: str) -> Delivery:
+        """A job after the first of one command: a follow-up message of its own, edited through the token."""
+        message = await bounded(
+            self.interaction.followup.send(content, wait=True, allowed_mentions=NO_MENTIONS),
+            self.call_timeout,
+            "the acknowledgement",
+        )
+        return Delivery(
+            self.interaction.client,
+            channel_id=self.channel_id,
+            guild_id=self.guild_id,
+            token=self.interaction.token,
+            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
+            placeholder_id=message.id,
             placeholder_by_webhook=True,
             reply_to=self.source_message_id,
         )

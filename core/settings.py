@@ -63,6 +63,8 @@ class BotSettings(EnvSettings):
         validation_alias="FINAL_SIZE",
         description=f"a multiple of {SIDE_STEP} from 512 to {MAX_SIDE}",
     )
+    # Jobs one prompt's {a, b} choices may make at once.
+    max_permutations: int = Field(default=4, ge=1, le=25, validation_alias="MAX_PERMUTATIONS", description="1 to 25")
     # Seconds the running job may take to finish on SIGTERM/SIGINT.
     shutdown_timeout: float = Field(
         default=30.0, ge=0.0, le=3600.0, validation_alias="SHUTDOWN_TIMEOUT", description="0 to 3600 seconds"

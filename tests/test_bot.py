@@ -28,8 +28,10 @@ async def bot(store):
 
 async def test_every_extension_loads_with_its_commands(bot):
     names = sorted(command.name for command in bot.tree.get_commands())
-    assert names == ["cancel", "edit", "final", "history", "imagine", "prefer", "queue", "settings", "show"]
-    assert sorted(bot.cogs) == ["AdminCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "PrefsCog", "QueueCog"]
+    assert names == ["cancel", "edit", "final", "help", "history", "imagine", "prefer", "queue", "settings", "show"]
+    assert sorted(bot.cogs) == [
+        "AdminCog", "HelpCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "PrefsCog", "QueueCog"
+    ]
 
 
 async def test_imagine_options_as_discord_shows_them(bot):

@@ -80,6 +80,18 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(_key(v) for v in value)
 
 
+def _chaos(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value <= 100):
+        raise TypeError(f"must be a whole number from 0 to 100, not {value!r}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"must be true or false, not {value!r}")
+    return value
+
+
 def _job_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise TypeError(f"must be a job id (an int of 1 or more), not {value!r}")
@@ -99,6 +111,9 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "reroll_of": _job_id,
     "repost_of": _job_id,
     "style": _key,
+    "chaos": _chaos,
+    "tile": _flag,
+    "final_model": _key,
 }
 
 
@@ -123,6 +138,9 @@ class JobParams:
     reroll_of: int | None = None  # 🔁: the job this one rolled again
     repost_of: int | None = None  # a re-post: the job this one made again
     style: str | None = None  # the style preset (core.styles) already in the prompt and negative prompt
+    chaos: int | None = None  # --chaos 0-100: spread of the drafts (their seeds; see DraftRequest.chaos)
+    tile: bool | None = None  # --tile: a seamless texture (None: not tiled)
+    final_model: str | None = None  # --model on drafts: the model their U1-U4 finals use
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 from core import canvas
 from core.attachments import image_size
 from core.history import JobMode, JobParams, JobRecord
-from core.jobs.preferences import Applied, known_aspect
+from core.jobs.craft import Craft, drafts_crafted, final_crafted
+from core.jobs.preferences import MODEL, Applied, known_aspect
 from core.jobs.rows import Request, new_job_fields
 from core.limits import Refusal, check_aspect, check_final_model, check_seed
 from engine.api import (
@@ -63,12 +64,12 @@ class Plan:
 
 def imagine(
     asked: Applied, offer: EngineOffer, *, draft_size: int, seed: object = None,
-    image: bytes | None = None, aspect: object = None, strength: object = None,
+    image: bytes | None = None, aspect: object = None, strength: object = None, craft: Craft = Craft(),
 ) -> Plan:
     """Four drafts from the prompt; with ``image`` (a normalized PNG) they start from it.
 
     Without an image the aspect is ``asked.aspect`` (given or preferred); an image keeps its own
-    aspect unless ``aspect`` (as given) says otherwise.
+    aspect unless ``aspect`` (as given) says otherwise. ``craft``: steps, chaos, tile (``core.jobs.craft``).
     """
     seed = check_seed(seed, count=DRAFT_COUNT)
     if image is None:
@@ -78,7 +79,8 @@ def imagine(
             prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt,
             width=width, height=height, count=DRAFT_COUNT, steps=offer.draft_steps,
         )
-        return Plan(request, new_job_fields(request, mode=JobMode.IMAGINE, params=asked.noted(JobParams(aspect=ratio))))
+        request, params = drafts_crafted(request, asked.noted(JobParams(aspect=ratio)), craft)
+        return Plan(request, new_job_fields(request, mode=JobMode.IMAGINE, params=params))
     amount = check_strength(strength, DEFAULT_IMAGE_STRENGTH)
     # Turbo image-to-image runs int(steps x strength) steps: at least one.
     steps = max(offer.draft_steps, math.ceil(1 / amount - 1e-9))
@@ -95,19 +97,23 @@ def imagine(
         prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt, width=width, height=height,
         count=DRAFT_COUNT, steps=steps, init=ImageInit(image), strength=amount,
     )
-    fields = new_job_fields(request, mode=JobMode.IMG2IMG, params=asked.noted(params))
+    request, params = drafts_crafted(request, asked.noted(params), craft)
+    fields = new_job_fields(request, mode=JobMode.IMG2IMG, params=params)
     return Plan(request, fields, {"init_image": image})
 
 
-def final(asked: Applied, offer: EngineOffer, *, final_size: int, seed: object = None) -> Plan:
-    """A final straight from the prompt, at about ``final_size`` x ``final_size`` pixels."""
+def final(
+    asked: Applied, offer: EngineOffer, *, final_size: int, seed: object = None, craft: Craft = Craft()
+) -> Plan:
+    """A final straight from the prompt, at about ``final_size`` x ``final_size`` pixels (``craft``: steps, tile)."""
     ratio = check_aspect(asked.aspect)
     width, height = size_for_aspect(ratio, final_size)
     request = FinalRequest(
         prompt=asked.prompt, seed=check_seed(seed), negative_prompt=asked.negative_prompt,
         width=width, height=height, model=check_final_model(asked.model, offer.default_final_model),
     )
-    return Plan(request, new_job_fields(request, mode=JobMode.FINAL, params=asked.noted(JobParams(aspect=ratio))))
+    request, params = final_crafted(request, asked.noted(JobParams(aspect=ratio)), craft)
+    return Plan(request, new_job_fields(request, mode=JobMode.FINAL, params=params))
 
 
 def edit(
@@ -166,9 +172,9 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
     request = FinalRequest(
         prompt=parent.prompt, seed=random_seed(1), negative_prompt=parent.negative_prompt,
         width=parent.width, height=parent.height, model=parent.model, steps=steps,
-        guidance=parent.guidance, init=ImageInit(source), strength=amount,
+        guidance=parent.guidance, init=ImageInit(source), strength=amount, tile=bool(parent.params.tile),
     )
-    params = JobParams(vary=action.removeprefix("vary_"), style=parent.params.style)
+    params = JobParams(vary=action.removeprefix("vary_"), style=parent.params.style, tile=parent.params.tile)
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
@@ -179,7 +185,15 @@ def upscale(
     parent: JobRecord, parent_request: DraftRequest, index: int, asked: Applied, offer: EngineOffer,
     *, draft_size: int, final_size: int,
 ) -> Plan:
-    """The final of image ``index`` of a draft job, in the clicker's preferred model (``asked.model``)."""
+    """The final of image ``index`` of a draft job, in the clicker's preferred model (``asked.model``).
+
+    A draft made with ``--model`` names its finals' model (``params.final_model``), over the preference;
+    a tiled draft makes a tiled final.
+    """
+    if parent.params.final_model is not None:
+        asked = dataclasses.replace(
+            asked, model=parent.params.final_model, used=tuple(u for u in asked.used if u != MODEL)
+        )
     ratio = parent.params.aspect
     if isinstance(ratio, str) and known_aspect(ratio):
         width, height = size_for_aspect(ratio, final_size)
@@ -189,10 +203,11 @@ def upscale(
         prompt=parent.prompt, seed=parent_request.seeds[index], negative_prompt=parent.negative_prompt,
         width=width, height=height,
         model=asked.model if isinstance(asked.model, str) else offer.default_final_model,
-        init=DraftInit(parent_request, index), strength=offer.upscale_strength,
+        init=DraftInit(parent_request, index), strength=offer.upscale_strength, tile=parent_request.tile,
     )
     params = asked.noted(JobParams(aspect=ratio) if isinstance(ratio, str) else JobParams())
-    params = dataclasses.replace(params, style=parent.params.style)  # in the parent's prompt already
+    # The style is in the parent's prompt already: only its name is carried.
+    params = dataclasses.replace(params, style=parent.params.style, tile=parent.params.tile)
     fields = new_job_fields(request, mode=JobMode.UPSCALE, parent_id=parent.id, parent_index=index, params=params)
     return Plan(request, fields)
 
@@ -203,6 +218,7 @@ def variation(parent: JobRecord, parent_request: DraftRequest, index: int) -> Pl
         prompt=parent.prompt, seed=random_seed(DRAFT_COUNT), negative_prompt=parent.negative_prompt,
         width=parent.width, height=parent.height, count=DRAFT_COUNT, steps=VARIATION_STEPS,
         init=DraftInit(parent_request, index), strength=VARIATION_STRENGTH,
+        tile=parent_request.tile, chaos=parent_request.chaos,
     )
     params = parent.params
     fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, parent_index=index, params=params)

@@ -57,6 +57,8 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
             steps=job.steps if job.steps is not None else 1,
             init=init,
             strength=job.strength if job.strength is not None else DraftRequest.strength,
+            tile=bool(job.params.tile),
+            chaos=job.params.chaos or 0,
         )
     return FinalRequest(
         prompt=job.prompt,
@@ -71,6 +73,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
         strength=job.strength if job.strength is not None else FinalRequest.strength,
         refiner_split=job.params.refiner_split if job.params.refiner_split is not None else FinalRequest.refiner_split,
         mask=mask,
+        tile=bool(job.params.tile),
     )
 
 

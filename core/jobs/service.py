@@ -33,9 +33,12 @@ from core.inputs import InputStore
 from core.jobs import plans
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
+from core.jobs.craft import Ask, for_drafts, for_final, read_prompt
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.outcome import DirectMessage, Outcome
+from core.jobs.permutations import admit_each
+from core.jobs.plans import Plan
 from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_changes
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
@@ -200,16 +203,29 @@ class JobService:
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
         ``style`` names a style preset of the server (``core.styles``), applied instead of the style
         suffix; a name the server does not offer is refused, naming it.
+        Parameters typed after the prompt (``--ar 16:9 --seed 5 --no trees``, ``core.prompt_text``)
+        fill the options not given, and ``{a, b}`` choices make one job each (``MAX_PERMUTATIONS``).
         """
+        asks = read_prompt(
+            prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
+            style=style,
+        )
+        planned = [await self._plan_imagine(origin, ask, image, strength) for ask in asks]
+        return await admit_each(self.admission, origin, planned)
+
+    async def _plan_imagine(
+        self, origin: Origin, ask: Ask, image: bytes | None, strength: object
+    ) -> tuple[GuildSettings, Plan]:
         fill = (STYLE, NEGATIVE) if image is not None else (STYLE, NEGATIVE, ASPECT)
         guild, asked = await self.checks.new_prompt(
-            origin, prompt, fill, negative_prompt=negative_prompt, aspect=aspect, style=style
+            origin, ask.prompt, fill, negative_prompt=ask.negative_prompt, aspect=ask.aspect, style=ask.style
         )
         plan = plans.imagine(
-            asked, self.engine.offer, draft_size=self.settings.draft_size, seed=seed,
-            image=image, aspect=aspect, strength=strength,
+            asked, self.engine.offer, draft_size=self.settings.draft_size, seed=ask.seed,
+            image=image, aspect=ask.aspect, strength=strength,
+            craft=for_drafts(ask, self.engine.offer.default_final_model),
         )
-        return await self.admission.admit(origin, plan, guild)
+        return guild, plan
 
     @_refusals_answered
     async def final(
@@ -225,14 +241,25 @@ class JobService:
     ) -> JobRecord | None:
         """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty).
 
-        ``style``: a style preset of the server, as for :meth:`imagine`.
+        ``style``: a style preset of the server, as for :meth:`imagine`; parameters after the prompt
+        and ``{a, b}`` choices as well.
         """
-        guild, asked = await self.checks.new_prompt(
-            origin, prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
-            negative_prompt=negative_prompt, aspect=aspect, model=model, style=style,
+        asks = read_prompt(
+            prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
+            model=model, style=style,
         )
-        plan = plans.final(asked, self.engine.offer, final_size=self.settings.final_size, seed=seed)
-        return await self.admission.admit(origin, plan, guild)
+        planned = [await self._plan_final(origin, ask) for ask in asks]
+        return await admit_each(self.admission, origin, planned)
+
+    async def _plan_final(self, origin: Origin, ask: Ask) -> tuple[GuildSettings, Plan]:
+        guild, asked = await self.checks.new_prompt(
+            origin, ask.prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
+            negative_prompt=ask.negative_prompt, aspect=ask.aspect, model=ask.model, style=ask.style,
+        )
+        plan = plans.final(
+            asked, self.engine.offer, final_size=self.settings.final_size, seed=ask.seed, craft=for_final(ask)
+        )
+        return guild, plan
 
     @_refusals_answered
     async def edit(

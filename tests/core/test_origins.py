@@ -63,3 +63,44 @@ async def test_an_acknowledgement_discord_never_answers_fails_clearly_within_the
     with pytest.raises(DeliveryError, match="did not answer the acknowledgement"):
         await asyncio.wait_for(origin.acknowledge("⏳ Queued."), 1.0)
     await asyncio.wait_for(origin.refuse("No."), 1.0)  # logged, never waited for past the bound
+
+
+class Calls:
+    """An interaction's response and follow-up webhook that record what the origin asks of Discord."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, dict[str, Any]]] = []
+        self.done = False
+
+    def is_done(self) -> bool:
+        return self.done
+
+    async def defer(self, **kwargs: Any) -> Any:
+        self.done = True
+        self.made.append(("defer", kwargs))
+        return SimpleNamespace(message_id=900)
+
+    async def edit_original_response(self, **kwargs: Any) -> Any:
+        self.made.append(("edit", kwargs))
+
+    async def send(self, content: str, **kwargs: Any) -> Any:
+        self.made.append(("followup", {"content": content, **kwargs}))
+        return SimpleNamespace(id=901 + len(self.made))
+
+
+async def test_more_than_one_job_of_one_interaction_each_get_a_message_of_their_own():
+    calls = Calls()
+    raw = interaction(None)
+    raw.response, raw.followup, raw.client = calls, calls, SimpleNamespace()
+    raw.edit_original_response = calls.edit_original_response
+    origin = InteractionOrigin(raw)
+    origin.expect_more()
+    first = await origin.acknowledge("a red car ⏳")
+    # The "thinking…" answer is edited at once: the next follow-up can't take its place.
+    assert [name for name, _ in calls.made] == ["defer", "edit"] and calls.made[1][1]["content"] == "a red car ⏳"
+    assert first.placeholder_id == 900 and first.interaction is raw
+    second = await origin.acknowledge("a blue car ⏳")
+    name, sent = calls.made[-1]
+    assert name == "followup" and sent["content"] == "a blue car ⏳" and sent["wait"] is True
+    assert second.placeholder_id == 904 and second.token == "tok" and second.interaction is None
+    assert second.placeholder_by_webhook and second.token_expires_at == first.token_expires_at

@@ -217,3 +217,10 @@ def test_a_bad_engine_setting_exits_2_with_its_one_line(tmp_path):
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == ["error: DRAFT_STEPS=9: use 1 to 4."]
+
+
+def test_max_permutations():
+    assert BotSettings.from_env({"DISCORD_TOKEN": "t"}).max_permutations == 4
+    assert BotSettings.from_env({"DISCORD_TOKEN": "t", "MAX_PERMUTATIONS": "9"}).max_permutations == 9
+    with pytest.raises(SettingsError, match="MAX_PERMUTATIONS"):
+        BotSettings.from_env({"DISCORD_TOKEN": "t", "MAX_PERMUTATIONS": "0"})

@@ -1,0 +1,57 @@
+"""Prompt craft end to end on the tiny preset: parameters typed after the prompt, a permutation that makes
+two messages, and a --tile final with its 2x2 preview."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.api import size_for_aspect
+from tests.e2e.support import BASE_ENV, RESULT_TIMEOUT, RunningBot, new_user, result_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+DRAFT_SIZE = 512  # the bot's default
+
+
+@pytest.fixture(scope="module")
+def bot_env() -> dict[str, str]:
+    return dict(BASE_ENV)  # FINAL_STEPS=2: the final here is quick
+
+
+async def test_parameters_in_the_prompt_shape_the_drafts_and_the_row(bot: RunningBot) -> None:
+    user = new_user(bot.fake, "crafter")
+    interaction = await bot.fake.slash("imagine", {"prompt": "a fox --ar 16:9 --seed 5 --no trees"}, user=user)
+    drafts = await result_of(interaction, files=4)
+    assert [image.size for image in drafts.images()] == [size_for_aspect("16:9", DRAFT_SIZE)] * 4
+    job = await bot.finished_job_for(drafts)
+    assert (job["status"], job["prompt"], job["seed"], job["negative_prompt"]) == ("done", "a fox", 5, "trees")
+    assert job["params"]["aspect"] == "16:9"
+
+
+async def test_a_permutation_makes_two_messages(bot: RunningBot) -> None:
+    user = new_user(bot.fake, "permuter")
+    interaction = await bot.fake.slash("imagine", {"prompt": "a {red, blue} kite --seed 8"}, user=user)
+    messages = await interaction.wait_messages(
+        lambda found: sum(len(m.attachments) == 4 for m in found) == 2, RESULT_TIMEOUT * 2
+    )
+    results = [m for m in messages if len(m.attachments) == 4]
+    prompts = sorted([(await bot.finished_job_for(m))["prompt"] for m in results])
+    assert prompts == ["a blue kite", "a red kite"]
+
+
+async def test_a_tiled_final_and_its_preview(bot: RunningBot) -> None:
+    user = new_user(bot.fake, "tiler")
+    interaction = await bot.fake.slash("final", {"prompt": "mossy stones --tile --seed 3"}, user=user)
+    final = await result_of(interaction, files=1)
+    job = await bot.finished_job_for(final)
+    assert job["status"] == "done" and job["params"]["tile"] is True
+    [image] = final.images()
+    click = await bot.fake.click(final, f"tile:{job['id']}", user=user)
+    answer = await bot.fake.wait_for(
+        lambda: click.original if click.original and click.original.attachments else None, timeout=RESULT_TIMEOUT
+    )
+    [preview] = answer.images()
+    assert answer.ephemeral and preview.size == (image.width * 2, image.height * 2)
+    assert preview.crop((image.width, image.height, image.width * 2, image.height * 2)).convert("RGB").tobytes() == (
+        image.convert("RGB").tobytes()
+    )
