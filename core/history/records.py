@@ -80,6 +80,17 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(_key(v) for v in value)
 
 
+def _loras(value: Any) -> tuple[tuple[str, float], ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TypeError(f"must be a list of [name, weight] pairs, not {value!r}")
+    pairs = []
+    for pair in value:
+        if isinstance(pair, str) or not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise TypeError(f"must be a list of [name, weight] pairs, not {value!r}")
+        pairs.append((_key(pair[0]), float(_number(pair[1]))))
+    return tuple(pairs)
+
+
 def _job_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise TypeError(f"must be a job id (an int of 1 or more), not {value!r}")
@@ -98,6 +109,10 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "prefs": _names,
     "reroll_of": _job_id,
     "repost_of": _job_id,
+    "loras": _loras,
+    "reference_image": _key,
+    "reference_weight": _number,
+    "reference_mode": _key,
 }
 
 
@@ -121,6 +136,10 @@ class JobParams:
     prefs: tuple[str, ...] = ()  # the /prefer defaults that shaped the job (the row holds their values)
     reroll_of: int | None = None  # 🔁: the job this one rolled again
     repost_of: int | None = None  # a re-post: the job this one made again
+    loras: tuple[tuple[str, float], ...] = ()  # LoRAs stacked on the model: (name, weight), at most two
+    reference_image: str | None = None  # key of the stored image reference (IP-Adapter) the job borrows from
+    reference_weight: float | None = None  # how strongly the reference acts (0 to 2)
+    reference_mode: str | None = None  # "full" (look and subject) or "style" (style layers only)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -145,9 +164,12 @@ class JobParams:
         values: dict[str, Any] = {}
         for name in _PARAM_CHECKS:
             value = getattr(self, name)
-            if value is None or (name == "prefs" and not value):
+            if value is None or value == ():  # prefs, loras: empty is left out
                 continue
-            values[name] = list(value) if isinstance(value, tuple) else value
+            if name == "loras":
+                values[name] = [list(pair) for pair in value]
+            else:
+                values[name] = list(value) if isinstance(value, tuple) else value
         return values
 
     def to_json(self) -> dict[str, Any]:

@@ -30,9 +30,12 @@ from core.delivery import Delivery
 from core.direct import send_direct
 from core.history import GuildSettings, HistoryStore, JobRecord, UserPrefs
 from core.inputs import InputStore
+from core.jobs import addons as addon_plans
 from core.jobs import plans
+from core.jobs.addons import Addons
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
+from core.jobs.describe import Describer
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.outcome import DirectMessage, Outcome
@@ -119,6 +122,7 @@ class JobService:
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
+        self.describer = Describer(engine=engine, admission=self.admission)
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
@@ -189,8 +193,11 @@ class JobService:
         seed: object = None,
         image: bytes | None = None,
         strength: object = None,
+        addons: Addons | None = None,
     ) -> JobRecord | None:
         """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it.
+
+        ``addons``: the LoRAs and image reference picked (checked against the engine's offer).
 
         The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
@@ -203,6 +210,7 @@ class JobService:
             asked, self.engine.offer, draft_size=self.settings.draft_size, seed=seed,
             image=image, aspect=aspect, strength=strength,
         )
+        plan = addon_plans.applied(plan, addon_plans.checked(addons or Addons(), self.engine.offer))
         return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
@@ -215,6 +223,7 @@ class JobService:
         aspect: object = None,
         seed: object = None,
         model: object = None,
+        addons: Addons | None = None,
     ) -> JobRecord | None:
         """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty)."""
         guild, asked = await self.checks.new_prompt(
@@ -222,6 +231,7 @@ class JobService:
             negative_prompt=negative_prompt, aspect=aspect, model=model,
         )
         plan = plans.final(asked, self.engine.offer, final_size=self.settings.final_size, seed=seed)
+        plan = addon_plans.applied(plan, addon_plans.checked(addons or Addons(), self.engine.offer))
         return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
@@ -289,6 +299,7 @@ class JobService:
             parent, parent_request, index, asked, self.engine.offer,
             draft_size=self.settings.draft_size, final_size=self.settings.final_size,
         )
+        plan = addon_plans.carried(plan, parent_request, parent.params)
         return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
@@ -297,7 +308,8 @@ class JobService:
         guild = await self.checks.guild_of(origin)
         parent, parent_request = await self.checks.parent_draft(origin, job_id, index)
         self.checks.prompt_allowed(parent.prompt, guild, origin)
-        return await self.admission.admit(origin, plans.variation(parent, parent_request, index), guild)
+        plan = addon_plans.carried(plans.variation(parent, parent_request, index), parent_request, parent.params)
+        return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:
@@ -312,6 +324,12 @@ class JobService:
         guild = await self.checks.guild_of(origin)
         job = await self.checks.again(origin, guild, job_id, own=True)
         return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
+
+    @_refusals_answered
+    async def describe(self, origin: Origin, image: bytes) -> tuple[str, ...] | None:
+        """/describe: prompt suggestions for ``image`` (a normalized PNG), each posted with a button."""
+        guild = await self.checks.guild_of(origin)
+        return await self.describer.describe(origin, guild, image)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
