@@ -104,8 +104,8 @@ def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:
         loras.append((name, value))
     if addons.reference is None:
         given = (("reference_weight", addons.reference_weight), ("reference_mode", addons.reference_mode))
-        for option, value in given:
-            if value is not None:
+        for option, setting in given:
+            if setting is not None:
                 raise Refusal(f"{option} only matters with a reference image: attach one, or leave {option} out.")
         return CheckedAddons(tuple(loras))
     if not offer.reference:

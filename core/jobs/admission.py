@@ -86,9 +86,14 @@ class Admission:
             if plan.keep:
                 self._images.check_kept()
             params: JobParams = plan.fields["params"]
-            for name, png in plan.keep.items():  # "init_image", "mask_image", "reference_image": the stored key
-                key = await self._images.keep(png)
-                params = dataclasses.replace(params, **{name: key})
+            keys = {name: await self._images.keep(png) for name, png in plan.keep.items()}
+            if keys:  # "init_image", "mask_image", "reference_image": the stored image's key
+                params = dataclasses.replace(
+                    params,
+                    init_image=keys.get("init_image", params.init_image),
+                    mask_image=keys.get("mask_image", params.mask_image),
+                    reference_image=keys.get("reference_image", params.reference_image),
+                )
             return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request)
         finally:
             self._reserved[origin.user_id] -= 1

@@ -325,11 +325,14 @@ class JobService:
         job = await self.checks.again(origin, guild, job_id, own=True)
         return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
 
-    @_refusals_answered
     async def describe(self, origin: Origin, image: bytes) -> tuple[str, ...] | None:
         """/describe: prompt suggestions for ``image`` (a normalized PNG), each posted with a button."""
-        guild = await self.checks.guild_of(origin)
-        return await self.describer.describe(origin, guild, image)
+        try:
+            guild = await self.checks.guild_of(origin)
+            return await self.describer.describe(origin, guild, image)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
