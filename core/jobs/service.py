@@ -276,7 +276,8 @@ class JobService:
             )
         except RequestError as e:
             raise Refusal(str(e)) from e
-        return await self.admission.admit(origin, plans.outpaint(parent, extended, action), guild)
+        plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent)
+        return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
@@ -285,7 +286,14 @@ class JobService:
             raise Refusal(f"Unknown variation {action!r}.")
         guild = await self.checks.guild_of(origin)
         parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
-        return await self.admission.admit(origin, plans.vary(parent, source, action, self.engine.offer), guild)
+        plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
+        return await self.admission.admit(origin, plan, guild)
+
+    async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
+        """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any."""
+        if not parent.params.loras and not parent.params.reference_image:
+            return plan
+        return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)
 
     @_refusals_answered
     async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:

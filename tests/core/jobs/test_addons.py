@@ -139,3 +139,18 @@ async def test_reroll_u_v_and_repost_repeat_the_loras_and_the_reference(service,
     # Stored once: every copy names the same stored reference.
     keys = {(await store.get_job(job.id)).params.reference_image for job in (reroll, final, variation, repost)}
     assert keys == {draft.params.reference_image}
+
+
+async def test_vary_and_zoom_of_a_final_keep_its_loras_and_reference(service, store, engine, inputs):
+    addons = Addons.from_options(lora="watercolor-xl", lora_weight=1.5, reference=REFERENCE)
+    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a fox", addons=addons))
+    assert await inputs.result(final.id) is not None  # its image: the source of vary and zoom
+    wanted = ((("watercolor-xl", 1.5),), REFERENCE, 0.5, "full")
+    for job in (await service.vary(RecordingOrigin(), final.id, "vary_subtle"),
+                await service.outpaint(RecordingOrigin(), final.id, "zoom2")):
+        request = engine.item(job.id).request
+        assert (request.loras, request.reference, request.reference_weight, request.reference_mode) == wanted
+        assert (await store.get_job(job.id)).params.reference_image == final.params.reference_image
+    plain = await done(store, engine, await service.final(RecordingOrigin(), prompt="a fox"))
+    varied = await service.vary(RecordingOrigin(), plain.id, "vary_strong")
+    assert engine.item(varied.id).request.loras == () and varied.params.reference_image is None
