@@ -120,7 +120,7 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
 class JobParams:
     """A job's inputs beyond its columns, stored as one JSON object (``jobs.params``).
 
-    Every field is optional; one that is ``None`` (``prefs``: empty) is left out of the JSON.
+    Every field is optional; one that is ``None`` (``prefs``, ``loras``: empty) is left out of the JSON.
     ``extra`` holds what a stored row had that this code does not read (keys it does not know,
     or values of the wrong type), so a read never fails on them and a copy of the row
     (🔁, re-post, V) writes them back unchanged.
