@@ -41,6 +41,7 @@ EXTENSIONS = (
     "cogs.channels",
     "cogs.prefs",
     "cogs.help",
+    "cogs.describe",
 )
 
 EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled

@@ -15,11 +15,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.options import ASPECT_CHOICES, MODEL_CHOICES, Percent, Prompt, Seed, Strength, StylePick
+from cogs.addon_options import ADDON_DESCRIPTIONS, REFERENCE_MODE_CHOICES, hide_unoffered, lora_autocomplete
+from cogs.options import (
+    ASPECT_CHOICES,
+    MODEL_CHOICES,
+    LoraWeight,
+    Percent,
+    Prompt,
+    ReferenceWeight,
+    Seed,
+    Strength,
+    StylePick,
+)
 from cogs.reactions import plain_emoji, reacted_job
 from core.attachments import check_declared, normalize_image, normalize_mask
 from core.controls import REROLL_EMOJI, JobButton, TiledPreviewButton
 from core.history import JobRecord
+from core.jobs.addons import Addons
 from core.limits import Refusal
 from core.origins import InteractionOrigin, MessageOrigin, age_restricted
 
@@ -48,11 +60,22 @@ async def read_image(attachment: discord.Attachment, *, what: str) -> bytes:
     return await asyncio.to_thread(normalize_image, data, what=what)
 
 
+async def read_reference(origin: InteractionOrigin, attachment: discord.Attachment | None) -> bytes | None:
+    """The image reference of /imagine or /final, downloaded and checked after answering Discord; or None."""
+    if attachment is None:
+        return None
+    await origin.defer()
+    return await read_image(attachment, what="reference image")
+
+
 class ImagineCog(commands.Cog):
     """Making images: drafts, finals, and what can be done with a result."""
 
     def __init__(self, bot: ImagineBot) -> None:
         self.bot: ImagineBot = bot
+        # Before the tree syncs: options of add-ons the engine lacks are not registered at all.
+        for command in (self.imagine, self.final):
+            hide_unoffered(command, bot.engine.offer)
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(JobButton, TiledPreviewButton)
@@ -70,8 +93,10 @@ class ImagineCog(commands.Cog):
         image="Start from this image (PNG, JPEG or WebP)",
         strength="With an image: how much may change, 0.25 (a little) to 1 (everything); default 0.6",
         style="A style of this server (its words are added to the prompt and the negative prompt)",
+        **ADDON_DESCRIPTIONS,
     )
-    @app_commands.choices(aspect=ASPECT_CHOICES)
+    @app_commands.choices(aspect=ASPECT_CHOICES, reference_mode=REFERENCE_MODE_CHOICES)
+    @app_commands.autocomplete(lora=lora_autocomplete, lora2=lora_autocomplete)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -82,6 +107,13 @@ class ImagineCog(commands.Cog):
         image: discord.Attachment | None = None,
         strength: Strength | None = None,
         style: StylePick | None = None,
+        lora: str | None = None,
+        lora_weight: LoraWeight | None = None,
+        lora2: str | None = None,
+        lora2_weight: LoraWeight | None = None,
+        reference: discord.Attachment | None = None,
+        reference_weight: ReferenceWeight | None = None,
+        reference_mode: str | None = None,
     ) -> None:
         origin = InteractionOrigin(interaction)
         start = None
@@ -95,6 +127,11 @@ class ImagineCog(commands.Cog):
         elif strength is not None:
             await origin.refuse("Strength only matters with an image: attach one, or leave strength out.")
             return
+        try:
+            borrowed = await read_reference(origin, reference)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return
         await self.bot.jobs.imagine(
             origin,
             prompt=prompt,
@@ -104,6 +141,10 @@ class ImagineCog(commands.Cog):
             image=start,
             strength=strength,
             style=style,
+            addons=Addons.from_options(
+                lora=lora, lora_weight=lora_weight, lora2=lora2, lora2_weight=lora2_weight,
+                reference=borrowed, reference_weight=reference_weight, reference_mode=reference_mode,
+            ),
         )
 
     @app_commands.command(name="edit", description="Repaint part of an image (inpainting).")
@@ -177,8 +218,10 @@ class ImagineCog(commands.Cog):
         seed="Seed for a repeatable image (0 to 4294967295)",
         model="ssd-1b (faster) or sdxl (base + refiner)",
         style="A style of this server (its words are added to the prompt and the negative prompt)",
+        **ADDON_DESCRIPTIONS,
     )
-    @app_commands.choices(aspect=ASPECT_CHOICES, model=MODEL_CHOICES)
+    @app_commands.choices(aspect=ASPECT_CHOICES, model=MODEL_CHOICES, reference_mode=REFERENCE_MODE_CHOICES)
+    @app_commands.autocomplete(lora=lora_autocomplete, lora2=lora_autocomplete)
     async def final(
         self,
         interaction: discord.Interaction,
@@ -188,15 +231,32 @@ class ImagineCog(commands.Cog):
         seed: Seed | None = None,
         model: str | None = None,
         style: StylePick | None = None,
+        lora: str | None = None,
+        lora_weight: LoraWeight | None = None,
+        lora2: str | None = None,
+        lora2_weight: LoraWeight | None = None,
+        reference: discord.Attachment | None = None,
+        reference_weight: ReferenceWeight | None = None,
+        reference_mode: str | None = None,
     ) -> None:
+        origin = InteractionOrigin(interaction)
+        try:
+            borrowed = await read_reference(origin, reference)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return
         await self.bot.jobs.final(
-            InteractionOrigin(interaction),
+            origin,
             prompt=prompt,
             negative_prompt=negative_prompt,
             aspect=aspect,
             seed=seed,
             model=model,
             style=style,
+            addons=Addons.from_options(
+                lora=lora, lora_weight=lora_weight, lora2=lora2, lora2_weight=lora2_weight,
+                reference=borrowed, reference_weight=reference_weight, reference_mode=reference_mode,
+            ),
         )
 
     # ----------------------------------------------------------------- reactions

@@ -112,3 +112,19 @@ Page = app_commands.Transform[int, PageOption]
 JobId = app_commands.Transform[int, JobIdOption]
 Strength = app_commands.Transform[float, StrengthOption]
 Percent = app_commands.Transform[float, PercentOption]
+
+
+class LoraWeightOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.number
+    low = -2
+    high = 2
+
+
+class ReferenceWeightOption(_PassThrough):
+    option_type = discord.AppCommandOptionType.number
+    low = 0
+    high = 2
+
+
+LoraWeight = app_commands.Transform[float, LoraWeightOption]
+ReferenceWeight = app_commands.Transform[float, ReferenceWeightOption]

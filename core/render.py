@@ -10,7 +10,7 @@ import re
 
 import discord
 
-from core.history import JobMode, JobRecord
+from core.history import JobMode, JobParams, JobRecord
 
 MESSAGE_LIMIT = 2000
 PROMPT_SHOWN_CHARS = 1500  # leaves room for the lines below the prompt
@@ -106,8 +106,19 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
     return f"{what} · seed `{job.seed}` · {job.model}{step_text} · {size} · job #{job.id}"
 
 
+def addons_text(params: JobParams) -> str | None:
+    """One line naming the job's add-ons ("LoRA tiny-ink 0.8 · Reference (style) 0.5"), or None without any."""
+    parts = [f"LoRA {shown(name, 60)} {weight:g}" for name, weight in params.loras]
+    if params.reference_image:
+        weight = params.reference_weight if params.reference_weight is not None else 0.5
+        parts.append(f"Reference ({params.reference_mode or 'full'}) {weight:g}")
+    return " · ".join(parts) or None
+
+
 def result_text(job: JobRecord, *, steps: int | None = None, note: str | None = None) -> str:
     lines = [header(job), describe(job, steps=steps)]
+    if (addons := addons_text(job.params)) is not None:
+        lines.append(addons)
     if job.negative_prompt:
         lines.append(f"Without: {shown(job.negative_prompt, 200)}")
     if job.params.style:

@@ -10,7 +10,7 @@ import pytest
 from bot import EXTENSIONS, ImagineBot
 from core.settings import BotSettings
 from engine.api import ASPECTS, MAX_PROMPT_CHARS, MAX_SEED
-from tests.core.doubles import FakeEngine
+from tests.core.doubles import FakeEngine, plain_offer
 
 
 @pytest.fixture
@@ -28,9 +28,11 @@ async def bot(store):
 
 async def test_every_extension_loads_with_its_commands(bot):
     names = sorted(command.name for command in bot.tree.get_commands())
-    assert names == ["cancel", "edit", "final", "help", "history", "imagine", "prefer", "queue", "settings", "show"]
+    assert names == [
+        "cancel", "describe", "edit", "final", "help", "history", "imagine", "prefer", "queue", "settings", "show"
+    ]
     assert sorted(bot.cogs) == [
-        "AdminCog", "HelpCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "PrefsCog", "QueueCog"
+        "AdminCog", "DescribeCog", "HelpCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "PrefsCog", "QueueCog"
     ]
 
 
@@ -41,6 +43,40 @@ async def test_imagine_options_as_discord_shows_them(bot):
     assert [c["value"] for c in options["aspect"]["choices"]] == list(ASPECTS)
     final = {o["name"]: o for o in bot.tree.get_command("final").to_dict(bot.tree)["options"]}
     assert [c["value"] for c in final["model"]["choices"]] == ["ssd-1b", "sdxl"]
+
+
+ADDON_OPTIONS = {"lora", "lora_weight", "lora2", "lora2_weight", "reference", "reference_weight", "reference_mode"}
+
+
+async def test_addon_options_as_discord_shows_them(bot):
+    for name in ("imagine", "final"):
+        options = {o["name"]: o for o in bot.tree.get_command(name).to_dict(bot.tree)["options"]}
+        assert ADDON_OPTIONS <= set(options), name
+        assert options["lora"]["autocomplete"] and options["lora2"]["autocomplete"] and "choices" not in options["lora"]
+        assert (options["lora_weight"]["min_value"], options["lora_weight"]["max_value"]) == (-2, 2)
+        assert (options["reference_weight"]["min_value"], options["reference_weight"]["max_value"]) == (0, 2)
+        assert [c["value"] for c in options["reference_mode"]["choices"]] == ["full", "style"]
+        assert options["reference"]["type"] == 11  # an attachment
+
+
+async def test_options_of_addons_the_engine_lacks_are_not_registered(store):
+    bot = ImagineBot(settings=BotSettings(token="t"), store=store, engine=FakeEngine(offer=plain_offer()))
+    async with bot:
+        for name in EXTENSIONS:
+            await bot.load_extension(name)
+        assert bot.tree.get_command("describe") is None
+        assert "DescribeCog" in bot.cogs  # its buttons still work on messages posted while describe was on
+        for name in ("imagine", "final"):
+            options = {o["name"] for o in bot.tree.get_command(name).to_dict(bot.tree)["options"]}
+            assert not options & ADDON_OPTIONS, name
+            assert {"prompt", "seed", "aspect"} <= options
+    lora_only = ImagineBot(
+        settings=BotSettings(token="t"), store=store, engine=FakeEngine(offer=plain_offer(loras=("ink",)))
+    )
+    async with lora_only:
+        await lora_only.load_extension("cogs.imagine")
+        options = {o["name"] for o in lora_only.tree.get_command("imagine").to_dict(lora_only.tree)["options"]}
+        assert options & ADDON_OPTIONS == {"lora", "lora_weight", "lora2", "lora2_weight"}
 
 
 async def test_commands_are_server_only_and_settings_need_manage_server(bot):

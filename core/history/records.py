@@ -92,6 +92,17 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _loras(value: Any) -> tuple[tuple[str, float], ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TypeError(f"must be a list of [name, weight] pairs, not {value!r}")
+    pairs = []
+    for pair in value:
+        if isinstance(pair, str) or not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise TypeError(f"must be a list of [name, weight] pairs, not {value!r}")
+        pairs.append((_key(pair[0]), float(_number(pair[1]))))
+    return tuple(pairs)
+
+
 def _job_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise TypeError(f"must be a job id (an int of 1 or more), not {value!r}")
@@ -114,6 +125,10 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "chaos": _chaos,
     "tile": _flag,
     "final_model": _key,
+    "loras": _loras,
+    "reference_image": _key,
+    "reference_weight": _number,
+    "reference_mode": _key,
 }
 
 
@@ -121,7 +136,7 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
 class JobParams:
     """A job's inputs beyond its columns, stored as one JSON object (``jobs.params``).
 
-    Every field is optional; one that is ``None`` (``prefs``: empty) is left out of the JSON.
+    Every field is optional; one that is ``None`` (``prefs``, ``loras``: empty) is left out of the JSON.
     ``extra`` holds what a stored row had that this code does not read (keys it does not know,
     or values of the wrong type), so a read never fails on them and a copy of the row
     (🔁, re-post, V) writes them back unchanged.
@@ -141,6 +156,10 @@ class JobParams:
     chaos: int | None = None  # --chaos 0-100: spread of the drafts (their seeds; see DraftRequest.chaos)
     tile: bool | None = None  # --tile: a seamless texture (None: not tiled)
     final_model: str | None = None  # --model on drafts: the model their U1-U4 finals use
+    loras: tuple[tuple[str, float], ...] = ()  # LoRAs stacked on the model: (name, weight), at most two
+    reference_image: str | None = None  # key of the stored image reference (IP-Adapter) the job borrows from
+    reference_weight: float | None = None  # how strongly the reference acts (0 to 2)
+    reference_mode: str | None = None  # "full" (look and subject) or "style" (style layers only)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -165,9 +184,12 @@ class JobParams:
         values: dict[str, Any] = {}
         for name in _PARAM_CHECKS:
             value = getattr(self, name)
-            if value is None or (name == "prefs" and not value):
+            if value is None or value == ():  # prefs, loras: empty is left out
                 continue
-            values[name] = list(value) if isinstance(value, tuple) else value
+            if name == "loras":
+                values[name] = [list(pair) for pair in value]
+            else:
+                values[name] = list(value) if isinstance(value, tuple) else value
         return values
 
     def to_json(self) -> dict[str, Any]:

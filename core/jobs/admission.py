@@ -10,10 +10,11 @@ row), the engine's queue snapshot and the origin's acknowledgement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import discord
@@ -75,10 +76,65 @@ class Admission:
         except RequestError as e:
             raise Refusal(str(e)) from e
         now = self._clock()
+        await self._check_limits(origin, guild, now)
+        # No await between the check and the reservation: concurrent requests of one user are counted exactly.
+        self._reserved[origin.user_id] += 1
+        self._recent[origin.user_id].append(now)
+        self._accepting += 1
+        self._accepts_idle.clear()
+        try:
+            if plan.keep:
+                self._images.check_kept()
+            params: JobParams = plan.fields["params"]
+            keys: dict[str, str] = {}
+            try:
+                for name, png in plan.keep.items():
+                    keys[name] = await self._images.keep(png)
+            except Refusal:
+                await self._images.drop(list(keys.values()))  # the first image was kept, a later one could not be
+                raise
+            if keys:  # "init_image", "mask_image", "reference_image": the stored image's key
+                params = dataclasses.replace(
+                    params,
+                    init_image=keys.get("init_image", params.init_image),
+                    mask_image=keys.get("mask_image", params.mask_image),
+                    reference_image=keys.get("reference_image", params.reference_image),
+                )
+            kept = list(keys.values())
+            return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request, kept)
+        finally:
+            self._reserved[origin.user_id] -= 1
+            if not self._reserved[origin.user_id]:
+                del self._reserved[origin.user_id]
+            self._accepting -= 1
+            if not self._accepting:
+                self._accepts_idle.set()
+
+    @contextlib.asynccontextmanager
+    async def short_job(self, origin: Origin, guild: GuildSettings) -> AsyncIterator[None]:
+        """A job without a row (/describe): the limits of :meth:`admit`, and it counts as the user's while inside.
+
+        It counts among the user's waiting jobs until the block ends and among their jobs of the last
+        minute. Raises Refusal when a limit says no.
+        """
+        if self._runner.closing:
+            raise Refusal("I'm restarting; try again in a minute.")
+        now = self._clock()
+        await self._check_limits(origin, guild, now)
+        self._reserved[origin.user_id] += 1
+        self._recent[origin.user_id].append(now)
+        try:
+            yield
+        finally:
+            self._reserved[origin.user_id] -= 1
+            if not self._reserved[origin.user_id]:
+                del self._reserved[origin.user_id]
+
+    async def _check_limits(self, origin: Origin, guild: GuildSettings, now: float) -> None:
+        """The user's limits and the engine's queue; raises Refusal. Returns without an await after the check."""
         recent_stored = await self._store.count_recent(origin.user_id, now - RECENT_WINDOW_S)
         snapshot = await self._engine.queue_snapshot()
         waiting = sum(1 for info in snapshot if info.state == "waiting")
-        # No await from here to the reservation: concurrent requests of one user are counted exactly.
         mine = {str(job_id) for job_id, job in self._runner.active().items() if job.user_id == origin.user_id}
         positions = [info.position for info in snapshot if info.job_id in mine and info.state == "waiting"]
         check_user_limits(
@@ -90,34 +146,6 @@ class Admission:
         )
         if waiting >= self._engine.offer.queue_max:
             raise Refusal(f"The queue is full ({waiting} jobs waiting). Try again in a few minutes.")
-        self._reserved[origin.user_id] += 1
-        self._recent[origin.user_id].append(now)
-        self._accepting += 1
-        self._accepts_idle.clear()
-        try:
-            if plan.keep:
-                self._images.check_kept()
-            params: JobParams = plan.fields["params"]
-            kept: list[str] = []
-            try:
-                for name, png in plan.keep.items():  # "init_image" and/or "mask_image": the stored image's key
-                    key = await self._images.keep(png)
-                    kept.append(key)
-                    if name == "init_image":
-                        params = dataclasses.replace(params, init_image=key)
-                    else:
-                        params = dataclasses.replace(params, mask_image=key)
-            except Refusal:
-                await self._images.drop(kept)  # the first image was kept, the second could not be
-                raise
-            return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request, kept)
-        finally:
-            self._reserved[origin.user_id] -= 1
-            if not self._reserved[origin.user_id]:
-                del self._reserved[origin.user_id]
-            self._accepting -= 1
-            if not self._accepting:
-                self._accepts_idle.set()
 
     async def settle(self, grace: float) -> None:
         """Wait up to ``grace`` s for the requests being admitted right now to be stored (on shutdown)."""

@@ -151,7 +151,7 @@ class StoredImages:
         keep = {
             key
             for job in await self._store.unfinished_jobs()
-            for key in (job.params.init_image, job.params.mask_image)
+            for key in (job.params.init_image, job.params.mask_image, job.params.reference_image)
             if isinstance(key, str)
         }
         try:

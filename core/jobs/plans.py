@@ -53,7 +53,7 @@ VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
 class Plan:
     """A job about to be admitted: the engine request, its row's fields, the images it starts from.
 
-    ``keep`` maps ``params`` names (``init_image``, ``mask_image``) to the PNGs to store before the
+    ``keep`` maps ``params`` names (``init_image``, ``mask_image``, ``reference_image``) to the PNGs to store before the
     row is written (their keys go into the row's ``params``).
     """
 

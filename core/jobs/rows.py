@@ -46,6 +46,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
             init = DraftInit(parent, job.parent_index)
         except RequestError as e:
             raise RebuildError(f"Job {job.id}: {e}") from e
+    addons = addon_fields(job, images)
     if job.kind == "draft":
         return DraftRequest(
             prompt=job.prompt,
@@ -59,6 +60,7 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
             strength=job.strength if job.strength is not None else DraftRequest.strength,
             tile=bool(job.params.tile),
             chaos=job.params.chaos or 0,
+            **addons,
         )
     return FinalRequest(
         prompt=job.prompt,
@@ -74,7 +76,26 @@ def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict
         refiner_split=job.params.refiner_split if job.params.refiner_split is not None else FinalRequest.refiner_split,
         mask=mask,
         tile=bool(job.params.tile),
+        **addons,
     )
+
+
+def addon_fields(job: JobRecord, images: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """The request fields of ``job``'s add-ons: its LoRAs and its image reference (a stored image in ``images``)."""
+    params = job.params
+    fields: dict[str, Any] = {}
+    if params.loras:
+        fields["loras"] = params.loras
+    if params.reference_image:
+        try:
+            fields["reference"] = (images or {})[params.reference_image]
+        except KeyError as e:
+            raise RebuildError(f"Job {job.id}: its stored reference image {e} was not given.") from None
+        if params.reference_weight is not None:
+            fields["reference_weight"] = params.reference_weight
+        if params.reference_mode is not None:
+            fields["reference_mode"] = params.reference_mode
+    return fields
 
 
 async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStore | None = None) -> Request:
@@ -92,7 +113,7 @@ async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStor
         chain.append(parent)
     images: dict[str, bytes] = {}
     for item in chain:
-        for key in (item.params.init_image, item.params.mask_image):
+        for key in (item.params.init_image, item.params.mask_image, item.params.reference_image):
             if key and key not in images:
                 if inputs is None:
                     raise RebuildError(f"Job {item.id} starts from a stored image, but no image store was given.")

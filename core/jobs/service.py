@@ -30,10 +30,13 @@ from core.delivery import Delivery
 from core.direct import send_direct
 from core.history import GuildSettings, HistoryStore, JobRecord, UserPrefs
 from core.inputs import InputStore
+from core.jobs import addons as addon_plans
 from core.jobs import plans
+from core.jobs.addons import Addons
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
 from core.jobs.craft import Ask, for_drafts, for_final, read_prompt
+from core.jobs.describe import Describer
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.outcome import DirectMessage, Outcome
@@ -125,6 +128,7 @@ class JobService:
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
+        self.describer = Describer(engine=engine, admission=self.admission)
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
@@ -196,8 +200,11 @@ class JobService:
         image: bytes | None = None,
         strength: object = None,
         style: str | None = None,
+        addons: Addons | None = None,
     ) -> JobRecord | None:
         """Four drafts; with ``image`` (normalized PNG, see ``core.attachments``) they start from it.
+
+        ``addons``: the LoRAs and image reference picked (checked against the engine's offer).
 
         The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
@@ -210,11 +217,11 @@ class JobService:
             prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
             style=style,
         )
-        planned = [await self._plan_imagine(origin, ask, image, strength) for ask in asks]
+        planned = [await self._plan_imagine(origin, ask, image, strength, addons) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
     async def _plan_imagine(
-        self, origin: Origin, ask: Ask, image: bytes | None, strength: object
+        self, origin: Origin, ask: Ask, image: bytes | None, strength: object, addons: Addons | None
     ) -> tuple[GuildSettings, Plan]:
         fill = (STYLE, NEGATIVE) if image is not None else (STYLE, NEGATIVE, ASPECT)
         guild, asked = await self.checks.new_prompt(
@@ -225,6 +232,7 @@ class JobService:
             image=image, aspect=ask.aspect, strength=strength,
             craft=for_drafts(ask, self.engine.offer.default_final_model),
         )
+        plan = addon_plans.applied(plan, addon_plans.checked(addons or Addons(), self.engine.offer))
         return guild, plan
 
     @_refusals_answered
@@ -238,6 +246,7 @@ class JobService:
         seed: object = None,
         model: object = None,
         style: str | None = None,
+        addons: Addons | None = None,
     ) -> JobRecord | None:
         """A 1024 px final straight from the prompt (with the user's /prefer defaults where options are empty).
 
@@ -248,10 +257,10 @@ class JobService:
             prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
             model=model, style=style,
         )
-        planned = [await self._plan_final(origin, ask) for ask in asks]
+        planned = [await self._plan_final(origin, ask, addons) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
-    async def _plan_final(self, origin: Origin, ask: Ask) -> tuple[GuildSettings, Plan]:
+    async def _plan_final(self, origin: Origin, ask: Ask, addons: Addons | None) -> tuple[GuildSettings, Plan]:
         guild, asked = await self.checks.new_prompt(
             origin, ask.prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
             negative_prompt=ask.negative_prompt, aspect=ask.aspect, model=ask.model, style=ask.style,
@@ -259,6 +268,7 @@ class JobService:
         plan = plans.final(
             asked, self.engine.offer, final_size=self.settings.final_size, seed=ask.seed, craft=for_final(ask)
         )
+        plan = addon_plans.applied(plan, addon_plans.checked(addons or Addons(), self.engine.offer))
         return guild, plan
 
     @_refusals_answered
@@ -303,7 +313,8 @@ class JobService:
             )
         except RequestError as e:
             raise Refusal(str(e)) from e
-        return await self.admission.admit(origin, plans.outpaint(parent, extended, action), guild)
+        plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent)
+        return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
@@ -312,7 +323,14 @@ class JobService:
             raise Refusal(f"Unknown variation {action!r}.")
         guild = await self.checks.guild_of(origin)
         parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
-        return await self.admission.admit(origin, plans.vary(parent, source, action, self.engine.offer), guild)
+        plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
+        return await self.admission.admit(origin, plan, guild)
+
+    async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
+        """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any."""
+        if not parent.params.loras and not parent.params.reference_image:
+            return plan
+        return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)
 
     @_refusals_answered
     async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
@@ -326,6 +344,7 @@ class JobService:
             parent, parent_request, index, asked, self.engine.offer,
             draft_size=self.settings.draft_size, final_size=self.settings.final_size,
         )
+        plan = addon_plans.carried(plan, parent_request, parent.params)
         return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
@@ -334,7 +353,8 @@ class JobService:
         guild = await self.checks.guild_of(origin)
         parent, parent_request = await self.checks.parent_draft(origin, job_id, index)
         self.checks.prompt_allowed(parent.prompt, guild, origin)
-        return await self.admission.admit(origin, plans.variation(parent, parent_request, index), guild)
+        plan = addon_plans.carried(plans.variation(parent, parent_request, index), parent_request, parent.params)
+        return await self.admission.admit(origin, plan, guild)
 
     @_refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:
@@ -351,6 +371,15 @@ class JobService:
         if await self.outcome.post_kept(origin, job):  # a final whose post failed: its kept image, no new run
             return job
         return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
+
+    async def describe(self, origin: Origin, image: bytes) -> tuple[str, ...] | None:
+        """/describe: prompt suggestions for ``image`` (a normalized PNG), each posted with a button."""
+        try:
+            guild = await self.checks.guild_of(origin)
+            return await self.describer.describe(origin, guild, image)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from bot import ImagineBot
 from core.history import HistoryStore
 from core.settings import BotSettings
+from engine.api import EngineOffer
 from tests.core.doubles import RunningFakeEngine
 from tests.fakediscord import FakeDiscord, StoredMessage
 from tests.fakediscord.world import World
@@ -24,8 +25,9 @@ FLAG_EPHEMERAL = 64
 class Harness:
     """One loopback Discord and the bot on it; ``stop`` then ``start`` is a restart on the same database."""
 
-    def __init__(self, fake: FakeDiscord, tmp_path: Path) -> None:
+    def __init__(self, fake: FakeDiscord, tmp_path: Path, offer: EngineOffer | None = None) -> None:
         self.fake = fake
+        self.offer = offer  # what the fake engine offers (None: every add-on, see tests.core.doubles)
         self.db_path = tmp_path / "history.sqlite3"
         self.bot: ImagineBot | None = None
         self.engine: RunningFakeEngine | None = None
@@ -34,7 +36,7 @@ class Harness:
 
     async def start(self, *, paused: bool = False) -> None:
         self.store = await HistoryStore.open(self.db_path)
-        self.engine = RunningFakeEngine(str(self.db_path))
+        self.engine = RunningFakeEngine(str(self.db_path), offer=self.offer)
         self.engine.paused = paused
         self.bot = ImagineBot(
             settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
@@ -66,11 +68,15 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def running_harness(tmp_path: Path, caplog, world: World | None = None) -> AsyncIterator[Harness]:
-    """The real bot against a loopback Discord (``world``, else the default one); no errors allowed in the log."""
+async def running_harness(
+    tmp_path: Path, caplog, world: World | None = None, offer: EngineOffer | None = None
+) -> AsyncIterator[Harness]:
+    """The real bot against a loopback Discord (``world``, else the default one); no errors allowed in the log.
+
+    ``offer``: what the fake engine offers (None: every add-on)."""
     async with FakeDiscord(world) as fake:
         with fake.patched_discord_py():
-            harness = Harness(fake, tmp_path)
+            harness = Harness(fake, tmp_path, offer)
             await harness.start()
             try:
                 yield harness

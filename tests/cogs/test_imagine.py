@@ -16,6 +16,7 @@ from core.history import HistoryStore, NewJob
 from core.jobs import JobService
 from core.limits import Refusal
 from core.origins import MessageOrigin
+from tests.core.doubles import FakeEngine
 
 BOT_ID = 999
 AUTHOR = 1
@@ -51,6 +52,7 @@ class BotDouble:
         self.user = discord.Object(BOT_ID)
         self.store = store
         self.jobs = create_autospec(JobService, instance=True)
+        self.engine = FakeEngine()  # its offer decides which add-on options the cog registers
         self.channel = RecordingChannel()
 
     def get_channel(self, channel_id: int):

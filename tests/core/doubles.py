@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import io
 import itertools
 import sqlite3
@@ -27,6 +28,7 @@ from core.delivery import Delivery
 from core.history import JobRecord
 from core.origins import Origin
 from engine.api import (
+    DescribeRequest,
     EngineHealth,
     EngineOffer,
     EngineStopped,
@@ -72,18 +74,44 @@ class Submitted:
     row_status: str | None  # the job's row as the engine saw it at submit (None: no row)
 
 
+FAKE_LORAS = ("tiny-ink", "tiny-glow", "watercolor-xl", "ink-wash")
+FAKE_SUGGESTIONS = (
+    "a small orange square on a plain background",
+    "an orange tile, flat colour, studio light",
+    "a warm abstract painting in a single colour",
+    "close-up of an orange wall",
+)
+
+
+def addon_offer(**changes: Any) -> EngineOffer:
+    """The fake engine's offer: the tiny preset's defaults with every add-on (LoRAs, reference, describe)."""
+    values: dict[str, Any] = {
+        "final_steps": 4, "backend": "fake", "loras": FAKE_LORAS, "reference": True, "describe": True,
+    }
+    return EngineOffer(**{**values, **changes})
+
+
+def plain_offer(**changes: Any) -> EngineOffer:
+    """An offer without add-ons (no LoRAs, no reference, no describe)."""
+    return EngineOffer(**{"final_steps": 4, "backend": "fake", **changes})
+
+
 class FakeEngine:
     """An ImageEngine whose jobs finish on the test's word. Nothing runs on its own.
 
-    ``offer`` is what it advertises (the tiny preset's defaults); ``queue_max`` is the limit it
-    really enforces, so a test can make the two disagree. ``reachable = False`` makes
-    ``health()`` report a cluster the bot cannot reach (jobs are kept).
+    ``offer`` is what it advertises (the tiny preset's defaults, with the add-ons of :func:`addon_offer`
+    unless ``offer`` says otherwise); ``queue_max`` is the limit it really enforces, so a test can make
+    the two disagree. It refuses add-ons it does not offer as the worker does. ``reachable = False``
+    makes ``health()`` report a cluster the bot cannot reach (jobs are kept). A ``DescribeRequest``
+    finishes with ``suggestions`` (:data:`FAKE_SUGGESTIONS` unless changed).
     """
 
-    def __init__(self, db_path: str | None = None, *, queue_max: int = 200) -> None:
+    def __init__(self, db_path: str | None = None, *, queue_max: int = 200, offer: EngineOffer | None = None) -> None:
         self.db_path = db_path
         self.queue_max = queue_max
-        self.offer = EngineOffer(final_steps=4, queue_max=queue_max, backend="fake")
+        self.offer = offer if offer is not None else addon_offer()
+        self.offer = dataclasses.replace(self.offer, queue_max=queue_max)
+        self.suggestions: tuple[str, ...] = FAKE_SUGGESTIONS
         self.submitted: list[Submitted] = []
         self.waiting: list[str] = []  # job ids in run order
         self.running: str | None = None
@@ -105,12 +133,13 @@ class FakeEngine:
             raise EngineStopped("The image engine is shutting down; try again in a minute.")
         if self.refuse_with is not None:
             raise self.refuse_with
+        self._check_addons(request)
         if len(self.waiting) >= self.queue_max:
             raise QueueFull(f"The queue is full ({len(self.waiting)} jobs).")
         if job_id in self.waiting or job_id == self.running:
             raise RequestError(f"Job {job_id} is already queued.")
         row_status = None
-        if self.db_path is not None:
+        if self.db_path is not None and job_id.isdigit():  # a describe job has no row
             # A second connection, as another process would: the row must be committed already.
             with sqlite3.connect(self.db_path) as conn:
                 row = conn.execute("SELECT status FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
@@ -119,6 +148,18 @@ class FakeEngine:
         self.submitted.append(Submitted(request, user, job_id, on_progress, handle, row_status))
         self.waiting.append(job_id)
         return handle
+
+    def _check_addons(self, request) -> None:
+        """Refuse what needs an add-on this engine does not offer, with the worker's words."""
+        if isinstance(request, DescribeRequest):
+            if not self.offer.describe:
+                raise RequestError("Describe is not available on this bot.")
+            return
+        if request.reference is not None and not self.offer.reference:
+            raise RequestError("Image reference is not available on this bot.")
+        for name, _ in request.loras:
+            if name not in self.offer.loras:
+                raise RequestError(f"Unknown LoRA {name!r}: pick one from the list.")
 
     async def cancel(self, job_id: str) -> bool:
         item = self._find(job_id)
@@ -199,6 +240,13 @@ class FakeEngine:
         if self.running == job_id:
             self.running = None
         request = item.request
+        if isinstance(request, DescribeRequest):
+            described = JobResult(
+                images=(), model="describe", request=request, steps=0, guidance=0.0,
+                timings={"queued": 0.1, "run": 0.2, "total": 0.3}, suggestions=self.suggestions[: request.count],
+            )
+            item.handle.future.set_result(described)
+            return described
         images = tuple(
             GeneratedImage(
                 png=png(request.width, request.height), seed=seed, width=request.width, height=request.height
@@ -233,8 +281,15 @@ class RunningFakeEngine(FakeEngine):
     Used where a test wants an engine that runs on its own: the contract suite, the loopback tests.
     """
 
-    def __init__(self, db_path: str | None = None, *, queue_max: int = 200, step_s: float = 0.03) -> None:
-        super().__init__(db_path, queue_max=queue_max)
+    def __init__(
+        self,
+        db_path: str | None = None,
+        *,
+        queue_max: int = 200,
+        step_s: float = 0.03,
+        offer: EngineOffer | None = None,
+    ) -> None:
+        super().__init__(db_path, queue_max=queue_max, offer=offer)
         self.step_s = step_s
         self.paused = False
         self._task: asyncio.Task | None = asyncio.get_running_loop().create_task(self._work(), name="fake-engine")
@@ -248,7 +303,10 @@ class RunningFakeEngine(FakeEngine):
             self.run(job_id)
             item = self.item(job_id)
             request = item.request
-            total = (request.steps or self.offer.final_steps) if request.kind == "final" else request.steps
+            if request.kind == "describe":
+                total = 1
+            else:
+                total = (request.steps or self.offer.final_steps) if request.kind == "final" else request.steps
             for step in range(1, total + 1):
                 await asyncio.sleep(self.step_s)
                 if item.handle.future.done():  # cancelled or stopped while running

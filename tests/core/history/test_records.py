@@ -182,3 +182,38 @@ def test_params_name_the_style_preset_and_rows_without_one_still_read() -> None:
     for bad in ("", 3):
         with pytest.raises(TypeError, match="style"):
             JobParams(style=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"loras": "tiny-ink"},
+        {"loras": [("tiny-ink",)]},
+        {"loras": [("", 1.0)]},
+        {"loras": [("tiny-ink", "1")]},
+        {"loras": [("tiny-ink", math.inf)]},
+        {"reference_image": ""},
+        {"reference_weight": "0.5"},
+        {"reference_mode": 1},
+    ],
+)
+def test_addon_params_refuse_values_of_the_wrong_type(bad: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        JobParams(**bad)
+
+
+async def test_addon_params_are_stored_and_read_back(store: HistoryStore, db_path: Path) -> None:
+    params = JobParams(
+        loras=[["tiny-ink", 0.8], ["tiny-glow", 1]],  # type: ignore[arg-type]  # as JSON gives them back
+        reference_image=KEY, reference_weight=1.5, reference_mode="style",
+    )
+    assert params.loras == (("tiny-ink", 0.8), ("tiny-glow", 1.0))
+    job = await store.create_job(new_job(params=params))
+    assert json.loads(stored_params(db_path, job.id)) == {
+        "loras": [["tiny-ink", 0.8], ["tiny-glow", 1.0]], "reference_image": KEY, "reference_weight": 1.5,
+        "reference_mode": "style",
+    }
+    record = await store.get_job(job.id)
+    assert record is not None and record.params == params
+    plain = await store.create_job(new_job(params=JobParams()))
+    assert stored_params(db_path, plain.id) == "{}"  # no LoRAs: nothing written, as older bots wrote it
