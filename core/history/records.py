@@ -44,6 +44,8 @@ class JobMode(str, enum.Enum):
     VARIATION = "variation"  # V1-V4 on drafts, Vary (subtle/strong) on a final
     UPSCALE = "upscale"  # U1-U4: the final of one draft
     REROLL = "reroll"  # 🔁: the same job with a new seed
+    REMIX = "remix"  # Remix: the same job (seed, size, settings) with the prompt edited in a form
+    UPSCALE2X = "upscale2x"  # Upscale (subtle/creative) on a final: the final's image enlarged 2x
 
     def __str__(self) -> str:
         return self.value
@@ -98,6 +100,8 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "prefs": _names,
     "reroll_of": _job_id,
     "repost_of": _job_id,
+    "remix_of": _job_id,
+    "upscale": _key,
 }
 
 
@@ -121,6 +125,8 @@ class JobParams:
     prefs: tuple[str, ...] = ()  # the /prefer defaults that shaped the job (the row holds their values)
     reroll_of: int | None = None  # 🔁: the job this one rolled again
     repost_of: int | None = None  # a re-post: the job this one made again
+    remix_of: int | None = None  # Remix: the job whose prompt was edited into this one
+    upscale: str | None = None  # an image enlarged 2x from init_image: "subtle" or "creative"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
