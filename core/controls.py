@@ -1,8 +1,10 @@
 """The buttons under a result: U1-U4 (final of a draft), V1-V4 (variations), 🔁 (reroll);
 on finals, Vary (subtle) / Vary (strong) (image-to-image from the final, new seed) and Zoom out
-1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting): each makes a new final with its own buttons.
+1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting): each makes a new final with its own buttons; where the
+engine has an upscaler, Upscale (subtle) / Upscale (creative) enlarge a final 2x. Remix (drafts and
+finals, not upscales) opens a form with the prompts to edit (``core.remix``).
 
-Rows of a final: Vary | Zoom out | Pan | 🔁 (Discord allows 5 rows of 5 buttons).
+Rows of a final: Vary, Upscale | Zoom out | Pan | 🔁, Remix (Discord allows 5 rows of 5 buttons).
 
 Custom ids carry the job id (``job:<id>:u2``), and the handler rebuilds everything from the
 database, so buttons keep working after a restart: the class is registered once with
@@ -19,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import discord
 
+from core.delivery import bounded
 from core.history import JobRecord
 from core.limits import Refusal
 from core.origins import InteractionOrigin
+from core.remix import RemixForm
 from core.tree import report_error
 
 if TYPE_CHECKING:  # core.jobs builds these controls: a type-only import both ways
@@ -40,7 +44,11 @@ OUTPAINT_BUTTONS: dict[str, tuple[str | None, str | None]] = {  # action -> (lab
     "pan_down": (None, "⬇️"),
 }
 VARY_BUTTONS: dict[str, str] = {"vary_subtle": "Vary (subtle)", "vary_strong": "Vary (strong)"}
-ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS)
+UPSCALE_BUTTONS: dict[str, str] = {"upscale_subtle": "Upscale (subtle)", "upscale_creative": "Upscale (creative)"}
+REMIX = "remix"
+ACTIONS = (
+    "u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS, *UPSCALE_BUTTONS, REMIX,
+)
 FINAL_REROLL_ROW = 3
 
 
@@ -68,7 +76,8 @@ class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
     template=re.compile(
         r"job:(?P<job_id>[0-9]{1,19}):"
-        r"(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down)|vary_(?:subtle|strong))"
+        r"(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down)|vary_(?:subtle|strong)"
+        r"|upscale_(?:subtle|creative)|remix)"
     ),
 ):
     """One control of a job's message; the work happens in ``bot.jobs`` (core.jobs.JobService)."""
@@ -83,9 +92,13 @@ class JobButton(
             button = discord.ui.Button(
                 emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:reroll", row=2
             )
-        elif action in VARY_BUTTONS:
+        elif action == REMIX:
             button = discord.ui.Button(
-                label=VARY_BUTTONS[action],
+                label="Remix", style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:remix", row=2
+            )
+        elif action in VARY_BUTTONS or action in UPSCALE_BUTTONS:
+            button = discord.ui.Button(
+                label=VARY_BUTTONS.get(action) or UPSCALE_BUTTONS[action],
                 style=discord.ButtonStyle.primary,
                 custom_id=f"job:{job_id}:{action}",
                 row=0,
@@ -121,10 +134,14 @@ class JobButton(
         try:
             jobs = jobs_client(interaction).jobs
             await self._check_message(interaction)
-            if self.action == "reroll":
+            if self.action == REMIX:
+                await self._open_remix(interaction, origin)
+            elif self.action == "reroll":
                 await jobs.reroll(origin, self.job_id)
             elif self.action in VARY_BUTTONS:
                 await jobs.vary(origin, self.job_id, self.action)
+            elif self.action in UPSCALE_BUTTONS:
+                await jobs.upscale2x(origin, self.job_id, self.action)
             elif self.action in OUTPAINT_BUTTONS:
                 await jobs.outpaint(origin, self.job_id, self.action)
             elif self.action[0] == "u":
@@ -134,6 +151,11 @@ class JobButton(
         except Exception as e:
             interaction.extras.setdefault("job_id", self.job_id)
             await report_error(interaction, e)
+
+    async def _open_remix(self, interaction: discord.Interaction, origin: InteractionOrigin) -> None:
+        """Answer with the Remix form of this job (the answer is the form: no defer before it)."""
+        job = await jobs_client(interaction).jobs.remix_source(origin, self.job_id)
+        await bounded(interaction.response.send_modal(RemixForm(job)), origin.call_timeout, "the Remix form")
 
     async def _check_message(self, interaction: discord.Interaction) -> None:
         """Refuse a click whose message is not the result message of the job its custom id names."""
@@ -156,8 +178,12 @@ class JobButton(
             )
 
 
-def controls_for(job: JobRecord) -> discord.ui.View:
-    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get vary, zoom, pan and 🔁."""
+def controls_for(job: JobRecord, *, upscaler: str = "") -> discord.ui.View:
+    """The buttons for a finished job: drafts get U/V per image, 🔁 and Remix; finals get vary, zoom,
+    pan, 🔁 and Remix, and the Upscale buttons where the engine has an ``upscaler`` (``engine.offer``).
+
+    An upscaled final (``params.upscale``) is enlarged already: no Upscale or Remix buttons under it.
+    """
     view = discord.ui.View(timeout=None)
     if job.kind == "draft":
         for i in range(1, min(job.count, 4) + 1):
@@ -165,10 +191,15 @@ def controls_for(job: JobRecord) -> discord.ui.View:
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"v{i}"))
         view.add_item(JobButton(job.id, "reroll"))
+        view.add_item(JobButton(job.id, REMIX))
     else:
-        for action in (*VARY_BUTTONS, *OUTPAINT_BUTTONS):
+        upscaled = job.params.upscale is not None
+        upscales = tuple(UPSCALE_BUTTONS) if upscaler and not upscaled else ()
+        for action in (*VARY_BUTTONS, *upscales, *OUTPAINT_BUTTONS):
             view.add_item(JobButton(job.id, action))
         view.add_item(JobButton(job.id, "reroll", row=FINAL_REROLL_ROW))
+        if not upscaled:
+            view.add_item(JobButton(job.id, REMIX, row=FINAL_REROLL_ROW))
     # Nothing to listen for in this object: clicks reach JobButton through the dynamic item registry.
     view.stop()
     return view

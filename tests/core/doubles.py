@@ -38,6 +38,7 @@ from engine.api import (
     QueueFull,
     QueueInfo,
     RequestError,
+    UpscaleRequest,
 )
 
 
@@ -45,6 +46,21 @@ def png(width: int, height: int, color: tuple[int, int, int] = (200, 100, 50)) -
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def result_size(request: Any) -> tuple[int, int]:
+    """The size of a request's images: its own, or twice its image's for an upscale."""
+    if isinstance(request, UpscaleRequest):
+        with Image.open(io.BytesIO(request.image)) as source:
+            return source.width * 2, source.height * 2
+    return request.width, request.height
+
+
+def planned_steps(request: Any, final_steps: int) -> int:
+    """The steps a request runs: an upscale's redrawn tiles (none for "subtle"), else its steps."""
+    if isinstance(request, UpscaleRequest):
+        return final_steps if request.mode == "creative" else 0
+    return request.steps if request.steps is not None else final_steps
 
 
 @dataclass
@@ -75,7 +91,8 @@ class Submitted:
 class FakeEngine:
     """An ImageEngine whose jobs finish on the test's word. Nothing runs on its own.
 
-    ``offer`` is what it advertises (the tiny preset's defaults); ``queue_max`` is the limit it
+    ``offer`` is what it advertises (the tiny preset's defaults; Lanczos as its upscaler, as the
+    local engine's when no upscaler model is configured); ``queue_max`` is the limit it
     really enforces, so a test can make the two disagree. ``reachable = False`` makes
     ``health()`` report a cluster the bot cannot reach (jobs are kept).
     """
@@ -83,7 +100,7 @@ class FakeEngine:
     def __init__(self, db_path: str | None = None, *, queue_max: int = 200) -> None:
         self.db_path = db_path
         self.queue_max = queue_max
-        self.offer = EngineOffer(final_steps=4, queue_max=queue_max, backend="fake")
+        self.offer = EngineOffer(final_steps=4, queue_max=queue_max, backend="fake", upscaler="Lanczos")
         self.submitted: list[Submitted] = []
         self.waiting: list[str] = []  # job ids in run order
         self.running: str | None = None
@@ -199,13 +216,11 @@ class FakeEngine:
         if self.running == job_id:
             self.running = None
         request = item.request
+        width, height = result_size(request)
         images = tuple(
-            GeneratedImage(
-                png=png(request.width, request.height), seed=seed, width=request.width, height=request.height
-            )
-            for seed in request.seeds
+            GeneratedImage(png=png(width, height), seed=seed, width=width, height=height) for seed in request.seeds
         )
-        steps = request.steps if request.steps is not None else self.offer.final_steps
+        steps = planned_steps(request, self.offer.final_steps)
         result = JobResult(
             images=images,
             model=request.model,
@@ -248,7 +263,7 @@ class RunningFakeEngine(FakeEngine):
             self.run(job_id)
             item = self.item(job_id)
             request = item.request
-            total = (request.steps or self.offer.final_steps) if request.kind == "final" else request.steps
+            total = planned_steps(request, self.offer.final_steps)
             for step in range(1, total + 1):
                 await asyncio.sleep(self.step_s)
                 if item.handle.future.done():  # cancelled or stopped while running
