@@ -333,6 +333,8 @@ class JobService:
             raise Refusal("This bot has no upscaler.")
         guild = await self.checks.guild_of(origin)
         parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
+        if parent.params.upscale is not None:
+            raise Refusal(f"Job #{parent.id} is upscaled already.")
         return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
 
     @_refusals_answered

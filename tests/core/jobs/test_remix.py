@@ -119,6 +119,9 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
     assert f"Upscaled 2x (subtle) from job #{final.id}" in content and "steps" not in content
     ids = [item.custom_id for item in view.children]
     assert f"job:{job.id}:vary_subtle" in ids and f"job:{job.id}:upscale_subtle" not in ids
+    twice = RecordingOrigin()
+    assert await service.upscale2x(twice, job.id, "upscale_subtle") is None
+    assert "upscaled already" in twice.refusals[0]
 
     # 🔁 and a re-post (/show) make it again from the image stored with its row.
     rerolled = await service.reroll(RecordingOrigin(), job.id)
