@@ -34,6 +34,7 @@ from core.history import JobRecord
 from core.jobs.addons import Addons
 from core.limits import Refusal
 from core.origins import InteractionOrigin, MessageOrigin, age_restricted
+from core.remix import remix_submitted
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -82,6 +83,11 @@ class ImagineCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton, TiledPreviewButton)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A submitted Remix form (``core.remix``: discord.py keeps no modal for it, so it comes here)."""
+        await remix_submitted(interaction, self.bot.jobs)
 
     @app_commands.command(name="imagine", description="Four quick drafts of a prompt.")
     @app_commands.guild_only()

@@ -1,8 +1,10 @@
 """The buttons under a result: U1-U4 (final of a draft), V1-V4 (variations), 🔁 (reroll);
 on finals, Vary (subtle) / Vary (strong) (image-to-image from the final, new seed) and Zoom out
-1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting): each makes a new final with its own buttons.
+1.5x / 2x and Pan ⬅ ➡ ⬆ ⬇ (outpainting): each makes a new final with its own buttons; where the
+engine has an upscaler, Upscale (subtle) / Upscale (creative) enlarge a final 2x. Remix (drafts and
+finals, not upscales) opens a form with the prompts to edit (``core.remix``).
 
-Rows of a final: Vary | Zoom out | Pan | 🔁 (Discord allows 5 rows of 5 buttons).
+Rows of a final: Vary, Upscale | Zoom out | Pan | 🔁, Remix (Discord allows 5 rows of 5 buttons).
 
 Custom ids carry the job id (``job:<id>:u2``), and the handler rebuilds everything from the
 database, so buttons keep working after a restart: the class is registered once with
@@ -25,6 +27,7 @@ from core.delivery import DEFAULT_UPLOAD_LIMIT, NO_MENTIONS, bounded
 from core.history import JobRecord
 from core.limits import Refusal
 from core.origins import InteractionOrigin
+from core.remix import RemixForm
 from core.tiling import tiled_preview
 from core.tree import report_error
 from core.uploads import fit_to_limit
@@ -45,7 +48,11 @@ OUTPAINT_BUTTONS: dict[str, tuple[str | None, str | None]] = {  # action -> (lab
     "pan_down": (None, "⬇️"),
 }
 VARY_BUTTONS: dict[str, str] = {"vary_subtle": "Vary (subtle)", "vary_strong": "Vary (strong)"}
-ACTIONS = ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS)
+UPSCALE_BUTTONS: dict[str, str] = {"upscale_subtle": "Upscale (subtle)", "upscale_creative": "Upscale (creative)"}
+REMIX = "remix"
+ACTIONS = (
+    "u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", *OUTPAINT_BUTTONS, *VARY_BUTTONS, *UPSCALE_BUTTONS, REMIX,
+)
 FINAL_REROLL_ROW = 3
 TILED_PREVIEW_LABEL = "Tiled preview"
 PREVIEW_DOWNLOAD_TIMEOUT_S = 20.0
@@ -76,7 +83,8 @@ class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
     template=re.compile(
         r"job:(?P<job_id>[0-9]{1,19}):"
-        r"(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down)|vary_(?:subtle|strong))"
+        r"(?P<action>u[1-4]|v[1-4]|reroll|zoom15|zoom2|pan_(?:left|right|up|down)|vary_(?:subtle|strong)"
+        r"|upscale_(?:subtle|creative)|remix)"
     ),
 ):
     """One control of a job's message; the work happens in ``bot.jobs`` (core.jobs.JobService)."""
@@ -91,9 +99,13 @@ class JobButton(
             button = discord.ui.Button(
                 emoji=REROLL_EMOJI, style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:reroll", row=2
             )
-        elif action in VARY_BUTTONS:
+        elif action == REMIX:
             button = discord.ui.Button(
-                label=VARY_BUTTONS[action],
+                label="Remix", style=discord.ButtonStyle.secondary, custom_id=f"job:{job_id}:remix", row=2
+            )
+        elif action in VARY_BUTTONS or action in UPSCALE_BUTTONS:
+            button = discord.ui.Button(
+                label=VARY_BUTTONS.get(action) or UPSCALE_BUTTONS[action],
                 style=discord.ButtonStyle.primary,
                 custom_id=f"job:{job_id}:{action}",
                 row=0,
@@ -129,10 +141,14 @@ class JobButton(
         try:
             jobs = jobs_client(interaction).jobs
             await self._check_message(interaction)
-            if self.action == "reroll":
+            if self.action == REMIX:
+                await self._open_remix(interaction, origin)
+            elif self.action == "reroll":
                 await jobs.reroll(origin, self.job_id)
             elif self.action in VARY_BUTTONS:
                 await jobs.vary(origin, self.job_id, self.action)
+            elif self.action in UPSCALE_BUTTONS:
+                await jobs.upscale2x(origin, self.job_id, self.action)
             elif self.action in OUTPAINT_BUTTONS:
                 await jobs.outpaint(origin, self.job_id, self.action)
             elif self.action[0] == "u":
@@ -142,6 +158,11 @@ class JobButton(
         except Exception as e:
             interaction.extras.setdefault("job_id", self.job_id)
             await report_error(interaction, e)
+
+    async def _open_remix(self, interaction: discord.Interaction, origin: InteractionOrigin) -> None:
+        """Answer with the Remix form of this job (the answer is the form: no defer before it)."""
+        job = await jobs_client(interaction).jobs.remix_source(origin, self.job_id)
+        await bounded(interaction.response.send_modal(RemixForm(job)), origin.call_timeout, "the Remix form")
 
     async def _check_message(self, interaction: discord.Interaction) -> None:
         """Refuse a click whose message is not the result message of the job its custom id names."""
@@ -235,9 +256,11 @@ class TiledPreviewButton(
         )
 
 
-def controls_for(job: JobRecord) -> discord.ui.View:
-    """The buttons for a finished job: drafts get U/V per image and 🔁; finals get vary, zoom, pan and 🔁.
+def controls_for(job: JobRecord, *, upscaler: str = "") -> discord.ui.View:
+    """The buttons for a finished job: drafts get U/V per image, 🔁 and Remix; finals get vary, zoom,
+    pan, 🔁 and Remix, and the Upscale buttons where the engine has an ``upscaler`` (``engine.offer``).
 
+    An upscaled final (``params.upscale``) is enlarged already: no Upscale or Remix buttons under it.
     A ``--tile`` job also gets "Tiled preview".
     """
     view = discord.ui.View(timeout=None)
@@ -247,12 +270,17 @@ def controls_for(job: JobRecord) -> discord.ui.View:
         for i in range(1, min(job.count, 4) + 1):
             view.add_item(JobButton(job.id, f"v{i}"))
         view.add_item(JobButton(job.id, "reroll"))
+        view.add_item(JobButton(job.id, REMIX))
         if job.params.tile:
             view.add_item(TiledPreviewButton(job.id, row=2))
     else:
-        for action in (*VARY_BUTTONS, *OUTPAINT_BUTTONS):
+        upscaled = job.params.upscale is not None
+        upscales = tuple(UPSCALE_BUTTONS) if upscaler and not upscaled else ()
+        for action in (*VARY_BUTTONS, *upscales, *OUTPAINT_BUTTONS):
             view.add_item(JobButton(job.id, action))
         view.add_item(JobButton(job.id, "reroll", row=FINAL_REROLL_ROW))
+        if not upscaled:
+            view.add_item(JobButton(job.id, REMIX, row=FINAL_REROLL_ROW))
         if job.params.tile:
             view.add_item(TiledPreviewButton(job.id, row=FINAL_REROLL_ROW))
     # Nothing to listen for in this object: clicks reach JobButton through the dynamic item registry.

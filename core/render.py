@@ -86,10 +86,18 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
             what = f"Variations of job #{job.parent_id} image {job.parent_index + 1}"
         elif job.mode == JobMode.REROLL:
             what = "Drafts (reroll)"
+        elif job.mode == JobMode.REMIX and job.params.remix_of is not None:
+            what = f"Drafts (remix of job #{job.params.remix_of})"
         else:
             what = "Drafts"
         return f"{what} · seed `{job.seed}` · {job.model} · {size} · job #{job.id}"
-    if job.parent_index is not None:
+    if job.params.upscale is not None:
+        what = f"Upscaled 2x ({job.params.upscale})"
+        if job.mode == JobMode.UPSCALE2X and job.parent_id is not None:
+            what = f"{what} from job #{job.parent_id}"
+    elif job.mode == JobMode.REMIX and job.params.remix_of is not None:
+        what = f"Remix of job #{job.params.remix_of}"
+    elif job.parent_index is not None:
         what = f"Final of job #{job.parent_id} image {job.parent_index + 1}"
     elif job.mode == JobMode.OUTPAINT and job.parent_id is not None:
         how = OUTPAINT_WORDS.get(job.params.outpaint or "", "Extended")
@@ -102,7 +110,7 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
     else:
         what = "Final"
     shown_steps = steps if steps is not None else job.steps
-    step_text = f" · {shown_steps} steps" if shown_steps is not None else ""
+    step_text = f" · {shown_steps} steps" if shown_steps else ""  # none: an upscale (subtle) redraws nothing
     return f"{what} · seed `{job.seed}` · {job.model}{step_text} · {size} · job #{job.id}"
 
 

@@ -44,6 +44,8 @@ class JobMode(str, enum.Enum):
     VARIATION = "variation"  # V1-V4 on drafts, Vary (subtle/strong) on a final
     UPSCALE = "upscale"  # U1-U4: the final of one draft
     REROLL = "reroll"  # 🔁: the same job with a new seed
+    REMIX = "remix"  # Remix: the same job (seed, size, settings) with the prompt edited in a form
+    UPSCALE2X = "upscale2x"  # Upscale (subtle/creative) on a final: the final's image enlarged 2x
 
     def __str__(self) -> str:
         return self.value
@@ -129,6 +131,8 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "reference_image": _key,
     "reference_weight": _number,
     "reference_mode": _key,
+    "remix_of": _job_id,
+    "upscale": _key,
 }
 
 
@@ -160,6 +164,8 @@ class JobParams:
     reference_image: str | None = None  # key of the stored image reference (IP-Adapter) the job borrows from
     reference_weight: float | None = None  # how strongly the reference acts (0 to 2)
     reference_mode: str | None = None  # "full" (look and subject) or "style" (style layers only)
+    remix_of: int | None = None  # Remix: the job whose prompt was edited into this one
+    upscale: str | None = None  # an image enlarged 2x from init_image: "subtle" or "creative"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ from core.history import JobParams
 from core.jobs.plans import Plan
 from core.jobs.rows import Request
 from core.limits import Refusal
-from engine.api import MAX_LORAS, REFERENCE_MODES, EngineOffer
+from engine.api import MAX_LORAS, REFERENCE_MODES, EngineOffer, UpscaleRequest
 
 DEFAULT_LORA_WEIGHT = 1.0
 DEFAULT_REFERENCE_WEIGHT = 0.5
@@ -123,6 +123,8 @@ def applied(plan: Plan, addons: CheckedAddons) -> Plan:
     """``plan`` with the add-ons on its request and in its row; the reference image is kept with the job's images."""
     if not addons.loras and addons.reference is None:
         return plan
+    if isinstance(plan.request, UpscaleRequest):  # an upscale draws from its image only
+        raise Refusal("LoRAs and image references do not apply to an upscale.")
     request = dataclasses.replace(plan.request, loras=addons.loras)
     params: JobParams = plan.fields["params"]
     params = dataclasses.replace(params, loras=addons.loras)
@@ -146,6 +148,8 @@ def carried(plan: Plan, source: Request, source_params: JobParams) -> Plan:
 
     The reference is not stored again: the new row names the parent's stored image.
     """
+    if isinstance(source, UpscaleRequest) or isinstance(plan.request, UpscaleRequest):
+        return plan  # an upscale has no add-ons to carry, and takes none
     if not source.loras and source.reference is None:
         return plan
     request = dataclasses.replace(

@@ -52,8 +52,10 @@ class Outcome:
         direct_message: DirectMessage,
         pacer: ChannelPacer | None,
         safety: ImageSafety,
+        upscaler: Callable[[], str] = lambda: "",
     ) -> None:
         self.client = client
+        self._upscaler = upscaler  # what the engine offers now for Upscale buttons ("" = none)
         self.safety = safety  # the image safety check (core.safety), loaded the first time a server uses it
         self._store = store
         self._guilds = guilds
@@ -79,8 +81,9 @@ class Outcome:
         started = time.monotonic()
         if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
             await self._pacer.turn(delivery.channel_id)
+        controls = controls_for(job, upscaler=self._upscaler())
         try:
-            message = await delivery.post(content, files, controls_for(job), nonce=result_nonce(job.id))
+            message = await delivery.post(content, files, controls, nonce=result_nonce(job.id))
         except DeliveryError as e:
             await self._not_posted(job, delivery, e, seeds=seeds, timings=timings, steps=result.steps)
             return

@@ -27,6 +27,7 @@ from engine.api import (
     FinalRequest,
     ImageInit,
     RequestError,
+    UpscaleRequest,
     random_seed,
     size_for_aspect,
     snap_side,
@@ -47,6 +48,8 @@ OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
 }
 # Vary (subtle) / Vary (strong) on a final: image-to-image from its stored PNG at this strength, new seed.
 VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
+# Upscale (subtle) / Upscale (creative) on a final: the engine's 2x upscale mode of each button.
+UPSCALE_ACTIONS: dict[str, str] = {"upscale_subtle": "subtle", "upscale_creative": "creative"}
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,34 @@ def repost(job: JobRecord, rebuilt: Request) -> Plan:
         parent_id=job.parent_id, parent_index=job.parent_index,
     )
     return Plan(rebuilt, fields)
+
+
+def remix(job: JobRecord, rebuilt: Request, prompt: str, negative_prompt: str) -> Plan:
+    """``job`` again with the same seed, size and settings, and the prompts edited in the Remix form.
+
+    The remix is a child of ``job`` (``params.remix_of``; ``parent_id`` too unless ``job`` starts
+    from a draft image, whose chain ``parent_id`` must keep naming, as for a reroll).
+    """
+    request = dataclasses.replace(rebuilt, prompt=prompt, negative_prompt=negative_prompt)
+    fields = new_job_fields(
+        request, mode=JobMode.REMIX, params=dataclasses.replace(job.params, remix_of=job.id),
+        parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
+    )
+    return Plan(request, fields)
+
+
+def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
+    """Upscale (subtle) / Upscale (creative): ``parent``'s image (``source``) enlarged 2x, same prompt and seed."""
+    mode = UPSCALE_ACTIONS[action]
+    request = UpscaleRequest(
+        image=source, mode=mode, prompt=parent.prompt, negative_prompt=parent.negative_prompt,
+        seed=parent.seed, model=parent.model,
+    )
+    params = JobParams(upscale=mode)
+    if known_aspect(parent.params.aspect):
+        params = dataclasses.replace(params, aspect=parent.params.aspect)
+    fields = new_job_fields(request, mode=JobMode.UPSCALE2X, parent_id=parent.id, params=params)
+    return Plan(request, fields, {"init_image": source})
 
 
 def check_strength(value: object, default: float) -> float:

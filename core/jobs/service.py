@@ -46,7 +46,7 @@ from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_change
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
 from core.jobs.styles import StyleBook
-from core.limits import Refusal
+from core.limits import Refusal, check_negative_prompt
 from core.origins import Origin
 from core.pacing import ChannelPacer
 from core.runlog import RunLog
@@ -112,6 +112,7 @@ class JobService:
             direct_message=direct_message,
             pacer=pacer,
             safety=_SAFETY,
+            upscaler=lambda: engine.offer.upscaler,
         )
         self.runner = Runner(
             client=client,
@@ -355,6 +356,43 @@ class JobService:
         self.checks.prompt_allowed(parent.prompt, guild, origin)
         plan = addon_plans.carried(plans.variation(parent, parent_request, index), parent_request, parent.params)
         return await self.admission.admit(origin, plan, guild)
+
+    async def remix_source(self, origin: Origin, job_id: int) -> JobRecord:
+        """The job whose prompts the Remix form shows, once it may be remixed here. Raises Refusal."""
+        guild = await self.checks.guild_of(origin)
+        job = await self.checks.job_in_guild(origin, job_id)
+        if job.kind == "final":
+            self.checks.finals_allowed(guild, origin)
+        return job
+
+    @_refusals_answered
+    async def remix(
+        self, origin: Origin, job_id: int, *, prompt: object, negative_prompt: object = None
+    ) -> JobRecord | None:
+        """Remix: ``job_id`` again with its seed, size and settings, and the prompts edited in the form.
+
+        The new text is checked like any prompt (length, the server's blocked words); the job keeps
+        its kind (drafts stay drafts, a final stays a final).
+        """
+        guild = await self.checks.guild_of(origin)
+        job = await self.remix_source(origin, job_id)
+        text = self.checks.prompt_allowed(prompt, guild, origin)
+        negative = check_negative_prompt(negative_prompt)
+        rebuilt = await self.checks.rebuild(job)
+        return await self.admission.admit(origin, plans.remix(job, rebuilt, text, negative), guild)
+
+    @_refusals_answered
+    async def upscale2x(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+        """Upscale (subtle) / Upscale (creative) on a final: its image enlarged 2x, as a new final."""
+        if action not in plans.UPSCALE_ACTIONS:
+            raise Refusal(f"Unknown upscale {action!r}.")
+        if not self.engine.offer.upscaler:
+            raise Refusal("This bot has no upscaler.")
+        guild = await self.checks.guild_of(origin)
+        parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
+        if parent.params.upscale is not None:
+            raise Refusal(f"Job #{parent.id} is upscaled already.")
+        return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
 
     @_refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:

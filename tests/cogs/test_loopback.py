@@ -25,7 +25,7 @@ async def test_imagine_posts_four_drafts_with_controls_and_a_reroll_reaction(loo
     job = await loopback.job_of(message)
     assert job is not None and job.status == "done" and job.seeds == (11, 12, 13, 14)
     assert message.custom_ids() == [
-        f"job:{job.id}:{a}" for a in ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll")
+        f"job:{job.id}:{a}" for a in ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", "remix")
     ]
     await fake.wait_for(lambda: fake.world.bot.id in message.reactions.get("🔁", []), what="the bot's 🔁")
     assert any("Queued" in snapshot.content for snapshot in message.history)  # the queue state came first

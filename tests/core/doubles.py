@@ -40,6 +40,7 @@ from engine.api import (
     QueueFull,
     QueueInfo,
     RequestError,
+    UpscaleRequest,
 )
 
 
@@ -47,6 +48,21 @@ def png(width: int, height: int, color: tuple[int, int, int] = (200, 100, 50)) -
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def result_size(request: Any) -> tuple[int, int]:
+    """The size of a request's images: its own, or twice its image's for an upscale."""
+    if isinstance(request, UpscaleRequest):
+        with Image.open(io.BytesIO(request.image)) as source:
+            return source.width * 2, source.height * 2
+    return request.width, request.height
+
+
+def planned_steps(request: Any, final_steps: int) -> int:
+    """The steps a request runs: an upscale's redrawn tiles (none for "subtle"), else its steps."""
+    if isinstance(request, UpscaleRequest):
+        return final_steps if request.mode == "creative" else 0
+    return request.steps if request.steps is not None else final_steps
 
 
 @dataclass
@@ -87,6 +103,7 @@ def addon_offer(**changes: Any) -> EngineOffer:
     """The fake engine's offer: the tiny preset's defaults with every add-on (LoRAs, reference, describe)."""
     values: dict[str, Any] = {
         "final_steps": 4, "backend": "fake", "loras": FAKE_LORAS, "reference": True, "describe": True,
+        "upscaler": "Lanczos",
     }
     return EngineOffer(**{**values, **changes})
 
@@ -100,9 +117,10 @@ class FakeEngine:
     """An ImageEngine whose jobs finish on the test's word. Nothing runs on its own.
 
     ``offer`` is what it advertises (the tiny preset's defaults, with the add-ons of :func:`addon_offer`
-    unless ``offer`` says otherwise); ``queue_max`` is the limit it really enforces, so a test can make
-    the two disagree. It refuses add-ons it does not offer as the worker does. ``reachable = False``
-    makes ``health()`` report a cluster the bot cannot reach (jobs are kept). A ``DescribeRequest``
+    unless ``offer`` says otherwise; Lanczos as its upscaler, as the local engine's when no upscaler
+    model is configured); ``queue_max`` is the limit it really enforces, so a test can make the two
+    disagree. It refuses add-ons it does not offer as the worker does. ``reachable = False`` makes
+    ``health()`` report a cluster the bot cannot reach (jobs are kept). A ``DescribeRequest``
     finishes with ``suggestions`` (:data:`FAKE_SUGGESTIONS` unless changed).
     """
 
@@ -154,6 +172,10 @@ class FakeEngine:
         if isinstance(request, DescribeRequest):
             if not self.offer.describe:
                 raise RequestError("Describe is not available on this bot.")
+            return
+        if isinstance(request, UpscaleRequest):
+            if not self.offer.upscaler:
+                raise RequestError("Upscaling is not available on this bot.")
             return
         if request.reference is not None and not self.offer.reference:
             raise RequestError("Image reference is not available on this bot.")
@@ -247,13 +269,11 @@ class FakeEngine:
             )
             item.handle.future.set_result(described)
             return described
+        width, height = result_size(request)
         images = tuple(
-            GeneratedImage(
-                png=png(request.width, request.height), seed=seed, width=request.width, height=request.height
-            )
-            for seed in request.seeds
+            GeneratedImage(png=png(width, height), seed=seed, width=width, height=height) for seed in request.seeds
         )
-        steps = request.steps if request.steps is not None else self.offer.final_steps
+        steps = planned_steps(request, self.offer.final_steps)
         result = JobResult(
             images=images,
             model=request.model,
@@ -306,7 +326,7 @@ class RunningFakeEngine(FakeEngine):
             if request.kind == "describe":
                 total = 1
             else:
-                total = (request.steps or self.offer.final_steps) if request.kind == "final" else request.steps
+                total = planned_steps(request, self.offer.final_steps)
             for step in range(1, total + 1):
                 await asyncio.sleep(self.step_s)
                 if item.handle.future.done():  # cancelled or stopped while running

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from core.controls import JobButton, controls_for
+from core.history import JobMode, JobParams
 from tests.core.records import job_record
+
+
+def labels_by_row(view) -> dict[int, list[str]]:
+    rows: dict[int, list[str]] = {}
+    for item in view.children:
+        rows.setdefault(item.item.row, []).append(item.item.label or str(item.item.emoji))
+    return rows
 
 
 async def test_draft_controls():
@@ -13,7 +21,7 @@ async def test_draft_controls():
     rows: dict[int, list[str]] = {}
     for item in view.children:
         rows.setdefault(item.item.row, []).append(item.item.label or str(item.item.emoji))
-    assert rows == {0: ["U1", "U2", "U3", "U4"], 1: ["V1", "V2", "V3", "V4"], 2: ["🔁"]}
+    assert rows == {0: ["U1", "U2", "U3", "U4"], 1: ["V1", "V2", "V3", "V4"], 2: ["🔁", "Remix"]}
     assert view.is_finished()  # nothing held in memory; clicks go through the dynamic item registry
     assert len(view.to_components()) == 3
 
@@ -30,6 +38,7 @@ def test_final_controls():
         "job:43:pan_up",
         "job:43:pan_down",
         "job:43:reroll",
+        "job:43:remix",
     ]
     rows: dict[int, list[str]] = {}
     for item in view.children:
@@ -38,11 +47,29 @@ def test_final_controls():
         0: ["Vary (subtle)", "Vary (strong)"],
         1: ["Zoom out 1.5x", "Zoom out 2x"],
         2: ["⬅️", "➡️", "⬆️", "⬇️"],
-        3: ["🔁"],
+        3: ["🔁", "Remix"],
     }
     # Discord: at most 5 action rows of 5 buttons each.
     components = view.to_components()
     assert len(components) == 4 and all(len(row["components"]) <= 5 for row in components)
+
+
+def test_a_final_offers_the_upscale_buttons_only_where_the_engine_has_an_upscaler():
+    final = job_record(id=44, kind="final", count=1)
+    assert "job:44:upscale_subtle" not in [item.custom_id for item in controls_for(final).children]
+    view = controls_for(final, upscaler="Lanczos")
+    assert labels_by_row(view)[0] == ["Vary (subtle)", "Vary (strong)", "Upscale (subtle)", "Upscale (creative)"]
+    components = view.to_components()
+    assert len(components) == 4 and all(len(row["components"]) <= 5 for row in components)
+    # Drafts are enlarged by U1-U4, not by these.
+    assert not any("upscale_" in item.custom_id for item in controls_for(job_record(id=45), upscaler="x").children)
+
+
+def test_an_upscaled_final_has_no_upscale_or_remix_buttons():
+    upscaled = job_record(id=46, kind="final", count=1, mode=JobMode.UPSCALE2X, params=JobParams(upscale="subtle"))
+    ids = [item.custom_id for item in controls_for(upscaled, upscaler="Lanczos").children]
+    assert "job:46:vary_subtle" in ids and "job:46:reroll" in ids
+    assert not [i for i in ids if i.endswith(("upscale_subtle", "upscale_creative", "remix"))]
 
 
 @pytest.mark.parametrize(
@@ -55,6 +82,9 @@ def test_final_controls():
         "job:5:pan_down",
         "job:5:vary_subtle",
         "job:5:vary_strong",
+        "job:5:upscale_subtle",
+        "job:5:upscale_creative",
+        "job:5:remix",
     ],
 )
 def test_template_matches_what_we_send(custom_id):
@@ -63,7 +93,8 @@ def test_template_matches_what_we_send(custom_id):
 
 @pytest.mark.parametrize(
     "custom_id",
-    ["job:1:u5", "job:x:u1", "job:1:delete", "hist:1:1:1:", "job:1:zoom3", "job:1:pan_", "job:1:vary_wild"],
+    ["job:1:u5", "job:x:u1", "job:1:delete", "hist:1:1:1:", "job:1:zoom3", "job:1:pan_", "job:1:vary_wild",
+     "job:1:upscale_wild", "job:1:remixes"],
 )
 def test_template_rejects_others(custom_id):
     assert not JobButton.__discord_ui_compiled_template__.fullmatch(custom_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core import render
+from core.history import JobMode, JobParams
 from tests.core.records import job_record
 
 
@@ -31,6 +32,18 @@ def test_describe():
     assert render.describe(upscale, steps=30).startswith("Final of job #3 image 2 · seed `5` · sdxl · 30 steps")
     assert render.queued_state(1, 3.2) == "⏳ Queued: next in line, done about 3 s."
     assert render.queued_state(4, 200) == "⏳ Queued: position 4 in the queue, done about 3 min."
+
+
+def test_describe_remixes_and_upscales():
+    remix = job_record(id=5, mode=JobMode.REMIX, parent_id=3, params=JobParams(remix_of=3))
+    assert render.describe(remix).startswith("Drafts (remix of job #3) · seed `5`")
+    final_remix = job_record(id=6, kind="final", mode=JobMode.REMIX, model="sdxl", count=1, parent_id=4,
+                             params=JobParams(remix_of=4))
+    assert render.describe(final_remix, steps=4).startswith("Remix of job #4 · seed `5` · sdxl · 4 steps")
+    upscaled = job_record(id=7, kind="final", mode=JobMode.UPSCALE2X, model="sdxl", width=2048, height=2048,
+                          count=1, parent_id=6, steps=None, params=JobParams(upscale="subtle"))
+    line = render.describe(upscaled, steps=0)  # "subtle" redraws nothing: no steps shown
+    assert line == "Upscaled 2x (subtle) from job #6 · seed `5` · sdxl · 2048×2048 · job #7"
 
 
 def test_plain_states_and_engine_refusals_are_shown_as_they_are():

@@ -18,7 +18,7 @@ async def test_drafts_are_delivered_as_four_pngs_with_controls(service, store, e
     assert all(data.startswith(b"\x89PNG") for _, data in files)
     assert "@\u200beveryone" in content and "\\*\\*bold\\*\\*" in content and "`7`" in content
     ids = [item.custom_id for item in view.children]
-    assert ids == [f"job:{job.id}:{a}" for a in ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll")]
+    assert ids == [f"job:{job.id}:{a}" for a in ("u1", "u2", "u3", "u4", "v1", "v2", "v3", "v4", "reroll", "remix")]
     done = await wait_status(store, job.id, "done")
     assert done.seeds == (7, 8, 9, 10)
     assert done.timings["run"] == 0.2 and "deliver" in done.timings

@@ -9,7 +9,7 @@ from core.jobs import plans
 from core.jobs.preferences import Applied
 from core.jobs.rows import request_for
 from core.limits import Refusal
-from engine.api import DraftInit, DraftRequest, EngineOffer, FinalRequest, ImageInit
+from engine.api import DraftInit, DraftRequest, EngineOffer, FinalRequest, ImageInit, UpscaleRequest
 from tests.core.doubles import png
 from tests.core.records import job_record as job_row
 
@@ -94,3 +94,43 @@ def test_strength_is_checked(value, message):
 def test_scaled_sides_are_multiples_of_64_within_bounds():
     assert plans.scaled(512, 768, 2.0) == (1024, 1536)
     assert plans.scaled(100, 1500, 2.0) == (256, 2048)
+
+
+def test_remix_keeps_the_seed_size_and_settings_with_the_new_text():
+    row = job_row(id=8, kind="final", mode="final", model="sdxl", width=1216, height=832, steps=30, guidance=6.0,
+                  count=1, seed=77, params=JobParams(aspect="3:2"))
+    rebuilt = request_for(row)
+    plan = plans.remix(row, rebuilt, "a blue fox", "")
+    assert plan.request == FinalRequest(prompt="a blue fox", seed=77, negative_prompt="", width=1216, height=832,
+                                        model="sdxl", steps=30, guidance=6.0)
+    assert (plan.fields["kind"], plan.fields["mode"], plan.fields["parent_id"]) == ("final", "remix", 8)
+    assert plan.fields["params"] == JobParams(aspect="3:2", remix_of=8) and plan.keep == {}
+
+
+def test_a_remix_of_the_final_of_a_draft_keeps_starting_from_that_draft():
+    draft = job_row(id=3, status="done")
+    final = job_row(id=4, kind="final", mode="upscale", model="ssd-1b", count=1, strength=0.5, parent_id=3,
+                    parent_index=2, seed=request_for(draft).seeds[2])
+    rebuilt = request_for(final, request_for(draft))
+    plan = plans.remix(final, rebuilt, "p, at night", "n")
+    assert isinstance(plan.request, FinalRequest) and plan.request.init == DraftInit(request_for(draft), 2)
+    assert (plan.fields["parent_id"], plan.fields["parent_index"]) == (3, 2)  # the chain a rebuild follows
+    assert plan.fields["params"].remix_of == 4
+
+
+def test_upscale2x_enlarges_the_finals_image_with_its_prompt_and_seed():
+    final = job_row(id=5, kind="final", mode="final", model="sdxl", count=1, seed=21, negative_prompt="blur",
+                    width=1024, height=768, params=JobParams(aspect="4:3"))
+    source = png(1024, 768)
+    plan = plans.upscale2x(final, source, "upscale_creative")
+    assert plan.request == UpscaleRequest(image=source, mode="creative", prompt="p", negative_prompt="blur",
+                                          seed=21, model="sdxl")
+    assert plan.keep == {"init_image": source}  # stored with the row: 🔁 and /show rebuild it from there
+    fields = plan.fields
+    assert (fields["kind"], fields["mode"], fields["parent_id"], fields["width"], fields["height"]) == (
+        "final", "upscale2x", 5, 2048, 1536
+    )
+    assert fields["params"] == JobParams(upscale="creative", aspect="4:3")
+    stored = job_row(id=6, **{**fields, "params": JobParams(upscale="creative", aspect="4:3", init_image="k")})
+    assert request_for(stored, images={"k": source}) == plan.request
+    assert plans.reroll(stored, plan.request).request.image == source

@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
-from core.history import JobParams, NewJob
+from core.history import JobMode, JobParams, NewJob
 from core.jobs.rows import RebuildError, new_job_fields, rebuild_request, request_for
-from engine.api import DraftInit, DraftRequest, FinalRequest
+from engine.api import DraftInit, DraftRequest, FinalRequest, UpscaleRequest
+from tests.core.doubles import png
 from tests.core.records import job_record as _row
 
 
@@ -74,3 +75,19 @@ def test_a_new_rows_fields_come_from_its_request():
     upscale = dataclasses.replace(final, init=DraftInit(draft, 2), strength=0.4)
     fields = new_job_fields(upscale, mode="upscale", params=JobParams(), parent_id=7, parent_index=2)
     assert (fields["strength"], fields["parent_id"], fields["parent_index"]) == (0.4, 7, 2)
+
+
+async def test_an_upscale_row_rebuilds_from_its_stored_image(store, inputs):
+    source = png(512, 384)
+    key = await inputs.put(source)
+    row = _row(id=7, kind="final", mode="upscale2x", model="sdxl", width=1024, height=768, steps=None, count=1,
+               seed=3, parent_id=6, params=JobParams(upscale="subtle", init_image=key))
+    request = await rebuild_request(store, row, inputs)
+    assert request == UpscaleRequest(image=source, mode="subtle", prompt="p", negative_prompt="n", seed=3,
+                                     model="sdxl")
+    fields = new_job_fields(request, mode=JobMode.REROLL, params=row.params, parent_id=7)
+    assert (fields["kind"], fields["width"], fields["height"], fields["steps"], fields["strength"]) == (
+        "final", 1024, 768, None, None
+    )
+    with pytest.raises(RebuildError, match="the image it enlarges"):
+        request_for(dataclasses.replace(row, params=JobParams(upscale="subtle")))

@@ -31,7 +31,7 @@ async def test_queue_position_then_progress_edits_for_a_final(service, store, en
     content, files, view = delivery.posts[0]
     assert [name for name, _ in files] == ["final.png"]
     assert "sdxl" in content and "4 steps" in content and "`3`" in content
-    assert [item.custom_id for item in view.children][-1] == f"job:{job.id}:reroll"
+    assert [item.custom_id for item in view.children][-2:] == [f"job:{job.id}:reroll", f"job:{job.id}:remix"]
     assert f"job:{job.id}:zoom2" in [item.custom_id for item in view.children]  # finals: zoom and pan
 
 
