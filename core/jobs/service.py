@@ -35,14 +35,14 @@ from core.jobs import plans
 from core.jobs.addons import Addons
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
-from core.jobs.craft import Ask, for_drafts, for_final, read_prompt
+from core.jobs.craft import read_prompt
 from core.jobs.describe import Describer
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.outcome import DirectMessage, Outcome
 from core.jobs.permutations import admit_each
-from core.jobs.plans import Plan
-from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE, checked_changes
+from core.jobs.preferences import MODEL, NEGATIVE, STYLE, checked_changes
+from core.jobs.prompting import Prompting
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
 from core.jobs.styles import StyleBook
@@ -103,6 +103,7 @@ class JobService:
         self.images = StoredImages(inputs, store, settings, clock)
         self.styles = StyleBook(store)  # the servers' style presets (/settings style, /imagine style:)
         self.checks = Checks(store, self.guilds, self.images, self.styles)
+        self.prompting = Prompting(self.checks, engine, lambda: self._settings)
         self.outcome = Outcome(
             client=client,
             store=store,
@@ -218,23 +219,8 @@ class JobService:
             prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
             style=style,
         )
-        planned = [await self._plan_imagine(origin, ask, image, strength, addons) for ask in asks]
+        planned = [await self.prompting.imagine(origin, ask, image, strength, addons) for ask in asks]
         return await admit_each(self.admission, origin, planned)
-
-    async def _plan_imagine(
-        self, origin: Origin, ask: Ask, image: bytes | None, strength: object, addons: Addons | None
-    ) -> tuple[GuildSettings, Plan]:
-        fill = (STYLE, NEGATIVE) if image is not None else (STYLE, NEGATIVE, ASPECT)
-        guild, asked = await self.checks.new_prompt(
-            origin, ask.prompt, fill, negative_prompt=ask.negative_prompt, aspect=ask.aspect, style=ask.style
-        )
-        plan = plans.imagine(
-            asked, self.engine.offer, draft_size=self.settings.draft_size, seed=ask.seed,
-            image=image, aspect=ask.aspect, strength=strength,
-            craft=for_drafts(ask, self.engine.offer.default_final_model),
-        )
-        plan = addon_plans.applied(plan, addon_plans.checked(addons or Addons(), self.engine.offer))
-        return guild, plan
 
     @_refusals_answered
     async def final(
@@ -258,19 +244,8 @@ class JobService:
             prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
             model=model, style=style,
         )
-        planned = [await self._plan_final(origin, ask, addons) for ask in asks]
+        planned = [await self.prompting.final(origin, ask, addons) for ask in asks]
         return await admit_each(self.admission, origin, planned)
-
-    async def _plan_final(self, origin: Origin, ask: Ask, addons: Addons | None) -> tuple[GuildSettings, Plan]:
-        guild, asked = await self.checks.new_prompt(
-            origin, ask.prompt, (STYLE, NEGATIVE, ASPECT, MODEL), finals=True,
-            negative_prompt=ask.negative_prompt, aspect=ask.aspect, model=ask.model, style=ask.style,
-        )
-        plan = plans.final(
-            asked, self.engine.offer, final_size=self.settings.final_size, seed=ask.seed, craft=for_final(ask)
-        )
-        plan = addon_plans.applied(plan, addon_plans.checked(addons or Addons(), self.engine.offer))
-        return guild, plan
 
     @_refusals_answered
     async def edit(
