@@ -39,10 +39,15 @@ def test_bench_tiny_quick_prints_every_row(tiny_cache_dir, tmp_path, capsys):
     assert list(steps)[:6] == ["eager", "batching", "prompt_cache", "taesd", "fp16_vae", "kernels"]
     assert all(not s["errors"] for s in steps.values()), steps
     assert steps["eager"]["batches"][0] != [16] and steps["eager"]["reroll_encoder_runs"] == 1
+    def batched(runs: list[list[int]]) -> bool:
+        # One batch of 16, or two on a loaded machine where submitting 16 jobs outlasts the 4 ms gather
+        # window; without batching the burst runs as many batches as the worker finds jobs.
+        return len(runs) == 1 and len(runs[0]) <= 2 and max(runs[0]) >= 8 and sum(runs[0]) == 16
+
     for key in ("batching", "prompt_cache", "taesd", "kernels"):
-        assert steps[key]["batches"] == [[16]], (key, steps[key]["batches"])
+        assert batched(steps[key]["batches"]), (key, steps[key]["batches"])
         assert {"text", "unet", "decode"} <= set(steps[key]["stages"])
     for key in ("prompt_cache", "taesd", "fp16_vae", "kernels", "cutoff"):
         assert steps[key]["reroll_encoder_runs"] == 0, key
     assert "## Steps (issue 10)" in table
-    assert data["extras"]["engine"]["batches"] == [[16]], data["extras"]["engine"]["batches"]
+    assert batched(data["extras"]["engine"]["batches"]), data["extras"]["engine"]["batches"]
