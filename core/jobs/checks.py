@@ -135,10 +135,7 @@ class Checks:
         parent = await self.job_in_guild(origin, job_id)
         if parent.kind != "draft":
             raise Refusal(f"Job #{parent.id} is a final; U and V buttons work on drafts.")
-        if parent.status != "done":
-            if parent.finished:
-                raise Refusal(f"Job #{parent.id} {status_word(parent)}; it has no images to start from.")
-            raise Refusal(f"Job #{parent.id} isn't finished yet.")
+        _require_done(parent, "it has no images to start from")
         if not (0 <= index < parent.count):
             raise Refusal(f"Job #{parent.id} has {parent.count} images; there is no image {index + 1}.")
         request = await self.rebuild(parent)
@@ -158,12 +155,17 @@ class Checks:
         parent = await self.job_in_guild(origin, job_id)
         if parent.kind != "final":
             raise Refusal(f"Job #{parent.id} is a set of drafts; {buttons} work on finals (press U first).")
-        if parent.status != "done":
-            if parent.finished:
-                raise Refusal(f"Job #{parent.id} {status_word(parent)}; it has no image to {verb}.")
-            raise Refusal(f"Job #{parent.id} isn't finished yet.")
+        _require_done(parent, f"it has no image to {verb}")
         self.prompt_allowed(parent.prompt, guild, origin)
         source = await self._images.result(parent.id)
         if source is None:
             raise Refusal(f"The image of job #{parent.id} is no longer stored, so I can't {verb} it.")
         return parent, source
+
+
+def _require_done(parent: JobRecord, nothing: str) -> None:
+    """Refuse to start from ``parent`` unless it finished well (``nothing``: what a failed one lacks)."""
+    if parent.status != "done":
+        if parent.finished:
+            raise Refusal(f"Job #{parent.id} {status_word(parent)}; {nothing}.")
+        raise Refusal(f"Job #{parent.id} isn't finished yet.")
