@@ -9,7 +9,7 @@ from engine.requests import DraftInit, DraftRequest, FinalRequest
 from engine.settings import EngineSettings
 from engine.worker import Engine
 
-from .conftest import pixels
+from .conftest import compiled_matches_eager, pixels
 
 pytestmark = pytest.mark.gpu
 
@@ -63,3 +63,12 @@ def test_cuda_graphs_per_bucket_make_the_same_drafts_as_eager(tiny_cache_dir):
     finally:
         graphed.shutdown(30)
         eager.shutdown(30)
+
+
+def test_inductor_compiled_drafts_match_eager_on_cuda(make_engine):
+    """Inductor's kernels (what ENGINE_COMPILE builds on CUDA): the same pixels as eager within float noise,
+    and no recompile across the buckets once each ran."""
+    import torch
+
+    torch._dynamo.reset()
+    compiled_matches_eager(make_engine, "inductor", (1, 2, 4), tol=1.0, side=512, device="cuda")
