@@ -1,5 +1,7 @@
 """Image channels: every plain message there is a prompt, and the drafts come back as a reply.
 
+A prompt with an image attached borrows from the (first) image as its image reference, as /imagine's
+``reference`` option does (``--iw``, ``--sref`` and ``--lora`` in the text pick the rest).
 Reading messages needs the privileged Message Content intent (Developer Portal -> Bot ->
 Message Content Intent); without it Discord sends empty text and nothing happens here.
 """
@@ -12,6 +14,9 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from cogs.attachments import read_image
+from core.jobs.addons import NO_REFERENCE, Addons
+from core.limits import Refusal
 from core.origins import MessageOrigin, age_restricted
 
 if TYPE_CHECKING:
@@ -65,7 +70,17 @@ class ImageChannelsCog(commands.Cog):
                     "In this channel I draw from text: write what you want to see. Images alone aren't used."
                 )
             return
-        await jobs.imagine(origin, prompt=prompt)
+        reference = None
+        if message.attachments:
+            if not jobs.engine.offer.reference:
+                await origin.refuse(f"{NO_REFERENCE} Send the prompt without the image.")
+                return
+            try:
+                reference = await read_image(message.attachments[0], what="reference image")
+            except Refusal as r:
+                await origin.refuse(str(r))
+                return
+        await jobs.imagine(origin, prompt=prompt, addons=Addons(reference=reference))
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.imagine import read_image
+from cogs.attachments import read_image
 from core.limits import Refusal
 from core.origins import InteractionOrigin
 from core.suggestions import SuggestionButton

@@ -7,7 +7,6 @@ Our own reactions, reactions by bots and reactions on any other message are igno
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.addon_options import ADDON_DESCRIPTIONS, REFERENCE_MODE_CHOICES, hide_unoffered, lora_autocomplete
+from cogs.attachments import read_image
 from cogs.options import (
     ASPECT_CHOICES,
     MODEL_CHOICES,
@@ -28,7 +28,6 @@ from cogs.options import (
     StylePick,
 )
 from cogs.reactions import plain_emoji, reacted_job
-from core.attachments import check_declared, normalize_image, normalize_mask
 from core.controls import REROLL_EMOJI, JobButton, TiledPreviewButton
 from core.history import JobRecord
 from core.jobs.addons import Addons
@@ -42,23 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CANCEL_EMOJI = "❌"
-ATTACHMENT_TIMEOUT_S = 20.0  # the interaction is answered before the download starts
 # Discord allows 100 characters; /help lists every parameter (core.prompt_text.help_text).
 PROMPT_HELP = "What to draw; after it e.g. --ar 16:9 --seed 5 --no trees --tile, {red, blue} choices (see /help)"
 NUMBER_EMOJI = {f"{n}\u20e3": n - 1 for n in range(1, 5)}  # 1️⃣-4️⃣ keycaps, without the variation selector
-
-
-async def read_image(attachment: discord.Attachment, *, what: str) -> bytes:
-    """Download and check an uploaded image (or mask); normalized PNG bytes, or :class:`Refusal`."""
-    check_declared(filename=attachment.filename, size=attachment.size, content_type=attachment.content_type)
-    try:
-        data = await asyncio.wait_for(attachment.read(), ATTACHMENT_TIMEOUT_S)
-    except (discord.HTTPException, asyncio.TimeoutError) as e:
-        log.info("could not download attachment %s: %s", attachment.id, e)
-        raise Refusal(f"I could not download “{attachment.filename}”; try again.") from None
-    if what == "mask":
-        return await asyncio.to_thread(normalize_mask, data)
-    return await asyncio.to_thread(normalize_image, data, what=what)
 
 
 async def read_reference(origin: InteractionOrigin, attachment: discord.Attachment | None) -> bytes | None:

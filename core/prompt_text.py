@@ -5,7 +5,8 @@ Pure functions, no I/O. :func:`expand_permutations` turns one text into the text
 Midjourney-style parameters off the end of each. Both raise :class:`core.limits.Refusal` with a
 message that names what is wrong, so a slash command, a button and an image channel all answer
 the same way. Slash options win over parameters in the text: the caller merges them
-(:meth:`PromptParams.merged_with`).
+(:meth:`PromptParams.merged_with`; the add-on picks ``--lora --iw --sref`` in ``core.jobs.addons``,
+which also checks their ranges against the engine's offer).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
-from engine.api import ASPECTS, FINAL_MODELS, MAX_SEED
+from engine.api import ASPECTS, FINAL_MODELS, LORA_WEIGHT_RANGE, MAX_LORAS, MAX_SEED, REFERENCE_WEIGHT_RANGE
 
 from .limits import Refusal
 
@@ -39,8 +40,14 @@ _NAMES = {
     "tile": "tile",
     "style": "style",
     "model": "model",
+    "lora": "loras",
+    "iw": "reference_weight",
+    "sref": "reference_style",
 }
-_SHOWN = ("--ar W:H", "--seed N", "--no words", "--steps N", "--chaos 0-100", "--tile", "--style NAME", "--model")
+_CRAFT_SHOWN = ("--ar W:H", "--seed N", "--no words", "--steps N", "--chaos 0-100", "--tile", "--style NAME", "--model")
+_SHOWN = (*_CRAFT_SHOWN, "--lora NAME[:WEIGHT]", "--iw WEIGHT", "--sref")
+# A weight as people type it: 0.8, -1, .5 (no exponents, no nan or inf).
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,9 @@ class PromptParams:
     tile: bool | None = None
     style: str | None = None
     model: str | None = None
+    loras: tuple[tuple[str, float | None], ...] | None = None  # (name, weight or None: the default)
+    reference_weight: float | None = None  # --iw
+    reference_style: bool | None = None  # --sref: the reference image lends its style only
 
     def merged_with(
         self,
@@ -89,8 +99,15 @@ class PromptParams:
 
 
 def help_text() -> str:
-    """One line for /help and command descriptions."""
-    return "After the prompt: " + ", ".join(_SHOWN) + "; {a, b} makes one job per choice."
+    """A few lines for /help and command descriptions."""
+    (lora_low, lora_high), (iw_low, iw_high) = LORA_WEIGHT_RANGE, REFERENCE_WEIGHT_RANGE
+    return (
+        "After the prompt: " + ", ".join(_CRAFT_SHOWN) + "; {a, b} makes one job per choice.\n"
+        f"When the bot has LoRAs: --lora NAME[:WEIGHT] (weight {lora_low:g} to {lora_high:g}; up to {MAX_LORAS}, "
+        "comma separated: --lora pixel-art:0.8, ink).\n"
+        "When it has an image reference model, with an image attached: --iw WEIGHT (how strongly the image "
+        f"acts, {iw_low:g} to {iw_high:g}) and --sref (borrow its style only)."
+    )
 
 
 def split_parameters(text: str) -> PromptParams:
@@ -108,7 +125,9 @@ def split_parameters(text: str) -> PromptParams:
         if field_name is None:
             raise Refusal(f"I don't know the parameter --{name}. I understand {', '.join(_SHOWN)}.")
         if field_name in seen:
-            raise Refusal(f"--{name} is given twice (as --{seen[field_name]} too); give it once.")
+            also = "" if seen[field_name] == name else f" (as --{seen[field_name]} too)"
+            once = "put both after one --lora, comma separated" if field_name == "loras" else "give it once"
+            raise Refusal(f"--{name} is given twice{also}; {once}.")
         seen[field_name] = name
         params = _PARSERS[field_name](params, name, raw)
     return params
@@ -207,10 +226,34 @@ def _negative(name: str, raw: str) -> str:
     return ", ".join(words)
 
 
-def _tile(name: str, raw: str) -> bool:
+def _flag(name: str, raw: str) -> bool:
     if raw:
         raise Refusal(f"--{name} takes no value (“{raw[:40]}” follows it); put it after the prompt on its own.")
     return True
+
+
+def _number(name: str, raw: str, example: str) -> float:
+    """A decimal number; its range is the add-on check's (``core.jobs.addons``), which knows the option."""
+    if not _DECIMAL.fullmatch(raw):
+        raise Refusal(f"--{name} takes a number, e.g. --{name} {example}, not “{raw[:40]}”.")
+    return float(raw)
+
+
+def _loras(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
+    """``pixel-art:0.8, ink``: names with an optional weight after the last colon."""
+    raw = _need_value(name, raw, "pixel-art:0.8")
+    picks: list[tuple[str, float | None]] = []
+    for item in (part.strip() for part in raw.split(",")):
+        label, colon, weight = item.rpartition(":")
+        if not colon:
+            label, weight = item, ""
+        label, weight = label.strip(), weight.strip()
+        if not label:
+            raise Refusal(f"--{name} “{raw[:60]}” has a pick without a name; write --{name} pixel-art:0.8, ink.")
+        if colon and not _DECIMAL.fullmatch(weight):
+            raise Refusal(f"--{name} {item[:60]}: the weight after “:” must be a number, e.g. {label[:40]}:0.8.")
+        picks.append((label, float(weight) if colon else None))
+    return tuple(picks)
 
 
 def _style(name: str, raw: str) -> str:
@@ -236,7 +279,12 @@ _PARSERS: dict[str, Callable[[PromptParams, str, str], PromptParams]] = {
     "negative": lambda p, name, raw: replace(p, negative=_negative(name, raw)),
     "steps": lambda p, name, raw: replace(p, steps=_integer(name, raw, 1, 100, "4")),
     "chaos": lambda p, name, raw: replace(p, chaos=_integer(name, raw, 0, MAX_CHAOS, "50")),
-    "tile": lambda p, name, raw: replace(p, tile=_tile(name, raw)),
+    "tile": lambda p, name, raw: replace(p, tile=_flag(name, raw)),
     "style": lambda p, name, raw: replace(p, style=_style(name, raw)),
     "model": lambda p, name, raw: replace(p, model=_model(name, raw)),
+    "loras": lambda p, name, raw: replace(p, loras=_loras(name, raw)),
+    "reference_weight": lambda p, name, raw: replace(
+        p, reference_weight=_number(name, _need_value(name, raw, "0.5"), "0.5")
+    ),
+    "reference_style": lambda p, name, raw: replace(p, reference_style=_flag(name, raw)),
 }

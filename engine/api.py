@@ -28,6 +28,7 @@ from .canvas import open_image
 from .requests import (
     ASPECTS,
     FINAL_MODELS,
+    LORA_WEIGHT_RANGE,
     MAX_DRAFT_SIDE,
     MAX_LORAS,
     MAX_PROMPT_CHARS,
@@ -36,6 +37,7 @@ from .requests import (
     MAX_UPSCALE_SIDE,
     MIN_SIDE,
     REFERENCE_MODES,
+    REFERENCE_WEIGHT_RANGE,
     SIDE_STEP,
     UPSCALE_MODES,
     DescribeRequest,
@@ -56,6 +58,7 @@ from .settings_base import EnvSettings, SettingsError
 __all__ = [
     "ASPECTS",
     "FINAL_MODELS",
+    "LORA_WEIGHT_RANGE",
     "MAX_DRAFT_SIDE",
     "MAX_LORAS",
     "MAX_PROMPT_CHARS",
@@ -64,6 +67,7 @@ __all__ = [
     "MAX_UPSCALE_SIDE",
     "MIN_SIDE",
     "REFERENCE_MODES",
+    "REFERENCE_WEIGHT_RANGE",
     "SIDE_STEP",
     "UPSCALE_MODES",
     "DescribeRequest",

@@ -1,10 +1,11 @@
 """The engine's model add-ons as a member picks them: LoRAs (up to two, weighted) and an image reference.
 
 Pure, as :mod:`core.jobs.plans` is: :func:`checked` holds what a command was given against what the
-engine offers (``EngineOffer.loras``, ``.reference``) and refuses with a sentence naming the option;
-:func:`applied` puts the checked choice on a planned job (its request, its row's ``params`` and the
-reference image to keep); :func:`carried` copies a parent's add-ons onto a job made from it (U, V),
-so a final of a draft made with a LoRA keeps the LoRA.
+engine offers (``EngineOffer.loras``, ``.reference``) and refuses with a sentence naming the option
+(or the parameter typed in the prompt: :meth:`Addons.over_text`); :func:`applied` puts the checked
+choice on a planned job (its request, its row's ``params`` and the reference image to keep);
+:func:`carried` copies a parent's add-ons onto a job made from it (U, V), so a final of a draft made
+with a LoRA keeps the LoRA.
 """
 
 from __future__ import annotations
@@ -12,22 +13,42 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.history import JobParams
-from core.jobs.plans import Plan
 from core.jobs.rows import Request
 from core.limits import Refusal
-from engine.api import MAX_LORAS, REFERENCE_MODES, EngineOffer, UpscaleRequest
+from engine.api import (
+    LORA_WEIGHT_RANGE,
+    MAX_LORAS,
+    REFERENCE_MODES,
+    REFERENCE_WEIGHT_RANGE,
+    EngineOffer,
+    UpscaleRequest,
+)
+
+if TYPE_CHECKING:  # plans builds on craft, which reads the add-ons typed in the prompt from here
+    from core.jobs.plans import Plan
+    from core.prompt_text import PromptParams
 
 DEFAULT_LORA_WEIGHT = 1.0
 DEFAULT_REFERENCE_WEIGHT = 0.5
 DEFAULT_REFERENCE_MODE = "full"
-LORA_WEIGHT_RANGE = (-2.0, 2.0)
-REFERENCE_WEIGHT_RANGE = (0.0, 2.0)
 NO_LORAS = "LoRAs are not set up on this bot."
 NO_REFERENCE = "Image references are not set up on this bot."
 # The options of each LoRA slot: (name option, weight option).
 LORA_SLOTS = (("lora", "lora_weight"), ("lora2", "lora2_weight"))
+TYPED_LORA = ("--lora", "--lora weight")  # how refusals name a LoRA typed in the prompt
+KNOWN_LORAS_SHOWN = 8  # LoRAs named in the refusal of an unknown one typed in the prompt
+
+
+@dataclass(frozen=True)
+class OptionNames:
+    """What refusals call each pick: the slash option, or the parameter typed after the prompt."""
+
+    loras: tuple[tuple[str, str], ...] = LORA_SLOTS
+    reference_weight: str = "reference_weight"
+    reference_mode: str = "reference_mode"
 
 
 @dataclass(frozen=True)
@@ -36,13 +57,14 @@ class Addons:
 
     ``loras`` holds one (name, weight) pair per LoRA slot that was used; a name of ``None`` is a
     weight given without its LoRA, a weight of ``None`` takes :data:`DEFAULT_LORA_WEIGHT`.
-    ``reference`` is a normalized PNG (``core.attachments``).
+    ``reference`` is a normalized PNG (``core.attachments``). ``names``: how refusals name the picks.
     """
 
     loras: tuple[tuple[str | None, float | None], ...] = ()
     reference: bytes | None = None
     reference_weight: float | None = None
     reference_mode: str | None = None
+    names: OptionNames = OptionNames()
 
     @classmethod
     def from_options(
@@ -60,6 +82,23 @@ class Addons:
         slots = ((lora, lora_weight), (lora2, lora2_weight))
         loras = tuple((name, weight) for name, weight in slots if name is not None or weight is not None)
         return cls(loras, reference, reference_weight, reference_mode)
+
+    def over_text(self, typed: PromptParams) -> Addons:
+        """These picks (a command's options) over ``--lora``, ``--iw`` and ``--sref`` typed in the prompt.
+
+        An option given wins: any LoRA option replaces the typed LoRAs, ``reference_weight`` the
+        ``--iw``, ``reference_mode`` the ``--sref``.
+        """
+        loras, lora_names = self.loras, self.names.loras
+        if not loras and typed.loras:
+            loras, lora_names = typed.loras, (TYPED_LORA,) * len(typed.loras)
+        weight, weight_name = self.reference_weight, self.names.reference_weight
+        if weight is None and typed.reference_weight is not None:
+            weight, weight_name = typed.reference_weight, "--iw"
+        mode, mode_name = self.reference_mode, self.names.reference_mode
+        if mode is None and typed.reference_style:
+            mode, mode_name = "style", "--sref"
+        return Addons(loras, self.reference, weight, mode, OptionNames(lora_names, weight_name, mode_name))
 
     @property
     def empty(self) -> bool:
@@ -86,24 +125,32 @@ def _weight(value: object, option: str, low: float, high: float) -> float:
     return float(value)
 
 
+def _unknown_lora(name: str, option: str, known: tuple[str, ...]) -> str:
+    if option != TYPED_LORA[0]:  # a slash option: its autocomplete lists them
+        return f"There is no LoRA “{name[:100]}” on this bot: pick one of the list in {option}."
+    listed = ", ".join(known[:KNOWN_LORAS_SHOWN]) + (", …" if len(known) > KNOWN_LORAS_SHOWN else "")
+    return f"There is no LoRA “{name[:100]}” on this bot (--lora); its LoRAs are {listed}."
+
+
 def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:
     """``addons`` against what ``offer`` has; raises Refusal naming the option that is wrong."""
     loras: list[tuple[str, float]] = []
     if len(addons.loras) > MAX_LORAS:
         raise Refusal(f"At most {MAX_LORAS} LoRAs can be stacked.")
-    for (name, weight), (name_option, weight_option) in zip(addons.loras, LORA_SLOTS, strict=False):
+    names = addons.names
+    for (name, weight), (name_option, weight_option) in zip(addons.loras, names.loras, strict=False):
         if name is None:
             raise Refusal(f"{weight_option} only matters with a LoRA: pick one in {name_option}, or leave it out.")
         if not offer.loras:
             raise Refusal(NO_LORAS)
         if name not in offer.loras:
-            raise Refusal(f"There is no LoRA “{name[:100]}” on this bot: pick one of the list in {name_option}.")
+            raise Refusal(_unknown_lora(name, name_option, offer.loras))
         if any(name == seen for seen, _ in loras):
             raise Refusal(f"LoRA “{name}” is given twice: pick two different ones, or one with another weight.")
         value = DEFAULT_LORA_WEIGHT if weight is None else _weight(weight, weight_option, *LORA_WEIGHT_RANGE)
         loras.append((name, value))
     if addons.reference is None:
-        given = (("reference_weight", addons.reference_weight), ("reference_mode", addons.reference_mode))
+        given = ((names.reference_weight, addons.reference_weight), (names.reference_mode, addons.reference_mode))
         for option, setting in given:
             if setting is not None:
                 raise Refusal(f"{option} only matters with a reference image: attach one, or leave {option} out.")
@@ -112,7 +159,7 @@ def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:
         raise Refusal(NO_REFERENCE)
     weight = DEFAULT_REFERENCE_WEIGHT
     if addons.reference_weight is not None:
-        weight = _weight(addons.reference_weight, "reference_weight", *REFERENCE_WEIGHT_RANGE)
+        weight = _weight(addons.reference_weight, names.reference_weight, *REFERENCE_WEIGHT_RANGE)
     mode = DEFAULT_REFERENCE_MODE if addons.reference_mode is None else addons.reference_mode
     if mode not in REFERENCE_MODES:
         raise Refusal(f"reference_mode {mode!r} is unknown: use {' or '.join(REFERENCE_MODES)}.")
@@ -140,7 +187,7 @@ def applied(plan: Plan, addons: CheckedAddons) -> Plan:
             params, reference_weight=addons.reference_weight, reference_mode=addons.reference_mode
         )
         keep["reference_image"] = addons.reference  # its key becomes params.reference_image
-    return Plan(request, {**plan.fields, "params": params}, keep)
+    return dataclasses.replace(plan, request=request, fields={**plan.fields, "params": params}, keep=keep)
 
 
 def carried(plan: Plan, source: Request, source_params: JobParams) -> Plan:
@@ -167,4 +214,4 @@ def carried(plan: Plan, source: Request, source_params: JobParams) -> Plan:
         reference_weight=source_params.reference_weight,
         reference_mode=source_params.reference_mode,
     )
-    return Plan(request, {**plan.fields, "params": params}, plan.keep)
+    return dataclasses.replace(plan, request=request, fields={**plan.fields, "params": params})

@@ -2,9 +2,10 @@
 
 Pure (no Discord, no store, no engine). :func:`read_prompt` turns the text of /imagine, /final or
 an image channel into one :class:`Ask` per permutation, the slash command's options laid over the
-parameters typed in the text (an option given wins). :class:`Craft` holds what the request builders
-(:mod:`core.jobs.plans`) take beyond the options they always had: steps, chaos, tiling, and the
-final model a draft's U1-U4 use. Every refusal names the parameter (:mod:`core.prompt_text`).
+parameters typed in the text (an option given wins; the add-ons ``--lora --iw --sref`` become the
+Ask's :class:`~core.jobs.addons.Addons`, checked later against the engine's offer). :class:`Craft` holds
+what the request builders (:mod:`core.jobs.plans`) take beyond the options they always had: steps, chaos,
+tiling, and the final model a draft's U1-U4 use. Every refusal names the parameter (:mod:`core.prompt_text`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from core.history import JobParams
+from core.jobs.addons import Addons
 from core.limits import Refusal, check_final_model
 from core.prompt_text import expand_permutations, split_parameters
 from engine.api import DraftRequest, FinalRequest
@@ -46,6 +48,7 @@ class Ask:
     steps: int | None = None
     chaos: int | None = None
     tile: bool = False
+    addons: Addons = Addons()  # LoRAs and image reference: the options' over those typed in the text
 
 
 def read_prompt(
@@ -57,14 +60,17 @@ def read_prompt(
     seed: object = None,
     model: object = None,
     style: str | None = None,
+    addons: Addons | None = None,
 ) -> list[Ask]:
     """One :class:`Ask` per combination of ``{a, b}`` groups (at most ``limit``), in order. Raises Refusal.
 
     Braces are expanded first, so a group may choose a parameter too (``--ar {1:1, 16:9}``).
     A prompt that is not text is passed on unread: the prompt check refuses it.
     """
+    picked = addons or Addons()
     if not isinstance(prompt, str):
-        return [Ask(prompt="", negative_prompt=negative_prompt, aspect=aspect, seed=seed, model=model, style=style)]
+        return [Ask(prompt="", negative_prompt=negative_prompt, aspect=aspect, seed=seed, model=model, style=style,
+                    addons=picked)]
     asks = []
     texts = expand_permutations(prompt, limit) if "{" in prompt or "}" in prompt else [prompt]
     for text in texts:
@@ -81,6 +87,7 @@ def read_prompt(
                 steps=given.steps,
                 chaos=given.chaos,
                 tile=bool(given.tile),
+                addons=picked.over_text(given),
             )
         )
     return asks

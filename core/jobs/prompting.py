@@ -13,7 +13,6 @@ from collections.abc import Callable
 from core.history import GuildSettings
 from core.jobs import addons as addon_plans
 from core.jobs import plans
-from core.jobs.addons import Addons
 from core.jobs.checks import Checks
 from core.jobs.craft import Ask, for_drafts, for_final
 from core.jobs.plans import Plan
@@ -30,7 +29,7 @@ class Prompting:
         self._settings = settings  # read per job: the service's settings may be replaced
 
     async def imagine(
-        self, origin: Origin, ask: Ask, image: bytes | None, strength: object, addons: Addons | None
+        self, origin: Origin, ask: Ask, image: bytes | None, strength: object
     ) -> tuple[GuildSettings, Plan]:
         """Four drafts of ``ask`` (from ``image`` when given)."""
         offer = self._engine.offer
@@ -43,9 +42,9 @@ class Prompting:
             image=image, aspect=ask.aspect, strength=strength,
             craft=for_drafts(ask, offer.default_final_model),
         )
-        return guild, addon_plans.applied(plan, addon_plans.checked(addons or Addons(), offer))
+        return guild, addon_plans.applied(plan, addon_plans.checked(ask.addons, offer))
 
-    async def final(self, origin: Origin, ask: Ask, addons: Addons | None) -> tuple[GuildSettings, Plan]:
+    async def final(self, origin: Origin, ask: Ask) -> tuple[GuildSettings, Plan]:
         """A final of ``ask`` straight from the prompt."""
         offer = self._engine.offer
         guild, asked = await self._checks.new_prompt(
@@ -53,4 +52,4 @@ class Prompting:
             negative_prompt=ask.negative_prompt, aspect=ask.aspect, model=ask.model, style=ask.style,
         )
         plan = plans.final(asked, offer, final_size=self._settings().final_size, seed=ask.seed, craft=for_final(ask))
-        return guild, addon_plans.applied(plan, addon_plans.checked(addons or Addons(), offer))
+        return guild, addon_plans.applied(plan, addon_plans.checked(ask.addons, offer))

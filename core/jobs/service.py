@@ -217,9 +217,9 @@ class JobService:
         """
         asks = read_prompt(
             prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
-            style=style,
+            style=style, addons=addons,
         )
-        planned = [await self.prompting.imagine(origin, ask, image, strength, addons) for ask in asks]
+        planned = [await self.prompting.imagine(origin, ask, image, strength) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
     @_refusals_answered
@@ -242,9 +242,9 @@ class JobService:
         """
         asks = read_prompt(
             prompt, self.settings.max_permutations, negative_prompt=negative_prompt, aspect=aspect, seed=seed,
-            model=model, style=style,
+            model=model, style=style, addons=addons,
         )
-        planned = [await self.prompting.final(origin, ask, addons) for ask in asks]
+        planned = [await self.prompting.final(origin, ask) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
     @_refusals_answered

@@ -1,10 +1,13 @@
 """The model add-ons through the real bot on the loopback Discord: LoRA autocomplete and picks, the image
-reference, /describe and its buttons (after a restart too), and options hidden where the engine lacks them."""
+reference (an image channel's attached image too), /describe and its buttons (after a restart too), and
+options hidden where the engine lacks them."""
 
 from __future__ import annotations
 
 import pytest
 
+from core.attachments import normalize_image
+from core.jobs.addons import NO_REFERENCE
 from tests.cogs.support import FLAG_EPHEMERAL, imagine, running_harness
 from tests.core.doubles import FAKE_SUGGESTIONS, plain_offer, png
 from tests.fakediscord import CommandUnavailable, Upload
@@ -81,6 +84,43 @@ async def test_an_unknown_lora_is_an_ephemeral_error_naming_it(loopback):
     expected = "There is no LoRA “made-up” on this bot: pick one of the list in lora."
     assert interaction.callback_data["content"] == expected
     assert env.engine.submitted == []
+
+
+async def image_channel(env):
+    world = env.fake.world
+    setting = await env.fake.slash("settings channels add", {"channel": world.general}, user=world.moderator)
+    await env.fake.wait_for(lambda: setting.callback_type is not None, what="the setting")
+    return world.general
+
+
+async def test_an_image_channel_prompt_borrows_its_attached_image_and_takes_typed_addons(loopback):
+    env = loopback
+    channel = await image_channel(env)
+    look = png(160, 120, (10, 60, 200))
+    prompt = await env.fake.say(channel, "a lighthouse --lora tiny-ink:0.7 --iw 1.2 --sref",
+                                attachments=[Upload("look.png", look, content_type="image/png")])
+    result = await env.fake.wait_for_message(lambda m: m.reply_to == prompt.id and len(m.attachments) == 4)
+    job = await env.job_of(result)
+    assert (job.prompt, job.params.loras) == ("a lighthouse", (("tiny-ink", 0.7),))
+    assert (job.params.reference_weight, job.params.reference_mode) == (1.2, "style") and job.params.reference_image
+    assert env.engine.item(job.id).request.reference == normalize_image(look)
+
+    notes = Upload("notes.txt", b"hi", content_type="text/plain")
+    bad = await env.fake.say(channel, "a lighthouse", attachments=[notes])
+    refusal = await env.fake.wait_for_message(lambda m: m.reply_to == bad.id)
+    assert "“notes.txt” is not an image (text/plain)" in refusal.content and not refusal.attachments
+    assert len(env.engine.submitted) == 1
+
+
+async def test_an_image_channel_without_a_reference_model_says_so_instead_of_ignoring_the_image(tmp_path, caplog):
+    async with running_harness(tmp_path, caplog, offer=plain_offer()) as env:
+        channel = await image_channel(env)
+        prompt = await env.fake.say(channel, "a lighthouse", attachments=[Upload("look.png", png(100, 100))])
+        refusal = await env.fake.wait_for_message(lambda m: m.reply_to == prompt.id)
+        assert NO_REFERENCE in refusal.content and "without the image" in refusal.content
+        plain = await env.fake.say(channel, "a lighthouse")
+        await env.fake.wait_for_message(lambda m: m.reply_to == plain.id and len(m.attachments) == 4)
+        assert len(env.engine.submitted) == 1
 
 
 async def test_describe_answers_with_numbered_suggestions_whose_buttons_work_after_a_restart(loopback):

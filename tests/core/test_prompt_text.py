@@ -65,6 +65,17 @@ def test_dashes_inside_the_prompt_stay_in_it():
         ("a cat --seed 1 --seed 2", ["--seed is given twice"]),
         ("a cat --ar 1:1 --aspect 1:1", ["given twice"]),
         ("a cat --no", ["--no needs a value"]),
+        ("a cat --lora", ["--lora needs a value", "pixel-art:0.8"]),
+        ("a cat --lora ink:strong", ["--lora ink:strong", "must be a number", "ink:0.8"]),
+        ("a cat --lora ink:nan", ["--lora ink:nan", "must be a number"]),
+        ("a cat --lora :0.5", ["without a name"]),
+        ("a cat --lora ink, , glow", ["without a name"]),
+        ("a cat --lora ink --lora glow", ["--lora is given twice", "after one --lora, comma separated"]),
+        ("a cat --iw", ["--iw needs a value"]),
+        ("a cat --iw lots", ["--iw takes a number", "--iw 0.5"]),
+        ("a cat --iw 1e3", ["--iw takes a number"]),
+        ("a cat --iw 1 --iw 2", ["--iw is given twice; give it once"]),
+        ("a cat --sref https://example.com/look.png", ["--sref takes no value"]),
     ],
 )
 def test_bad_parameters_are_refused_by_name(text, words):
@@ -72,6 +83,20 @@ def test_bad_parameters_are_refused_by_name(text, words):
         split_parameters(text)
     for word in words:
         assert word in str(e.value)
+
+
+def test_lora_picks_with_and_without_weights():
+    assert split_parameters("a cat --lora pixel-art:0.8, ink").loras == (("pixel-art", 0.8), ("ink", None))
+    assert split_parameters("a cat --lora ink : -1.5").loras == (("ink", -1.5),)
+    # the range is the add-on check's (against the engine's offer): the text only has to be a number
+    assert split_parameters("a cat --lora ink:7").loras == (("ink", 7.0),)
+    assert split_parameters("x --lora a, b, c").loras == (("a", None), ("b", None), ("c", None))
+
+
+def test_reference_weight_and_style_flag():
+    p = split_parameters("a cat in a hat --iw .75 --sref")
+    assert (p.prompt, p.reference_weight, p.reference_style) == ("a cat in a hat", 0.75, True)
+    assert p.recorded() == {"reference_weight": 0.75, "reference_style": True}
 
 
 def test_slash_options_win_over_text():
@@ -120,5 +145,7 @@ def test_bad_permutations_are_refused(text, word):
 
 def test_help_names_every_parameter():
     text = help_text()
-    for name in ("--ar", "--seed", "--no", "--steps", "--chaos", "--tile", "--style", "--model", "{a, b}"):
+    for name in ("--ar", "--seed", "--no", "--steps", "--chaos", "--tile", "--style", "--model", "{a, b}",
+                 "--lora NAME[:WEIGHT]", "--iw", "--sref"):
         assert name in text
+    assert "-2 to 2" in text and "0 to 2" in text  # the engine's ranges

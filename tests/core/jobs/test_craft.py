@@ -1,4 +1,5 @@
-"""Parameters typed after the prompt, as the request builders take them: merged, checked, recorded."""
+"""Parameters typed after the prompt, as the request builders take them: merged, checked, recorded;
+the add-on picks typed there (--lora, --iw, --sref) as the add-on check takes them."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import pytest
 
 from core.history import JobParams
 from core.jobs import plans
+from core.jobs.addons import NO_LORAS, Addons, CheckedAddons, checked
 from core.jobs.craft import Ask, Craft, for_drafts, for_final, read_prompt
 from core.jobs.preferences import Applied
 from core.jobs.rows import request_for
 from core.limits import Refusal
 from engine.api import DraftInit, EngineOffer
-from tests.core.doubles import png
+from tests.core.doubles import addon_offer, plain_offer, png
 from tests.core.records import job_record as job_row
 
 OFFER = EngineOffer()
@@ -97,3 +99,69 @@ def test_upscale_and_variation_of_a_chaos_draft_repeat_its_seeds_tile_and_model(
     variation = plans.variation(parent, request, 1)
     assert (variation.request.chaos, variation.request.tile) == (50, True)
     assert variation.request.init == DraftInit(request, 1)
+
+
+# --------------------------------------------------------------------------- the add-ons typed in the prompt
+
+REFERENCE = png(96, 80)
+
+
+def picked(text: str, addons: Addons | None = None) -> CheckedAddons:
+    [ask] = read_prompt(text, 4, addons=addons)
+    return checked(ask.addons, addon_offer())
+
+
+def test_typed_loras_and_reference_picks_reach_the_addons():
+    assert picked("a fox --lora tiny-ink:0.8, tiny-glow").loras == (("tiny-ink", 0.8), ("tiny-glow", 1.0))
+    on_image = picked("a fox --iw 1.5 --sref", Addons(reference=REFERENCE))
+    assert (on_image.reference, on_image.reference_weight, on_image.reference_mode) == (REFERENCE, 1.5, "style")
+    assert picked("a fox", Addons(reference=REFERENCE)).reference_mode == "full"
+    [ask] = read_prompt("a fox --lora tiny-ink --iw 1", 4, addons=Addons(reference=REFERENCE))
+    assert ask.prompt == "a fox"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a fox --lora tiny-ink:2.5", "--lora weight 2.5 is out of range: use -2 to 2."),
+        ("a fox --lora tiny-ink:-3", "--lora weight -3 is out of range: use -2 to 2."),
+        ("a fox --lora made-up", "There is no LoRA “made-up” on this bot (--lora); its LoRAs are tiny-ink, tiny-glow,"),
+        ("a fox --lora tiny-ink, tiny-ink:0.5", "LoRA “tiny-ink” is given twice"),
+        ("a fox --lora tiny-ink, tiny-glow, ink-wash", "At most 2 LoRAs can be stacked."),
+        ("a fox --iw 1", "--iw only matters with a reference image: attach one, or leave --iw out."),
+        ("a fox --sref", "--sref only matters with a reference image: attach one, or leave --sref out."),
+    ],
+)
+def test_bad_typed_picks_are_refused_naming_the_parameter(text, expected):
+    with pytest.raises(Refusal) as caught:
+        picked(text)
+    assert str(caught.value).startswith(expected)
+
+
+def test_an_out_of_range_reference_weight_names_iw():
+    with pytest.raises(Refusal, match=r"^--iw 2.5 is out of range: use 0 to 2\.$"):
+        picked("a fox --iw 2.5", Addons(reference=REFERENCE))
+
+
+def test_typed_picks_need_the_addon_on_this_bot():
+    [ask] = read_prompt("a fox --lora tiny-ink", 4)
+    with pytest.raises(Refusal, match=f"^{NO_LORAS}$"):
+        checked(ask.addons, plain_offer())
+
+
+def test_slash_options_win_over_typed_picks():
+    options = Addons.from_options(lora="tiny-glow", lora_weight=-1, reference=REFERENCE, reference_weight=0.2,
+                                  reference_mode="full")
+    chosen = picked("a fox --lora tiny-ink:0.8 --iw 1.5 --sref", options)
+    assert (chosen.loras, chosen.reference_weight, chosen.reference_mode) == ((("tiny-glow", -1.0),), 0.2, "full")
+    # an option left out leaves the typed pick: here only the weight is the option's
+    chosen = picked("a fox --lora tiny-ink --iw 1.5 --sref", Addons(reference=REFERENCE, reference_weight=0.3))
+    assert (chosen.loras, chosen.reference_weight, chosen.reference_mode) == ((("tiny-ink", 1.0),), 0.3, "style")
+    # a refusal of the option's pick names the option, not the text's parameter
+    with pytest.raises(Refusal, match="^reference_weight 3 is out of range"):
+        picked("a fox --iw 1", Addons(reference=REFERENCE, reference_weight=3))
+
+
+def test_each_permutation_gets_its_own_typed_lora():
+    asks = read_prompt("a fox --lora {tiny-ink, tiny-glow}", 4)
+    assert [checked(a.addons, addon_offer()).loras for a in asks] == [(("tiny-ink", 1.0),), (("tiny-glow", 1.0),)]
