@@ -4,7 +4,8 @@
   outpaint canvases, stored by content (the same upload twice is one file). A job's row names them
   in ``params`` (``init_image``, ``mask_image``), and the file is written *before* the row, so a
   stored job can always be made again.
-- ``results/<job id>.png``: the image of each delivered final, the source of zoom out and pan.
+- ``results/<job id>.png``: the image of each delivered final, the source of zoom out, pan, vary and
+  upscale; an upscale's row names it (``params.init_result``) instead of storing a copy.
 
 Files are written atomically (temporary file, then rename). Only names this module makes are read
 back: a key is 64 hex digits, a job id an int, so a row can never point outside these folders.
@@ -18,6 +19,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -78,19 +80,27 @@ class InputStore:
             return None
 
     def prune_sync(
-        self, *, max_age_s: float | None, max_bytes: int | None, keep: set[str], now: float
+        self,
+        *,
+        max_age_s: float | None,
+        max_bytes: int | None,
+        keep: set[str],
+        now: float,
+        keep_results: Collection[int] = (),
     ) -> tuple[int, int]:
         """Remove stored images older than ``max_age_s``, then the oldest until all fit in ``max_bytes``.
 
-        Inputs named in ``keep`` (those of jobs still to run) are never removed. Returns how many
-        files and bytes went. A pruned final's buttons (zoom, pan, vary) then say its image is gone.
+        Inputs named in ``keep`` and results of the jobs in ``keep_results`` (those jobs still to run
+        start from) are never removed. Returns how many files and bytes went. A pruned final's buttons
+        (zoom, pan, vary, upscale) then say its image is gone.
         """
+        kept_results = {str(int(job_id)) for job_id in keep_results}
         files: list[tuple[float, int, Path]] = []
         for folder in (self.inputs, self.results):
             if not folder.is_dir():
                 continue
             for path in folder.glob("*.png"):
-                if folder is self.inputs and path.stem in keep:
+                if path.stem in (keep if folder is self.inputs else kept_results):
                     continue
                 try:
                     stat = path.stat()

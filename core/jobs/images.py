@@ -1,5 +1,8 @@
 """The images jobs start from and the finals' images, on disk (``core.inputs``): keep, read, release, prune.
 
+A final's kept result belongs to the final: an upscale's row names it (``params.init_result``) and
+no release removes it; prune leaves it while a job still to run (or a request being stored) needs it.
+
 Touches the image store and reads the store's rows (whose images are kept while a row may need them).
 Without an image store (``inputs=None``) every feature that needs one is refused politely.
 
@@ -43,6 +46,7 @@ class StoredImages:
         self._clock = clock
         self._next_prune = 0.0  # when prune next runs after a delivery (clock seconds)
         self._holding: Counter[str] = Counter()  # keys kept by requests whose row is not written yet
+        self._holding_results: Counter[int] = Counter()  # kept results named by rows not written yet
         self._releasing: set[str] = set()  # keys a release is asking the store about right now
         self._kept_meanwhile: set[str] = set()  # ... and that a request kept while it asked
         self._release_lock = asyncio.Lock()
@@ -82,6 +86,15 @@ class StoredImages:
             self._holding[key] -= 1
             if self._holding[key] <= 0:
                 del self._holding[key]
+
+    def hold_results(self, job_ids: Iterable[int]) -> None:
+        """A request's row will name these jobs' kept results (``params.init_result``): no prune removes them."""
+        self._holding_results.update(job_ids)
+
+    def settle_results(self, job_ids: Iterable[int]) -> None:
+        """The row naming these kept results is written (or will not be): the row keeps them from now on."""
+        self._holding_results.subtract(job_ids)
+        self._holding_results = +self._holding_results  # drop the counts at zero
 
     async def drop(self, keys: Iterable[str]) -> None:
         """Kept for a request that got no row after all: stop holding them and remove what no row needs."""
@@ -142,24 +155,29 @@ class StoredImages:
     async def prune(self) -> tuple[int, int]:
         """Apply the retention setting and disk cap to the stored images; returns files and bytes removed.
 
-        Images of jobs still to run are kept. Runs at start and after deliveries, at most once an hour.
+        Images of jobs still to run are kept, and the finals' results they start from (an upscale's).
+        Runs at start and after deliveries, at most once an hour.
         """
         if self.inputs is None:
             return 0, 0
         self._next_prune = self._clock() + PRUNE_EVERY_S
         days, cap = self.settings.image_retention_days, self.settings.image_store_max_mb
+        unfinished = await self._store.unfinished_jobs()
         keep = {
             key
-            for job in await self._store.unfinished_jobs()
+            for job in unfinished
             for key in (job.params.init_image, job.params.mask_image, job.params.reference_image)
             if isinstance(key, str)
         }
+        keep_results = {job.params.init_result for job in unfinished if job.params.init_result is not None}
+        keep_results |= set(self._holding_results)
         try:
             removed, freed = await asyncio.to_thread(
                 self.inputs.prune_sync,
                 max_age_s=days * 86400 if days > 0 else None,
                 max_bytes=cap * 2**20 if cap > 0 else None,
                 keep=keep,
+                keep_results=keep_results,
                 now=self._clock(),
             )
         except OSError as e:
