@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from core.delivery import DeliveryError
+from core.history import JobParams
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
 from tests.core.jobs.support import make_service, wait_status
+from tests.core.records import new_job
 
 
 def stored(inputs) -> set[str]:
@@ -66,6 +68,15 @@ async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service,
 
     assert await service.edit(Gone(), prompt="a hat", image=png(512, 512), mask=png(512, 512, (255, 255, 255))) is None
     assert engine.submitted == [] and stored(inputs) == set()
+
+
+async def test_a_release_keeps_an_image_that_another_row_borrows_as_its_reference(service, store, inputs):
+    images = service.images
+    key = await images.keep(png(64, 64, (5, 5, 5)))  # one job's start image ...
+    images.settle([key])
+    await store.create_job(new_job(params=JobParams(reference_image=key)))  # ... is another's reference
+    await images.release([key], job_id=424242)  # the first job was cancelled
+    assert stored(inputs) == {key}
 
 
 @pytest.mark.parametrize("kept", ["before", "while it asked"])
