@@ -104,7 +104,8 @@ class StoredImages:
 
     async def release_job(self, job: JobRecord) -> None:
         """``job`` was refused or cancelled: remove its stored images unless another row needs them."""
-        await self.release((job.params.init_image, job.params.mask_image), job_id=job.id)
+        params = job.params
+        await self.release((params.init_image, params.mask_image, params.reference_image), job_id=job.id)
 
     async def release(self, keys: Iterable[str | None], *, job_id: int | None = None) -> None:
         """Remove the stored images ``keys`` that no row (but ``job_id``'s) and no request being stored needs.

@@ -8,6 +8,7 @@ import pytest
 
 from core.delivery import DeliveryError
 from core.history import JobParams
+from core.jobs.addons import Addons
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
 from tests.core.jobs.support import make_service, wait_status
 from tests.core.records import new_job
@@ -59,6 +60,24 @@ async def test_a_cancelled_jobs_image_goes_unless_a_done_job_shares_it(service, 
         assert "Cancelled" in await service.cancel(job.id, user_id=1, moderator=False, guild_id=10)
         await wait_status(store, job.id, "cancelled")
     await eventually(lambda: stored(inputs) == {done.params.init_image})
+
+
+async def test_a_cancelled_jobs_reference_goes_unless_a_done_job_borrows_it_too(service, store, engine, inputs):
+    photo, other = png(96, 80, (7, 70, 7)), png(96, 80, (8, 80, 8))
+
+    def borrowing(image: bytes) -> Addons:
+        return Addons.from_options(reference=image)
+
+    done = await service.imagine(RecordingOrigin(), prompt="kept", addons=borrowing(photo))
+    engine.finish(done.id)
+    await wait_status(store, done.id, "done")
+    sharing = await service.imagine(RecordingOrigin(), prompt="shares it", addons=borrowing(photo))
+    alone = await service.imagine(RecordingOrigin(), prompt="alone", addons=borrowing(other))
+    assert len(stored(inputs)) == 2
+    for job in (sharing, alone):
+        assert "Cancelled" in await service.cancel(job.id, user_id=1, moderator=False, guild_id=10)
+        await wait_status(store, job.id, "cancelled")
+    await eventually(lambda: stored(inputs) == {done.params.reference_image})
 
 
 async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service, store, engine, inputs):
