@@ -73,7 +73,7 @@ async def test_a_remixed_final_stays_a_final_with_its_model_and_steps(service, s
     ],
 )
 async def test_a_remix_is_checked_like_any_prompt(service, store, engine, prompt, negative, expected):
-    await service.update_guild_settings(10, blocked_words=("gore",))
+    await service.guilds.update(10, blocked_words=("gore",))
     drafts = await done(store, engine, await service.imagine(RecordingOrigin(), prompt="a cat"))
     origin = RecordingOrigin()
     assert await service.remix(origin, drafts.id, prompt=prompt, negative_prompt=negative) is None
@@ -91,7 +91,7 @@ async def test_remix_refusals(service, store, engine):
     assert "another server" in elsewhere.refusals[-1]
     with pytest.raises(Refusal, match="another server"):  # before the form opens
         await service.remix_source(RecordingOrigin(guild_id=11), drafts.id)
-    await service.update_guild_settings(10, finals_outside_nsfw=False)
+    await service.guilds.update(10, finals_outside_nsfw=False)
     final = await service.final(RecordingOrigin(age_restricted=True), prompt="x")
     outside = RecordingOrigin()
     assert await service.remix(outside, final.id, prompt="y") is None
