@@ -104,7 +104,7 @@ class AdminCog(commands.Cog):
     @settings.command(name="show", description="Show this server's image settings.")
     async def show(self, interaction: discord.Interaction) -> None:
         guild_id = server_id(interaction)
-        await self._reply(interaction, describe_settings(await self.jobs.guild_settings(guild_id)))
+        await self._reply(interaction, describe_settings(await self.jobs.guilds.get(guild_id)))
 
     # ----------------------------------------------------------------- image channels
 
@@ -114,7 +114,7 @@ class AdminCog(commands.Cog):
         guild_id = server_id(interaction)
         if channel.guild.id != guild_id:
             raise Refusal("That channel is in another server.")
-        await self.jobs.add_image_channel(guild_id, channel.id)
+        await self.jobs.guilds.add_image_channel(guild_id, channel.id)
         log.info("guild %s: image channel %s added by %s", guild_id, channel.id, interaction.user.id)
         text = f"{channel.mention} is now an image channel: every message there is a prompt."
         me = channel.guild.me
@@ -131,7 +131,7 @@ class AdminCog(commands.Cog):
     @app_commands.describe(channel="The channel")
     async def channel_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         guild_id = server_id(interaction)
-        if not await self.jobs.remove_image_channel(guild_id, channel.id):
+        if not await self.jobs.guilds.remove_image_channel(guild_id, channel.id):
             raise Refusal(f"{channel.mention} is not an image channel.")
         log.info("guild %s: image channel %s removed by %s", guild_id, channel.id, interaction.user.id)
         await self._reply(interaction, f"{channel.mention} is a normal channel again.")
@@ -139,7 +139,7 @@ class AdminCog(commands.Cog):
     @channels.command(name="list", description="List the image channels.")
     async def channel_list(self, interaction: discord.Interaction) -> None:
         guild_id = server_id(interaction)
-        settings = await self.jobs.guild_settings(guild_id)
+        settings = await self.jobs.guilds.get(guild_id)
         channels = ", ".join(f"<#{c}>" for c in sorted(settings.image_channels))
         await self._reply(interaction, f"Image channels: {channels}" if channels else "There are no image channels.")
 
@@ -164,9 +164,9 @@ class AdminCog(commands.Cog):
                 raise Refusal(f"{name} must be a whole number from 1 to {MAX_LIMIT}, not {value}.")
             changes[field] = value
         if not changes:
-            settings = await self.jobs.guild_settings(guild_id)
+            settings = await self.jobs.guilds.get(guild_id)
         else:
-            settings = await self.jobs.update_guild_settings(guild_id, **changes)
+            settings = await self.jobs.guilds.update(guild_id, **changes)
             log.info("guild %s: limits %s set by %s", guild_id, changes, interaction.user.id)
         await self._reply(
             interaction,
@@ -178,7 +178,7 @@ class AdminCog(commands.Cog):
     @app_commands.describe(allowed="Allow finals outside age-restricted channels")
     async def finals(self, interaction: discord.Interaction, allowed: bool) -> None:
         guild_id = server_id(interaction)
-        await self.jobs.update_guild_settings(guild_id, finals_outside_nsfw=bool(allowed))
+        await self.jobs.guilds.update(guild_id, finals_outside_nsfw=bool(allowed))
         log.info("guild %s: finals outside nsfw = %s, by %s", guild_id, allowed, interaction.user.id)
         where = "in every channel" if allowed else "in age-restricted channels only"
         await self._reply(interaction, f"Finals are now made {where}.")
@@ -195,7 +195,7 @@ class AdminCog(commands.Cog):
                 "The image safety check is not installed on this bot: its owner can add it with "
                 "pip install '.[safety]' (NudeNet)."
             )
-        await self.jobs.update_guild_settings(guild_id, image_safety=mode)
+        await self.jobs.guilds.update(guild_id, image_safety=mode)
         log.info("guild %s: image safety check = %s, by %s", guild_id, mode, interaction.user.id)
         await self._reply(
             interaction,
@@ -209,12 +209,12 @@ class AdminCog(commands.Cog):
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def words_add(self, interaction: discord.Interaction, words: str) -> None:
         guild_id = server_id(interaction)
-        settings = await self.jobs.guild_settings(guild_id)
+        settings = await self.jobs.guilds.get(guild_id)
         new = [w for w in parse_word_list(words) if w not in settings.blocked_words]
         merged = (*settings.blocked_words, *new)
         if len(merged) > MAX_BLOCKED_WORDS:
             raise Refusal(f"That would make {len(merged)} blocked words; the most is {MAX_BLOCKED_WORDS}.")
-        await self.jobs.update_guild_settings(guild_id, blocked_words=merged)
+        await self.jobs.guilds.update(guild_id, blocked_words=merged)
         log.info("guild %s: %d blocked words added by %s", guild_id, len(new), interaction.user.id)
         await self._reply(
             interaction, f"Blocked {len(new)} more word{'s' if len(new) != 1 else ''}; {len(merged)} in all."
@@ -224,20 +224,20 @@ class AdminCog(commands.Cog):
     @app_commands.describe(words="Words or phrases, separated by commas")
     async def words_remove(self, interaction: discord.Interaction, words: str) -> None:
         guild_id = server_id(interaction)
-        settings = await self.jobs.guild_settings(guild_id)
+        settings = await self.jobs.guilds.get(guild_id)
         gone = set(parse_word_list(words))
         kept = tuple(w for w in settings.blocked_words if w not in gone)
         removed = len(settings.blocked_words) - len(kept)
         if not removed:
             raise Refusal("None of those words were blocked.")
-        await self.jobs.update_guild_settings(guild_id, blocked_words=kept)
+        await self.jobs.guilds.update(guild_id, blocked_words=kept)
         log.info("guild %s: %d blocked words removed by %s", guild_id, removed, interaction.user.id)
         await self._reply(interaction, f"Unblocked {removed} word{'s' if removed != 1 else ''}; {len(kept)} left.")
 
     @words.command(name="list", description="List the blocked words.")
     async def words_list(self, interaction: discord.Interaction) -> None:
         guild_id = server_id(interaction)
-        settings = await self.jobs.guild_settings(guild_id)
+        settings = await self.jobs.guilds.get(guild_id)
         if not settings.blocked_words:
             await self._reply(interaction, "No words are blocked.")
             return

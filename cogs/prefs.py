@@ -121,14 +121,14 @@ class PrefsCog(commands.Cog):
         }
         if not changes:
             raise Refusal("Give at least one default to set; /prefer show lists them, /prefer reset clears them.")
-        prefs = await self.bot.jobs.update_prefs(interaction.user.id, **changes)
+        prefs = await self.bot.jobs.prefs.update(interaction.user.id, **changes)
         log.info("user %s set defaults: %s", interaction.user.id, ", ".join(sorted(changes)))
         text = prefs_text(prefs, default_model=self._default_model(), title="Saved. Your defaults")
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @prefer.command(name="show", description="Your defaults for new images.")
     async def prefer_show(self, interaction: discord.Interaction) -> None:
-        prefs = await self.bot.jobs.user_prefs(interaction.user.id)
+        prefs = await self.bot.jobs.prefs.get(interaction.user.id)
         text = prefs_text(prefs, default_model=self._default_model())
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
@@ -139,7 +139,7 @@ class PrefsCog(commands.Cog):
         fields = RESET_FIELDS.get(what or "all")
         if fields is None:
             raise Refusal(f"Unknown default {str(what)[:20]!r}: choose one from the list.")
-        prefs = await self.bot.jobs.update_prefs(interaction.user.id, **dict.fromkeys(fields))
+        prefs = await self.bot.jobs.prefs.update(interaction.user.id, **dict.fromkeys(fields))
         text = prefs_text(prefs, default_model=self._default_model(), title="Reset. Your defaults")
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 

@@ -4,7 +4,8 @@
   outpaint canvases, stored by content (the same upload twice is one file). A job's row names them
   in ``params`` (``init_image``, ``mask_image``), and the file is written *before* the row, so a
   stored job can always be made again.
-- ``results/<job id>.png``: the image of each delivered final, the source of zoom out and pan.
+- ``results/<job id>.png``: the image of each delivered final, the source of zoom out, pan, vary and
+  upscale; an upscale's row names it (``params.init_result``) instead of storing a copy.
 
 Files are written atomically (temporary file, then rename). Only names this module makes are read
 back: a key is 64 hex digits, a job id an int, so a row can never point outside these folders.
@@ -18,6 +19,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -77,20 +79,28 @@ class InputStore:
         except FileNotFoundError:
             return None
 
-    def prune_sync(
-        self, *, max_age_s: float | None, max_bytes: int | None, keep: set[str], now: float
-    ) -> tuple[int, int]:
-        """Remove stored images older than ``max_age_s``, then the oldest until all fit in ``max_bytes``.
+    def prunable_sync(
+        self,
+        *,
+        max_age_s: float | None,
+        max_bytes: int | None,
+        keep: Collection[str],
+        now: float,
+        keep_results: Collection[int] = (),
+    ) -> list[tuple[Path, int]]:
+        """The stored images a prune removes, oldest first, with their sizes (nothing is removed here).
 
-        Inputs named in ``keep`` (those of jobs still to run) are never removed. Returns how many
-        files and bytes went. A pruned final's buttons (zoom, pan, vary) then say its image is gone.
+        Those older than ``max_age_s``, then the oldest until the rest fit in ``max_bytes``. Inputs named
+        in ``keep`` and the results of the jobs in ``keep_results`` (what jobs still to run start from)
+        are never among them. A pruned final's buttons (zoom, pan, vary, upscale) then say its image is gone.
         """
+        kept_results = {str(int(job_id)) for job_id in keep_results}
         files: list[tuple[float, int, Path]] = []
         for folder in (self.inputs, self.results):
             if not folder.is_dir():
                 continue
             for path in folder.glob("*.png"):
-                if folder is self.inputs and path.stem in keep:
+                if path.stem in (keep if folder is self.inputs else kept_results):
                     continue
                 try:
                     stat = path.stat()
@@ -99,17 +109,43 @@ class InputStore:
                 files.append((stat.st_mtime, stat.st_size, path))
         files.sort()
         total = sum(size for _, size, _ in files)
-        removed = freed = 0
+        chosen: list[tuple[Path, int]] = []
         for mtime, size, path in files:
             too_old = max_age_s is not None and mtime < now - max_age_s
             too_big = max_bytes is not None and total > max_bytes
-            if not (too_old or too_big):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            if too_old or too_big:
+                chosen.append((path, size))
+                total -= size
+        return chosen
+
+    def prune_sync(
+        self,
+        *,
+        max_age_s: float | None,
+        max_bytes: int | None,
+        keep: Collection[str],
+        now: float,
+        keep_results: Collection[int] = (),
+    ) -> tuple[int, int]:
+        """Remove what :meth:`prunable_sync` names; returns how many files and bytes went."""
+        removed = freed = 0
+        chosen = self.prunable_sync(
+            max_age_s=max_age_s, max_bytes=max_bytes, keep=keep, now=now, keep_results=keep_results
+        )
+        for path, size in chosen:
+            if self.unlink_sync(path):
                 removed, freed = removed + 1, freed + size
-            total -= size
         return removed, freed
+
+    def unlink_sync(self, path: Path) -> bool:
+        """Remove one stored image that :meth:`prunable_sync` named; whether it was there. One unlink."""
+        if path.parent not in (self.inputs, self.results):
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     # ---- async ------------------------------------------------------------------------------
 

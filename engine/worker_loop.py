@@ -323,7 +323,7 @@ class WorkerLoop:
         return on_step
 
     def _tile_progress_fn(self, job: WorkerJob):
-        """Progress of an upscale: one step per redrawn tile, no preview."""
+        """Progress of an upscale: one step per tile (the model's, then the redrawn ones), no preview."""
         on_progress = job.on_progress
         if on_progress is None:
             return None

@@ -133,6 +133,7 @@ _PARAM_CHECKS: dict[str, Callable[[Any], Any]] = {
     "reference_mode": _key,
     "remix_of": _job_id,
     "upscale": _key,
+    "init_result": _job_id,
 }
 
 
@@ -165,7 +166,8 @@ class JobParams:
     reference_weight: float | None = None  # how strongly the reference acts (0 to 2)
     reference_mode: str | None = None  # "full" (look and subject) or "style" (style layers only)
     remix_of: int | None = None  # Remix: the job whose prompt was edited into this one
-    upscale: str | None = None  # an image enlarged 2x from init_image: "subtle" or "creative"
+    upscale: str | None = None  # an image enlarged 2x (init_result's, or init_image's): "subtle" or "creative"
+    init_result: int | None = None  # the job whose kept result (core.inputs ``results/``) the job starts from
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -64,11 +64,13 @@ SET_RESULT = "UPDATE jobs SET result_channel_id = ?, result_message_id = ? WHERE
 SET_FAVORITE = "UPDATE jobs SET favorite = ? WHERE id = ?"
 # Rows that may need a stored image again: to run, or to be made again (🔁, /show, U/V). A failed or
 # cancelled row does not hold its image: it was removed when the job was refused or cancelled.
+# Each key has its own index (migration 0005); the parameters are the image's key three times, then the ids.
 IMAGE_IN_USE = """
 SELECT EXISTS (
     SELECT 1 FROM jobs
     WHERE status IN ('queued', 'running', 'done')
-        AND (json_extract(params, '$.init_image') = ? OR json_extract(params, '$.mask_image') = ?)
+        AND (json_extract(params, '$.init_image') = ? OR json_extract(params, '$.mask_image') = ?
+            OR json_extract(params, '$.reference_image') = ?)
         AND id NOT IN (SELECT value FROM json_each(?))
 )
 """

@@ -241,12 +241,13 @@ class HistoryStore:
     async def image_in_use(self, key: str, *, besides: Collection[int] = ()) -> bool:
         """Whether a queued, running or done job other than those in ``besides`` names stored image ``key``.
 
-        Stored images are named by content, so one file may serve several rows (as ``init_image`` or
-        ``mask_image`` in their params); failed and cancelled rows do not count (their images go).
+        Stored images are named by content, so one file may serve several rows (as ``init_image``,
+        ``mask_image`` or ``reference_image`` in their params); failed and cancelled rows do not count
+        (their images go).
         """
         ids = sql.dumps(sorted({operator.index(i) for i in besides}))
         async with self._db.read() as conn:
-            row = await one(conn, sql.IMAGE_IN_USE, (key, key, ids))
+            row = await one(conn, sql.IMAGE_IN_USE, (key, key, key, ids))
         return bool(row[0]) if row is not None else False
 
     async def count_recent(self, user_id: int, since: float) -> int:

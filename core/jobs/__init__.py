@@ -2,8 +2,9 @@
 
 check (``checks``) -> plan (``plans``, ``preferences``, ``rows``) -> admit (``admission``: limits, the
 row before the engine sees the job, the acknowledgement) -> run (``runner``: submit, follow, cancel,
-restart, shutdown) -> outcome (``outcome``: post, record, 🔁, W&B, DM). ``guilds`` caches each
-server's settings, ``images`` keeps and prunes the images jobs start from.
+restart, shutdown) -> outcome (``outcome``: post, record, 🔁, W&B, DM). ``images`` keeps and prunes
+the images jobs start from. What servers and members set has rooms of its own, which the cogs call:
+``guilds`` (each server's settings, cached), ``styles`` (style presets), ``member_prefs`` (/prefer).
 """
 
 from core.jobs.service import JobService

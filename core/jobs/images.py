@@ -1,5 +1,8 @@
 """The images jobs start from and the finals' images, on disk (``core.inputs``): keep, read, release, prune.
 
+A final's kept result belongs to the final: an upscale's row names it (``params.init_result``) and
+no release removes it; prune leaves it while a job still to run (or a request being stored) needs it.
+
 Touches the image store and reads the store's rows (whose images are kept while a row may need them).
 Without an image store (``inputs=None``) every feature that needs one is refused politely.
 
@@ -43,6 +46,10 @@ class StoredImages:
         self._clock = clock
         self._next_prune = 0.0  # when prune next runs after a delivery (clock seconds)
         self._holding: Counter[str] = Counter()  # keys kept by requests whose row is not written yet
+        self._holding_results: Counter[int] = Counter()  # kept results named by rows not written yet
+        self._held_while_pruning: set[str] | None = None  # input keys held since the running prune began
+        self._results_held_while_pruning: set[int] | None = None  # ... and kept results
+        self._prune_lock = asyncio.Lock()
         self._releasing: set[str] = set()  # keys a release is asking the store about right now
         self._kept_meanwhile: set[str] = set()  # ... and that a request kept while it asked
         self._release_lock = asyncio.Lock()
@@ -64,6 +71,8 @@ class StoredImages:
         except OSError as e:
             raise _not_stored(e) from e
         self._holding[key] += 1
+        if self._held_while_pruning is not None:
+            self._held_while_pruning.add(key)
         if key in self._releasing:
             self._kept_meanwhile.add(key)
         if not self.inputs.has_sync(key):  # released while ``put`` found it there: write it again
@@ -83,6 +92,18 @@ class StoredImages:
             if self._holding[key] <= 0:
                 del self._holding[key]
 
+    def hold_results(self, job_ids: Iterable[int]) -> None:
+        """A request's row will name these jobs' kept results (``params.init_result``): no prune removes them."""
+        job_ids = list(job_ids)
+        self._holding_results.update(job_ids)
+        if self._results_held_while_pruning is not None:
+            self._results_held_while_pruning.update(job_ids)
+
+    def settle_results(self, job_ids: Iterable[int]) -> None:
+        """The row naming these kept results is written (or will not be): the row keeps them from now on."""
+        self._holding_results.subtract(job_ids)
+        self._holding_results = +self._holding_results  # drop the counts at zero
+
     async def drop(self, keys: Iterable[str]) -> None:
         """Kept for a request that got no row after all: stop holding them and remove what no row needs."""
         keys = list(keys)
@@ -91,7 +112,8 @@ class StoredImages:
 
     async def release_job(self, job: JobRecord) -> None:
         """``job`` was refused or cancelled: remove its stored images unless another row needs them."""
-        await self.release((job.params.init_image, job.params.mask_image), job_id=job.id)
+        params = job.params
+        await self.release((params.init_image, params.mask_image, params.reference_image), job_id=job.id)
 
     async def release(self, keys: Iterable[str | None], *, job_id: int | None = None) -> None:
         """Remove the stored images ``keys`` that no row (but ``job_id``'s) and no request being stored needs.
@@ -135,36 +157,68 @@ class StoredImages:
             log.warning("job %s: could not keep its image for zoom and pan: %s", job_id, e)
 
     async def prune_if_due(self) -> None:
-        """Prune when the last run is an hour ago or more (called after each delivery)."""
-        if self._clock() >= self._next_prune:
+        """Prune when the last run is an hour ago or more and none is running (called after each delivery)."""
+        if self._clock() >= self._next_prune and not self._prune_lock.locked():
             await self.prune()
 
     async def prune(self) -> tuple[int, int]:
         """Apply the retention setting and disk cap to the stored images; returns files and bytes removed.
 
-        Images of jobs still to run are kept. Runs at start and after deliveries, at most once an hour.
+        Kept: the images of jobs still to run, the finals' results they start from (an upscale's), and
+        what a request holds for the row it is about to write, now or at any time while the prune runs.
+        The files are chosen in a thread; each unlink runs on the loop right after that last check.
+        Runs at start and after deliveries, at most once an hour.
         """
         if self.inputs is None:
             return 0, 0
-        self._next_prune = self._clock() + PRUNE_EVERY_S
+        async with self._prune_lock:
+            self._next_prune = self._clock() + PRUNE_EVERY_S
+            self._held_while_pruning, self._results_held_while_pruning = set(self._holding), set(self._holding_results)
+            try:
+                removed, freed = await self._prune(self.inputs)
+            finally:
+                self._held_while_pruning = self._results_held_while_pruning = None
+        if removed:
+            log.info("pruned %d stored images (%.1f MiB)", removed, freed / 2**20)
+        return removed, freed
+
+    async def _prune(self, inputs: InputStore) -> tuple[int, int]:
         days, cap = self.settings.image_retention_days, self.settings.image_store_max_mb
+        unfinished = await self._store.unfinished_jobs()
         keep = {
             key
-            for job in await self._store.unfinished_jobs()
+            for job in unfinished
             for key in (job.params.init_image, job.params.mask_image, job.params.reference_image)
             if isinstance(key, str)
         }
+        keep_results = {job.params.init_result for job in unfinished if job.params.init_result is not None}
+        held, held_results = self._held_while_pruning, self._results_held_while_pruning
+        assert held is not None and held_results is not None
         try:
-            removed, freed = await asyncio.to_thread(
-                self.inputs.prune_sync,
+            chosen = await asyncio.to_thread(
+                inputs.prunable_sync,
                 max_age_s=days * 86400 if days > 0 else None,
                 max_bytes=cap * 2**20 if cap > 0 else None,
-                keep=keep,
+                keep=keep | held,
+                keep_results=keep_results | held_results,
                 now=self._clock(),
             )
         except OSError as e:
             log.warning("could not prune the stored images: %s", e)
             return 0, 0
-        if removed:
-            log.info("pruned %d stored images (%.1f MiB)", removed, freed / 2**20)
+        removed = freed = 0
+        for n, (path, size) in enumerate(chosen):
+            if n and n % 64 == 0:
+                await asyncio.sleep(0)  # a long prune lets the loop run between files, never between check and unlink
+            if path.parent == inputs.inputs:
+                needed = path.stem in held
+            else:
+                needed = path.stem.isdigit() and int(path.stem) in held_results
+            if needed:  # held by a request since the prune began: its row names it now or soon
+                continue
+            try:
+                if inputs.unlink_sync(path):
+                    removed, freed = removed + 1, freed + size
+            except OSError as e:
+                log.warning("could not prune stored image %s: %s", path.name, e)
         return removed, freed

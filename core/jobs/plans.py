@@ -57,12 +57,14 @@ class Plan:
     """A job about to be admitted: the engine request, its row's fields, the images it starts from.
 
     ``keep`` maps ``params`` names (``init_image``, ``mask_image``, ``reference_image``) to the PNGs to store before the
-    row is written (their keys go into the row's ``params``).
+    row is written (their keys go into the row's ``params``). ``results``: the jobs whose kept results the row
+    names (``params.init_result``), held until the row is written.
     """
 
     request: Request
     fields: dict[str, Any]
     keep: dict[str, bytes] = field(default_factory=dict)
+    results: tuple[int, ...] = ()
 
 
 def imagine(
@@ -262,17 +264,20 @@ def remix(job: JobRecord, rebuilt: Request, prompt: str, negative_prompt: str) -
 
 
 def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
-    """Upscale (subtle) / Upscale (creative): ``parent``'s image (``source``) enlarged 2x, same prompt and seed."""
+    """Upscale (subtle) / Upscale (creative): ``parent``'s image (``source``) enlarged 2x, same prompt and seed.
+
+    The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
+    """
     mode = UPSCALE_ACTIONS[action]
     request = UpscaleRequest(
         image=source, mode=mode, prompt=parent.prompt, negative_prompt=parent.negative_prompt,
         seed=parent.seed, model=parent.model,
     )
-    params = JobParams(upscale=mode)
+    params = JobParams(upscale=mode, init_result=parent.id)
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.UPSCALE2X, parent_id=parent.id, params=params)
-    return Plan(request, fields, {"init_image": source})
+    return Plan(request, fields, results=(parent.id,))
 
 
 def check_strength(value: object, default: float) -> float:

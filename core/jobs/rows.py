@@ -23,17 +23,23 @@ class RebuildError(Exception):
     """A stored job whose request cannot be rebuilt (its parent is gone or is not a draft)."""
 
 
-def request_for(job: JobRecord, parent: DraftRequest | None = None, images: dict[str, bytes] | None = None) -> Request:
+def request_for(
+    job: JobRecord,
+    parent: DraftRequest | None = None,
+    images: dict[str, bytes] | None = None,
+    results: dict[int, bytes] | None = None,
+) -> Request:
     """The engine request stored in ``job``; ``parent`` is the parent draft's request when the job starts from one.
 
     A job starts from image ``parent_index`` of its parent when ``parent_index`` is set
     (upscales, variations). ``parent_id`` alone (a reroll, an outpaint) only records where it came from.
     A job whose ``params`` name an ``init_image`` (and a ``mask_image``) starts from that stored image
     (``core.inputs``); ``images`` maps those keys to the bytes. A job with ``params.upscale`` enlarges
-    its ``init_image`` 2x (:class:`~engine.api.UpscaleRequest`).
+    2x (:class:`~engine.api.UpscaleRequest`) the kept result of job ``init_result`` (``results`` maps
+    job ids to those bytes), or in older rows its ``init_image``.
     """
     if job.params.upscale:
-        return upscale_request_for(job, images)
+        return upscale_request_for(job, images, results)
     init: ImageInit | DraftInit | None = None
     mask = None
     if job.params.init_image:
@@ -102,15 +108,22 @@ def addon_fields(job: JobRecord, images: dict[str, bytes] | None = None) -> dict
     return fields
 
 
-def upscale_request_for(job: JobRecord, images: dict[str, bytes] | None = None) -> UpscaleRequest:
-    """The 2x upscale stored in ``job``: its ``init_image`` (the final's image), mode, prompts, seed and model."""
-    key = job.params.init_image
-    if not key or key not in (images or {}):
-        raise RebuildError(f"Job {job.id}: the image it enlarges ({key!r}) was not given.")
-    assert images is not None and job.params.upscale is not None
+def upscale_request_for(
+    job: JobRecord, images: dict[str, bytes] | None = None, results: dict[int, bytes] | None = None
+) -> UpscaleRequest:
+    """The 2x upscale stored in ``job``: the final's image (job ``init_result``'s kept result, or a row's own
+    ``init_image`` as rows stored before ``init_result`` have it), mode, prompts, seed and model."""
+    params = job.params
+    if params.init_result is not None:
+        image, named = (results or {}).get(params.init_result), f"the kept image of job {params.init_result}"
+    else:
+        image, named = (images or {}).get(params.init_image or ""), repr(params.init_image)
+    if image is None:
+        raise RebuildError(f"Job {job.id}: the image it enlarges ({named}) was not given.")
+    assert params.upscale is not None
     return UpscaleRequest(
-        image=images[key],
-        mode=job.params.upscale,
+        image=image,
+        mode=params.upscale,
         prompt=job.prompt,
         negative_prompt=job.negative_prompt,
         seed=job.seed,
@@ -131,23 +144,41 @@ async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStor
         if parent.kind != "draft":
             raise RebuildError(f"Job {current.id} starts from job {parent.id}, which is not a draft.")
         chain.append(parent)
-    images: dict[str, bytes] = {}
-    for item in chain:
-        for key in (item.params.init_image, item.params.mask_image, item.params.reference_image):
-            if key and key not in images:
-                if inputs is None:
-                    raise RebuildError(f"Job {item.id} starts from a stored image, but no image store was given.")
-                try:
-                    images[key] = await inputs.get(key)
-                except MissingInput as e:
-                    raise RebuildError(f"Job {item.id}: {e}.") from None
+    images, results = await _stored_images(chain, inputs)
     request: Request | None = None
     for item in reversed(chain):
         if request is not None and not isinstance(request, DraftRequest):
             raise RebuildError(f"Job {item.id} starts from a final.")
-        request = request_for(item, request, images)
+        request = request_for(item, request, images, results)
     assert request is not None
     return request
+
+
+async def _stored_images(
+    chain: list[JobRecord], inputs: InputStore | None
+) -> tuple[dict[str, bytes], dict[int, bytes]]:
+    """The stored inputs (by key) and kept results (by job id) that the rows of ``chain`` start from."""
+    images: dict[str, bytes] = {}
+    results: dict[int, bytes] = {}
+    for item in chain:
+        keys = [k for k in (item.params.init_image, item.params.mask_image, item.params.reference_image) if k]
+        source = item.params.init_result
+        if not keys and source is None:
+            continue
+        if inputs is None:
+            raise RebuildError(f"Job {item.id} starts from a stored image, but no image store was given.")
+        for key in keys:
+            if key not in images:
+                try:
+                    images[key] = await inputs.get(key)
+                except MissingInput as e:
+                    raise RebuildError(f"Job {item.id}: {e}.") from None
+        if source is not None and source not in results:
+            kept = await inputs.result(source)
+            if kept is None:
+                raise RebuildError(f"Job {item.id}: the image of job {source} is no longer stored.")
+            results[source] = kept
+    return images, results
 
 
 def init_depth(request: Request) -> int:
@@ -172,7 +203,7 @@ def new_job_fields(
 ) -> dict[str, Any]:
     """The ``NewJob`` fields of a row that stores ``request`` (all but where it came from: the origin's).
 
-    An upscale is stored as a final of twice its image's size (its image is the row's ``init_image``).
+    An upscale is stored as a final of twice its image's size (its image: the row's ``init_result`` or ``init_image``).
     """
     if isinstance(request, UpscaleRequest):
         width, height = image_size(request.image)

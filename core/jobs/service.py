@@ -8,6 +8,10 @@ The rooms behind it (each module says what it may touch):
 - :mod:`core.jobs.admission`: limits, the row, the acknowledgement, then :mod:`core.jobs.runner`,
   which submits, follows, cancels, restarts and shuts down; :mod:`core.jobs.outcome` posts and records.
 
+What servers and members set is not a job: the cogs change it in its own rooms, ``bot.jobs.guilds``
+(:class:`~core.jobs.guilds.GuildCache`: settings, limits, image channels), ``bot.jobs.styles`` and
+``bot.jobs.prefs`` (:class:`~core.jobs.member_prefs.MemberPrefs`: /prefer).
+
 On start, jobs that were waiting or running when the bot stopped are submitted again and delivered to
 their channel; on shutdown the engine gets a bounded time to finish its job and whatever is left stays
 queued in the database for the next start. The engine is any ``engine.api.ImageEngine`` (in-process or
@@ -28,7 +32,7 @@ import discord
 from core import canvas
 from core.delivery import Delivery
 from core.direct import send_direct
-from core.history import GuildSettings, HistoryStore, JobRecord, UserPrefs
+from core.history import GuildSettings, HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.jobs import addons as addon_plans
 from core.jobs import plans
@@ -39,9 +43,10 @@ from core.jobs.craft import read_prompt
 from core.jobs.describe import Describer
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
+from core.jobs.member_prefs import MemberPrefs
 from core.jobs.outcome import DirectMessage, Outcome
 from core.jobs.permutations import admit_each
-from core.jobs.preferences import MODEL, NEGATIVE, STYLE, checked_changes
+from core.jobs.preferences import MODEL, NEGATIVE, STYLE
 from core.jobs.prompting import Prompting
 from core.jobs.rows import status_word
 from core.jobs.runner import Runner
@@ -98,7 +103,9 @@ class JobService:
         self.engine = engine
         # Keeps edits and posts per channel under Discord's limit; every job in a channel shares it.
         pacer = pacer if pacer is not None or not pace_channels else ChannelPacer()
+        # What servers and members set, outside any job: /settings (through ``guilds`` and ``styles``), /prefer.
         self.guilds = GuildCache(store)
+        self.prefs = MemberPrefs(store, engine)
         # Start images, masks and finals' images on disk (None: image features refuse politely).
         self.images = StoredImages(inputs, store, settings, clock)
         self.styles = StyleBook(store)  # the servers' style presets (/settings style, /imagine style:)
@@ -163,30 +170,9 @@ class JobService:
         """Jobs this process is waiting on, by id."""
         return self.runner.active()
 
-    # ----------------------------------------------------------------- server settings and /prefer
-
     async def guild_settings(self, guild_id: int) -> GuildSettings:
+        """A server's settings as the job path reads them (image channels ask on every message)."""
         return await self.guilds.get(guild_id)
-
-    async def update_guild_settings(self, guild_id: int, **changes: Any) -> GuildSettings:
-        return await self.guilds.update(guild_id, **changes)
-
-    async def add_image_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        return await self.guilds.add_image_channel(guild_id, channel_id)
-
-    async def remove_image_channel(self, guild_id: int, channel_id: int) -> bool:
-        return await self.guilds.remove_image_channel(guild_id, channel_id)
-
-    async def user_prefs(self, user_id: int) -> UserPrefs:
-        return await self.store.user_prefs(user_id)
-
-    async def update_prefs(self, user_id: int, **changes: Any) -> UserPrefs:
-        """Check and store some of a user's defaults; ``None`` resets one. Raises Refusal, storing nothing.
-
-        Fields: ``aspect``, ``negative_prompt``, ``style_suffix``, ``final_model``, ``dm_results``.
-        """
-        checked = checked_changes(changes, self.engine.offer.default_final_model)
-        return await self.store.update_user_prefs(user_id, **checked)
 
     # ----------------------------------------------------------------- what users ask for
 
@@ -208,7 +194,7 @@ class JobService:
 
         ``addons``: the LoRAs and image reference picked (checked against the engine's offer).
 
-        The user's /prefer defaults fill what was left empty (see :meth:`update_prefs`): the style
+        The user's /prefer defaults fill what was left empty (``core.jobs.preferences``): the style
         suffix is appended, the negative prompt and (without an image) the aspect are used when not given.
         ``style`` names a style preset of the server (``core.styles``), applied instead of the style
         suffix; a name the server does not offer is refused, naming it.

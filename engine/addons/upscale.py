@@ -11,8 +11,9 @@ How the engine calls it, on its worker thread::
 Subtle: the model file (``UPSCALER_MODEL``, a Real-ESRGAN x2/x4 or other spandrel-supported
 single-image super-resolution model as .safetensors) is loaded with
 ``spandrel.ModelLoader().load_from_file`` and run over overlapping input tiles
-(``UPSCALER_TILE``) so memory stays bounded at any size; an x4 model's result is resized to
-exactly 2x with Lanczos. Without a model, Lanczos alone enlarges.
+(``UPSCALER_TILE``) so memory stays bounded at any size; an x4 model's tiles are resized to
+exactly 2x with Lanczos one by one. Without a model, Lanczos alone enlarges. Both kinds call
+``on_tile(done, total)`` after each tile, so the engine reports progress and stops a cancelled job there.
 
 Creative: the subtle result is cut into overlapping tiles (``UPSCALE_TILE``, ``UPSCALE_OVERLAP``);
 each goes through the image-to-image pipeline at low strength (``UPSCALE_CREATIVE_STRENGTH``)
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SCALE = 2
 _ESRGAN_PAD = 16  # input pixels of context around each ESRGAN tile
+TileFn = Callable[[int, int], None]  # (tiles done, tiles in all), after each tile; may raise to stop
 
 
 class UpscaleError(RuntimeError):
@@ -149,16 +151,32 @@ class Upscaler:
         model = self.load()
         return "Lanczos" if model is None else f"{model.architecture.name} x{model.scale}"
 
-    def _run_model(self, model, image: Image.Image) -> Image.Image:
-        """The model over overlapping input tiles; only each tile's inner part is kept."""
+    def model_tiles(self, size: tuple[int, int]) -> int:
+        """How many tiles :meth:`subtle` runs the model over for an image of ``size`` (0 with Lanczos)."""
+        if self.load() is None:
+            return 0
+        tile = self.settings.upscaler_tile
+        return math.ceil(size[0] / tile) * math.ceil(size[1] / tile)
+
+    def _run_model(self, model, image: Image.Image, on_tile: TileFn | None = None) -> Image.Image:
+        """The model over overlapping input tiles, each brought to exactly 2x with its context; its inner part kept.
+
+        An x3+ model's tile is Lanczos-resized to 2x before it is cut (the context is far wider than
+        the filter, so the joined picture is what resizing the whole would give, without the whole
+        x4 picture in memory). Everything between the model calls is uint8. ``on_tile(done, total)``
+        is called after each tile; it may raise to stop.
+        """
         import torch
 
         scale = model.scale
-        source = np.asarray(image, dtype=np.float32) / 255.0
+        source = np.asarray(image)
         height, width = source.shape[:2]
-        out = np.zeros((height * scale, width * scale, 3), dtype=np.float32)
+        out = np.empty((height * SCALE, width * SCALE, 3), dtype=np.uint8)
         tile = self.settings.upscaler_tile
         dtype = next(model.model.parameters()).dtype
+        device = torch.device(self.device)
+        total = self.model_tiles(image.size)
+        done = 0
         for top in range(0, height, tile):
             for left in range(0, width, tile):
                 bottom, right = min(top + tile, height), min(left + tile, width)
@@ -166,27 +184,29 @@ class Upscaler:
                 y1, x1 = min(bottom + _ESRGAN_PAD, height), min(right + _ESRGAN_PAD, width)
                 patch = torch.from_numpy(source[y0:y1, x0:x1].transpose(2, 0, 1).copy())[None]
                 with torch.inference_mode():
-                    result = model(patch.to(self.device, dtype)).float().clamp_(0, 1)[0].cpu().numpy()
-                result = result.transpose(1, 2, 0)
-                oy, ox = (top - y0) * scale, (left - x0) * scale
-                out[top * scale:bottom * scale, left * scale:right * scale] = result[
-                    oy:oy + (bottom - top) * scale, ox:ox + (right - left) * scale
+                    result = model(patch.to(device, torch.float32).div_(255.0).to(dtype))
+                    result = result[0].float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
+                piece = Image.fromarray(result.permute(1, 2, 0).cpu().numpy())
+                if scale != SCALE:
+                    piece = piece.resize(((x1 - x0) * SCALE, (y1 - y0) * SCALE), Image.Resampling.LANCZOS)
+                oy, ox = (top - y0) * SCALE, (left - x0) * SCALE
+                out[top * SCALE:bottom * SCALE, left * SCALE:right * SCALE] = np.asarray(piece)[
+                    oy:oy + (bottom - top) * SCALE, ox:ox + (right - left) * SCALE
                 ]
-        return Image.fromarray(np.round(out * 255.0).astype(np.uint8))
+                done += 1
+                if on_tile is not None:
+                    on_tile(done, total)
+        return Image.fromarray(out)
 
     # ---- the two kinds ----------------------------------------------------------------------
 
-    def subtle(self, image: Image.Image) -> Image.Image:
-        """``image`` enlarged to exactly twice its width and height (RGB)."""
+    def subtle(self, image: Image.Image, on_tile: TileFn | None = None) -> Image.Image:
+        """``image`` enlarged to exactly twice its width and height (RGB); ``on_tile`` after each model tile."""
         image = image.convert("RGB")
-        target = (image.width * SCALE, image.height * SCALE)
         model = self.load()
         if model is None:
-            return image.resize(target, Image.Resampling.LANCZOS)
-        big = self._run_model(model, image)
-        if big.size != target:
-            big = big.resize(target, Image.Resampling.LANCZOS)
-        return big
+            return image.resize((image.width * SCALE, image.height * SCALE), Image.Resampling.LANCZOS)
+        return self._run_model(model, image, on_tile)
 
     def creative(
         self,
@@ -197,25 +217,34 @@ class Upscaler:
         seed: int,
         strength: float | None = None,
         steps: int | None = None,
-        on_tile: Callable[[int, int], None] | None = None,
+        on_tile: TileFn | None = None,
     ) -> Image.Image:
-        """:meth:`subtle`, then an image-to-image pass over feathered overlapping tiles; exactly 2x."""
+        """:meth:`subtle`, then an image-to-image pass over feathered overlapping tiles; exactly 2x.
+
+        ``on_tile(done, total)`` counts the tiles of both passes (the model's first), after each one.
+        """
         import torch
 
         strength = self.settings.upscale_strength if strength is None else strength
         steps = self.settings.upscale_steps if steps is None else steps
         if int(steps * strength) < 1:
             raise UpscaleError(f"{steps} steps at strength {strength} run no step: raise one of them.")
-        big = self.subtle(image)
-        pixels = np.asarray(big, dtype=np.float32)
-        height, width = pixels.shape[:2]
+        image = image.convert("RGB")
+        width, height = image.width * SCALE, image.height * SCALE
         tile_h = min(self.settings.upscale_tile, height // 8 * 8)
         tile_w = min(self.settings.upscale_tile, width // 8 * 8)
         overlap = self.settings.upscale_overlap
         rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
-        total = np.zeros_like(pixels)
+        first = self.model_tiles(image.size)
+        count = first + len(rows) * len(cols)
+
+        def model_tile(done: int, _total: int) -> None:
+            if on_tile is not None:
+                on_tile(done, count)
+
+        big = self.subtle(image, model_tile)
+        total = np.zeros((height, width, 3), dtype=np.float32)
         weight_sum = np.zeros((height, width, 1), dtype=np.float32)
-        count = len(rows) * len(cols)
         index = 0
         for r, top in enumerate(rows):
             for c, left in enumerate(cols):
@@ -240,7 +269,7 @@ class Upscaler:
                 weight_sum[top:top + tile_h, left:left + tile_w] += weights
                 index += 1
                 if on_tile is not None:
-                    on_tile(index, count)
+                    on_tile(first + index, count)
         blended = total / np.maximum(weight_sum, 1e-6)
         return Image.fromarray(np.clip(np.round(blended), 0, 255).astype(np.uint8))
 

@@ -65,7 +65,9 @@ class Recipes(FinalRecipes):
         cancel: threading.Event | None = None,
     ) -> Outcome:
         """The image enlarged exactly 2x: the upscaler model (or Lanczos), then for "creative" an
-        image-to-image pass of the final model over feathered tiles. The prompt defaults to the PNG's."""
+        image-to-image pass of the final model over feathered tiles. The prompt defaults to the PNG's.
+
+        ``on_tile`` hears of every tile of both passes; ``cancel`` stops the job after the current tile."""
         from ..addons.upscale import UpscaleError
         from ..canvas import open_image
 
@@ -73,9 +75,16 @@ class Recipes(FinalRecipes):
         upscaler = self.upscaler()
         self.last_stages = {}
         clock = StageClock(self.registry.device)
+
+        def tile_done(done: int, total: int) -> None:  # after each tile of either pass
+            if on_tile is not None:
+                on_tile(done, total)
+            if cancel is not None and cancel.is_set():
+                raise JobInterrupted()
+
         try:
             if request.mode == "subtle":
-                big = upscaler.subtle(source)
+                big = upscaler.subtle(source, on_tile=tile_done)
                 clock.mark("upscale")
                 self.last_stages = clock.seconds()
                 return Outcome([big], 0, 0.0)
@@ -88,13 +97,6 @@ class Recipes(FinalRecipes):
             cfg = guidance > 1.0
             embeds = self.embeddings(pipe, [prompt], [negative] if cfg else None, guidance=cfg)
             clock.mark("text")
-
-            def tile_done(done: int, total: int) -> None:
-                if on_tile is not None:
-                    on_tile(done, total)
-                if cancel is not None and cancel.is_set():
-                    raise JobInterrupted()
-
             big = upscaler.creative(
                 source, pipe, prompt_kwargs={**embeds, "guidance_scale": guidance}, seed=request.seed, on_tile=tile_done
             )

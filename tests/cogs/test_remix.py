@@ -73,7 +73,7 @@ async def test_a_form_opened_before_a_restart_is_submitted_after_it(loopback):
 async def test_a_form_naming_a_job_that_is_gone_or_a_refused_prompt_gets_an_ephemeral_answer(loopback):
     env = loopback
     fake = env.fake
-    await env.bot.jobs.update_guild_settings(int(fake.world.guild.id), blocked_words=("gore",))
+    await env.bot.jobs.guilds.update(int(fake.world.guild.id), blocked_words=("gore",))
     drafts = await imagine(env, "a harbour")
     job = await env.job_of(drafts)
     jobs_before = (await env.store.history(user_id=int(fake.world.alice.id)))[1]

@@ -70,7 +70,7 @@ async def test_drafts_are_checked_before_they_are_posted(store, tmp_path, nude_r
     engine = doubles.FakeEngine(str(tmp_path / "history.sqlite3"))
     service = make_service(store, engine)
     try:
-        await service.update_guild_settings(10, image_safety=mode)
+        await service.guilds.update(10, image_safety=mode)
         origin = RecordingOrigin()
         job = await service.imagine(origin, prompt="a statue")
         engine.finish(job.id)
@@ -91,7 +91,7 @@ async def test_age_restricted_channels_are_not_checked(store, tmp_path, nude_res
     service = make_service(store, engine)
     service.client = SimpleNamespace(get_channel=lambda channel_id: SimpleNamespace(is_nsfw=lambda: True))
     try:
-        await service.update_guild_settings(10, image_safety="block")
+        await service.guilds.update(10, image_safety="block")
         origin = RecordingOrigin(age_restricted=True)
         job = await service.imagine(origin, prompt="a statue")
         engine.finish(job.id)
@@ -113,7 +113,7 @@ async def test_when_the_detector_cannot_run_nothing_unchecked_is_posted(store, t
     monkeypatch.setattr(broken, "verdict", missing)
     service.safety = broken
     try:
-        await service.update_guild_settings(10, image_safety="block")
+        await service.guilds.update(10, image_safety="block")
         origin = RecordingOrigin()
         job = await service.imagine(origin, prompt="a vase")
         engine.finish(job.id)
@@ -162,7 +162,7 @@ async def test_live_previews_of_finals_pass_the_same_check(store, tmp_path, mode
         service.client = SimpleNamespace(get_channel=lambda channel_id: SimpleNamespace(is_nsfw=lambda: True))
     images = {"figure": nude_figure(256), "landscape": landscape(256)}
     try:
-        await service.update_guild_settings(10, image_safety=mode, finals_outside_nsfw=True)
+        await service.guilds.update(10, image_safety=mode, finals_outside_nsfw=True)
         origin = PreviewOrigin(age_restricted=age_restricted)
         job = await service.final(origin, prompt="a statue in a park")
         engine.run(job.id)

@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from engine.api import EngineStopped, JobCancelled, JobFailed
-from engine.requests import DraftRequest, FinalRequest
+from engine.requests import DraftRequest, FinalRequest, UpscaleRequest
 
+from .addons.test_upscale import CountingModel
+from .conftest import tiny_settings
 from .test_engine_images import keep_busy
+
+UPSCALE_TILES = 64  # a 256 px picture in the tiny Real-ESRGAN's 32 px input tiles
+
+
+def noise_png(side: int = 256) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def counted_upscaler(engine) -> CountingModel:
+    """Make ``engine``'s subtle upscale run UPSCALE_TILES model tiles, counting them."""
+    recipes = engine.recipes
+    recipes.addons = recipes.addons.replace(upscaler_tile=32)
+    upscaler = recipes.upscaler()
+    model = CountingModel(upscaler.load())
+    upscaler._model = model
+    return model
+
+
+@pytest.fixture
+def tiny_addons(tiny_cache_dir):
+    from engine.addons.tiny import ensure_tiny_addons
+
+    ensure_tiny_addons(tiny_cache_dir)
 
 
 def test_users_take_turns_and_drafts_pass_waiting_finals(make_engine):
@@ -79,6 +109,42 @@ def test_cancel_a_running_final_stops_it_at_the_next_step(make_engine):
     with pytest.raises(JobCancelled):
         handle.future.result(timeout=120)
     assert steps[-1] < 30
+
+
+def test_a_subtle_upscale_reports_each_tile_and_a_cancel_stops_it_after_the_current_one(make_engine, tiny_addons):
+    engine = make_engine()
+    model = counted_upscaler(engine)
+    events = []
+
+    def on_progress(p):
+        events.append((p.step, p.total))
+        if p.step == 2:
+            assert engine.cancel("up")  # on the worker thread, between tile 2 and tile 3
+
+    handle = engine.submit(UpscaleRequest(noise_png(), mode="subtle"), user="u", job_id="up", on_progress=on_progress)
+    with pytest.raises(JobCancelled):
+        handle.future.result(timeout=120)
+    assert events == [(1, UPSCALE_TILES), (2, UPSCALE_TILES)]
+    assert model.calls == 2
+
+
+async def test_closing_the_engine_stops_a_running_upscale_at_its_next_tile(tiny_cache_dir, tiny_addons):
+    from engine.local import LocalEngine
+
+    local = LocalEngine(tiny_settings(tiny_cache_dir))
+    await local.start()
+    model = counted_upscaler(local.worker)
+    running = asyncio.Event()
+    handle = await local.submit(
+        UpscaleRequest(noise_png(), mode="subtle"), user="u", job_id="up", on_progress=lambda p: running.set()
+    )
+    await asyncio.wait_for(running.wait(), 120)
+    started = time.monotonic()
+    assert await local.close(0.0) == ["up"]  # kept for the next start, not failed
+    assert time.monotonic() - started < 10  # the rest of the tiles would take far longer on the tiny CPU model
+    with pytest.raises(EngineStopped):
+        await asyncio.wait_for(handle.result(), 10)
+    assert 1 <= model.calls < UPSCALE_TILES
 
 
 def test_progress_counts_every_step_of_base_and_refiner(make_engine):

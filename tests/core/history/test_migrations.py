@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.history import MIGRATIONS_DIR, GuildStyle, HistoryStore, MigrationError, load_migrations
+from core.history import MIGRATIONS_DIR, GuildStyle, HistoryStore, JobParams, MigrationError, load_migrations
 from tests.core.history.sqlite import raw, tables, user_version
 from tests.core.records import new_job
 
@@ -193,7 +193,7 @@ async def test_migration_4_adds_styles_to_a_version_3_database_and_keeps_its_row
 
     store = await HistoryStore.open(db_path)
     try:
-        assert store.schema_version == 4
+        assert store.schema_version == LATEST
         assert await store.get_job(created.id) == created
         settings = await store.guild_settings(10)
         assert (settings.blocked_words, settings.image_safety) == (("gore",), "block")
@@ -203,3 +203,25 @@ async def test_migration_4_adds_styles_to_a_version_3_database_and_keeps_its_row
         assert await store.guild_styles(10) == [GuildStyle(10, "noir", "black and white", "color")]
     finally:
         await store.close()
+
+
+async def test_migration_5_indexes_the_image_keys_of_a_version_4_database(db_path: Path, tmp_path: Path):
+    first_four = tmp_path / "first-four"
+    first_four.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("000[1-4]_*.sql")):
+        shutil.copy(path, first_four / path.name)
+    store = await HistoryStore.open(db_path, migrations_dir=first_four)
+    try:
+        created = await store.create_job(new_job(params=JobParams(reference_image="d" * 64)))
+    finally:
+        await store.close()
+    store = await HistoryStore.open(db_path)
+    try:
+        assert store.schema_version == 5
+        assert await store.get_job(created.id) == created
+        assert await store.image_in_use("d" * 64) is True
+    finally:
+        await store.close()
+    with raw(db_path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"jobs_by_init_image", "jobs_by_mask_image", "jobs_by_reference_image"} <= names

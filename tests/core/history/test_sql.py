@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.history import HistoryStore, sql
+from core.history import HistoryStore, JobParams, sql
 from core.history.sql import escape_like
 from tests.core.history.sqlite import raw, tables
 from tests.core.records import new_job
@@ -91,3 +91,21 @@ async def test_lookups_use_indexes(db_path: Path) -> None:
     assert "INDEX jobs_by_user_created" in plan(sql.COUNT_RECENT, [1, 0.0])
     unfinished = plan(sql.UNFINISHED, [])
     assert "INDEX jobs_unfinished" in unfinished and "TEMP B-TREE" not in unfinished, unfinished
+
+
+async def test_image_in_use_looks_up_each_key_in_its_index(db_path: Path) -> None:
+    store = await HistoryStore.open(db_path)
+    for i in range(300):
+        key = f"{i:064x}"
+        params = [JobParams(), JobParams(init_image=key), JobParams(init_image=key, mask_image=key[::-1]),
+                  JobParams(reference_image=key)][i % 4]
+        await store.create_job(new_job(prompt=f"thing {i}", params=params))
+    assert await store.image_in_use(f"{3:064x}") is True  # a reference
+    assert await store.image_in_use(f"{2:064x}"[::-1]) is True  # a mask
+    await store.close()  # runs PRAGMA optimize, as in production
+    with raw(db_path) as conn:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + sql.IMAGE_IN_USE, ["a" * 64] * 3 + ["[]"])
+        found = " | ".join(r[3] for r in rows)
+    for index in ("jobs_by_init_image", "jobs_by_mask_image", "jobs_by_reference_image"):
+        assert f"SEARCH jobs USING INDEX {index}" in found, found
+    assert "SCAN jobs" not in found, found  # no scan of every job

@@ -162,6 +162,10 @@ async def test_image_in_use_by_rows_that_may_run_or_be_made_again(store: History
     await store.fail_job(refused.id, "The queue is full.")
     assert await store.image_in_use(other, besides=[masked.id]) is False  # failed and cancelled rows let go
     assert await store.image_in_use("x' OR 1=1 --") is False  # a value, never SQL
+    borrowed = "c" * 64
+    borrower = await store.create_job(new_job(params=JobParams(reference_image=borrowed)))
+    assert await store.image_in_use(borrowed) is True  # an image reference is needed again as much
+    assert await store.image_in_use(borrowed, besides=[borrower.id]) is False
 
 
 async def test_finish_job_records_the_steps_the_engine_used(tmp_path):

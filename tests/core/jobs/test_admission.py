@@ -130,7 +130,7 @@ async def test_recent_requests_of_users_who_left_are_forgotten(store, tmp_path):
 @pytest.mark.parametrize("post_ends", ["posted", "fell back"])
 async def test_a_job_whose_result_is_still_being_posted_is_not_done_for_the_queue(service, store, engine, post_ends):
     """The engine is done with it, Discord is not: the job stays the user's (active, counted) until the post ends."""
-    await service.update_guild_settings(10, max_waiting_per_user=1)
+    await service.guilds.update(10, max_waiting_per_user=1)
     origin = RecordingOrigin()
     job = await service.imagine(origin, prompt="a slow channel")
     delivery = origin.deliveries[0]

@@ -39,7 +39,7 @@ async def test_describe_posts_the_suggestions_with_a_button_each(service, store,
 
 
 async def test_a_describe_counts_against_the_users_limits_while_it_runs(service, store, engine):
-    await service.update_guild_settings(10, max_waiting_per_user=1)
+    await service.guilds.update(10, max_waiting_per_user=1)
     origin = RecordingOrigin(user_id=4)
     task, job_id = await started(service, engine, origin)
     refused = RecordingOrigin(user_id=4)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 
 import pytest
 
 from core.delivery import DeliveryError
+from core.history import JobParams
+from core.jobs.addons import Addons
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
 from tests.core.jobs.support import make_service, wait_status
+from tests.core.records import new_job
 
 
 def stored(inputs) -> set[str]:
@@ -59,6 +64,24 @@ async def test_a_cancelled_jobs_image_goes_unless_a_done_job_shares_it(service, 
     await eventually(lambda: stored(inputs) == {done.params.init_image})
 
 
+async def test_a_cancelled_jobs_reference_goes_unless_a_done_job_borrows_it_too(service, store, engine, inputs):
+    photo, other = png(96, 80, (7, 70, 7)), png(96, 80, (8, 80, 8))
+
+    def borrowing(image: bytes) -> Addons:
+        return Addons.from_options(reference=image)
+
+    done = await service.imagine(RecordingOrigin(), prompt="kept", addons=borrowing(photo))
+    engine.finish(done.id)
+    await wait_status(store, done.id, "done")
+    sharing = await service.imagine(RecordingOrigin(), prompt="shares it", addons=borrowing(photo))
+    alone = await service.imagine(RecordingOrigin(), prompt="alone", addons=borrowing(other))
+    assert len(stored(inputs)) == 2
+    for job in (sharing, alone):
+        assert "Cancelled" in await service.cancel(job.id, user_id=1, moderator=False, guild_id=10)
+        await wait_status(store, job.id, "cancelled")
+    await eventually(lambda: stored(inputs) == {done.params.reference_image})
+
+
 async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service, store, engine, inputs):
     class Gone(RecordingOrigin):
         async def acknowledge(self, content):
@@ -66,6 +89,15 @@ async def test_an_edit_whose_acknowledgement_fails_leaves_neither_image(service,
 
     assert await service.edit(Gone(), prompt="a hat", image=png(512, 512), mask=png(512, 512, (255, 255, 255))) is None
     assert engine.submitted == [] and stored(inputs) == set()
+
+
+async def test_a_release_keeps_an_image_that_another_row_borrows_as_its_reference(service, store, inputs):
+    images = service.images
+    key = await images.keep(png(64, 64, (5, 5, 5)))  # one job's start image ...
+    images.settle([key])
+    await store.create_job(new_job(params=JobParams(reference_image=key)))  # ... is another's reference
+    await images.release([key], job_id=424242)  # the first job was cancelled
+    assert stored(inputs) == {key}
 
 
 @pytest.mark.parametrize("kept", ["before", "while it asked"])
@@ -107,3 +139,45 @@ async def test_a_job_that_cannot_be_restarted_leaves_no_image(store, engine, inp
     assert await second.start() == 0
     assert (await store.get_job(job.id)).status == "failed" and stored(inputs) == set()
     await second.shutdown(0.0)
+
+
+def over_the_cap(service, inputs) -> None:
+    """Every stored file is long past the retention and the cap is 0: a prune takes all it may."""
+    for path in [*inputs.inputs.glob("*.png"), *inputs.results.glob("*.png")]:
+        os.utime(path, (1, 1))
+    service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
+
+
+async def test_a_prune_keeps_an_image_a_request_holds_for_the_row_it_is_about_to_write(service, inputs):
+    images = service.images
+    key = await images.keep(png(64, 64, (6, 6, 6)))  # the request's limits passed, its row is not written yet
+    gone = await images.keep(png(64, 64, (7, 7, 7)))
+    await images.drop([gone])  # that request was refused: its image went with it
+    loose = await inputs.put(png(64, 64, (8, 8, 8)))  # on disk, no row and no request needs it
+    over_the_cap(service, inputs)
+    assert await service.prune_images() == (1, len(png(64, 64, (8, 8, 8))))
+    assert stored(inputs) == {key} and loose not in stored(inputs)
+    images.settle([key])
+
+
+async def test_an_image_held_and_written_into_a_row_while_a_prune_runs_stays(service, inputs, monkeypatch):
+    images = service.images
+    photo = png(64, 64, (9, 9, 9))
+    key = await inputs.put(photo)  # stored by a job that is done and gone
+    over_the_cap(service, inputs)
+    choosing, go = threading.Event(), threading.Event()
+    real = inputs.prunable_sync
+
+    def slow_choice(**limits):  # the prune's thread, after it read the unfinished rows
+        choosing.set()
+        go.wait(5)
+        return real(**limits)
+
+    monkeypatch.setattr(inputs, "prunable_sync", slow_choice)
+    prune = asyncio.create_task(service.prune_images())
+    assert await asyncio.to_thread(choosing.wait, 5)
+    assert await images.keep(photo) == key  # a new request with the same image (the file is there: not rewritten)
+    images.settle([key])  # ... whose row is written before the prune ends: the rows it read did not have it
+    go.set()
+    assert await prune == (0, 0)
+    assert stored(inputs) == {key}

@@ -40,7 +40,7 @@ async def test_result_that_cannot_be_posted_is_still_recorded(service, store, en
 
 
 async def test_results_come_by_dm_too_when_the_author_asked(service, store, engine, dms):
-    await service.update_prefs(1, dm_results=True)
+    await service.prefs.update(1, dm_results=True)
     origin = RecordingOrigin()
     job = await service.imagine(origin, prompt="a red fox", seed=7)
     quiet = await service.imagine(RecordingOrigin(user_id=2), prompt="a cat", seed=7)
@@ -57,7 +57,7 @@ async def test_results_come_by_dm_too_when_the_author_asked(service, store, engi
 
 
 async def test_closed_dms_do_not_disturb_the_delivery(service, store, engine, dms):
-    await service.update_prefs(1, dm_results=True)
+    await service.prefs.update(1, dm_results=True)
     dms.open = False
     origin = RecordingOrigin()
     job = await service.imagine(origin, prompt="a red fox", seed=7)

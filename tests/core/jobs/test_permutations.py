@@ -79,7 +79,7 @@ async def test_each_permutation_is_a_job_with_its_own_message(service, store, en
 
 
 async def test_combinations_refused_by_the_limits_are_named(service, store, engine):
-    await service.update_guild_settings(10, max_waiting_per_user=2)
+    await service.guilds.update(10, max_waiting_per_user=2)
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="a {red, blue, green} car") is not None
     assert len(origin.deliveries) == 2 and (await store.history(user_id=1))[1] == 2

@@ -125,12 +125,15 @@ def test_upscale2x_enlarges_the_finals_image_with_its_prompt_and_seed():
     plan = plans.upscale2x(final, source, "upscale_creative")
     assert plan.request == UpscaleRequest(image=source, mode="creative", prompt="p", negative_prompt="blur",
                                           seed=21, model="sdxl")
-    assert plan.keep == {"init_image": source}  # stored with the row: 🔁 and /show rebuild it from there
+    # The final's kept result is on disk already: the row names it, no copy is stored (🔁 and /show read it).
+    assert plan.keep == {} and plan.results == (5,)
     fields = plan.fields
     assert (fields["kind"], fields["mode"], fields["parent_id"], fields["width"], fields["height"]) == (
         "final", "upscale2x", 5, 2048, 1536
     )
-    assert fields["params"] == JobParams(upscale="creative", aspect="4:3")
-    stored = job_row(id=6, **{**fields, "params": JobParams(upscale="creative", aspect="4:3", init_image="k")})
-    assert request_for(stored, images={"k": source}) == plan.request
+    assert fields["params"] == JobParams(upscale="creative", aspect="4:3", init_result=5)
+    stored = job_row(id=6, **fields)
+    assert request_for(stored, results={5: source}) == plan.request
     assert plans.reroll(stored, plan.request).request.image == source
+    older = job_row(id=7, **{**fields, "params": JobParams(upscale="creative", aspect="4:3", init_image="k")})
+    assert request_for(older, images={"k": source}) == plan.request  # rows from before init_result still rebuild

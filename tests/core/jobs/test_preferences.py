@@ -29,7 +29,7 @@ def test_style_suffix_bounds():
 
 
 async def test_update_prefs_checks_each_value_and_stores_nothing_on_a_refusal(service, store):
-    prefs = await service.update_prefs(
+    prefs = await service.prefs.update(
         1, aspect="16:9", negative_prompt=" blurry ", style_suffix=", ink", final_model="SDXL", dm_results=True
     )
     assert (prefs.aspect, prefs.negative_prompt, prefs.style_suffix, prefs.final_model, prefs.dm_results) == (
@@ -40,13 +40,13 @@ async def test_update_prefs_checks_each_value_and_stores_nothing_on_a_refusal(se
         True,
     )
     with pytest.raises(Refusal, match="Unknown aspect ratio '5:1'"):
-        await service.update_prefs(1, aspect="5:1", style_suffix="oil")
+        await service.prefs.update(1, aspect="5:1", style_suffix="oil")
     with pytest.raises(Refusal, match="Unknown model 'dall-e'"):
-        await service.update_prefs(1, final_model="dall-e")
+        await service.prefs.update(1, final_model="dall-e")
     with pytest.raises(Refusal, match="limit is 200"):
-        await service.update_prefs(1, style_suffix="y" * 201)
+        await service.prefs.update(1, style_suffix="y" * 201)
     assert (await store.user_prefs(1)).style_suffix == "ink"  # the refused call changed nothing
-    reset = await service.update_prefs(1, aspect=None, negative_prompt=None, dm_results=None)
+    reset = await service.prefs.update(1, aspect=None, negative_prompt=None, dm_results=None)
     assert (reset.aspect, reset.negative_prompt, reset.dm_results, reset.style_suffix) == (None, None, False, "ink")
 
 

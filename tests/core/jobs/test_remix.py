@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 
 import pytest
 from PIL import Image
@@ -11,8 +12,8 @@ from PIL import Image
 from core.jobs.rows import rebuild_request
 from core.limits import Refusal
 from engine.api import DraftRequest, FinalRequest, UpscaleRequest
-from tests.core.doubles import RecordingOrigin, eventually
-from tests.core.jobs.support import wait_status
+from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually
+from tests.core.jobs.support import make_service, wait_status
 
 
 def size_of(data: bytes) -> tuple[int, int]:
@@ -72,7 +73,7 @@ async def test_a_remixed_final_stays_a_final_with_its_model_and_steps(service, s
     ],
 )
 async def test_a_remix_is_checked_like_any_prompt(service, store, engine, prompt, negative, expected):
-    await service.update_guild_settings(10, blocked_words=("gore",))
+    await service.guilds.update(10, blocked_words=("gore",))
     drafts = await done(store, engine, await service.imagine(RecordingOrigin(), prompt="a cat"))
     origin = RecordingOrigin()
     assert await service.remix(origin, drafts.id, prompt=prompt, negative_prompt=negative) is None
@@ -90,7 +91,7 @@ async def test_remix_refusals(service, store, engine):
     assert "another server" in elsewhere.refusals[-1]
     with pytest.raises(Refusal, match="another server"):  # before the form opens
         await service.remix_source(RecordingOrigin(guild_id=11), drafts.id)
-    await service.update_guild_settings(10, finals_outside_nsfw=False)
+    await service.guilds.update(10, finals_outside_nsfw=False)
     final = await service.final(RecordingOrigin(age_restricted=True), prompt="x")
     outside = RecordingOrigin()
     assert await service.remix(outside, final.id, prompt="y") is None
@@ -111,6 +112,8 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
     assert request == UpscaleRequest(image=source, mode="subtle", prompt="a harbour", seed=3, model=final.model)
     row = await done(store, engine, job)
     assert (row.kind, row.mode, row.parent_id, row.params.upscale) == ("final", "upscale2x", final.id, "subtle")
+    assert row.params.init_result == final.id and row.params.init_image is None
+    assert not inputs.inputs.exists() or list(inputs.inputs.iterdir()) == []  # no second copy of the final's image
     assert (row.width, row.height) == (2 * final.width, 2 * final.height)
     delivery = origin.deliveries[0]
     await eventually(lambda: delivery.posts)
@@ -123,7 +126,7 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
     assert await service.upscale2x(twice, job.id, "upscale_subtle") is None
     assert "upscaled already" in twice.refusals[0]
 
-    # 🔁 and a re-post (/show) make it again from the image stored with its row.
+    # 🔁 and a re-post (/show) make it again from the final's kept image, which its row names.
     rerolled = await service.reroll(RecordingOrigin(), job.id)
     again = engine.item(rerolled.id).request
     assert isinstance(again, UpscaleRequest) and again.image == source and again.mode == "subtle"
@@ -160,3 +163,58 @@ async def test_upscale_refusals(service, store, engine, inputs):
     assert await service.upscale2x(origin, final.id, "upscale_creative") is None
     assert "isn't finished yet" in origin.refusals[-1]
     assert len(engine.submitted) == 2
+
+
+
+async def test_a_queued_upscale_runs_after_a_restart_and_no_prune_takes_its_image(store, engine, inputs, tmp_path):
+    first = make_service(store, engine, inputs=inputs)
+    final = await done(store, engine, await first.final(RecordingOrigin(), prompt="a harbour", seed=3))
+    other = await done(store, engine, await first.final(RecordingOrigin(), prompt="a field", seed=4))
+    source = inputs.result_sync(final.id)
+    job = await first.upscale2x(RecordingOrigin(), final.id, "upscale_creative")
+    await first.shutdown(0.0)
+    assert (await store.get_job(job.id)).status == "queued"
+
+    # Long past the retention and over the cap: only what a job still to run starts from stays.
+    for path in inputs.results.iterdir():
+        os.utime(path, (1, 1))
+    engine = FakeEngine(str(tmp_path / "history.sqlite3"))
+    delivered: list[RecordingDelivery] = []
+
+    def delivery_for_job(client, row):
+        delivered.append(RecordingDelivery(channel_id=row.channel_id, placeholder_id=row.result_message_id))
+        return delivered[-1]
+
+    second = make_service(store, engine, inputs=inputs, delivery_for_job=delivery_for_job)
+    second.settings = second.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
+    try:
+        removed, _ = await second.prune_images()
+        assert removed == 1 and inputs.result_sync(other.id) is None and inputs.result_sync(final.id) == source
+        assert await second.start() == 1
+        assert engine.item(job.id).request == UpscaleRequest(
+            image=source, mode="creative", prompt="a harbour", seed=3, model=final.model
+        )
+        await done(store, engine, job)
+        await eventually(lambda: delivered[0].posts)
+        assert size_of(delivered[0].posts[0][1][0][1]) == (2 * final.width, 2 * final.height)
+    finally:
+        await second.shutdown(0.0)
+
+
+async def test_a_prune_while_an_upscale_is_being_stored_keeps_the_finals_image(service, store, engine, inputs):
+    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
+    assert await service.prune_images() == (0, 0)  # after the delivery's own prune: none runs again for an hour
+    os.utime(inputs.results / f"{final.id}.png", (1, 1))
+    service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
+    real_create = store.create_job
+    pruned = []
+
+    async def create_after_a_prune(new_job):  # a prune runs after the checks read the image, before the row
+        pruned.append(await service.prune_images())
+        return await real_create(new_job)
+
+    store.create_job = create_after_a_prune
+    job = await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle")
+    assert job is not None and pruned == [(0, 0)] and inputs.result_sync(final.id) is not None
+    assert service.images._holding_results == {}  # the row names it now
+    assert await service.prune_images() == (0, 0)  # ... and keeps it while the upscale waits

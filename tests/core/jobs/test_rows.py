@@ -91,3 +91,18 @@ async def test_an_upscale_row_rebuilds_from_its_stored_image(store, inputs):
     )
     with pytest.raises(RebuildError, match="the image it enlarges"):
         request_for(dataclasses.replace(row, params=JobParams(upscale="subtle")))
+
+
+async def test_an_upscale_row_rebuilds_from_the_kept_result_it_names(store, inputs):
+    source = png(512, 384)
+    await inputs.put_result(6, source)
+    row = _row(id=7, kind="final", mode="upscale2x", model="sdxl", width=1024, height=768, steps=None, count=1,
+               seed=3, parent_id=6, params=JobParams(upscale="creative", init_result=6))
+    assert await rebuild_request(store, row, inputs) == UpscaleRequest(
+        image=source, mode="creative", prompt="p", negative_prompt="n", seed=3, model="sdxl"
+    )
+    gone = dataclasses.replace(row, params=JobParams(upscale="creative", init_result=5))
+    with pytest.raises(RebuildError, match="the image of job 5 is no longer stored"):
+        await rebuild_request(store, gone, inputs)
+    with pytest.raises(RebuildError, match="no image store"):
+        await rebuild_request(store, row)

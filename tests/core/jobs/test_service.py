@@ -54,7 +54,7 @@ async def test_unknown_model_is_refused(service, engine):
 
 
 async def test_blocked_words_only_outside_age_restricted_channels(service, store):
-    await service.update_guild_settings(10, blocked_words=("gore",))
+    await service.guilds.update(10, blocked_words=("gore",))
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="lots of Gore here") is None
     assert "“gore”" in origin.refusals[0]
@@ -63,7 +63,7 @@ async def test_blocked_words_only_outside_age_restricted_channels(service, store
 
 
 async def test_finals_outside_age_restricted_channels_can_be_turned_off(service, store, engine):
-    await service.update_guild_settings(10, finals_outside_nsfw=False)
+    await service.guilds.update(10, finals_outside_nsfw=False)
     origin = RecordingOrigin()
     assert await service.final(origin, prompt="x") is None
     assert "age-restricted channels only" in origin.refusals[0]
@@ -187,7 +187,7 @@ async def test_cancel_by_author_moderator_and_others(service, store, engine):
 
 
 async def test_imagine_fills_empty_options_from_prefs_and_the_row_keeps_the_effective_values(service, store, engine):
-    await service.update_prefs(1, aspect="16:9", negative_prompt="blurry", style_suffix="watercolor")
+    await service.prefs.update(1, aspect="16:9", negative_prompt="blurry", style_suffix="watercolor")
     origin = RecordingOrigin()
     job = await service.imagine(origin, prompt="a red fox", seed=5)
     assert origin.refusals == []
@@ -213,18 +213,18 @@ async def test_imagine_fills_empty_options_from_prefs_and_the_row_keeps_the_effe
 
 
 async def test_a_reroll_repeats_the_stored_prompt_without_adding_the_suffix_again(service, store, engine):
-    await service.update_prefs(1, style_suffix="watercolor")
+    await service.prefs.update(1, style_suffix="watercolor")
     origin = RecordingOrigin()
     job = await service.imagine(origin, prompt="a red fox", seed=5)
     engine.finish(job.id)
     await eventually(lambda: origin.deliveries[0].posts)
-    await service.update_prefs(1, style_suffix="oil paint")  # changed since: the reroll must not pick it up
+    await service.prefs.update(1, style_suffix="oil paint")  # changed since: the reroll must not pick it up
     reroll = await service.reroll(RecordingOrigin(), job.id)
     assert engine.item(reroll.id).request.prompt == "a red fox, watercolor"
 
 
 async def test_final_uses_the_preferred_model_unless_one_is_chosen(service, engine):
-    await service.update_prefs(1, final_model="sdxl", aspect="9:16")
+    await service.prefs.update(1, final_model="sdxl", aspect="9:16")
     job = await service.final(RecordingOrigin(), prompt="a lighthouse", seed=3)
     request = engine.item(job.id).request
     assert isinstance(request, FinalRequest) and request.model == "sdxl" and request.height > request.width
@@ -237,24 +237,24 @@ async def test_upscale_uses_the_clickers_preferred_model(service, store, engine)
     drafts = await service.imagine(origin, prompt="a fox", seed=1)
     engine.finish(drafts.id)
     await eventually(lambda: origin.deliveries[0].posts)
-    await service.update_prefs(1, final_model="sdxl")
+    await service.prefs.update(1, final_model="sdxl")
     final = await service.upscale(RecordingOrigin(), drafts.id, 0)
     assert engine.item(final.id).request.model == "sdxl"
     assert (await store.get_job(final.id)).params.prefs == ("final_model",)
 
 
 async def test_the_suffix_cannot_push_a_prompt_over_the_limit_or_past_blocked_words(service, store, engine):
-    await service.update_prefs(1, style_suffix="watercolor")
+    await service.prefs.update(1, style_suffix="watercolor")
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="p" * (MAX_PROMPT_CHARS - 5)) is None
     assert "with your style suffix" in origin.refusals[-1] and engine.submitted == []
-    await service.update_guild_settings(10, blocked_words=("watercolor",))
+    await service.guilds.update(10, blocked_words=("watercolor",))
     assert await service.final(origin, prompt="a fox") is None
     assert "watercolor" in origin.refusals[-1] and engine.submitted == []
 
 
 async def test_an_image_keeps_its_own_aspect_despite_the_preferred_one(service, engine):
-    await service.update_prefs(1, aspect="16:9")
+    await service.prefs.update(1, aspect="16:9")
     job = await service.imagine(RecordingOrigin(), prompt="a fox", image=png(512, 512), seed=1)
     request = engine.item(job.id).request
     assert request.width == request.height

@@ -94,7 +94,7 @@ async def test_imagine_with_a_style_adds_its_texts_and_the_row_names_it(service,
 
 
 async def test_a_style_replaces_the_members_own_suffix_but_joins_their_negative(service, store, engine):
-    await service.update_prefs(1, style_suffix="oil paint", negative_prompt="blurry")
+    await service.prefs.update(1, style_suffix="oil paint", negative_prompt="blurry")
     job = await service.final(RecordingOrigin(), prompt="a lighthouse", style="Watercolor")
     request = engine.item(job.id).request
     assert isinstance(request, FinalRequest)
@@ -114,7 +114,7 @@ async def test_an_unknown_style_is_refused_naming_it_and_nothing_is_stored(servi
 
 
 async def test_a_servers_style_is_held_to_its_blocked_words(service, store, engine):
-    await service.update_guild_settings(GUILD, blocked_words=("gore",))
+    await service.guilds.update(GUILD, blocked_words=("gore",))
     await service.styles.add(GUILD, "splatter", "gore everywhere")
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="a fox", style="splatter") is None

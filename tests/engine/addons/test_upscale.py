@@ -31,7 +31,33 @@ def shrunk(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def upscaler(addon_settings) -> Upscaler:
-    return Upscaler(addon_settings, device="cpu")
+    return Upscaler(addon_settings.replace(upscaler_tile=64), device="cpu")  # several tiles on small pictures
+
+
+class CountingModel:
+    """The loaded spandrel model, counting its calls (one per tile)."""
+
+    def __init__(self, model):
+        self.real, self.calls = model, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __call__(self, patch):
+        self.calls += 1
+        return self.real(patch)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def counted(addon_settings) -> tuple[Upscaler, CountingModel]:
+    fresh = Upscaler(addon_settings.replace(upscaler_tile=64), device="cpu")
+    model = CountingModel(fresh.load())
+    fresh._model = model
+    return fresh, model
 
 
 def test_subtle_with_the_esrgan_model_is_twice_the_size_and_close_to_its_source(upscaler):
@@ -47,6 +73,54 @@ def test_esrgan_tiles_join_exactly(addon_settings, upscaler):
     whole = Upscaler(addon_settings.replace(upscaler_tile=1024)).subtle(source)
     tiled = upscaler.subtle(source)  # 64 px input tiles: 2x2 of them here
     assert np.abs(np.asarray(whole, dtype=int) - np.asarray(tiled, dtype=int)).max() <= 1
+
+
+def test_each_x4_tile_brought_to_2x_is_what_resizing_the_whole_x4_picture_gives(upscaler):
+    import torch
+
+    model = upscaler.load()
+    rng = np.random.default_rng(7)  # noise: a resize without the neighbours' context shows at every tile edge
+    source = Image.fromarray(rng.integers(0, 256, (70, 100, 3), dtype=np.uint8))  # tiles of 64 do not divide it
+    with torch.inference_mode():
+        x4 = model(torch.from_numpy(np.asarray(source, dtype=np.float32).transpose(2, 0, 1).copy() / 255)[None])
+    x4 = Image.fromarray(np.round(x4[0].clamp(0, 1).numpy().transpose(1, 2, 0) * 255).astype(np.uint8))
+    whole = x4.resize((200, 140), Image.Resampling.LANCZOS)
+    assert np.abs(np.asarray(upscaler.subtle(source), dtype=int) - np.asarray(whole, dtype=int)).max() <= 1
+
+
+def test_subtle_reports_every_tile_and_stops_after_the_tile_whose_report_raises(counted):
+    upscaler, model = counted
+    seen: list[tuple[int, int]] = []
+    upscaler.subtle(smooth_picture(), on_tile=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and model.calls == 4  # 128x96 in 64 px tiles
+
+    def stop_at_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Stop()
+
+    model.calls = 0
+    with pytest.raises(Stop):
+        upscaler.subtle(smooth_picture(), on_tile=stop_at_two)
+    assert model.calls == 2
+
+
+def test_creative_counts_the_model_tiles_first_and_stops_there_before_any_redraw(counted):
+    upscaler, model = counted
+    fake = DriftingImg2Img()
+    seen: list[tuple[int, int]] = []
+    upscaler.creative(smooth_picture(128, 64), fake, prompt_kwargs={"prompt": "x"}, seed=1,
+                      on_tile=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 5) for i in range(1, 6)]  # 2 model tiles, then 3 redrawn tiles
+    assert model.calls == 2 and len(fake.calls) == 3
+
+    def stop_at_one(done: int, total: int) -> None:
+        raise Stop()
+
+    fake.calls.clear()
+    model.calls = 0
+    with pytest.raises(Stop):
+        upscaler.creative(smooth_picture(128, 64), fake, prompt_kwargs={"prompt": "x"}, seed=1, on_tile=stop_at_one)
+    assert model.calls == 1 and fake.calls == []
 
 
 def test_lanczos_stands_in_without_a_model(addon_settings):
@@ -136,7 +210,7 @@ def test_creative_with_the_tiny_img2img_pipeline(upscaler, turbo_pipe):
     first = upscaler.creative(source, img2img, prompt_kwargs=kwargs, seed=5, on_tile=lambda i, n: seen.append((i, n)))
     again = upscaler.creative(source, img2img, prompt_kwargs=kwargs, seed=5)
     assert first.size == (192, 128)
-    assert seen == [(1, 2), (2, 2)]  # 192 px wide in 128 px tiles: two tiles
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # the model's 2 tiles (96x64 in 64), 2 redrawn (192x128 in 128)
     assert np.array_equal(np.asarray(first), np.asarray(again))  # seeded: a repeat gives the same picture
     assert np.abs(np.asarray(first, dtype=float) - np.asarray(upscaler.subtle(source), dtype=float)).mean() > 1
     with pytest.raises(UpscaleError, match="no step"):
