@@ -1,6 +1,6 @@
 """Remix and Upscale end to end on the tiny preset: the edited prompt makes drafts from the same seed, and
 Upscale (subtle) on a final arrives at twice its size (Lanczos standing in for the upscaler model), close to
-its source when shrunk back."""
+its source when shrunk back; Upscale (creative) redraws it at twice its size too."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 def bot_env() -> dict[str, str]:
     # FINAL_STEPS=2: the final is quick. No upscaler model: Lanczos stands in (the tiny ESRGAN takes minutes on
     # a 1024 px final on two shared CPU cores; tests/engine runs it on small images).
-    return {**BASE_ENV, "UPSCALER_MODEL": "off"}
+    # Creative: one 2048 px tile (the tiny preset's 128 px tiles would be 441; tests/engine blends many).
+    return {**BASE_ENV, "UPSCALER_MODEL": "off", "UPSCALE_TILE": "2048"}
 
 
-async def test_upscale_subtle_makes_the_final_twice_as_large(bot: RunningBot) -> None:
+async def test_both_upscales_make_the_final_twice_as_large(bot: RunningBot) -> None:
     user = new_user(bot.fake, "enlarger")
     final = await result_of(await bot.fake.slash("final", {"prompt": "a harbour at noon", "seed": 11}, user=user))
     final_job = await bot.finished_job_for(final)
@@ -37,6 +38,16 @@ async def test_upscale_subtle_makes_the_final_twice_as_large(bot: RunningBot) ->
     assert (job["status"], job["kind"], job["mode"]) == ("done", "final", "upscale2x")
     assert job["parent_id"] == final_job["id"]
     assert job["params"]["upscale"] == "subtle" and (job["width"], job["height"]) == image.size
+
+    click = await bot.fake.click(final, f"job:{final_job['id']}:upscale_creative", user)
+    assert await click.wait_callback() == DEFERRED_CHANNEL_MESSAGE
+    redrawn = await result_of(click, files=1)
+    [image] = redrawn.images()
+    assert image.size == (2 * source.width, 2 * source.height)
+    assert "Upscale mode: creative" in image.info["parameters"]
+    job = await bot.finished_job_for(redrawn)
+    assert (job["status"], job["mode"], job["parent_id"]) == ("done", "upscale2x", final_job["id"])
+    assert job["params"]["upscale"] == "creative"
 
 
 async def test_remix_makes_drafts_of_the_edited_prompt_from_the_same_seed(bot: RunningBot) -> None:
