@@ -18,14 +18,24 @@ def bot_env() -> dict[str, str]:
     return dict(BASE_ENV)  # FINAL_STEPS=2: the final here is quick
 
 
-async def test_parameters_in_the_prompt_shape_the_drafts_and_the_row(bot: RunningBot) -> None:
+async def test_parameters_in_the_prompt_shape_the_drafts_the_row_and_the_reroll(bot: RunningBot) -> None:
     user = new_user(bot.fake, "crafter")
-    interaction = await bot.fake.slash("imagine", {"prompt": "a fox --ar 16:9 --seed 5 --no trees"}, user=user)
-    drafts = await result_of(interaction, files=4)
+    typed = "a (fox:1.3) in snow --ar 16:9 --seed 5 --no trees --chaos 40"
+    drafts = await result_of(await bot.fake.slash("imagine", {"prompt": typed}, user=user), files=4)
     assert [image.size for image in drafts.images()] == [size_for_aspect("16:9", DRAFT_SIZE)] * 4
     job = await bot.finished_job_for(drafts)
-    assert (job["status"], job["prompt"], job["seed"], job["negative_prompt"]) == ("done", "a fox", 5, "trees")
-    assert job["params"]["aspect"] == "16:9"
+    assert (job["status"], job["prompt"], job["seed"], job["negative_prompt"]) == (
+        "done", "a (fox:1.3) in snow", 5, "trees")
+    assert (job["params"]["aspect"], job["params"]["chaos"]) == ("16:9", 40)
+    assert drafts.images()[0].info["parameters"].startswith("a (fox:1.3) in snow\nNegative prompt: trees")
+
+    # 🔁 repeats what was typed, with new seeds.
+    reroll = await result_of(await bot.fake.click(drafts, f"job:{job['id']}:reroll", user), files=4)
+    again = await bot.finished_job_for(reroll)
+    assert (again["prompt"], again["negative_prompt"]) == ("a (fox:1.3) in snow", "trees")
+    assert again["parent_id"] == job["id"]
+    assert (again["params"]["aspect"], again["params"]["chaos"]) == ("16:9", 40) and again["seed"] != 5
+    assert [image.size for image in reroll.images()] == [size_for_aspect("16:9", DRAFT_SIZE)] * 4
 
 
 async def test_a_permutation_makes_two_messages(bot: RunningBot) -> None:
