@@ -33,12 +33,12 @@ from pathlib import Path
 from PIL import Image
 
 from ..canvas import upload_rgb
+from ..requests import REFERENCE_WEIGHT_RANGE
 from .settings import AddonMissing, AddonSettings
 
 log = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("full", "style")
-WEIGHT_RANGE = (0.0, 2.0)
 MAX_REFERENCE_PIXELS = 4096 * 4096
 
 
@@ -148,7 +148,7 @@ class ReferenceAdapter:
 
     def set_weight(self, pipe, weight: float, mode: str = "full") -> None:
         """Scale of the reference: on every cross-attention (full) or on the style layers only (style)."""
-        low, high = WEIGHT_RANGE
+        low, high = REFERENCE_WEIGHT_RANGE
         if mode not in MODES:
             raise ReferenceImageError(f"Unknown reference mode {mode!r}: use {' or '.join(MODES)}.")
         if not low <= float(weight) <= high:
