@@ -112,6 +112,7 @@ async def test_image_channel(loopback):
     picture = await fake.say(world.general, "", user=world.alice, attachments=[("cat.png", b"\x89PNG")])
     answer = await fake.wait_for_message(lambda m: m.reply_to == picture.id)
     assert "Images alone" in answer.content and not answer.attachments
+    assert "A prompt with the image attached uses it as the image reference." in answer.content  # the offer has one
 
 
 async def test_expired_token_posts_in_the_channel(loopback):
