@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from core import scope
-from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, DeliveryError, bounded, forbidden_text
+from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, bounded, posting_in
 from core.history import JobRecord
 from core.throttle import UserThrottle
 
@@ -256,16 +256,12 @@ class MessageOrigin(Origin):
 
     async def acknowledge(self, content: str) -> Delivery:
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
-        try:
+        with posting_in(self.channel_id):
             message = await bounded(
                 channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS),
                 self.call_timeout,
                 "the acknowledgement",
             )
-        except discord.NotFound as e:
-            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-        except discord.Forbidden as e:
-            raise DeliveryError(forbidden_text(self.channel_id)) from e
         return Delivery(
             self.client,
             channel_id=self.channel_id,
