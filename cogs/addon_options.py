@@ -17,7 +17,8 @@ import discord
 from discord import app_commands
 
 from core.controls import jobs_client
-from engine.api import EngineOffer
+from core.jobs.addons import DEFAULT_LORA_WEIGHT, DEFAULT_REFERENCE_WEIGHT
+from engine.api import LORA_WEIGHT_RANGE, REFERENCE_WEIGHT_RANGE, EngineOffer
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,15 @@ REFERENCE_MODE_CHOICES = [
     app_commands.Choice(name="full: look and subject", value="full"),
     app_commands.Choice(name="style: the look only", value="style"),
 ]
+_LORA_WEIGHTS = "{:g} to {:g} (default {:g})".format(*LORA_WEIGHT_RANGE, DEFAULT_LORA_WEIGHT)
+_REFERENCE_WEIGHTS = "{:g} to {:g} (default {:g})".format(*REFERENCE_WEIGHT_RANGE, DEFAULT_REFERENCE_WEIGHT)
 ADDON_DESCRIPTIONS = {
     "lora": "A LoRA to stack on the model (start typing to pick one)",
-    "lora_weight": "How strongly the LoRA acts, -2 to 2 (default 1)",
+    "lora_weight": f"How strongly the LoRA acts, {_LORA_WEIGHTS}",
     "lora2": "A second LoRA to stack",
-    "lora2_weight": "How strongly the second LoRA acts, -2 to 2 (default 1)",
+    "lora2_weight": f"How strongly the second LoRA acts, {_LORA_WEIGHTS}",
     "reference": "An image whose look (or subject) the result borrows (PNG, JPEG or WebP)",
-    "reference_weight": "How strongly the reference acts, 0 to 2 (default 0.5)",
+    "reference_weight": f"How strongly the reference acts, {_REFERENCE_WEIGHTS}",
     "reference_mode": "full (look and subject, default) or style (the look only)",
 }
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLAIN_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+IMAGE_ALONE = "In this channel I draw from text: write what you want to see. Images alone aren't used."
+WITH_REFERENCE = " A prompt with the image attached uses it as the image reference."
 
 
 class ImageChannelsCog(commands.Cog):
@@ -66,9 +68,7 @@ class ImageChannelsCog(commands.Cog):
         prompt = message.clean_content
         if not prompt.strip():
             if message.attachments or message.stickers:
-                await origin.refuse(
-                    "In this channel I draw from text: write what you want to see. Images alone aren't used."
-                )
+                await origin.refuse(IMAGE_ALONE + (WITH_REFERENCE if jobs.engine.offer.reference else ""))
             return
         reference = None
         if message.attachments:

@@ -108,17 +108,12 @@ class ImagineCog(commands.Cog):
     ) -> None:
         origin = InteractionOrigin(interaction)
         start = None
-        if image is not None:
-            await origin.defer()  # Discord first: the download and checks can take seconds
-            try:
-                start = await read_image(image, what="image")
-            except Refusal as r:
-                await origin.refuse(str(r))
-                return
-        elif strength is not None:
-            await origin.refuse("Strength only matters with an image: attach one, or leave strength out.")
-            return
         try:
+            if image is not None:
+                await origin.defer()  # Discord first: the download and checks can take seconds
+                start = await read_image(image, what="image")
+            elif strength is not None:
+                raise Refusal("Strength only matters with an image: attach one, or leave strength out.")
             borrowed = await read_reference(origin, reference)
         except Refusal as r:
             await origin.refuse(str(r))

@@ -14,7 +14,14 @@ from core.controls import jobs_client
 from core.limits import MAX_SEARCH_CHARS, MAX_STYLE_SUFFIX_CHARS
 from core.prompt_text import MAX_STYLE_NAME_CHARS
 from core.styles import choice_label, matching
-from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED
+from engine.api import (
+    ASPECTS,
+    FINAL_MODELS,
+    LORA_WEIGHT_RANGE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    REFERENCE_WEIGHT_RANGE,
+)
 
 ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECTS]
 MODEL_CHOICES = [app_commands.Choice(name=model, value=model) for model in FINAL_MODELS]
@@ -24,19 +31,19 @@ class _PassThrough(app_commands.Transformer):
     """An option with Discord-side bounds whose value reaches the command unchanged."""
 
     option_type = discord.AppCommandOptionType.string
-    low: int | None = None
-    high: int | None = None
+    low: float | None = None
+    high: float | None = None
 
     @property
     def type(self) -> discord.AppCommandOptionType:
         return self.option_type
 
     @property
-    def min_value(self) -> int | None:
+    def min_value(self) -> float | None:
         return self.low
 
     @property
-    def max_value(self) -> int | None:
+    def max_value(self) -> float | None:
         return self.high
 
     async def transform(self, interaction: discord.Interaction, value: object, /) -> object:
@@ -116,14 +123,12 @@ Percent = app_commands.Transform[float, PercentOption]
 
 class LoraWeightOption(_PassThrough):
     option_type = discord.AppCommandOptionType.number
-    low = -2
-    high = 2
+    low, high = LORA_WEIGHT_RANGE
 
 
 class ReferenceWeightOption(_PassThrough):
     option_type = discord.AppCommandOptionType.number
-    low = 0
-    high = 2
+    low, high = REFERENCE_WEIGHT_RANGE
 
 
 LoraWeight = app_commands.Transform[float, LoraWeightOption]

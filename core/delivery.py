@@ -14,11 +14,12 @@ else the guild's ``filesize_limit``, else 10 MiB) is sent as a WebP or JPEG that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import discord
@@ -47,6 +48,17 @@ class CallTimeout(DeliveryError):
 
 def forbidden_text(channel_id: int) -> str:
     return f"I may not post or attach files in <#{channel_id}> (missing Send Messages or Attach Files)."
+
+
+@contextlib.contextmanager
+def posting_in(channel_id: int) -> Iterator[None]:
+    """Around a post in channel ``channel_id``: a channel gone or closed to us becomes the DeliveryError users read."""
+    try:
+        yield
+    except discord.NotFound as e:
+        raise DeliveryError(f"The channel <#{channel_id}> no longer exists.") from e
+    except discord.Forbidden as e:
+        raise DeliveryError(forbidden_text(channel_id)) from e
 
 
 async def bounded(
@@ -310,17 +322,13 @@ class Delivery:
         attempts = POST_ATTEMPTS if nonce is not None else 1  # without a nonce a repeat could post twice
         for attempt in range(1, attempts + 1):
             try:
-                message = await bounded(
-                    channel.send(
-                        content, files=await attachments(limit), view=view_arg, allowed_mentions=NO_MENTIONS, **options
-                    ),
-                    self.call_timeout,
-                    "the result's post",
-                )
-            except discord.NotFound as e:
-                raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-            except discord.Forbidden as e:
-                raise DeliveryError(forbidden_text(self.channel_id)) from e
+                with posting_in(self.channel_id):
+                    uploads = await attachments(limit)
+                    message = await bounded(
+                        channel.send(content, files=uploads, view=view_arg, allowed_mentions=NO_MENTIONS, **options),
+                        self.call_timeout,
+                        "the result's post",
+                    )
             except (CallTimeout, discord.DiscordServerError) as e:
                 if attempt < attempts:
                     log.info("channel %s: %s; trying once more (same nonce)", self.channel_id, e)

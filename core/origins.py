@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from core import scope
-from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, DeliveryError, bounded, forbidden_text
+from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, bounded, posting_in
 from core.history import JobRecord
 from core.throttle import UserThrottle
 
@@ -95,7 +95,7 @@ class InteractionOrigin(Origin):
     def job_fields(self) -> dict[str, Any]:
         fields = super().job_fields()
         fields["interaction_token"] = self.interaction.token
-        fields["interaction_expires_at"] = self.interaction.created_at.timestamp() + INTERACTION_TTL_S
+        fields["interaction_expires_at"] = self._token_expires_at()
         return fields
 
     def note_job(self, job_id: int) -> None:
@@ -164,16 +164,7 @@ class InteractionOrigin(Origin):
                     self.call_timeout,
                     "the acknowledgement",
                 )
-        return Delivery(
-            self.interaction.client,
-            channel_id=self.channel_id,
-            guild_id=self.guild_id,
-            interaction=self.interaction,
-            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
-            placeholder_id=message_id,
-            placeholder_by_webhook=True,
-            reply_to=self.source_message_id,
-        )
+        return self._delivery(message_id, interaction=self.interaction)
 
     async def _acknowledge_followup(self, content: str) -> Delivery:
         """A job after the first of one command: a follow-up message of its own, edited through the token."""
@@ -182,16 +173,26 @@ class InteractionOrigin(Origin):
             self.call_timeout,
             "the acknowledgement",
         )
+        return self._delivery(message.id, token=self.interaction.token)
+
+    def _delivery(
+        self, placeholder_id: int | None, *, interaction: discord.Interaction | None = None, token: str | None = None
+    ) -> Delivery:
+        """The Delivery of a message this interaction's webhook posted, edited through ``interaction`` or ``token``."""
         return Delivery(
             self.interaction.client,
             channel_id=self.channel_id,
             guild_id=self.guild_id,
-            token=self.interaction.token,
-            token_expires_at=self.interaction.created_at.timestamp() + INTERACTION_TTL_S,
-            placeholder_id=message.id,
+            interaction=interaction,
+            token=token,
+            token_expires_at=self._token_expires_at(),
+            placeholder_id=placeholder_id,
             placeholder_by_webhook=True,
             reply_to=self.source_message_id,
         )
+
+    def _token_expires_at(self) -> float:
+        return self.interaction.created_at.timestamp() + INTERACTION_TTL_S
 
 
 class MessageOrigin(Origin):
@@ -256,16 +257,12 @@ class MessageOrigin(Origin):
 
     async def acknowledge(self, content: str) -> Delivery:
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
-        try:
+        with posting_in(self.channel_id):
             message = await bounded(
                 channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS),
                 self.call_timeout,
                 "the acknowledgement",
             )
-        except discord.NotFound as e:
-            raise DeliveryError(f"The channel <#{self.channel_id}> no longer exists.") from e
-        except discord.Forbidden as e:
-            raise DeliveryError(forbidden_text(self.channel_id)) from e
         return Delivery(
             self.client,
             channel_id=self.channel_id,

@@ -55,6 +55,8 @@ async def test_addon_options_as_discord_shows_them(bot):
         assert options["lora"]["autocomplete"] and options["lora2"]["autocomplete"] and "choices" not in options["lora"]
         assert (options["lora_weight"]["min_value"], options["lora_weight"]["max_value"]) == (-2, 2)
         assert (options["reference_weight"]["min_value"], options["reference_weight"]["max_value"]) == (0, 2)
+        assert options["lora_weight"]["description"].endswith("acts, -2 to 2 (default 1)")
+        assert options["reference_weight"]["description"].endswith("acts, 0 to 2 (default 0.5)")
         assert [c["value"] for c in options["reference_mode"]["choices"]] == ["full", "style"]
         assert options["reference"]["type"] == 11  # an attachment
 

@@ -32,12 +32,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..requests import LORA_WEIGHT_RANGE, MAX_LORAS
 from .settings import AddonMissing, AddonSettings, split_hub_file
 
 log = logging.getLogger(__name__)
 
-MAX_STACKED = 2
-WEIGHT_RANGE = (-2.0, 2.0)
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 suggestions
 TEXT_ENCODER_PEFT = "0.22.0"  # transformers >= 5 loads text-encoder adapters only with peft >= this
 _TEXT_ENCODER_PREFIXES = ("text_encoder", "lora_te", "te1", "te2", "te_")
@@ -130,11 +129,11 @@ class LoraLibrary:
 
     def validate(self, loras: Sequence[LoraChoice]) -> tuple[LoraChoice, ...]:
         """The choices as given, or :class:`LoraError` naming what is wrong."""
-        if len(loras) > MAX_STACKED:
-            raise LoraError(f"At most {MAX_STACKED} LoRAs can be stacked; {len(loras)} were given.")
+        if len(loras) > MAX_LORAS:
+            raise LoraError(f"At most {MAX_LORAS} LoRAs can be stacked; {len(loras)} were given.")
         known = set(self.names())
         seen: set[str] = set()
-        low, high = WEIGHT_RANGE
+        low, high = LORA_WEIGHT_RANGE
         for choice in loras:
             if choice.name not in known:
                 raise LoraError(f"Unknown LoRA {choice.name!r}: pick one from the list.")

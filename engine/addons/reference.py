@@ -33,12 +33,11 @@ from pathlib import Path
 from PIL import Image
 
 from ..canvas import upload_rgb
+from ..requests import REFERENCE_MODES, REFERENCE_WEIGHT_RANGE
 from .settings import AddonMissing, AddonSettings
 
 log = logging.getLogger(__name__)
 
-MODES: tuple[str, ...] = ("full", "style")
-WEIGHT_RANGE = (0.0, 2.0)
 MAX_REFERENCE_PIXELS = 4096 * 4096
 
 
@@ -148,9 +147,9 @@ class ReferenceAdapter:
 
     def set_weight(self, pipe, weight: float, mode: str = "full") -> None:
         """Scale of the reference: on every cross-attention (full) or on the style layers only (style)."""
-        low, high = WEIGHT_RANGE
-        if mode not in MODES:
-            raise ReferenceImageError(f"Unknown reference mode {mode!r}: use {' or '.join(MODES)}.")
+        low, high = REFERENCE_WEIGHT_RANGE
+        if mode not in REFERENCE_MODES:
+            raise ReferenceImageError(f"Unknown reference mode {mode!r}: use {' or '.join(REFERENCE_MODES)}.")
         if not low <= float(weight) <= high:
             raise ReferenceImageError(f"reference_weight {weight} is out of range ({low} to {high}).")
         pipe.set_ip_adapter_scale(style_scale(pipe.unet, weight) if mode == "style" else float(weight))

@@ -15,19 +15,10 @@ import pytest
 from PIL import Image
 
 from engine.api import ImageEngine, JobCancelled
-from engine.cluster.client import ClusterEngine
 from engine.output import read_parameters
 from engine.requests import DraftRequest, FinalRequest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def engine(cluster):
-    engine = ClusterEngine(cluster.url, cluster.token)
-    await engine.start()
-    yield engine
-    await engine.close(timeout=5)
 
 
 def size_of(png: bytes) -> tuple[int, int]:

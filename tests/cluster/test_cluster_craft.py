@@ -8,18 +8,9 @@ import pytest
 from PIL import Image
 
 from engine.api import DescribeRequest, DraftRequest, FinalRequest, JobFailed, UpscaleRequest
-from engine.cluster.client import ClusterEngine
 from engine.output import read_parameters
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def engine(cluster):
-    engine = ClusterEngine(cluster.url, cluster.token)
-    await engine.start()
-    yield engine
-    await engine.close(timeout=5)
 
 
 async def run(engine, request, job_id):

@@ -120,6 +120,9 @@ async def test_an_image_channel_without_a_reference_model_says_so_instead_of_ign
         assert NO_REFERENCE in refusal.content and "without the image" in refusal.content
         plain = await env.fake.say(channel, "a lighthouse")
         await env.fake.wait_for_message(lambda m: m.reply_to == plain.id and len(m.attachments) == 4)
+        alone = await env.fake.say(channel, "", attachments=[Upload("look.png", png(100, 100))])
+        answer = await env.fake.wait_for_message(lambda m: m.reply_to == alone.id)
+        assert "Images alone" in answer.content and "reference" not in answer.content  # none to promise
         assert len(env.engine.submitted) == 1
 
 

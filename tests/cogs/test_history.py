@@ -8,8 +8,8 @@ import discord
 import pytest
 
 from cogs.history import HistoryPageButton, RepostSelect, history_page
-from core.history import NewJob
 from core.limits import MAX_SEARCH_CHARS, Refusal
+from tests.core.records import new_job
 
 GUILD = 10
 
@@ -24,21 +24,7 @@ def interaction(*, user_id: int = 1, moderator: bool = False):
 
 async def add_jobs(store, user_id: int, prompts: list[str]) -> None:
     for prompt in prompts:
-        await store.create_job(
-            NewJob(
-                kind="draft",
-                mode="imagine",
-                guild_id=GUILD,
-                channel_id=100,
-                user_id=user_id,
-                prompt=prompt,
-                model="turbo",
-                width=512,
-                height=512,
-                seed=1,
-                count=4,
-            )
-        )
+        await store.create_job(new_job(guild_id=GUILD, channel_id=100, user_id=user_id, prompt=prompt))
 
 
 async def test_own_history_newest_first_with_escaped_prompts(store):

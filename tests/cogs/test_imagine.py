@@ -12,11 +12,12 @@ import discord
 import pytest
 
 from cogs.imagine import ImagineCog
-from core.history import HistoryStore, NewJob
+from core.history import HistoryStore
 from core.jobs import JobService
 from core.limits import Refusal
 from core.origins import MessageOrigin
 from tests.core.doubles import FakeEngine
+from tests.core.records import new_job
 
 BOT_ID = 999
 AUTHOR = 1
@@ -64,17 +65,12 @@ class BotDouble:
 
 async def make_job(store: HistoryStore, *, kind: str = "draft", status: str = "done") -> int:
     job = await store.create_job(
-        NewJob(
+        new_job(
             kind=kind,
-            mode="imagine",
             guild_id=GUILD,
             channel_id=CHANNEL,
             user_id=AUTHOR,
-            prompt="a fox",
             model="turbo" if kind == "draft" else "ssd-1b",
-            width=512,
-            height=512,
-            seed=1,
             count=4 if kind == "draft" else 1,
         )
     )

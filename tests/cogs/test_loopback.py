@@ -112,6 +112,7 @@ async def test_image_channel(loopback):
     picture = await fake.say(world.general, "", user=world.alice, attachments=[("cat.png", b"\x89PNG")])
     answer = await fake.wait_for_message(lambda m: m.reply_to == picture.id)
     assert "Images alone" in answer.content and not answer.attachments
+    assert "A prompt with the image attached uses it as the image reference." in answer.content  # the offer has one
 
 
 async def test_expired_token_posts_in_the_channel(loopback):
@@ -207,3 +208,11 @@ async def test_edit_takes_a_region_of_all_four_sides_only(loopback):
     result = await fake.wait_for(lambda: edit.original if edit.original and edit.original.attachments else None)
     job = await loopback.job_of(result)
     assert (job.mode, job.params.region) == ("inpaint", (50, 0, 50, 100))
+
+
+async def test_strength_without_an_image_is_refused_and_nothing_is_queued(loopback):
+    refused = await loopback.fake.slash("imagine", {"prompt": "a fox", "strength": 0.5})
+    await loopback.fake.wait_for(lambda: refused.callback_type is not None, what="the refusal")
+    assert refused.callback_data["flags"] & FLAG_EPHEMERAL
+    assert refused.callback_data["content"] == "Strength only matters with an image: attach one, or leave strength out."
+    assert loopback.engine.submitted == []

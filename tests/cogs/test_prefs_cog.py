@@ -14,11 +14,12 @@ import pytest
 
 from cogs.history import history_page
 from cogs.prefs import PrefsCog, prefs_text
-from core.history import HistoryStore, NewJob, UserPrefs
+from core.history import HistoryStore, UserPrefs
 from core.jobs import JobService
 from core.limits import Refusal
 from core.settings import BotSettings
 from tests.core.doubles import FakeEngine
+from tests.core.records import new_job
 
 BOT_ID = 999
 AUTHOR = 1
@@ -99,17 +100,9 @@ def cog(bot):
 
 async def make_job(store: HistoryStore, *, user_id: int = AUTHOR, message: int = RESULT_MESSAGE) -> int:
     job = await store.create_job(
-        NewJob(
-            kind="final",
-            mode="final",
-            guild_id=GUILD,
-            channel_id=CHANNEL,
-            user_id=user_id,
-            prompt="a fox",
-            model="ssd-1b",
-            width=1024,
-            height=1024,
-            seed=1,
+        new_job(
+            kind="final", mode="final", guild_id=GUILD, channel_id=CHANNEL, user_id=user_id,
+            prompt="a fox", model="ssd-1b", width=1024, height=1024, seed=1, count=1,
         )
     )
     await store.set_result_message(job.id, CHANNEL, message)

@@ -8,7 +8,7 @@ import discord
 import pytest
 
 from cogs.reactions import plain_emoji, reacted_job
-from core.history import NewJob
+from tests.core.records import new_job
 
 BOT_ID = 999
 MEMBER = 2
@@ -19,21 +19,7 @@ RESULT = 7000
 
 @pytest.fixture
 async def job_id(store) -> int:
-    job = await store.create_job(
-        NewJob(
-            kind="draft",
-            mode="imagine",
-            guild_id=GUILD,
-            channel_id=CHANNEL,
-            user_id=1,
-            prompt="a fox",
-            model="turbo",
-            width=512,
-            height=512,
-            seed=1,
-            count=4,
-        )
-    )
+    job = await store.create_job(new_job(guild_id=GUILD, channel_id=CHANNEL, user_id=1))
     await store.set_result_message(job.id, CHANNEL, RESULT)
     return job.id
 

@@ -267,6 +267,16 @@ def channel_delivery(channel: Channel, *, call_timeout: float) -> Delivery:
     return Delivery(client, channel_id=5, guild_id=None, call_timeout=call_timeout)  # type: ignore[arg-type]
 
 
+class DeletedChannel(Channel):
+    async def send(self, content: str, *, files: list[discord.File], **kwargs: Any) -> Any:
+        raise discord.NotFound(SimpleNamespace(status=404, reason="Not Found"), "Unknown Channel")  # type: ignore[arg-type]
+
+
+async def test_a_post_in_a_deleted_channel_fails_with_a_sentence_for_the_user():
+    with pytest.raises(DeliveryError, match=r"^The channel <#5> no longer exists\.$"):
+        await channel_delivery(DeletedChannel(), call_timeout=1.0).post("done", FILES, None, nonce="r4")
+
+
 async def test_a_channel_post_without_an_answer_is_tried_again_with_the_same_nonce():
     channel = UnansweredChannel(hangs=1)
     delivery = channel_delivery(channel, call_timeout=0.2)

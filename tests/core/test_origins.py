@@ -65,6 +65,28 @@ async def test_an_acknowledgement_discord_never_answers_fails_clearly_within_the
     await asyncio.wait_for(origin.refuse("No."), 1.0)  # logged, never waited for past the bound
 
 
+def http_error(kind: type[discord.HTTPException], status: int) -> discord.HTTPException:
+    return kind(SimpleNamespace(status=status, reason="refused"), "refused")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (http_error(discord.NotFound, 404), "The channel <#1> no longer exists."),
+        (http_error(discord.Forbidden, 403), "I may not post or attach files in <#1> (missing Send Messages"),
+    ],
+)
+async def test_an_acknowledgement_in_a_channel_gone_or_closed_says_which(error, line):
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    client = SimpleNamespace(get_partial_messageable=lambda channel_id, guild_id=None: SimpleNamespace(send=refuse))
+    origin = MessageOrigin(client, channel_id=1, guild_id=2, user_id=3, source_message_id=4)  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError) as raised:
+        await origin.acknowledge("⏳ Queued.")
+    assert str(raised.value).startswith(line)
+
+
 class Calls:
     """An interaction's response and follow-up webhook that record what the origin asks of Discord."""
 

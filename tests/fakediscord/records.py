@@ -25,6 +25,8 @@ FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
 FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
 FLAG_IS_COMPONENTS_V2 = 1 << 15
+# The flags a bot may set when it creates a message (Discord drops the others); interactions add FLAG_EPHEMERAL.
+FLAGS_ON_CREATE = FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
 
 # Interaction types.
 APPLICATION_COMMAND = 2

@@ -11,25 +11,11 @@ from core.jobs.rows import RebuildError, new_job_fields, rebuild_request, reques
 from engine.api import DraftInit, DraftRequest, FinalRequest, UpscaleRequest
 from tests.core.doubles import png
 from tests.core.records import job_record as _row
+from tests.core.records import new_job
 
 
 async def test_restart_fails_a_job_whose_parent_is_gone(store, engine):
-    orphan = await store.create_job(
-        NewJob(
-            kind="final",
-            mode="upscale",
-            guild_id=10,
-            channel_id=100,
-            user_id=1,
-            prompt="p",
-            model="ssd-1b",
-            width=1024,
-            height=1024,
-            seed=1,
-            parent_id=None,
-            parent_index=None,
-        )
-    )
+    orphan = await store.create_job(new_job(kind="final", mode="upscale", model="ssd-1b", width=1024, height=1024))
     orphan_row = dataclasses.replace(orphan, parent_index=0, parent_id=424242)
     with pytest.raises(RebuildError, match="no longer exists"):
         await rebuild_request(store, orphan_row)

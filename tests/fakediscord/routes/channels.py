@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..api import ApiError, ApiRequest, Reply, RouteRow
 from ..messages import MessageStore
-from ..records import FLAG_IS_COMPONENTS_V2, FLAG_SUPPRESS_EMBEDS, FLAG_SUPPRESS_NOTIFICATIONS, MSG_DEFAULT, MSG_REPLY
+from ..records import FLAGS_ON_CREATE, MSG_DEFAULT, MSG_REPLY
 from ..world import ATTACH_FILES, MANAGE_MESSAGES, SEND_MESSAGES
 
 NONCE_WINDOW_S = 5 * 60.0  # how long Discord remembers an enforced nonce (a few minutes)
@@ -68,7 +68,7 @@ class ChannelRoutes(MessageStore):
                         and self.now() - earlier.created_at < NONCE_WINDOW_S):
                     return Reply(200, self._message_json(earlier))
         flags = int(payload.get("flags") or 0)
-        flags &= FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
+        flags &= FLAGS_ON_CREATE
         message = await self._create_message(
             channel,
             self.world.bot,

@@ -14,10 +14,8 @@ from ..records import (
     DEFERRED_CHANNEL_MESSAGE,
     DEFERRED_UPDATE_MESSAGE,
     FLAG_EPHEMERAL,
-    FLAG_IS_COMPONENTS_V2,
     FLAG_LOADING,
-    FLAG_SUPPRESS_EMBEDS,
-    FLAG_SUPPRESS_NOTIFICATIONS,
+    FLAGS_ON_CREATE,
     MESSAGE_COMPONENT,
     MODAL,
     MODAL_SUBMIT,
@@ -76,7 +74,7 @@ class InteractionRoutes(MessageStore):
                 flags = (flags & FLAG_EPHEMERAL) | FLAG_LOADING
                 payload: dict[str, Any] = {}
             else:
-                flags &= FLAG_EPHEMERAL | FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
+                flags &= FLAG_EPHEMERAL | FLAGS_ON_CREATE
                 payload = data
             message = await self._create_message(
                 interaction.channel,
@@ -155,7 +153,7 @@ class InteractionRoutes(MessageStore):
             message = original
         else:
             flags = int(payload.get("flags") or 0)
-            flags &= FLAG_EPHEMERAL | FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
+            flags &= FLAG_EPHEMERAL | FLAGS_ON_CREATE
             message = await self._create_message(
                 interaction.channel,
                 self.world.bot,
