@@ -1,6 +1,6 @@
 """The images jobs start from and the finals' images, on disk (``core.inputs``): keep, read, release, prune.
 
-A final's kept result belongs to the final: an upscale's row names it (``params.init_result``) and
+A final's kept result belongs to the final: an upscale's or a Vary's row names it (``params.init_result``) and
 no release removes it; prune leaves it while a job still to run (or a request being stored) needs it.
 
 Touches the image store and reads the store's rows (whose images are kept while a row may need them).

@@ -168,7 +168,10 @@ def outpaint(parent: JobRecord, extended: canvas.Canvas, action: str) -> Plan:
 
 
 def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> Plan:
-    """Vary (subtle) / Vary (strong): a new final by image-to-image from ``parent``'s image, new seed."""
+    """Vary (subtle) / Vary (strong): a new final by image-to-image from ``parent``'s image, new seed.
+
+    The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
+    """
     amount = VARY_ACTIONS[action]
     steps = parent.steps
     planned = steps if steps is not None else offer.final_steps
@@ -179,11 +182,13 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
         width=parent.width, height=parent.height, model=parent.model, steps=steps,
         guidance=parent.guidance, init=ImageInit(source), strength=amount, tile=bool(parent.params.tile),
     )
-    params = JobParams(vary=action.removeprefix("vary_"), style=parent.params.style, tile=parent.params.tile)
+    params = JobParams(
+        vary=action.removeprefix("vary_"), style=parent.params.style, tile=parent.params.tile, init_result=parent.id
+    )
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
-    return Plan(request, fields, {"init_image": source})
+    return Plan(request, fields, results=(parent.id,))
 
 
 def upscale(
