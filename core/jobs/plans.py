@@ -57,14 +57,13 @@ class Plan:
     """A job about to be admitted: the engine request, its row's fields, the images it starts from.
 
     ``keep`` maps ``params`` names (``init_image``, ``mask_image``, ``reference_image``) to the PNGs to store before the
-    row is written (their keys go into the row's ``params``). ``results``: the jobs whose kept results the row
-    names (``params.init_result``), held until the row is written.
+    row is written (their keys go into the row's ``params``). A kept result the row names (``params.init_result``)
+    is held by the command from before its check reads it (``StoredImages.holding_result``).
     """
 
     request: Request
     fields: dict[str, Any]
     keep: dict[str, bytes] = field(default_factory=dict)
-    results: tuple[int, ...] = ()
 
 
 def imagine(
@@ -188,7 +187,7 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
-    return Plan(request, fields, results=(parent.id,))
+    return Plan(request, fields)
 
 
 def upscale(
@@ -282,7 +281,7 @@ def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.UPSCALE2X, parent_id=parent.id, params=params)
-    return Plan(request, fields, results=(parent.id,))
+    return Plan(request, fields)
 
 
 def check_strength(value: object, default: float) -> float:

@@ -284,9 +284,10 @@ class JobService:
         if action not in plans.VARY_ACTIONS:
             raise Refusal(f"Unknown variation {action!r}.")
         guild = await self.checks.guild_of(origin)
-        parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
-        plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
-        return await self.admission.admit(origin, plan, guild)
+        with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
+            parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
+            plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
+            return await self.admission.admit(origin, plan, guild)
 
     async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any."""
@@ -350,10 +351,11 @@ class JobService:
         if not self.engine.offer.upscaler:
             raise Refusal("This bot has no upscaler.")
         guild = await self.checks.guild_of(origin)
-        parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
-        if parent.params.upscale is not None:
-            raise Refusal(f"Job #{parent.id} is upscaled already.")
-        return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
+        with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
+            parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
+            if parent.params.upscale is not None:
+                raise Refusal(f"Job #{parent.id} is upscaled already.")
+            return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
 
     @_refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:

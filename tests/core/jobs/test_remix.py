@@ -163,6 +163,7 @@ async def test_upscale_refusals(service, store, engine, inputs):
     assert await service.upscale2x(origin, final.id, "upscale_creative") is None
     assert "isn't finished yet" in origin.refusals[-1]
     assert len(engine.submitted) == 2
+    assert service.images._holding_results == {}  # a refused request holds no final's image for later prunes
 
 
 # --------------------------------------------------------------------------- what Upscale and Vary start from
@@ -235,3 +236,27 @@ async def test_a_prune_while_a_job_from_a_final_is_being_stored_keeps_the_finals
     assert job is not None and pruned == [(0, 0)] and inputs.result_sync(final.id) is not None
     assert service.images._holding_results == {}  # the row names it now
     assert await service.prune_images() == (0, 0)  # ... and keeps it while the job waits
+
+
+@FROM_THE_FINAL
+async def test_a_prune_right_after_the_check_reads_the_finals_image_keeps_it(
+    service, store, engine, inputs, method, action, factor
+):
+    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
+    assert await service.prune_images() == (0, 0)  # after the delivery's own prune: none runs again for an hour
+    os.utime(inputs.results / f"{final.id}.png", (1, 1))
+    service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
+    real_result = inputs.result
+    pruned = []
+
+    async def read_then_prune(job_id):  # the check has the bytes; the row naming them is not written yet
+        data = await real_result(job_id)
+        pruned.append(await service.prune_images())
+        return data
+
+    inputs.result = read_then_prune
+    job = await getattr(service, method)(RecordingOrigin(), final.id, action)
+    assert job is not None and pruned == [(0, 0)] and inputs.result_sync(final.id) is not None
+    assert service.images._holding_results == {}
+    inputs.result = real_result
+    assert await service.checks.rebuild(await store.get_job(job.id))  # 🔁, /show and a restart find the image
