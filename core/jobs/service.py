@@ -32,7 +32,7 @@ import discord
 from core import canvas
 from core.delivery import Delivery
 from core.direct import send_direct
-from core.history import GuildSettings, HistoryStore, JobRecord
+from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.jobs import addons as addon_plans
 from core.jobs import plans
@@ -169,10 +169,6 @@ class JobService:
     def active(self) -> dict[int, JobRecord]:
         """Jobs this process is waiting on, by id."""
         return self.runner.active()
-
-    async def guild_settings(self, guild_id: int) -> GuildSettings:
-        """A server's settings as the job path reads them (image channels ask on every message)."""
-        return await self.guilds.get(guild_id)
 
     # ----------------------------------------------------------------- what users ask for
 
