@@ -237,11 +237,7 @@ def variation(parent: JobRecord, parent_request: DraftRequest, index: int) -> Pl
 def reroll(job: JobRecord, rebuilt: Request) -> Plan:
     """``job`` again with a new seed; a job that starts from no draft image records ``job`` as its parent."""
     request = dataclasses.replace(rebuilt, seed=random_seed(job.count))
-    fields = new_job_fields(
-        request, mode=JobMode.REROLL, params=dataclasses.replace(job.params, reroll_of=job.id),
-        parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
-    )
-    return Plan(request, fields)
+    return _child_of(job, request, JobMode.REROLL, dataclasses.replace(job.params, reroll_of=job.id))
 
 
 def repost(job: JobRecord, rebuilt: Request) -> Plan:
@@ -256,12 +252,17 @@ def repost(job: JobRecord, rebuilt: Request) -> Plan:
 def remix(job: JobRecord, rebuilt: Request, prompt: str, negative_prompt: str) -> Plan:
     """``job`` again with the same seed, size and settings, and the prompts edited in the Remix form.
 
-    The remix is a child of ``job`` (``params.remix_of``; ``parent_id`` too unless ``job`` starts
-    from a draft image, whose chain ``parent_id`` must keep naming, as for a reroll).
+    The remix is a child of ``job`` (``params.remix_of``, and ``parent_id`` as for a reroll).
     """
     request = dataclasses.replace(rebuilt, prompt=prompt, negative_prompt=negative_prompt)
+    return _child_of(job, request, JobMode.REMIX, dataclasses.replace(job.params, remix_of=job.id))
+
+
+def _child_of(job: JobRecord, request: Request, mode: JobMode, params: JobParams) -> Plan:
+    """``request`` made again from ``job`` (🔁, Remix): ``job`` is its parent unless ``job`` starts from a
+    draft image, whose chain ``parent_id`` and ``parent_index`` must keep naming."""
     fields = new_job_fields(
-        request, mode=JobMode.REMIX, params=dataclasses.replace(job.params, remix_of=job.id),
+        request, mode=mode, params=params,
         parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
     )
     return Plan(request, fields)
