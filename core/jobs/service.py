@@ -129,7 +129,6 @@ class JobService:
             settings=settings,
             outcome=self.outcome,
             pacer=pacer,
-            inputs=inputs,
             clock=clock,
             delivery_for_job=delivery_for_job,
             images=self.images,
