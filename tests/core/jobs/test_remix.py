@@ -217,36 +217,15 @@ async def test_a_queued_job_from_a_final_runs_after_a_restart_and_no_prune_takes
 
 
 @FROM_THE_FINAL
-async def test_a_prune_while_a_job_from_a_final_is_being_stored_keeps_the_finals_image(
-    service, store, engine, inputs, method, action, factor
+@pytest.mark.parametrize("moment", ["right after the check reads it", "just before the row is written"])
+async def test_a_prune_while_a_job_from_a_final_is_admitted_keeps_the_finals_image(
+    service, store, engine, inputs, monkeypatch, method, action, factor, moment
 ):
     final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
     assert await service.prune_images() == (0, 0)  # after the delivery's own prune: none runs again for an hour
     os.utime(inputs.results / f"{final.id}.png", (1, 1))
     service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
-    real_create = store.create_job
-    pruned = []
-
-    async def create_after_a_prune(new_job):  # a prune runs after the checks read the image, before the row
-        pruned.append(await service.prune_images())
-        return await real_create(new_job)
-
-    store.create_job = create_after_a_prune
-    job = await getattr(service, method)(RecordingOrigin(), final.id, action)
-    assert job is not None and pruned == [(0, 0)] and inputs.result_sync(final.id) is not None
-    assert service.images._holding_results == {}  # the row names it now
-    assert await service.prune_images() == (0, 0)  # ... and keeps it while the job waits
-
-
-@FROM_THE_FINAL
-async def test_a_prune_right_after_the_check_reads_the_finals_image_keeps_it(
-    service, store, engine, inputs, method, action, factor
-):
-    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
-    assert await service.prune_images() == (0, 0)  # after the delivery's own prune: none runs again for an hour
-    os.utime(inputs.results / f"{final.id}.png", (1, 1))
-    service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
-    real_result = inputs.result
+    real_result, real_create = inputs.result, store.create_job
     pruned = []
 
     async def read_then_prune(job_id):  # the check has the bytes; the row naming them is not written yet
@@ -254,9 +233,17 @@ async def test_a_prune_right_after_the_check_reads_the_finals_image_keeps_it(
         pruned.append(await service.prune_images())
         return data
 
-    inputs.result = read_then_prune
+    async def prune_then_create(new_job):
+        pruned.append(await service.prune_images())
+        return await real_create(new_job)
+
+    if moment.startswith("right after"):
+        monkeypatch.setattr(inputs, "result", read_then_prune)
+    else:
+        monkeypatch.setattr(store, "create_job", prune_then_create)
     job = await getattr(service, method)(RecordingOrigin(), final.id, action)
+    monkeypatch.undo()
     assert job is not None and pruned == [(0, 0)] and inputs.result_sync(final.id) is not None
-    assert service.images._holding_results == {}
-    inputs.result = real_result
+    assert service.images._holding_results == {}  # the row names it now
+    assert await service.prune_images() == (0, 0)  # ... and keeps it while the job waits
     assert await service.checks.rebuild(await store.get_job(job.id))  # 🔁, /show and a restart find the image
