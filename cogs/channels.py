@@ -42,7 +42,7 @@ class ImageChannelsCog(commands.Cog):
         if message.type not in PLAIN_MESSAGE_TYPES:
             return
         jobs = self.bot.jobs
-        settings = await jobs.guild_settings(message.guild.id)
+        settings = await jobs.guilds.get(message.guild.id)
         if message.channel.id not in settings.image_channels:
             return
 

@@ -5,7 +5,7 @@
   in ``params`` (``init_image``, ``mask_image``), and the file is written *before* the row, so a
   stored job can always be made again.
 - ``results/<job id>.png``: the image of each delivered final, the source of zoom out, pan, vary and
-  upscale; an upscale's row names it (``params.init_result``) instead of storing a copy.
+  upscale; an upscale's or a Vary's row names it (``params.init_result``) instead of storing a copy.
 
 Files are written atomically (temporary file, then rename). Only names this module makes are read
 back: a key is 64 hex digits, a job id an int, so a row can never point outside these folders.

@@ -75,13 +75,6 @@ class Admission:
             plan.request.validate()
         except RequestError as e:
             raise Refusal(str(e)) from e
-        self._images.hold_results(plan.results)  # read by the checks just now; the row will name them
-        try:
-            return await self._admit(origin, plan, guild)
-        finally:
-            self._images.settle_results(plan.results)
-
-    async def _admit(self, origin: Origin, plan: Plan, guild: GuildSettings) -> JobRecord | None:
         now = self._clock()
         await self._check_limits(origin, guild, now)
         # No await between the check and the reservation: concurrent requests of one user are counted exactly.

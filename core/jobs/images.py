@@ -1,6 +1,6 @@
 """The images jobs start from and the finals' images, on disk (``core.inputs``): keep, read, release, prune.
 
-A final's kept result belongs to the final: an upscale's row names it (``params.init_result``) and
+A final's kept result belongs to the final: an upscale's or a Vary's row names it (``params.init_result``) and
 no release removes it; prune leaves it while a job still to run (or a request being stored) needs it.
 
 Touches the image store and reads the store's rows (whose images are kept while a row may need them).
@@ -14,9 +14,10 @@ file goes unless another row still needs it or another request is keeping it rig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
@@ -92,17 +93,22 @@ class StoredImages:
             if self._holding[key] <= 0:
                 del self._holding[key]
 
-    def hold_results(self, job_ids: Iterable[int]) -> None:
-        """A request's row will name these jobs' kept results (``params.init_result``): no prune removes them."""
-        job_ids = list(job_ids)
-        self._holding_results.update(job_ids)
-        if self._results_held_while_pruning is not None:
-            self._results_held_while_pruning.update(job_ids)
+    @contextlib.contextmanager
+    def holding_result(self, job_id: int) -> Iterator[None]:
+        """While inside, no prune removes ``job_id``'s kept result, which a request reads and its row will name.
 
-    def settle_results(self, job_ids: Iterable[int]) -> None:
-        """The row naming these kept results is written (or will not be): the row keeps them from now on."""
-        self._holding_results.subtract(job_ids)
-        self._holding_results = +self._holding_results  # drop the counts at zero
+        Enter before the result is read (``params.init_result``: Upscale 2x, Vary) and leave once the row is
+        written or will not be; from then on the row keeps it while the job waits.
+        """
+        self._holding_results[job_id] += 1
+        if self._results_held_while_pruning is not None:
+            self._results_held_while_pruning.add(job_id)
+        try:
+            yield
+        finally:
+            self._holding_results[job_id] -= 1
+            if self._holding_results[job_id] <= 0:
+                del self._holding_results[job_id]
 
     async def drop(self, keys: Iterable[str]) -> None:
         """Kept for a request that got no row after all: stop holding them and remove what no row needs."""

@@ -57,14 +57,13 @@ class Plan:
     """A job about to be admitted: the engine request, its row's fields, the images it starts from.
 
     ``keep`` maps ``params`` names (``init_image``, ``mask_image``, ``reference_image``) to the PNGs to store before the
-    row is written (their keys go into the row's ``params``). ``results``: the jobs whose kept results the row
-    names (``params.init_result``), held until the row is written.
+    row is written (their keys go into the row's ``params``). A kept result the row names (``params.init_result``)
+    is held by the command from before its check reads it (``StoredImages.holding_result``).
     """
 
     request: Request
     fields: dict[str, Any]
     keep: dict[str, bytes] = field(default_factory=dict)
-    results: tuple[int, ...] = ()
 
 
 def imagine(
@@ -168,7 +167,10 @@ def outpaint(parent: JobRecord, extended: canvas.Canvas, action: str) -> Plan:
 
 
 def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> Plan:
-    """Vary (subtle) / Vary (strong): a new final by image-to-image from ``parent``'s image, new seed."""
+    """Vary (subtle) / Vary (strong): a new final by image-to-image from ``parent``'s image, new seed.
+
+    The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
+    """
     amount = VARY_ACTIONS[action]
     steps = parent.steps
     planned = steps if steps is not None else offer.final_steps
@@ -179,11 +181,13 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
         width=parent.width, height=parent.height, model=parent.model, steps=steps,
         guidance=parent.guidance, init=ImageInit(source), strength=amount, tile=bool(parent.params.tile),
     )
-    params = JobParams(vary=action.removeprefix("vary_"), style=parent.params.style, tile=parent.params.tile)
+    params = JobParams(
+        vary=action.removeprefix("vary_"), style=parent.params.style, tile=parent.params.tile, init_result=parent.id
+    )
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
-    return Plan(request, fields, {"init_image": source})
+    return Plan(request, fields)
 
 
 def upscale(
@@ -233,11 +237,7 @@ def variation(parent: JobRecord, parent_request: DraftRequest, index: int) -> Pl
 def reroll(job: JobRecord, rebuilt: Request) -> Plan:
     """``job`` again with a new seed; a job that starts from no draft image records ``job`` as its parent."""
     request = dataclasses.replace(rebuilt, seed=random_seed(job.count))
-    fields = new_job_fields(
-        request, mode=JobMode.REROLL, params=dataclasses.replace(job.params, reroll_of=job.id),
-        parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
-    )
-    return Plan(request, fields)
+    return _child_of(job, request, JobMode.REROLL, dataclasses.replace(job.params, reroll_of=job.id))
 
 
 def repost(job: JobRecord, rebuilt: Request) -> Plan:
@@ -252,12 +252,17 @@ def repost(job: JobRecord, rebuilt: Request) -> Plan:
 def remix(job: JobRecord, rebuilt: Request, prompt: str, negative_prompt: str) -> Plan:
     """``job`` again with the same seed, size and settings, and the prompts edited in the Remix form.
 
-    The remix is a child of ``job`` (``params.remix_of``; ``parent_id`` too unless ``job`` starts
-    from a draft image, whose chain ``parent_id`` must keep naming, as for a reroll).
+    The remix is a child of ``job`` (``params.remix_of``, and ``parent_id`` as for a reroll).
     """
     request = dataclasses.replace(rebuilt, prompt=prompt, negative_prompt=negative_prompt)
+    return _child_of(job, request, JobMode.REMIX, dataclasses.replace(job.params, remix_of=job.id))
+
+
+def _child_of(job: JobRecord, request: Request, mode: JobMode, params: JobParams) -> Plan:
+    """``request`` made again from ``job`` (🔁, Remix): ``job`` is its parent unless ``job`` starts from a
+    draft image, whose chain ``parent_id`` and ``parent_index`` must keep naming."""
     fields = new_job_fields(
-        request, mode=JobMode.REMIX, params=dataclasses.replace(job.params, remix_of=job.id),
+        request, mode=mode, params=params,
         parent_id=job.id if job.parent_index is None else job.parent_id, parent_index=job.parent_index,
     )
     return Plan(request, fields)
@@ -277,7 +282,7 @@ def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
     fields = new_job_fields(request, mode=JobMode.UPSCALE2X, parent_id=parent.id, params=params)
-    return Plan(request, fields, results=(parent.id,))
+    return Plan(request, fields)
 
 
 def check_strength(value: object, default: float) -> float:

@@ -34,15 +34,18 @@ def request_for(
     A job starts from image ``parent_index`` of its parent when ``parent_index`` is set
     (upscales, variations). ``parent_id`` alone (a reroll, an outpaint) only records where it came from.
     A job whose ``params`` name an ``init_image`` (and a ``mask_image``) starts from that stored image
-    (``core.inputs``); ``images`` maps those keys to the bytes. A job with ``params.upscale`` enlarges
-    2x (:class:`~engine.api.UpscaleRequest`) the kept result of job ``init_result`` (``results`` maps
-    job ids to those bytes), or in older rows its ``init_image``.
+    (``core.inputs``); ``images`` maps those keys to the bytes. One that names ``init_result`` (a Vary of
+    a final) starts from that job's kept result (``results`` maps job ids to those bytes). A job with
+    ``params.upscale`` enlarges 2x (:class:`~engine.api.UpscaleRequest`) the kept result of job
+    ``init_result``, or in older rows its ``init_image``.
     """
     if job.params.upscale:
         return upscale_request_for(job, images, results)
     init: ImageInit | DraftInit | None = None
     mask = None
-    if job.params.init_image:
+    if job.params.init_result is not None:
+        init = ImageInit(_kept_result(job, results))
+    elif job.params.init_image:
         try:
             init = ImageInit((images or {})[job.params.init_image])
             if job.params.mask_image:
@@ -114,12 +117,10 @@ def upscale_request_for(
     """The 2x upscale stored in ``job``: the final's image (job ``init_result``'s kept result, or a row's own
     ``init_image`` as rows stored before ``init_result`` have it), mode, prompts, seed and model."""
     params = job.params
-    if params.init_result is not None:
-        image, named = (results or {}).get(params.init_result), f"the kept image of job {params.init_result}"
-    else:
-        image, named = (images or {}).get(params.init_image or ""), repr(params.init_image)
+    kept = params.init_result is not None
+    image = _kept_result(job, results) if kept else (images or {}).get(params.init_image or "")
     if image is None:
-        raise RebuildError(f"Job {job.id}: the image it enlarges ({named}) was not given.")
+        raise RebuildError(f"Job {job.id}: the image it enlarges ({params.init_image!r}) was not given.")
     assert params.upscale is not None
     return UpscaleRequest(
         image=image,
@@ -129,6 +130,15 @@ def upscale_request_for(
         seed=job.seed,
         model=job.model,
     )
+
+
+def _kept_result(job: JobRecord, results: dict[int, bytes] | None) -> bytes:
+    """The kept result of job ``init_result`` that ``job`` starts from (``results`` maps job ids to them)."""
+    source = job.params.init_result
+    kept = (results or {}).get(source) if source is not None else None
+    if kept is None:
+        raise RebuildError(f"Job {job.id}: the kept image of job {source}, which it starts from, was not given.")
+    return kept
 
 
 async def rebuild_request(store: HistoryStore, job: JobRecord, inputs: InputStore | None = None) -> Request:

@@ -18,7 +18,6 @@ import discord
 from core import render
 from core.delivery import CallTimeout, Delivery, bounded
 from core.history import HistoryStore, JobRecord
-from core.inputs import InputStore
 from core.jobs.images import StoredImages
 from core.jobs.outcome import Outcome
 from core.jobs.plans import DRAFT_COUNT
@@ -86,10 +85,9 @@ class Runner:
         settings: BotSettings,
         outcome: Outcome,
         pacer: ChannelPacer | None,
-        inputs: InputStore | None,
         clock: Callable[[], float],
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery],
-        images: StoredImages | None = None,
+        images: StoredImages,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -98,12 +96,11 @@ class Runner:
         self._engine = engine
         self._outcome = outcome
         self._pacer = pacer
-        self._inputs = inputs
         self._clock = clock
         self._delivery_for_job = delivery_for_job
         self._active: dict[int, ActiveJob] = {}
         self._user_cancelled: set[int] = set()  # only ever jobs in _active: dropped when their task ends
-        self._images = images  # a refused or cancelled job's stored images go (unless another row needs them)
+        self._images = images  # restarts read a job's stored images; a refused or cancelled job's go
         # Jobs stored but not launched yet (being acknowledged, being submitted): id -> cancelled meanwhile.
         self._expected: dict[int, bool] = {}
 
@@ -127,10 +124,6 @@ class Runner:
         """Whether ``job_id`` was cancelled after its row was stored and before it reached the engine."""
         return self._expected.get(job_id, False)
 
-    async def _release(self, job: JobRecord) -> None:
-        if self._images is not None:
-            await self._images.release_job(job)
-
     async def launch(self, job: JobRecord, request: Request, delivery: Delivery, *, restarted: bool = False) -> None:
         """Submit to the engine and follow the job in a task of its own (unless it was cancelled meanwhile)."""
         self.expect(job.id)
@@ -142,7 +135,7 @@ class Runner:
     async def _launch(self, job: JobRecord, request: Request, delivery: Delivery, *, restarted: bool) -> None:
         if self.cancelled_early(job.id):
             log.info("job %s cancelled before it reached the engine", job.id)
-            await self._release(job)
+            await self._images.release_job(job)
             await self._outcome.show(delivery, job, CANCELLED_STATE)
             return
         updater = StatusUpdater(
@@ -168,7 +161,7 @@ class Runner:
             message = str(e) or "The queue is full. Try again in a few minutes."
             log.info("job %s refused by the engine: %s", job.id, message)
             await self._store.fail_job(job.id, message)
-            await self._release(job)
+            await self._images.release_job(job)
             await updater.close()
             await self._outcome.show(delivery, job, f"⚠️ {message}")
             return
@@ -206,7 +199,7 @@ class Runner:
         if job.id not in self._active:
             # Stored but not in this process's engine (it could not be restarted): just mark it.
             await self._store.cancel_job(job.id)
-            await self._release(job)
+            await self._images.release_job(job)
             return f"Cancelled job #{job.id}."
         self._user_cancelled.add(job.id)
         if not await self._engine.cancel(str(job.id)):
@@ -280,7 +273,7 @@ class Runner:
             if job.id in self._user_cancelled or not (self.closing or isinstance(e, EngineStopped)):
                 self._user_cancelled.discard(job.id)
                 await self._store.cancel_job(job.id)
-                await self._release(job)
+                await self._images.release_job(job)
                 log.info("job %s cancelled", job.id)
                 await show(delivery, job, CANCELLED_STATE)
             else:
@@ -315,11 +308,11 @@ class Runner:
             if job.status == "running":
                 await self._store.requeue(job.id)
             try:
-                request = (await rebuild_request(self._store, job, self._inputs)).validate()
+                request = (await rebuild_request(self._store, job, self._images.inputs)).validate()
             except (RebuildError, RequestError) as e:
                 log.warning("job %s cannot be restarted: %s", job.id, e)
                 await self._store.fail_job(job.id, f"Could not be restarted: {e}")
-                await self._release(job)
+                await self._images.release_job(job)
                 continue
             if (posted_id := await already_posted(self.client, job, self._clock())) is not None:
                 # Killed after posting but before the row said done: the result is there; do not post it twice.

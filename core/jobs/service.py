@@ -32,7 +32,7 @@ import discord
 from core import canvas
 from core.delivery import Delivery
 from core.direct import send_direct
-from core.history import GuildSettings, HistoryStore, JobRecord
+from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.jobs import addons as addon_plans
 from core.jobs import plans
@@ -129,7 +129,6 @@ class JobService:
             settings=settings,
             outcome=self.outcome,
             pacer=pacer,
-            inputs=inputs,
             clock=clock,
             delivery_for_job=delivery_for_job,
             images=self.images,
@@ -169,10 +168,6 @@ class JobService:
     def active(self) -> dict[int, JobRecord]:
         """Jobs this process is waiting on, by id."""
         return self.runner.active()
-
-    async def guild_settings(self, guild_id: int) -> GuildSettings:
-        """A server's settings as the job path reads them (image channels ask on every message)."""
-        return await self.guilds.get(guild_id)
 
     # ----------------------------------------------------------------- what users ask for
 
@@ -284,9 +279,10 @@ class JobService:
         if action not in plans.VARY_ACTIONS:
             raise Refusal(f"Unknown variation {action!r}.")
         guild = await self.checks.guild_of(origin)
-        parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
-        plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
-        return await self.admission.admit(origin, plan, guild)
+        with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
+            parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
+            plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
+            return await self.admission.admit(origin, plan, guild)
 
     async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any."""
@@ -350,10 +346,11 @@ class JobService:
         if not self.engine.offer.upscaler:
             raise Refusal("This bot has no upscaler.")
         guild = await self.checks.guild_of(origin)
-        parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
-        if parent.params.upscale is not None:
-            raise Refusal(f"Job #{parent.id} is upscaled already.")
-        return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
+        with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
+            parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
+            if parent.params.upscale is not None:
+                raise Refusal(f"Job #{parent.id} is upscaled already.")
+            return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
 
     @_refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:

@@ -173,13 +173,24 @@ async def test_vary_makes_a_new_final_from_the_stored_image(service, store, engi
     row = await store.get_job(job.id)
     assert (row.mode, row.parent_id, row.parent_index) == ("variation", parent.id, None)
     assert row.params.vary == action.removeprefix("vary_") and row.strength == strength
-    assert await rebuild_request(store, row, inputs) == request  # survives a restart: the image is stored
+    assert row.params.init_result == parent.id and row.params.init_image is None
+    assert not inputs.inputs.exists() or list(inputs.inputs.iterdir()) == []  # no second copy of the final's image
+    assert await rebuild_request(store, row, inputs) == request  # survives a restart: the final's image is kept
     engine.finish(job.id)
     delivery = origin.deliveries[0]
     await eventually(lambda: delivery.posts)
     ids = [item.custom_id for item in delivery.posts[0][2].children]
     assert f"job:{job.id}:vary_subtle" in ids and f"job:{job.id}:zoom2" in ids
     assert f"variation of job #{parent.id}" in delivery.posts[0][0]
+    await wait_status(store, job.id, "done")
+
+    # 🔁 and a re-post (/show) make it again from the final's kept image, which its row names.
+    rerolled = await service.reroll(RecordingOrigin(), job.id)
+    again = engine.item(rerolled.id).request
+    assert isinstance(again, FinalRequest) and again.init == ImageInit(kept) and again.seed != request.seed
+    assert (await store.get_job(rerolled.id)).params.init_result == parent.id
+    reposted = await service.repost(RecordingOrigin(), job.id)
+    assert engine.item(reposted.id).request == request
 
 
 async def test_vary_runs_at_least_one_step_with_few_final_steps(store, engine, inputs):

@@ -126,7 +126,7 @@ def test_upscale2x_enlarges_the_finals_image_with_its_prompt_and_seed():
     assert plan.request == UpscaleRequest(image=source, mode="creative", prompt="p", negative_prompt="blur",
                                           seed=21, model="sdxl")
     # The final's kept result is on disk already: the row names it, no copy is stored (🔁 and /show read it).
-    assert plan.keep == {} and plan.results == (5,)
+    assert plan.keep == {}
     fields = plan.fields
     assert (fields["kind"], fields["mode"], fields["parent_id"], fields["width"], fields["height"]) == (
         "final", "upscale2x", 5, 2048, 1536

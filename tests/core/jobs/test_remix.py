@@ -1,4 +1,4 @@
-"""Remix (the prompts edited, the rest kept) and Upscale (subtle / creative) 2x in the job service."""
+"""Remix (the prompts edited, the rest kept), Upscale (subtle / creative) 2x, and what Upscale and Vary start from."""
 
 from __future__ import annotations
 
@@ -163,15 +163,32 @@ async def test_upscale_refusals(service, store, engine, inputs):
     assert await service.upscale2x(origin, final.id, "upscale_creative") is None
     assert "isn't finished yet" in origin.refusals[-1]
     assert len(engine.submitted) == 2
+    assert service.images._holding_results == {}  # a refused request holds no final's image for later prunes
 
 
+# --------------------------------------------------------------------------- what Upscale and Vary start from
 
-async def test_a_queued_upscale_runs_after_a_restart_and_no_prune_takes_its_image(store, engine, inputs, tmp_path):
+# Both start from the final's kept result, which their row names (``init_result``) instead of a copy.
+FROM_THE_FINAL = pytest.mark.parametrize(
+    ("method", "action", "factor"), [("upscale2x", "upscale_creative", 2), ("vary", "vary_subtle", 1)]
+)
+
+
+def start_image(request) -> bytes:
+    return request.image if isinstance(request, UpscaleRequest) else request.init.data
+
+
+@FROM_THE_FINAL
+async def test_a_queued_job_from_a_final_runs_after_a_restart_and_no_prune_takes_its_image(
+    store, engine, inputs, tmp_path, method, action, factor
+):
     first = make_service(store, engine, inputs=inputs)
     final = await done(store, engine, await first.final(RecordingOrigin(), prompt="a harbour", seed=3))
     other = await done(store, engine, await first.final(RecordingOrigin(), prompt="a field", seed=4))
     source = inputs.result_sync(final.id)
-    job = await first.upscale2x(RecordingOrigin(), final.id, "upscale_creative")
+    job = await getattr(first, method)(RecordingOrigin(), final.id, action)
+    before = engine.item(job.id).request
+    assert start_image(before) == source
     await first.shutdown(0.0)
     assert (await store.get_job(job.id)).status == "queued"
 
@@ -191,30 +208,42 @@ async def test_a_queued_upscale_runs_after_a_restart_and_no_prune_takes_its_imag
         removed, _ = await second.prune_images()
         assert removed == 1 and inputs.result_sync(other.id) is None and inputs.result_sync(final.id) == source
         assert await second.start() == 1
-        assert engine.item(job.id).request == UpscaleRequest(
-            image=source, mode="creative", prompt="a harbour", seed=3, model=final.model
-        )
+        assert engine.item(job.id).request == before
         await done(store, engine, job)
         await eventually(lambda: delivered[0].posts)
-        assert size_of(delivered[0].posts[0][1][0][1]) == (2 * final.width, 2 * final.height)
+        assert size_of(delivered[0].posts[0][1][0][1]) == (factor * final.width, factor * final.height)
     finally:
         await second.shutdown(0.0)
 
 
-async def test_a_prune_while_an_upscale_is_being_stored_keeps_the_finals_image(service, store, engine, inputs):
+@FROM_THE_FINAL
+@pytest.mark.parametrize("moment", ["right after the check reads it", "just before the row is written"])
+async def test_a_prune_while_a_job_from_a_final_is_admitted_keeps_the_finals_image(
+    service, store, engine, inputs, monkeypatch, method, action, factor, moment
+):
     final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
     assert await service.prune_images() == (0, 0)  # after the delivery's own prune: none runs again for an hour
     os.utime(inputs.results / f"{final.id}.png", (1, 1))
     service.settings = service.settings.model_copy(update={"image_retention_days": 1.0, "image_store_max_mb": 0})
-    real_create = store.create_job
+    real_result, real_create = inputs.result, store.create_job
     pruned = []
 
-    async def create_after_a_prune(new_job):  # a prune runs after the checks read the image, before the row
+    async def read_then_prune(job_id):  # the check has the bytes; the row naming them is not written yet
+        data = await real_result(job_id)
+        pruned.append(await service.prune_images())
+        return data
+
+    async def prune_then_create(new_job):
         pruned.append(await service.prune_images())
         return await real_create(new_job)
 
-    store.create_job = create_after_a_prune
-    job = await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle")
+    if moment.startswith("right after"):
+        monkeypatch.setattr(inputs, "result", read_then_prune)
+    else:
+        monkeypatch.setattr(store, "create_job", prune_then_create)
+    job = await getattr(service, method)(RecordingOrigin(), final.id, action)
+    monkeypatch.undo()
     assert job is not None and pruned == [(0, 0)] and inputs.result_sync(final.id) is not None
     assert service.images._holding_results == {}  # the row names it now
-    assert await service.prune_images() == (0, 0)  # ... and keeps it while the upscale waits
+    assert await service.prune_images() == (0, 0)  # ... and keeps it while the job waits
+    assert await service.checks.rebuild(await store.get_job(job.id))  # 🔁, /show and a restart find the image

@@ -8,7 +8,7 @@ import pytest
 
 from core.history import JobMode, JobParams, NewJob
 from core.jobs.rows import RebuildError, new_job_fields, rebuild_request, request_for
-from engine.api import DraftInit, DraftRequest, FinalRequest, UpscaleRequest
+from engine.api import DraftInit, DraftRequest, FinalRequest, ImageInit, UpscaleRequest
 from tests.core.doubles import png
 from tests.core.records import job_record as _row
 from tests.core.records import new_job
@@ -92,3 +92,19 @@ async def test_an_upscale_row_rebuilds_from_the_kept_result_it_names(store, inpu
         await rebuild_request(store, gone, inputs)
     with pytest.raises(RebuildError, match="no image store"):
         await rebuild_request(store, row)
+
+
+async def test_a_vary_row_starts_from_the_kept_result_it_names(store, inputs):
+    source = png(512, 384)
+    await inputs.put_result(6, source)
+    row = _row(id=7, kind="final", mode="variation", model="sdxl", width=512, height=384, steps=None, count=1,
+               seed=3, parent_id=6, strength=0.35, params=JobParams(vary="subtle", init_result=6))
+    assert await rebuild_request(store, row, inputs) == FinalRequest(
+        prompt="p", seed=3, negative_prompt="n", width=512, height=384, model="sdxl", init=ImageInit(source),
+        strength=0.35,
+    )
+    with pytest.raises(RebuildError, match="the kept image of job 6"):
+        request_for(row)
+    gone = dataclasses.replace(row, params=JobParams(vary="subtle", init_result=5))
+    with pytest.raises(RebuildError, match="the image of job 5 is no longer stored"):
+        await rebuild_request(store, gone, inputs)
