@@ -170,15 +170,20 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
     """Vary (subtle) / Vary (strong): a new final by image-to-image from ``parent``'s image, new seed.
 
     The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
+    An upscaled final is varied at the size of the final it enlarged: the models draw at about 1 MP, and
+    2048 px would be four times the memory and time for a worse picture (Upscale it again after).
     """
     amount = VARY_ACTIONS[action]
+    width, height = parent.width, parent.height
+    if parent.params.upscale is not None:
+        width, height = width // 2, height // 2
     steps = parent.steps
     planned = steps if steps is not None else offer.final_steps
     if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
         steps = math.ceil(1 / amount - 1e-9)
     request = FinalRequest(
         prompt=parent.prompt, seed=random_seed(1), negative_prompt=parent.negative_prompt,
-        width=parent.width, height=parent.height, model=parent.model, steps=steps,
+        width=width, height=height, model=parent.model, steps=steps,
         guidance=parent.guidance, init=ImageInit(source), strength=amount, tile=bool(parent.params.tile),
     )
     params = JobParams(

@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.jobs.rows import rebuild_request
 from core.limits import Refusal
-from engine.api import DraftRequest, FinalRequest, UpscaleRequest
+from engine.api import DraftRequest, FinalRequest, ImageInit, UpscaleRequest
 from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually
 from tests.core.jobs.support import make_service, wait_status
 
@@ -133,6 +133,16 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
     reposted = await service.repost(RecordingOrigin(), job.id)
     assert engine.item(reposted.id).request == request
     assert (await store.get_job(reposted.id)).mode == "upscale2x"
+
+
+async def test_a_vary_of_an_upscaled_final_draws_at_the_size_of_the_final_it_enlarged(service, store, engine, inputs):
+    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
+    upscaled = await done(store, engine, await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle"))
+    assert (upscaled.width, upscaled.height) == (2 * final.width, 2 * final.height)
+    varied = await service.vary(RecordingOrigin(), upscaled.id, "vary_subtle")
+    request = engine.item(varied.id).request
+    assert (request.width, request.height) == (final.width, final.height)
+    assert request.init == ImageInit(inputs.result_sync(upscaled.id))  # from the enlarged picture, drawn smaller
 
 
 async def test_the_finals_controls_offer_upscale_when_the_engine_has_an_upscaler(service, store, engine):
