@@ -171,13 +171,13 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
 
     The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
     An upscaled final is varied at the size of the final it enlarged: the models draw at about 1 MP, and
-    2048 px would be four times the memory and time for a worse picture (Upscale it again after).
+    2048 px would be four times the memory and time for a worse picture (Upscale it again after),
+    with the model's default steps.
     """
     amount = VARY_ACTIONS[action]
-    width, height = parent.width, parent.height
-    if parent.params.upscale is not None:
-        width, height = width // 2, height // 2
-    steps = parent.steps
+    width, height, steps = parent.width, parent.height, parent.steps
+    if parent.params.upscale is not None:  # its row's steps are the upscale's (a subtle one: 0), not a drawing's
+        width, height, steps = width // 2, height // 2, None
     planned = steps if steps is not None else offer.final_steps
     if planned * amount < 1:  # image-to-image runs int(steps x strength) steps: at least one
         steps = math.ceil(1 / amount - 1e-9)

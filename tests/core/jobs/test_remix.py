@@ -12,7 +12,7 @@ from PIL import Image
 from core.jobs.rows import rebuild_request
 from core.limits import Refusal
 from engine.api import DraftRequest, FinalRequest, ImageInit, UpscaleRequest
-from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually
+from tests.core.doubles import FakeEngine, RecordingDelivery, RecordingOrigin, eventually, planned_steps
 from tests.core.jobs.support import make_service, wait_status
 
 
@@ -143,6 +143,16 @@ async def test_a_vary_of_an_upscaled_final_draws_at_the_size_of_the_final_it_enl
     request = engine.item(varied.id).request
     assert (request.width, request.height) == (final.width, final.height)
     assert request.init == ImageInit(inputs.result_sync(upscaled.id))  # from the enlarged picture, drawn smaller
+
+
+async def test_a_vary_of_an_upscaled_final_runs_the_steps_a_vary_of_that_final_runs(service, store, engine):
+    """The upscale's row counts no drawing steps (a subtle one: 0), so they are not the Vary's."""
+    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
+    upscaled = await done(store, engine, await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle"))
+    of_final = engine.item((await service.vary(RecordingOrigin(), final.id, "vary_subtle")).id).request
+    of_upscaled = engine.item((await service.vary(RecordingOrigin(), upscaled.id, "vary_subtle")).id).request
+    steps = engine.offer.final_steps
+    assert planned_steps(of_upscaled, steps) == planned_steps(of_final, steps) == final.steps
 
 
 async def test_the_finals_controls_offer_upscale_when_the_engine_has_an_upscaler(service, store, engine):
