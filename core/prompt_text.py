@@ -236,23 +236,25 @@ def _number(name: str, raw: str, example: str) -> float:
     """A decimal number; its range is the add-on check's (``core.jobs.addons``), which knows the option."""
     if not _DECIMAL.fullmatch(raw):
         raise Refusal(f"--{name} takes a number, e.g. --{name} {example}, not “{raw[:40]}”.")
-    return float(raw)
+    return float(raw) + 0.0  # "-0" is 0
 
 
 def _loras(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
-    """``pixel-art:0.8, ink``: names with an optional weight after the last colon."""
+    """``pixel-art:0.8, ink``: names with an optional weight after the last colon.
+
+    LoRA names are file stems, which may hold ":" themselves: what follows the last colon is a weight only
+    when it is a number (``style:v2`` is a name; the add-on check refuses an unknown one, hinting at the weight).
+    """
     raw = _need_value(name, raw, "pixel-art:0.8")
     picks: list[tuple[str, float | None]] = []
     for item in (part.strip() for part in raw.split(",")):
-        label, colon, weight = item.rpartition(":")
-        if not colon:
+        label, _, weight = item.rpartition(":")
+        if not _DECIMAL.fullmatch(weight.strip()):
             label, weight = item, ""
         label, weight = label.strip(), weight.strip()
         if not label:
             raise Refusal(f"--{name} “{raw[:60]}” has a pick without a name; write --{name} pixel-art:0.8, ink.")
-        if colon and not _DECIMAL.fullmatch(weight):
-            raise Refusal(f"--{name} {item[:60]}: the weight after “:” must be a number, e.g. {label[:40]}:0.8.")
-        picks.append((label, float(weight) if colon else None))
+        picks.append((label, float(weight) + 0.0 if weight else None))
     return tuple(picks)
 
 

@@ -129,7 +129,10 @@ def _unknown_lora(name: str, option: str, known: tuple[str, ...]) -> str:
     if option != TYPED_LORA[0]:  # a slash option: its autocomplete lists them
         return f"There is no LoRA “{name[:100]}” on this bot: pick one of the list in {option}."
     listed = ", ".join(known[:KNOWN_LORAS_SHOWN]) + (", …" if len(known) > KNOWN_LORAS_SHOWN else "")
-    return f"There is no LoRA “{name[:100]}” on this bot (--lora); its LoRAs are {listed}."
+    where = "--lora"
+    if ":" in name:  # perhaps a weight that is not a number (the text's parser kept it in the name)
+        where += f"; a weight after “:” is a number, e.g. {name.rpartition(':')[0][:40]}:0.8"
+    return f"There is no LoRA “{name[:100]}” on this bot ({where}); its LoRAs are {listed}."
 
 
 def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:

@@ -138,6 +138,18 @@ def test_bad_typed_picks_are_refused_naming_the_parameter(text, expected):
     assert str(caught.value).startswith(expected)
 
 
+def test_a_typed_lora_whose_name_holds_a_colon_is_picked_and_a_bad_weight_is_named():
+    offer = addon_offer(loras=("tiny-ink", "style:v2"))
+    [ask] = read_prompt("a fox --lora style:v2, tiny-ink:0.5", 4)
+    assert checked(ask.addons, offer).loras == (("style:v2", 1.0), ("tiny-ink", 0.5))
+    [ask] = read_prompt("a fox --lora tiny-ink:strong", 4)
+    with pytest.raises(Refusal) as caught:
+        checked(ask.addons, offer)
+    assert str(caught.value).startswith(
+        "There is no LoRA “tiny-ink:strong” on this bot (--lora; a weight after “:” is a number, e.g. tiny-ink:0.8)"
+    )
+
+
 def test_an_out_of_range_reference_weight_names_iw():
     with pytest.raises(Refusal, match=r"^--iw 2.5 is out of range: use 0 to 2\.$"):
         picked("a fox --iw 2.5", Addons(reference=REFERENCE))
