@@ -73,6 +73,9 @@ class InputStore:
     def put_result_sync(self, job_id: int, png: bytes) -> None:
         _write_atomic(self.results / f"{int(job_id)}.png", png)
 
+    def has_result_sync(self, job_id: int) -> bool:
+        return (self.results / f"{int(job_id)}.png").is_file()
+
     def result_sync(self, job_id: int) -> bytes | None:
         try:
             return (self.results / f"{int(job_id)}.png").read_bytes()

@@ -83,25 +83,27 @@ class Admission:
         self._accepting += 1
         self._accepts_idle.clear()
         try:
-            if plan.keep:
-                self._images.check_kept()
             params: JobParams = plan.fields["params"]
-            keys: dict[str, str] = {}
-            try:
-                for name, png in plan.keep.items():
-                    keys[name] = await self._images.keep(png)
-            except Refusal:
-                await self._images.drop(list(keys.values()))  # the first image was kept, a later one could not be
-                raise
-            if keys:  # "init_image", "mask_image", "reference_image": the stored image's key
-                params = dataclasses.replace(
-                    params,
-                    init_image=keys.get("init_image", params.init_image),
-                    mask_image=keys.get("mask_image", params.mask_image),
-                    reference_image=keys.get("reference_image", params.reference_image),
-                )
-            kept = list(keys.values())
-            return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request, kept)
+            # Images the row names from the job it repeats (🔁, U/V) stay, or it is refused: no prune between.
+            with self._images.holding_named(params):
+                if plan.keep:
+                    self._images.check_kept()
+                keys: dict[str, str] = {}
+                try:
+                    for name, png in plan.keep.items():
+                        keys[name] = await self._images.keep(png)
+                except Refusal:
+                    await self._images.drop(list(keys.values()))  # the first image was kept, a later one could not be
+                    raise
+                if keys:  # "init_image", "mask_image", "reference_image": the stored image's key
+                    params = dataclasses.replace(
+                        params,
+                        init_image=keys.get("init_image", params.init_image),
+                        mask_image=keys.get("mask_image", params.mask_image),
+                        reference_image=keys.get("reference_image", params.reference_image),
+                    )
+                kept = list(keys.values())
+                return await self._store_and_submit(origin, {**plan.fields, "params": params}, plan.request, kept)
         finally:
             self._reserved[origin.user_id] -= 1
             if not self._reserved[origin.user_id]:

@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
-from core.history import HistoryStore, JobRecord
+from core.history import HistoryStore, JobParams, JobRecord
 from core.inputs import InputStore
 from core.limits import Refusal
 from core.settings import BotSettings
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0  # stored images are pruned at most this often (and at start)
 NO_STORE = "This bot keeps no image files, so it can't start from an image."
+GONE = "The image this starts from is no longer stored (old images are removed now and then), so I can't make it."
 
 
 def _not_stored(error: OSError) -> Refusal:
@@ -71,11 +72,7 @@ class StoredImages:
             key = await self.inputs.put(png)
         except OSError as e:
             raise _not_stored(e) from e
-        self._holding[key] += 1
-        if self._held_while_pruning is not None:
-            self._held_while_pruning.add(key)
-        if key in self._releasing:
-            self._kept_meanwhile.add(key)
+        self._hold(key)
         if not self.inputs.has_sync(key):  # released while ``put`` found it there: write it again
             try:
                 await self.inputs.put(png)
@@ -83,6 +80,36 @@ class StoredImages:
                 self.settle([key])
                 raise _not_stored(e) from e
         return key
+
+    def _hold(self, key: str) -> None:
+        """Hold ``key`` for a row not written yet (until :meth:`settle`): no prune or release removes it meanwhile."""
+        self._holding[key] += 1
+        if self._held_while_pruning is not None:
+            self._held_while_pruning.add(key)
+        if key in self._releasing:
+            self._kept_meanwhile.add(key)
+
+    @contextlib.contextmanager
+    def holding_named(self, params: JobParams) -> Iterator[None]:
+        """While inside, no prune or release removes the stored images a row about to be written names already
+        (another job's: a 🔁 or U/V repeats its parent's start image, reference or kept result, read before).
+
+        Raises Refusal when one is gone by now (pruned since it was read): the row could not be rebuilt.
+        """
+        keys = [key for key in (params.init_image, params.mask_image, params.reference_image) if isinstance(key, str)]
+        with contextlib.ExitStack() as held:
+            if params.init_result is not None:
+                held.enter_context(self.holding_result(params.init_result))
+            for key in keys:
+                self._hold(key)
+                held.callback(self.settle, [key])
+            inputs = self.inputs
+            if inputs is not None and (
+                not all(inputs.has_sync(key) for key in keys)
+                or (params.init_result is not None and not inputs.has_result_sync(params.init_result))
+            ):
+                raise Refusal(GONE)
+            yield
 
     def settle(self, keys: Iterable[str]) -> None:
         """The row naming ``keys`` is written (or will not be): they are no longer held for it."""

@@ -11,6 +11,8 @@ import pytest
 from core.delivery import DeliveryError
 from core.history import JobParams
 from core.jobs.addons import Addons
+from core.jobs.images import GONE
+from core.jobs.rows import rebuild_request
 from tests.core.doubles import FakeEngine, RecordingOrigin, eventually, png
 from tests.core.jobs.support import make_service, wait_status
 from tests.core.records import new_job
@@ -181,3 +183,58 @@ async def test_an_image_held_and_written_into_a_row_while_a_prune_runs_stays(ser
     go.set()
     assert await prune == (0, 0)
     assert stored(inputs) == {key}
+
+
+@pytest.mark.parametrize("source", ["a start image", "a final's kept result"])
+async def test_a_reroll_stored_while_a_prune_runs_keeps_the_image_its_row_names(
+    service, store, engine, inputs, monkeypatch, source
+):
+    """🔁 names the image of the job it repeats without keeping it again: it must still be there after the prune."""
+    if source == "a start image":
+        job = await service.imagine(RecordingOrigin(), prompt="from a photo", image=png(64, 64, (3, 3, 3)))
+    else:
+        final = await service.final(RecordingOrigin(), prompt="a harbour")
+        engine.finish(final.id)
+        await wait_status(store, final.id, "done")
+        await eventually(lambda: inputs.result_sync(final.id) is not None)
+        job = await service.vary(RecordingOrigin(), final.id, "vary_subtle")
+    engine.finish(job.id)
+    await wait_status(store, job.id, "done")
+    over_the_cap(service, inputs)  # the job is done: its images are the prune's to take
+    choosing, go = threading.Event(), threading.Event()
+    real = inputs.prunable_sync
+
+    def slow_choice(**limits):  # the prune's thread, after it read the unfinished rows
+        choosing.set()
+        go.wait(5)
+        return real(**limits)
+
+    monkeypatch.setattr(inputs, "prunable_sync", slow_choice)
+    prune = asyncio.create_task(service.prune_images())
+    assert await asyncio.to_thread(choosing.wait, 5)
+    again = await service.reroll(RecordingOrigin(), job.id)
+    assert (await store.get_job(again.id)).status == "queued"
+    go.set()
+    await prune
+    # The queued reroll can still be made again from its row (as a restart does).
+    assert await rebuild_request(store, await store.get_job(again.id), inputs) == engine.item(again.id).request
+
+
+async def test_a_reroll_whose_image_went_right_after_it_was_read_is_refused_and_stores_no_row(
+    service, store, engine, inputs, monkeypatch
+):
+    job = await service.imagine(RecordingOrigin(), prompt="from a photo", image=png(64, 64, (4, 4, 4)))
+    engine.finish(job.id)
+    await wait_status(store, job.id, "done")
+    read = service.checks.rebuild
+
+    async def read_then_pruned(record):
+        request = await read(record)
+        inputs.remove_sync(record.params.init_image)  # a prune took it between the read and the row
+        return request
+
+    monkeypatch.setattr(service.checks, "rebuild", read_then_pruned)
+    origin = RecordingOrigin()
+    assert await service.reroll(origin, job.id) is None
+    assert origin.refusals == [GONE] and len(engine.submitted) == 1
+    assert await store.get_job(job.id + 1) is None  # no row for it
