@@ -248,9 +248,9 @@ def _loras(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
     raw = _need_value(name, raw, "pixel-art:0.8")
     picks: list[tuple[str, float | None]] = []
     for item in (part.strip() for part in raw.split(",")):
-        label, _, weight = item.rpartition(":")
+        label, colon, weight = item.rpartition(":")
         if not _DECIMAL.fullmatch(weight.strip()):
-            label, weight = item, ""
+            label, weight = (item if label.strip() or not colon else ""), ""
         label, weight = label.strip(), weight.strip()
         if not label:
             raise Refusal(f"--{name} “{raw[:60]}” has a pick without a name; write --{name} pixel-art:0.8, ink.")

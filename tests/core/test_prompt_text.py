@@ -67,6 +67,7 @@ def test_dashes_inside_the_prompt_stay_in_it():
         ("a cat --no", ["--no needs a value"]),
         ("a cat --lora", ["--lora needs a value", "pixel-art:0.8"]),
         ("a cat --lora :0.5", ["without a name"]),
+        ("a cat --lora ink, :", ["without a name"]),
         ("a cat --lora ink, , glow", ["without a name"]),
         ("a cat --lora ink --lora glow", ["--lora is given twice", "after one --lora, comma separated"]),
         ("a cat --iw", ["--iw needs a value"]),
