@@ -285,7 +285,12 @@ class JobService:
             return await self.admission.admit(origin, plan, guild)
 
     async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
-        """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any."""
+        """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any.
+
+        An upscaled final takes none (it only enlarges): the add-ons are those of the final it enlarged.
+        """
+        if parent.params.upscale is not None and parent.parent_id is not None:
+            parent = await self.store.get_job(parent.parent_id) or parent
         if not parent.params.loras and not parent.params.reference_image:
             return plan
         return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)

@@ -154,3 +154,18 @@ async def test_vary_and_zoom_of_a_final_keep_its_loras_and_reference(service, st
     plain = await done(store, engine, await service.final(RecordingOrigin(), prompt="a fox"))
     varied = await service.vary(RecordingOrigin(), plain.id, "vary_strong")
     assert engine.item(varied.id).request.loras == () and varied.params.reference_image is None
+
+
+async def test_vary_and_zoom_of_an_upscaled_final_keep_the_loras_and_reference_of_the_final_it_enlarged(
+    service, store, engine, inputs
+):
+    addons = Addons.from_options(lora="watercolor-xl", lora_weight=1.5, reference=REFERENCE)
+    final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a fox", addons=addons))
+    upscaled = await done(store, engine, await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle"))
+    assert engine.item(upscaled.id).request.mode == "subtle"  # the upscale itself takes no add-ons
+    for job in (await service.vary(RecordingOrigin(), upscaled.id, "vary_subtle"),
+                await service.outpaint(RecordingOrigin(), upscaled.id, "zoom2")):
+        request = engine.item(job.id).request
+        assert (request.loras, request.reference_weight, request.reference_mode) == ((("watercolor-xl", 1.5),), 0.5,
+                                                                                     "full")
+        assert (await store.get_job(job.id)).params.reference_image == final.params.reference_image
