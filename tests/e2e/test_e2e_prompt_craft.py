@@ -1,12 +1,17 @@
 """Prompt craft end to end on the tiny preset: parameters typed after the prompt, a permutation that makes
-two messages, and a --tile final with its 2x2 preview."""
+two messages, a --tile final with its 2x2 preview, and a server's style preset (an admin adds one, a member
+draws with it, 🔁 repeats the same styled text)."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 
 from engine.api import size_for_aspect
 from tests.e2e.support import BASE_ENV, RESULT_TIMEOUT, RunningBot, new_user, result_of
+from tests.fakediscord.records import FLAG_EPHEMERAL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -65,3 +70,27 @@ async def test_a_tiled_final_and_its_preview(bot: RunningBot) -> None:
     assert preview.crop((image.width, image.height, image.width * 2, image.height * 2)).convert("RGB").tobytes() == (
         image.convert("RGB").tobytes()
     )
+
+
+async def test_a_servers_style_shapes_the_drafts_and_the_reroll(bot: RunningBot) -> None:
+    fake = bot.fake
+    added = await fake.slash(
+        "settings style add", {"name": "noir", "prompt_suffix": "film noir", "negative": "color"},
+        user=fake.world.moderator,
+    )
+    [reply] = await added.wait_messages(lambda found: len(found) >= 1, 10)
+    assert reply.flags & FLAG_EPHEMERAL and "Style `noir` added" in reply.content
+
+    member = new_user(fake, "stylist")
+    drafts = await result_of(await fake.slash("imagine", {"prompt": "a lighthouse", "style": "noir"}, user=member), 4)
+    job = await bot.finished_job_for(drafts)
+    assert job["prompt"] == "a lighthouse, film noir"
+    assert (job["negative_prompt"], job["params"]["style"]) == ("color", "noir")
+    assert "a lighthouse, film noir" in Image.open(io.BytesIO(drafts.attachments[0].data)).info["parameters"]
+
+    reroll = await result_of(await fake.click(drafts, f"job:{job['id']}:reroll", member), 4)
+    again = await bot.finished_job_for(reroll)
+    assert (again["prompt"], again["negative_prompt"], again["params"]["style"]) == (
+        job["prompt"], job["negative_prompt"], "noir",
+    )
+    assert again["seed"] != job["seed"]

@@ -223,12 +223,13 @@ def test_guidance_cutoff_drops_the_unconditional_batch_for_the_last_steps(make_e
 
 @pytest.mark.slow
 def test_compiled_drafts_match_eager_and_never_recompile_across_buckets(make_engine):
-    """Dynamo's graphs and guards (the part that decides recompiles) on every bucket, 1 to 16.
+    """Dynamo's graphs and guards (the part that decides recompiles) from bucket 1 to 16: 1 is a graph of
+    its own, 2 to 16 share the dynamic batch one (8 would prove nothing 4 and 16 do not; 3 pads to 4).
 
     Inductor's own kernels are checked where they are used, on CUDA (tests/engine/test_gpu.py): the CPU
     never compiles by default, and an inductor build of the tiny UNet took two minutes of CI here."""
     torch._dynamo.reset()
-    compiled_matches_eager(make_engine, "aot_eager", (1, 2, 4, 8, 16), tol=0.5, side=SIDE)
+    compiled_matches_eager(make_engine, "aot_eager", (1, 2, 4, 16), tol=0.5, side=SIDE)
 
 
 def test_offload_mode_never_compiles(tiny_cache_dir):
