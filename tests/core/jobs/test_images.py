@@ -162,20 +162,26 @@ async def test_a_prune_keeps_an_image_a_request_holds_for_the_row_it_is_about_to
     images.settle([key])
 
 
-async def test_an_image_held_and_written_into_a_row_while_a_prune_runs_stays(service, inputs, monkeypatch):
-    images = service.images
-    photo = png(64, 64, (9, 9, 9))
-    key = await inputs.put(photo)  # stored by a job that is done and gone
-    over_the_cap(service, inputs)
+def paused_prune(inputs, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make the next prune stop in its thread after it read the unfinished rows: (it is there, let it go on)."""
     choosing, go = threading.Event(), threading.Event()
     real = inputs.prunable_sync
 
-    def slow_choice(**limits):  # the prune's thread, after it read the unfinished rows
+    def slow_choice(**limits):
         choosing.set()
         go.wait(5)
         return real(**limits)
 
     monkeypatch.setattr(inputs, "prunable_sync", slow_choice)
+    return choosing, go
+
+
+async def test_an_image_held_and_written_into_a_row_while_a_prune_runs_stays(service, inputs, monkeypatch):
+    images = service.images
+    photo = png(64, 64, (9, 9, 9))
+    key = await inputs.put(photo)  # stored by a job that is done and gone
+    over_the_cap(service, inputs)
+    choosing, go = paused_prune(inputs, monkeypatch)
     prune = asyncio.create_task(service.prune_images())
     assert await asyncio.to_thread(choosing.wait, 5)
     assert await images.keep(photo) == key  # a new request with the same image (the file is there: not rewritten)
@@ -201,15 +207,7 @@ async def test_a_reroll_stored_while_a_prune_runs_keeps_the_image_its_row_names(
     engine.finish(job.id)
     await wait_status(store, job.id, "done")
     over_the_cap(service, inputs)  # the job is done: its images are the prune's to take
-    choosing, go = threading.Event(), threading.Event()
-    real = inputs.prunable_sync
-
-    def slow_choice(**limits):  # the prune's thread, after it read the unfinished rows
-        choosing.set()
-        go.wait(5)
-        return real(**limits)
-
-    monkeypatch.setattr(inputs, "prunable_sync", slow_choice)
+    choosing, go = paused_prune(inputs, monkeypatch)
     prune = asyncio.create_task(service.prune_images())
     assert await asyncio.to_thread(choosing.wait, 5)
     again = await service.reroll(RecordingOrigin(), job.id)
