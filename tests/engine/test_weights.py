@@ -132,11 +132,11 @@ def test_a_mixed_repository_downloads_each_folders_weights_and_loads(tiny_cache_
 
     registry = ModelRegistry(settings.replace(turbo_model=str(folder)), "cpu", torch.float32, "resident")
     pipe = registry.get("turbo").text2img
-    fp16_unet = next(iter(pipe.unet.state_dict().values()))
     from diffusers import UNet2DConditionModel
 
-    want = next(iter(UNet2DConditionModel.from_pretrained(repo / "unet", variant="fp16").state_dict().values()))
-    assert torch.equal(fp16_unet, want.float())
+    fp16 = UNet2DConditionModel.from_pretrained(repo / "unet", variant="fp16").state_dict()
+    loaded = pipe.unet.state_dict()
+    assert all(torch.equal(loaded[k], v.float()) for k, v in fp16.items())  # the fp16 files, not the float32 ones
 
 
 def test_a_snapshot_of_configs_alone_is_missing_and_so_is_one_lacking_a_shard(tiny_cache_dir, tmp_path, monkeypatch):
@@ -160,11 +160,20 @@ def test_a_snapshot_of_configs_alone_is_missing_and_so_is_one_lacking_a_shard(ti
 
 
 def test_a_folder_whose_only_fp16_weights_are_shards_loads_them(tiny_cache_dir, tmp_path):
+    from diffusers import UNet2DConditionModel
+
     repo = fake_repo(tiny_cache_dir, tmp_path)
-    (repo / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()  # fp16 only in text_encoder_2's shards
+    for f in (repo / "unet").glob("*.safetensors"):  # fp16 only in text_encoder_2's shards; the UNet plain shards
+        f.unlink()
+    unet = UNet2DConditionModel.from_pretrained(tiny_root(tiny_cache_dir) / "turbo" / "unet")
+    unet.save_pretrained(repo / "unet", max_shard_size="200KB")
+    assert len(list((repo / "unet").glob("diffusion_pytorch_model-*-of-*.safetensors"))) > 1
     registry = ModelRegistry(tiny_settings(tiny_cache_dir, turbo_model=str(repo)), "cpu", torch.float32, "resident")
     assert registry._variant(repo) == "fp16"
-    assert registry.get("turbo").text2img.text_encoder_2 is not None
+    pipe = registry.get("turbo").text2img
+    assert pipe.text_encoder_2.dtype == torch.float32
+    loaded = pipe.unet.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in unet.state_dict().items())
 
 
 def test_a_repository_without_safetensors_for_a_folder_is_refused_at_download(tiny_cache_dir, tmp_path, monkeypatch):
