@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     gen.add_argument("-o", "--output", default="out.png")
     gen.set_defaults(fn=cmd_generate)
-    dl = sub.add_parser("download", help="fetch the fp16 safetensors weights once")
+    dl = sub.add_parser("download", help="fetch the safetensors weights once (fp16 where published)")
     dl.add_argument("--models", help="comma-separated: turbo,ssd-1b,sdxl-base,sdxl-refiner (default: all)")
     dl.add_argument("--preset", choices=("sdxl", "tiny"))
     dl.add_argument("--if-missing", action="store_true", help="only fetch models that are not on disk yet")

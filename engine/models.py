@@ -21,6 +21,7 @@ from typing import Any
 
 from .hashes import ComponentHashes
 from .settings import VAE_FP16_FIX, EngineSettings
+from .weightfiles import pipeline_variant, repo_weight_files, weights_complete
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,26 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; jobs that need it fail with this message."""
 
 
-def download_patterns(has_text_encoder: bool = True) -> list[str]:
-    """The files a pipeline needs: configs, tokenizers and the fp16 safetensors weights only."""
+def download_patterns(has_text_encoder: bool = True, repo_files: list[str] | None = None) -> list[str]:
+    """The files a pipeline needs: configs, tokenizers and, given the repository's file list, the weights of
+    each component folder (fp16 safetensors where the folder has them, else plain safetensors; never pickles).
+
+    Without ``repo_files`` only the configs and tokenizers: enough to find a local snapshot, whose weights
+    are then checked on disk (:func:`engine.weightfiles.weights_complete`).
+    """
     patterns = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer_2/*"]
-    comps = ["text_encoder_2", "unet", "vae"]
     if has_text_encoder:
         patterns.append("tokenizer/*")
-        comps.append("text_encoder")
-    for comp in comps:
-        patterns += [f"{comp}/config.json", f"{comp}/*.fp16.safetensors", f"{comp}/*.fp16.safetensors.index.json"]
+    for comp in pipeline_components(has_text_encoder):
+        patterns.append(f"{comp}/config.json")
+        if repo_files is not None:
+            patterns += repo_weight_files(repo_files, comp)
     return patterns
+
+
+def pipeline_components(has_text_encoder: bool = True) -> list[str]:
+    """The component folders of a pipeline that hold weights."""
+    return [c for c in WEIGHT_COMPONENTS if has_text_encoder or c != "text_encoder"]
 
 
 def final_pipelines(final_model: str) -> list[str]:
@@ -64,8 +75,8 @@ def final_pipelines(final_model: str) -> list[str]:
     return ["ssd-1b"] if final_model == "ssd-1b" else ["sdxl-base", "sdxl-refiner"]
 
 
-def hub_files_for(name: str) -> list[str]:
-    return download_patterns(has_text_encoder=(name != "sdxl-refiner"))
+def hub_files_for(name: str, repo_files: list[str] | None = None) -> list[str]:
+    return download_patterns(has_text_encoder=(name != "sdxl-refiner"), repo_files=repo_files)
 
 
 @dataclass
@@ -120,22 +131,33 @@ class ModelRegistry:
         return self._hub_snapshot(source, hub_files_for(name), name)
 
     def _hub_snapshot(self, repo_id: str, patterns: list[str], name: str) -> Path:
+        """The local snapshot of ``repo_id``; raises :class:`ModelMissing` when it is not on disk, or when a
+        component folder whose config ``patterns`` name has no safetensors (configs alone are not a model)."""
         from huggingface_hub import snapshot_download
 
+        fetch = (
+            "Fetch it once with `python -m engine download` (fp16 safetensors where the repository has them, "
+            "else plain safetensors), or set the model to a local diffusers folder in .env."
+        )
         try:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+            folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
         except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
-            raise ModelMissing(
-                f"Model {repo_id} ({name}) is not downloaded. Fetch it once with `python -m engine download` "
-                "(fp16 safetensors only), or set the model to a local diffusers folder in .env. "
-                f"({exc.__class__.__name__})"
-            ) from None
+            missing = f"Model {repo_id} ({name}) is not downloaded."
+            raise ModelMissing(f"{missing} {fetch} ({exc.__class__.__name__})") from None
+        components = [p.removesuffix("config.json").rstrip("/") for p in patterns if p.split("/")[-1] == "config.json"]
+        lacking = [c or "the root folder" for c in components if not weights_complete(folder / c)]
+        if lacking:
+            where = ", ".join(lacking)
+            raise ModelMissing(f"Model {repo_id} ({name}) has no safetensors weights on disk for {where}. {fetch}")
+        return folder
 
     # ---- loading ---------------------------------------------------------------------------
 
     def _variant(self, folder: Path) -> str | None:
-        has_fp16 = any(folder.glob("*/*.fp16.safetensors"))
-        return "fp16" if has_fp16 else None
+        """The pipeline's variant: "fp16" when a component folder has fp16 safetensors (single or sharded).
+
+        diffusers falls back to the plain files for a folder without them, as the download chose per folder."""
+        return pipeline_variant(folder, WEIGHT_COMPONENTS)
 
     def _vae_fix(self):
         if not self.settings.vae_model:

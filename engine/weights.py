@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .models import VAE_FILES, ModelMissing, ModelRegistry, final_pipelines, hub_files_for
 from .settings import EngineSettings
+from .weightfiles import weights_complete
 
 
 def needed_models(settings: EngineSettings) -> list[str]:
@@ -14,7 +16,11 @@ def needed_models(settings: EngineSettings) -> list[str]:
 
 
 def missing_models(settings: EngineSettings, names: list[str]) -> list[str]:
-    """Those of ``names`` whose weights are not on disk (the tiny preset builds its own: never missing)."""
+    """Those of ``names`` whose weights are not on disk (the tiny preset builds its own: never missing).
+
+    A model counts as present only when each of its component folders has safetensors weights (every shard its
+    index names): a snapshot holding configs alone is missing.
+    """
     registry = ModelRegistry(settings, "cpu", None, "resident")
     missing = []
     for name in names:
@@ -34,8 +40,21 @@ def missing_models(settings: EngineSettings, names: list[str]) -> list[str]:
     return missing
 
 
-def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
-    """Fetch exactly the files the engine loads (fp16 safetensors, configs, tokenizers), with progress bars."""
+def repo_files(repo_id: str) -> list[str]:
+    """The file names of a Hugging Face repository (one request)."""
+    from huggingface_hub import list_repo_files
+
+    return list_repo_files(repo_id)
+
+
+def download(
+    settings: EngineSettings, names: list[str], list_files: Callable[[str], list[str]] = repo_files
+) -> dict[str, Path]:
+    """Fetch exactly the files the engine loads, with progress bars: configs, tokenizers and, per component
+    folder, the fp16 safetensors where the repository has them, else the plain safetensors (never pickles).
+
+    Raises :class:`ModelMissing` when a component folder of a repository has no safetensors at all.
+    """
     from huggingface_hub import snapshot_download
 
     paths: dict[str, Path] = {}
@@ -46,7 +65,16 @@ def download(settings: EngineSettings, names: list[str]) -> dict[str, Path]:
         if source.startswith("tiny:") or Path(source).expanduser().exists():
             continue
         print(f"fetching {name}: {source}", flush=True)
-        paths[name] = Path(snapshot_download(source, allow_patterns=hub_files_for(name)))
+        patterns = hub_files_for(name, list_files(source))
+        folder = Path(snapshot_download(source, allow_patterns=patterns))
+        components = [p.removesuffix("/config.json") for p in patterns if p.endswith("/config.json")]
+        lacking = [c for c in components if not weights_complete(folder / c)]
+        if lacking:
+            raise ModelMissing(
+                f"{source} ({name}) has no safetensors weights for {', '.join(lacking)} (pickled .bin/.ckpt weights "
+                "are never loaded): point the model at a repository or local diffusers folder with safetensors."
+            )
+        paths[name] = folder
     if settings.vae_model and not Path(settings.vae_model).expanduser().exists():
         print(f"fetching vae: {settings.vae_model}", flush=True)
         paths["vae"] = Path(snapshot_download(settings.vae_model, allow_patterns=VAE_FILES))
