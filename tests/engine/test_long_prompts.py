@@ -156,3 +156,25 @@ def test_long_prompts_are_cached_by_their_whole_text(shared_engine, turbo):
     assert torch.equal(both["prompt_embeds"][:1], first["prompt_embeds"])
     empty = turbo.encode_prompt(prompt=[""], device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
     assert torch.equal(both["prompt_embeds"][1:, 77:], empty[0])
+
+
+def test_each_tokenizer_pads_its_windows_with_its_own_pad_token(turbo):
+    """SDXL's second tokenizer pads with "!" where the first pads with its end marker (their published
+    special_tokens_map.json): each window is padded as the pipeline pads that tokenizer's 77 tokens."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    from engine.recipes.embeddings import encode_chunked
+
+    bang = CLIPTokenizer.from_pretrained(turbo.tokenizer_2.name_or_path, model_max_length=77, pad_token="!")
+    assert bang.pad_token_id != turbo.tokenizer.pad_token_id == turbo.tokenizer.eos_token_id
+    pipe = StableDiffusionXLPipeline(**{**turbo.components, "tokenizer_2": bang})
+    letters = [chr(ord("a") + i % 26) for i in range(100)]
+    got = encode_chunked(pipe, " ".join(letters))
+    for k, words in enumerate(_window_texts(letters)):
+        want, _, pooled, _ = pipe.encode_prompt(
+            prompt=[words], device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        assert torch.allclose(got.embeds[:, 77 * k : 77 * (k + 1)], want, atol=1e-6), k
+    other = encode_chunked(turbo, " ".join(letters))  # the same words, padded with the end marker in bigG
+    assert not torch.allclose(other.embeds[:, 77:], got.embeds[:, 77:], atol=1e-4)
