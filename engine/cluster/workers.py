@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 
 from ray import serve
 
+from ..detail import detail_of
 from ..models import final_pipelines
 from ..output import encode_result
 from ..requests import DescribeRequest, DraftRequest, FinalRequest, RequestError, UpscaleRequest
@@ -73,9 +74,13 @@ class _Worker:
     async def _encode(self, request, images, steps: int, guidance: float, timings: dict, batch_size: int) -> bytes:
         """PNG-encode on an encoder thread; one ``result`` frame."""
 
+        detail = detail_of(self.settings)
+
         def encode() -> bytes:
             upscale_parameters = self.recipes.upscale_parameters
-            result = encode_result(request, images, steps, guidance, timings, batch_size, upscale_parameters)
+            result = encode_result(
+                request, images, steps, guidance, timings, batch_size, upscale_parameters, detail=detail
+            )
             return wire.result_frame(result)
 
         return await asyncio.get_running_loop().run_in_executor(self._encoder, encode)
@@ -217,9 +222,7 @@ class FinalWorker(_Worker):
         def on_step(step: int, total: int, latents) -> None:  # on the GPU thread
             preview = None
             if every and step % every == 0 and step < total:
-                from ..recipes.images import latent_preview
-
-                preview = latent_preview(latents)
+                preview = self.recipes.preview(latents)  # as the local engine's: TAESDXL, detail
             loop.call_soon_threadsafe(events.put_nowait, wire.progress_frame(step, total, preview))
 
         queued_at = time.monotonic()
