@@ -20,6 +20,7 @@ from PIL import Image
 from engine.api import JobFailed
 from engine.cluster import wire
 from engine.cluster.client import WORKER_LOST_TWICE, ClusterEngine
+from engine.cluster.transport import TOO_LARGE
 from engine.requests import DraftInit, DraftRequest, FinalRequest, ImageInit
 from engine.results import GeneratedImage, JobResult
 from tests.conftest import free_port
@@ -37,6 +38,7 @@ class SizedCluster:
         self.answers: dict[str, object] = {}
         self.received: dict[str, object] = {}  # job id -> the request it decoded
         self.arrivals: list[str] = []
+        self.max_body = wire.HEADER_BYTES + wire.MAX_FRAME_BYTES  # the ingress's limit
         self.url = ""
 
     async def health(self, request: web.Request) -> web.Response:
@@ -45,6 +47,8 @@ class SizedCluster:
         )
 
     async def jobs(self, request: web.Request) -> web.StreamResponse:
+        if (request.content_length or 0) > self.max_body:
+            return web.json_response({"error": "too large"}, status=413)
         job_id, payload = await wire.read_job(request.content.iter_chunked(2**16), request.headers)
         req = wire.decode_request(payload)
         self.received[job_id] = req
@@ -184,3 +188,65 @@ async def test_a_truncated_stream_is_a_lost_worker_retried_once():
             assert cluster.arrivals == ["cut", "cut"]  # the same job id, once more
         finally:
             await engine.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_job_over_the_clusters_limit_fails_with_a_sentence():
+    async with SizedCluster() as cluster:
+        cluster.max_body = 1000  # as the ingress does past wire.MAX_FRAME_BYTES
+        engine = await started(cluster.url)
+        try:
+            small = io.BytesIO()
+            Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(small, "PNG")
+            request = DraftRequest("from a photo", seed=1, init=ImageInit(small.getvalue()), steps=2, strength=0.5)
+            handle = await engine.submit(request, user="a", job_id="huge")
+            with pytest.raises(JobFailed) as failed:
+                await asyncio.wait_for(handle.result(), 30)
+            assert str(failed.value) == TOO_LARGE
+        finally:
+            await engine.close()
+
+
+def _post(headers: dict[str, str], body: bytes):
+    from starlette.requests import Request as HttpRequest
+
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in {"authorization": f"Bearer {TOKEN}", **headers}.items()]
+    scope = {"type": "http", "method": "POST", "path": "/jobs", "headers": raw, "query_string": b""}
+    return HttpRequest(scope, receive)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        ({"content-type": wire.MEDIA_TYPE, "content-length": str(2**31)}, b"", 413),  # refused before reading
+        ({"content-type": "application/json"}, b'{"job_id": "x", "request": {}}', 400),  # the old wire
+        ({"content-type": wire.MEDIA_TYPE}, wire.job_frame("x", DraftRequest("fox", seed=1))[:-2], 400),
+        ({"content-type": wire.MEDIA_TYPE}, b"\x7f\xff\xff\xff" + b"x" * 100, 413),
+    ],
+    ids=["content-length", "json", "truncated", "oversize-frame"],
+)
+async def test_the_ingress_refuses_a_job_body_that_is_not_one_frame_within_the_limit(headers, body, status):
+    pytest.importorskip("ray.serve", reason="ray[serve] is not installed")
+    from engine.cluster.ingress import Ingress
+    from engine.cluster.serve_app import Scaling
+
+    ingress = Ingress(
+        None,  # type: ignore[arg-type]  # no worker is reached: the body is refused first
+        None,  # type: ignore[arg-type]
+        token=TOKEN,
+        offer={},
+        draft_scaling=Scaling(),
+        final_scaling=Scaling(),
+        draft_images_per_replica=2,
+    )
+    response = await ingress(_post(headers, body))
+    assert response.status_code == status
