@@ -21,7 +21,9 @@ from .settings_base import SettingsError
 def _settings(args) -> EngineSettings:
     settings = EngineSettings.from_env()
     if args.preset and args.preset != settings.preset:
-        settings = EngineSettings.for_preset(args.preset, cache_dir=settings.cache_dir)
+        # The preset's own defaults; where the models live and the tiny preset's detail stay as set.
+        kept = {"cache_dir": settings.cache_dir, "tiny_detail": settings.tiny_detail}
+        settings = EngineSettings.for_preset(args.preset, **kept)
     if getattr(args, "device", None):
         settings = settings.replace(device=args.device)
     return settings.replace(preload=False)

@@ -54,6 +54,10 @@ class EngineSettings(EnvSettings):
     preset: Literal["sdxl", "tiny"] = Field(
         default="sdxl", validation_alias="ENGINE_PRESET", description="sdxl or tiny"
     )
+    # Tiny preset only: "photo" adds per-pixel grain (engine.detail) so its PNGs are as large as real ones.
+    tiny_detail: Literal["noise", "photo"] = Field(
+        default="noise", validation_alias="ENGINE_TINY_DETAIL", description="noise or photo"
+    )
     # Hub ids or local folders (diffusers layout).
     turbo_model: str = Field(default=HUB_MODELS["turbo"], validation_alias="TURBO_MODEL")
     ssd1b_model: str = Field(default=HUB_MODELS["ssd-1b"], validation_alias="SSD1B_MODEL")
@@ -133,7 +137,7 @@ class EngineSettings(EnvSettings):
     # Set in code only: a waiting final runs before further drafts after this long (seconds).
     final_not_starved_after_s: float = 20.0
 
-    _lower = field_validator("preset", "memory", mode="before")(lower)
+    _lower = field_validator("preset", "memory", "tiny_detail", mode="before")(lower)
     _expand = field_validator("cache_dir", "compile_cache_dir")(expand_user)
 
     @field_validator("vae_model", "draft_vae_model", mode="before")

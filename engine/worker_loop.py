@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import JobCancelled, JobFailed
+from .detail import detail_of
 from .device import is_oom
 from .estimates import RunRates
 from .models import final_pipelines
@@ -340,7 +341,8 @@ class WorkerLoop:
         """On an encoder thread: PNGs with parameters, then the result (a describe job's are suggestions)."""
         try:
             result = encode_result(
-                job.request, images, steps, guidance, timings, batch_size, self.recipes.upscale_parameters
+                job.request, images, steps, guidance, timings, batch_size, self.recipes.upscale_parameters,
+                detail=detail_of(self.settings),
             )
             result.timings["total"] = round(time.monotonic() - job.submitted_at, 4)
             set_result(job.future, result)

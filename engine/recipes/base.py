@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..addons.settings import AddonMissing, AddonSettings, addon_settings_for
+from ..detail import preview_detail_of
 from ..graphs import CudaGraphs
 from ..models import ModelMissing, ModelRegistry
 from ..requests import DraftRequest, FinalRequest, RequestError, craft_key
@@ -179,7 +180,7 @@ class RecipeBase:
                 decoder = self.registry.draft_decoder()
             except ModelMissing:
                 decoder = None
-        return latent_preview(latents, size, decoder)
+        return latent_preview(latents, size, decoder, preview_detail_of(self.settings))
 
 
 def _fused(unet) -> bool:

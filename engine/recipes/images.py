@@ -113,20 +113,25 @@ def decode_latents(
     return _to_pil(out)
 
 
-def _png(img: Image.Image, size: int) -> bytes:
+def _png(img: Image.Image, size: int, detail: Callable[[Image.Image], Image.Image] | None = None) -> bytes:
     scale = size / max(img.size)
     img = img.resize(
         (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR
     )
+    if detail is not None:
+        img = detail(img)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def latent_preview(latents: torch.Tensor, size: int = 256, decoder=None) -> bytes:
+def latent_preview(
+    latents: torch.Tensor, size: int = 256, decoder=None, detail: Callable[[Image.Image], Image.Image] | None = None
+) -> bytes:
     """A small PNG of the first image of ``latents``: decoded by ``decoder`` (TAESDXL) if given, else a linear map.
 
-    With a decoder the latents are halved first (a 256 px preview needs no 1024 px decode).
+    With a decoder the latents are halved first (a 256 px preview needs no 1024 px decode). ``detail``
+    (``engine.detail.preview_detail_of``) is added before encoding.
     """
     if decoder is not None:
         with torch.inference_mode():
@@ -135,11 +140,11 @@ def latent_preview(latents: torch.Tensor, size: int = 256, decoder=None) -> byte
                 lat = torch.nn.functional.avg_pool2d(lat, 2)
             out = decoder.decode(lat / decoder.config.scaling_factor, return_dict=False)[0]
             if bool(torch.isfinite(out).all()):
-                return _png(_to_pil(out)[0], size)
+                return _png(_to_pil(out)[0], size, detail)
     lat = latents[0].detach().float().cpu()
     rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB) + _LATENT_RGB_BIAS
     levels = ((rgb + 1) / 2).clamp(0, 1).mul(255).to(torch.uint8).numpy()
-    return _png(Image.fromarray(levels), size)
+    return _png(Image.fromarray(levels), size, detail)
 
 
 def fit_image(data: bytes, width: int, height: int) -> Image.Image:

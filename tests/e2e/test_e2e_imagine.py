@@ -19,7 +19,8 @@ FINAL_SIDE = 1024
 @pytest.fixture(scope="module")
 def bot_env() -> dict[str, str]:
     # A final long enough (4 steps at 1024 px) to still be running while another user's /imagine comes in.
-    return {**BASE_ENV, "FINAL_STEPS": "4"}
+    # Photo-sized images (engine.detail): the PNGs are as large as real ones all the way to Discord.
+    return {**BASE_ENV, "FINAL_STEPS": "4", "ENGINE_TINY_DETAIL": "photo"}
 
 
 def assert_pngs(message, size: tuple[int, int], count: int) -> list[Image.Image]:
@@ -29,6 +30,8 @@ def assert_pngs(message, size: tuple[int, int], count: int) -> list[Image.Image]
         assert attachment.filename.endswith(".png"), attachment.filename
         assert image.format == "PNG", (attachment.filename, image.format)
         assert image.size == size, (attachment.filename, image.size)
+        # Real SDXL PNGs: 0.3-0.5 MB at 512x512, 1.2-2.5 MB at 1024x1024 (other sizes in proportion).
+        assert attachment.size >= 1.15 * size[0] * size[1], (attachment.filename, attachment.size)
     return images
 
 
