@@ -39,8 +39,9 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(600),
-    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.asyncio(loop_scope="session"),
 ]
+OWN_BOT = True  # not shared with other modules (tests/e2e/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 REROLL = "🔁"
@@ -54,7 +55,7 @@ class ServedEngine:
     process: asyncio.subprocess.Process
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served(tiny_cache_dir: Path) -> AsyncIterator[ServedEngine]:
     """``python -m engine serve --preset tiny`` with a Ray cluster of its own, for the whole module.
 
