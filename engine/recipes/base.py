@@ -128,11 +128,17 @@ class RecipeBase:
 
         extra: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:
+            self.release_idle()
             if (request.loras or request.reference is not None) and _fused(pipe.unet):
                 # Fused QKV projections bypass LoRA layers on to_q/to_k/to_v, and the IP-Adapter swaps the
-                # processors: unfuse for this job, fuse again last (LoRA off, adapter gone: the plain weights).
-                pipe.unet.unfuse_qkv_projections()
-                stack.callback(pipe.unet.fuse_qkv_projections)
+                # processors: unfuse for this job, and last put the very same fused processors back (LoRA off,
+                # adapter gone). fuse_qkv_projections() again would build new to_qkv/to_kv modules: new
+                # storage, under the CUDA graphs captured with the old (engine.graphs).
+                # (set_attn_processor pops from the dict it gets: unfuse_qkv_projections() would empty the UNet's
+                # original_attn_processors for good, so both sides pass a copy.)
+                fused = pipe.unet.attn_processors
+                pipe.unet.set_attn_processor(dict(pipe.unet.original_attn_processors))
+                stack.callback(pipe.unet.set_attn_processor, fused)
             try:
                 if request.loras:
                     choices = [LoraChoice(name, weight) for name, weight in request.loras]
@@ -157,6 +163,25 @@ class RecipeBase:
             if request.tile:
                 stack.enter_context(seamless(pipe.unet, pipe.vae, *tiled))
             yield extra
+
+    # ---- memory ------------------------------------------------------------------------------
+
+    def release_idle(self, now: float | None = None) -> None:
+        """What has waited long enough leaves the GPU: the reference's image encoder after its idle time.
+
+        Called at the start of every crafted job (before it needs the memory) and on out-of-memory."""
+        if self._reference is not None:
+            self._reference.release_idle(now)
+
+    def free_memory(self) -> None:
+        """Out of memory: every add-on weight that is not in use leaves the GPU (LoRAs unloaded, the image
+        encoder to host memory); the plain modules stay where their CUDA graphs expect them."""
+        if self._reference is not None:
+            self._reference.release()
+        if self._lora_library is not None:
+            for name in self.registry.loaded_names():
+                loaded = self.registry.get(name)
+                self._lora_library.unload(loaded.text2img or loaded.img2img)
 
     # ---- decoders ----------------------------------------------------------------------------
 
