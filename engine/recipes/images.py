@@ -123,6 +123,8 @@ def float32_decoder(vae, device: torch.device):
 
         with torch.inference_mode(False), torch.no_grad():
             copy = copying.deepcopy(vae)
+            for layer in copy.modules():  # Module.compile() wraps the original's forward: the copy runs eagerly
+                layer.__dict__.pop("_compiled_call_impl", None)
             if offloaded:
                 from accelerate.hooks import remove_hook_from_module
 
