@@ -196,3 +196,26 @@ def test_weights_fingerprint_sees_a_rebuilt_module_and_ignores_lora_weights():
     wrapped = torch.nn.Sequential()
     wrapped.add_module("inner", layer)
     assert weights_fingerprint(wrapped) == again
+
+
+def test_out_of_memory_unloads_the_loras_and_sends_the_reference_encoder_to_host_memory(make_engine, monkeypatch):
+    from engine.addons.tiny import ensure_tiny_addons
+    from engine.api import FinalRequest
+
+    engine = make_engine()
+    ensure_tiny_addons(engine.settings.cache_dir)
+    assert run(engine, draft(loras=(("tiny-ink", 1.0),))).images
+    assert run(engine, draft(reference=reference_png(), reference_weight=0.8)).images
+    pipe = engine.registry.get("turbo").text2img
+    library, reference = engine.recipes.lora_library(), engine.recipes.reference_adapter()
+    assert library.loaded(pipe) and reference.resident  # kept for the next job that wants them
+    real, failures = engine.recipes.final, [torch.OutOfMemoryError("CUDA out of memory")]
+
+    def oom_once(request, on_step=None, cancel=None):
+        if failures:
+            raise failures.pop()
+        return real(request, on_step, cancel)
+
+    monkeypatch.setattr(engine.recipes, "final", oom_once)
+    assert run(engine, FinalRequest("a lighthouse", 1, width=SIDE, height=SIDE, steps=1)).images  # the retry
+    assert library.loaded(pipe) == [] and not reference.resident
