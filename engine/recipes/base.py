@@ -24,7 +24,7 @@ from ..requests import DraftRequest, FinalRequest, RequestError, craft_key
 from ..settings import EngineSettings
 from ..tiling import seamless
 from .embeddings import PromptCache, PromptEncoder
-from .images import StepFn, guidance_kwargs, latent_preview
+from .images import StepFn, drop_float32_copies, guidance_kwargs, latent_preview
 
 if TYPE_CHECKING:
     from ..addons.describe import Describer
@@ -129,16 +129,10 @@ class RecipeBase:
         extra: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:
             self.release_idle()
-            if (request.loras or request.reference is not None) and _fused(pipe.unet):
+            if request.loras or request.reference is not None:
                 # Fused QKV projections bypass LoRA layers on to_q/to_k/to_v, and the IP-Adapter swaps the
-                # processors: unfuse for this job, and last put the very same fused processors back (LoRA off,
-                # adapter gone). fuse_qkv_projections() again would build new to_qkv/to_kv modules: new
-                # storage, under the CUDA graphs captured with the old (engine.graphs).
-                # (set_attn_processor pops from the dict it gets: unfuse_qkv_projections() would empty the UNet's
-                # original_attn_processors for good, so both sides pass a copy.)
-                fused = pipe.unet.attn_processors
-                pipe.unet.set_attn_processor(dict(pipe.unet.original_attn_processors))
-                stack.callback(pipe.unet.set_attn_processor, fused)
+                # processors: unfused for this job (entered first, so left last: LoRA off, adapter gone).
+                stack.enter_context(unfused(pipe.unet))
             try:
                 if request.loras:
                     choices = [LoraChoice(name, weight) for name, weight in request.loras]
@@ -175,7 +169,9 @@ class RecipeBase:
 
     def free_memory(self) -> None:
         """Out of memory: every add-on weight that is not in use leaves the GPU (LoRAs unloaded, the image
-        encoder to host memory); the plain modules stay where their CUDA graphs expect them."""
+        encoder to host memory, float32 decoder copies dropped); the plain modules stay where their CUDA graphs
+        expect them."""
+        drop_float32_copies()
         if self._reference is not None:
             self._reference.release()
         if self._lora_library is not None:
@@ -208,5 +204,24 @@ class RecipeBase:
 
 
 def _fused(unet) -> bool:
-    """Whether the UNet runs fused QKV projections (``fast_kernels``)."""
+    """Whether the UNet runs fused QKV projections (``ENGINE_FUSE_QKV``)."""
     return any(type(proc).__name__.startswith("Fused") for proc in unet.attn_processors.values())
+
+
+@contextlib.contextmanager
+def unfused(unet) -> Iterator[None]:
+    """The UNet's unfused attention processors for a while, then the very same fused ones back.
+
+    ``fuse_qkv_projections()`` again would build new ``to_qkv``/``to_kv`` modules: new storage, under the CUDA
+    graphs captured with the old ones (``engine.graphs``). ``set_attn_processor`` pops from the dict it gets
+    (``unfuse_qkv_projections()`` would empty the UNet's ``original_attn_processors`` for good), so both sides
+    pass a copy. A UNet that is not fused is left alone."""
+    if not _fused(unet):
+        yield
+        return
+    fused = unet.attn_processors
+    unet.set_attn_processor(dict(unet.original_attn_processors))
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(fused)

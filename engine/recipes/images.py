@@ -138,6 +138,11 @@ def float32_decoder(vae, device: torch.device):
     return copy
 
 
+def drop_float32_copies() -> None:
+    """Forget every kept float32 decoder copy (out of memory); the next float32 decode makes its own again."""
+    _FLOAT32_COPIES.clear()
+
+
 def _checks(out: torch.Tensor) -> tuple[list[bool], list[bool]]:
     """(finite, all black) per image, with one host sync."""
     flat = out.flatten(1)

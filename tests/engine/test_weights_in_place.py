@@ -219,3 +219,31 @@ def test_out_of_memory_unloads_the_loras_and_sends_the_reference_encoder_to_host
     monkeypatch.setattr(engine.recipes, "final", oom_once)
     assert run(engine, FinalRequest("a lighthouse", 1, width=SIDE, height=SIDE, steps=1)).images  # the retry
     assert library.loaded(pipe) == [] and not reference.resident
+
+
+def test_a_full_size_sdxl_unet_is_unfused_and_fused_again_with_the_same_modules():
+    """At real size (the published SDXL UNet, 140 attention layers, built on the meta device: no memory), twice
+    in a row: the fused projections a CUDA graph reads are the same modules afterwards, and what the fused copy
+    costs is what ENGINE_FUSE_QKV's comment says (+1.30 GB in float16)."""
+    import json
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+
+    from engine.recipes.base import unfused
+
+    config = json.loads((Path(__file__).parents[2] / "engine" / "architectures.json").read_text())["unet_sdxl"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    unet.fuse_qkv_projections()
+    layers = [m for m in unet.modules() if isinstance(m, Attention)]
+    fused = {id(m): (getattr(m, "to_qkv", None), getattr(m, "to_kv", None)) for m in layers}
+    extra = sum(p.numel() for m in layers for name in ("to_qkv", "to_kv") if hasattr(m, name)
+                for p in getattr(m, name).parameters())
+    assert len(layers) == 140 and round(extra * 2 / 1e9, 2) == 1.30
+    for _ in range(2):
+        with unfused(unet):
+            assert {type(p).__name__ for p in unet.attn_processors.values()} == {"AttnProcessor2_0"}
+        assert {type(p).__name__ for p in unet.attn_processors.values()} == {"FusedAttnProcessor2_0"}
+        assert {id(m): (getattr(m, "to_qkv", None), getattr(m, "to_kv", None)) for m in layers} == fused
