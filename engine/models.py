@@ -211,14 +211,16 @@ class ModelRegistry:
     # ---- speed -------------------------------------------------------------------------------
 
     def _optimize(self, module) -> None:
-        """Channels-last memory format and fused QKV projections (each module once; shared ones too)."""
-        if not self.settings.fast_kernels or module is None or id(module) in self._optimized:
+        """Channels-last memory format (``fast_kernels``) and fused QKV projections (``fuse_qkv``); each module once."""
+        fast, fused = self.settings.fast_kernels, self.settings.fuse_qkv
+        if not (fast or fused) or module is None or id(module) in self._optimized:
             return
         import torch
 
         self._optimized.add(id(module))
-        module.to(memory_format=torch.channels_last)
-        fuse = getattr(module, "fuse_qkv_projections", None)
+        if fast:
+            module.to(memory_format=torch.channels_last)
+        fuse = getattr(module, "fuse_qkv_projections", None) if fused else None
         if fuse is not None:
             try:
                 fuse()

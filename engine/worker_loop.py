@@ -247,6 +247,7 @@ class WorkerLoop:
                     self._fail([job], exc)
 
     def _free_memory(self) -> None:
+        self.recipes.free_memory()  # LoRAs unloaded, the reference's image encoder to host memory
         gc.collect()
         if self.registry.device.startswith("cuda"):
             import torch
@@ -276,12 +277,17 @@ class WorkerLoop:
 
     def _run(self, jobs: list[WorkerJob]) -> None:
         """Make the images of ``jobs`` (one batch) and hand them to the encoders."""
+        from .recipes.images import PartlyInvalid
+
         started = time.monotonic()
         recipes = self.recipes
         first = jobs[0].request
         outcomes: list[tuple[list[Any], int, float]]
         if isinstance(first, DraftRequest) and first.init is None:
-            per_job = recipes.drafts([j.request for j in jobs if isinstance(j.request, DraftRequest)])
+            try:
+                per_job = recipes.drafts([j.request for j in jobs if isinstance(j.request, DraftRequest)])
+            except PartlyInvalid as exc:  # an invalid image fails its own job; the others are delivered
+                per_job = exc.per_request  # type: ignore[assignment]
             outcomes = [(images, first.steps, 0.0) for images in per_job]
         elif isinstance(first, DraftRequest):
             out = recipes.draft_img2img(first, cancel=jobs[0].cancel)
@@ -302,6 +308,9 @@ class WorkerLoop:
         for job, (images, steps, guidance) in zip(jobs, outcomes, strict=True):
             if job.cancel.is_set():
                 set_exception(job.future, JobCancelled("cancelled while running"))
+                continue
+            if isinstance(images, Exception):
+                self._fail([job], images)
                 continue
             timings = {"queued": round(started - job.submitted_at, 4), "run": round(run_s, 4), **stages}
             self._encoder.submit(self._finish, job, images, steps, guidance, timings, len(jobs))

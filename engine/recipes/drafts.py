@@ -27,11 +27,13 @@ from .images import (
     JobInterrupted,
     Outcome,
     StageClock,
+    decode_each,
     decode_latents,
     dynamic_batch,
     fit_image,
     generators,
     plain_decode,
+    split_per_request,
     step_callback,
 )
 
@@ -91,14 +93,10 @@ class DraftRecipes(RecipeBase):
             # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
             graphs = self._graphed(decoder, lambda x: plain_decode(decoder, x), "draft decoder") if plain else None
             graphed = None if graphs is None else (lambda vae, x: graphs(x))
-            decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
+            decoded = decode_each(decoder, latents, self.registry.compiled, graphed)[:images]
         clock.mark("decode")
         self.last_stages = clock.seconds()
-        result, i = [], 0
-        for r in requests:
-            result.append(decoded[i : i + r.count])
-            i += r.count
-        return result
+        return split_per_request(decoded, [r.count for r in requests])  # PartlyInvalid: bad ones fail alone
 
     def _graphed(self, module, fn, name: str) -> CudaGraphs | None:
         """``fn`` through CUDA graphs per shape when the registry uses them, else None."""
@@ -106,7 +104,8 @@ class DraftRecipes(RecipeBase):
             return None
         graphs = self._graphs.get(id(module))
         if graphs is None:
-            graphs = self._graphs[id(module)] = CudaGraphs(fn, name)
+            graphs = self._graphs[id(module)] = CudaGraphs(fn, name, module)
+        graphs.check()  # once per batch: weights moved since the capture -> capture again
         return graphs
 
     def _turbo_loop(

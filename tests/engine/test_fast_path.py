@@ -182,12 +182,15 @@ def test_real_weights_default_to_taesdxl_drafts_and_the_fp16_fix_vae():
 
 
 def test_fast_kernels_make_the_same_drafts(make_engine):
-    fast = make_engine()
+    fast = make_engine(fuse_qkv=True)
     plain = make_engine(fast_kernels=False)
     unet = fast.registry.get("turbo").text2img.unet
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     processors = {type(p).__name__ for p in unet.attn_processors.values()}
     assert processors == {"FusedAttnProcessor2_0"}
+    assert {type(p).__name__ for p in plain.registry.get("turbo").text2img.unet.attn_processors.values()} == {
+        "AttnProcessor2_0"
+    }
     a = run(fast, draft("a bridge at night", 12, count=2))
     b = run(plain, draft("a bridge at night", 12, count=2))
     for x, y in zip(a.images, b.images, strict=True):

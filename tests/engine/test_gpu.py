@@ -72,3 +72,66 @@ def test_inductor_compiled_drafts_match_eager_on_cuda(make_engine):
 
     torch._dynamo.reset()
     compiled_matches_eager(make_engine, "inductor", (1, 2, 4), tol=1.0, side=512, device="cuda")
+
+
+@pytest.mark.parametrize("fuse_qkv", [False, True], ids=["unfused", "fused"])
+def test_cuda_graphs_after_lora_and_reference_jobs_make_the_same_drafts_as_eager(tiny_cache_dir, fuse_qkv):
+    """A LoRA or reference job between plain drafts must leave every weight where the graphs read it
+    (unverified until a GPU has run it)."""
+    import io
+
+    from PIL import Image
+
+    from engine.addons.tiny import ensure_tiny_addons
+
+    ensure_tiny_addons(tiny_cache_dir)
+
+    def engine_with(**changes):
+        settings = EngineSettings.for_preset(
+            "tiny", cache_dir=tiny_cache_dir, device="cuda", preload=False, compile=False, fuse_qkv=fuse_qkv, **changes
+        )
+        return Engine(settings).start()
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.RandomState(4).rand(40, 40, 3) * 255).astype("uint8")).save(buffer, format="PNG")
+    graphed, eager = engine_with(cuda_graphs=True), engine_with(cuda_graphs=False)
+    try:
+        requests = [DraftRequest(f"a fox, take {i}", seed=20 + i, count=1) for i in range(4)]
+        first = graphed.recipes.drafts(requests)  # captured here
+        for craft in ({"loras": (("tiny-ink", 1.0),)}, {"reference": buffer.getvalue()}):
+            job = DraftRequest("a fox", seed=3, count=1, **craft)
+            graphed.recipes.drafts([job])
+            eager.recipes.drafts([job])
+        got, want = graphed.recipes.drafts(requests), eager.recipes.drafts(requests)
+        for g, w, f in zip(got, want, first, strict=True):
+            assert np.abs(np.asarray(g[0], np.float32) - np.asarray(w[0], np.float32)).mean() <= 1.0
+            assert np.array_equal(np.asarray(g[0]), np.asarray(f[0]))  # the same graphs, the same pixels
+        assert [g.drops for g in graphed.recipes._graphs.values()] == [0, 0]  # no weight moved
+    finally:
+        graphed.shutdown(30)
+        eager.shutdown(30)
+
+
+def test_the_reference_image_encoder_leaves_the_gpu_after_its_idle_time(tiny_cache_dir):
+    from engine.addons.tiny import ensure_tiny_addons
+
+    ensure_tiny_addons(tiny_cache_dir)
+    settings = EngineSettings.for_preset("tiny", cache_dir=tiny_cache_dir, device="cuda", preload=False)
+    engine = Engine(settings).start()
+    try:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(buffer, format="PNG")
+        pixels_png = buffer.getvalue()
+        engine.submit(DraftRequest("a fox", seed=3, count=1, reference=pixels_png), user="u").future.result(300)
+        reference = engine.recipes.reference_adapter()
+        assert reference.encoder_device().startswith("cuda")
+        idle = reference.settings.reference_encoder_idle_s
+        assert not reference.release_idle(reference.clock() + idle / 2)
+        assert reference.release_idle(reference.clock() + idle + 1)
+        assert reference.encoder_device() == "cpu"
+    finally:
+        engine.shutdown(30)
