@@ -69,14 +69,18 @@ class GraphedForward:
         return out
 
 
+OTHER_ASPECT_BUCKETS = 4  # other aspects: batches up to 4 (one member's drafts); bigger ones are captured when seen
+
+
 def idle_shapes(max_batch: int, compiled: bool) -> Iterator[tuple[int, int, int]]:
     """(bucket, width, height) of the draft shapes worth capturing while idle, most used first: every bucket
-    at 1:1, then each other aspect's buckets. Compiled graphs (``ENGINE_COMPILE``) compile anew for each size
-    (minutes on a GPU): only 1:1 for them."""
+    at 1:1, then each other aspect's buckets up to 4. Compiled graphs (``ENGINE_COMPILE``) compile anew for
+    each size (minutes on a GPU): only 1:1 for them."""
     aspects = ["1:1"] if compiled else list(ASPECTS)
     for aspect in aspects:
         width, height = size_for_aspect(aspect, DRAFT_SIDE)
+        top = max_batch if aspect == "1:1" else min(max_batch, OTHER_ASPECT_BUCKETS)
         for bucket in BATCH_BUCKETS:
-            if bucket > max_batch:
+            if bucket > top:
                 break
             yield bucket, width, height

@@ -93,7 +93,8 @@ def test_the_turbo_loop_never_syncs_with_the_host(tiny_cache_dir):
         engine = Engine(settings).start()
         try:
             recipes = engine.recipes
-            recipes.drafts([DraftRequest("warm-up", 1, count=4, steps=2)])  # loads, captures, fills the caches
+            with recipes.capturing():  # loads, captures (the worker's jobs never do), fills the caches
+                recipes.drafts([DraftRequest("warm-up", 1, count=4, steps=2)])
             with torch.inference_mode():
                 pipe = engine.registry.get("turbo").text2img
                 embeds = recipes.embeddings(pipe, ["a fox"] * 4)
