@@ -54,7 +54,7 @@ class DraftRecipes(RecipeBase):
         self._capturing = False
         self._wanted: list[tuple[int, int, int, str]] = []  # shapes jobs ran eagerly, to capture when idle
         self._idle_done: set[tuple[int, int, int, str]] = set()
-        self._idle_plan: Iterator[tuple[int, int, int]] | None = None
+        self._idle_plan: list[tuple[int, int, int]] | None = None
 
     def init_image(self, init: Init, width: int, height: int) -> Image.Image:
         """The start image of an image-to-image job, at the job's size."""
@@ -136,7 +136,9 @@ class DraftRecipes(RecipeBase):
         return sum(f.eager_calls for f in self._forwards.values() if not f.failed)
 
     def _want(self, shape: tuple[int, int, int, str]) -> None:
-        if shape not in self._idle_done and shape not in self._wanted:
+        """Capture ``shape`` when idle, unless one of its (bucket, size) is already waiting (a prompt of another
+        token count, whose shape differs, is wanted again by its next eager run)."""
+        if shape not in self._idle_done and all(w[:3] != shape[:3] for w in self._wanted):
             self._wanted.append(shape)
 
     def _may_capture(self) -> bool:
@@ -154,22 +156,21 @@ class DraftRecipes(RecipeBase):
     def next_idle_capture(self) -> tuple[int, int, int, str] | None:
         """The next draft shape (bucket, width, height, prompt) to capture while idle: shapes jobs ran eagerly
         first, then the common ones (:func:`idle_shapes`); None when all are done."""
-        while self._wanted:
-            shape = self._wanted.pop(0)
-            if shape not in self._idle_done:
-                return shape
+        left = self.idle_captures_left()
+        return left[0] if left else None
+
+    def idle_captures_left(self) -> list[tuple[int, int, int, str]]:
+        """The draft shapes still to capture while idle, in order (benchmarks wait for none to be left)."""
         if self._idle_plan is None:
-            self._idle_plan = idle_shapes(self.settings.max_batch_images, self.registry.compiled)
-        for bucket, width, height in self._idle_plan:
-            shape = (bucket, width, height, WARM_UP_PROMPT)
-            if shape not in self._idle_done:
-                return shape
-        return None
+            self._idle_plan = list(idle_shapes(self.settings.max_batch_images, self.registry.compiled))
+        planned = [(bucket, width, height, WARM_UP_PROMPT) for bucket, width, height in self._idle_plan]
+        return [shape for shape in dict.fromkeys(self._wanted + planned) if shape not in self._idle_done]
 
     def capture_draft_shape(self, shape: tuple[int, int, int, str]) -> None:
         """Capture (or compile) the draft path at one shape: a batch of ``bucket`` one-step drafts, thrown away."""
         bucket, width, height, prompt = shape
         self._idle_done.add(shape)
+        self._wanted = [w for w in self._wanted if w != shape]
         request = DraftRequest(prompt, seed=0, width=width, height=height, count=1, steps=1)
         with self.capturing():
             self.drafts([request] * bucket)
@@ -261,5 +262,6 @@ class DraftRecipes(RecipeBase):
             request = DraftRequest(WARM_UP_PROMPT, seed=0, width=width, height=height, count=1, steps=steps)
             with self.capturing():
                 self.drafts([request] * bucket)
+            self._idle_done.add((bucket, width, height, WARM_UP_PROMPT))  # the worker's idle plan skips it
             done.append(bucket)
         return done

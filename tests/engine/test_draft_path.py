@@ -139,6 +139,25 @@ def test_a_job_in_the_worker_never_captures_and_its_shape_is_captured_next_while
     assert unet.shapes.count(unet.shapes[0]) == 1  # replayed, not captured again
 
 
+def test_shapes_jobs_ran_eagerly_come_first_in_the_idle_plan_once_each(make_engine, fake_graphs):
+    engine = make_engine(max_batch_images=1)
+    engine.registry.graphs = True
+    recipes = engine.recipes
+    recipes.capture_in_jobs = False  # as the worker sets it
+    for prompt in ("a", "b", "c"):  # three jobs of one shape: one capture wanted, not three
+        recipes.drafts([draft(prompt, 1)])
+    left = recipes.idle_captures_left()
+    assert left[0] == (1, SIDE, SIDE, "a") and [s for s in left if s[1:3] == (SIDE, SIDE)] == [left[0]]
+    assert left[1:] == [(1, w, h, "warm-up") for _, w, h in idle_shapes(1, compiled=False)]
+    recipes.capture_draft_shape(left[0])
+    recipes.warm_up_drafts()  # a benchmark's warm-up: 512 px 1:1 is done for the idle plan too
+    assert recipes.next_idle_capture() == left[2]
+    unet = next(g for g in fake_graphs.instances if g.name == "Turbo UNet")
+    captured = list(unet.shapes)
+    recipes.drafts([draft("d", 2)])
+    assert unet.shapes == captured and recipes.idle_captures_left()[0] == left[2]  # replayed: nothing new wanted
+
+
 class FakeRecipes:
     """What the worker asks of the recipes while idle: the capture plan of the real ``idle_shapes``."""
 
