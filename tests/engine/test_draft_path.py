@@ -26,6 +26,7 @@ from engine.worker_loop import WorkerJob, WorkerLoop
 from .conftest import pixels, tiny_settings
 
 SIDE = 256
+BROKEN_BACKEND_CALLS: list[int] = []  # compiles tried by the failing backend (registered once per process)
 
 
 def draft(prompt: str, seed: int, count: int = 1, side: int = SIDE) -> DraftRequest:
@@ -98,12 +99,13 @@ def test_a_failing_graph_capture_runs_that_module_eagerly_with_one_log_line(make
 def test_a_failing_compile_runs_eagerly_with_one_log_line_and_the_draft_arrives(make_engine, caplog):
     from torch._dynamo import list_backends, register_backend
 
-    calls = []
+    calls = BROKEN_BACKEND_CALLS
+    calls.clear()
     if "issue19_broken" not in list_backends(exclude_tags=()):
 
         @register_backend(name="issue19_broken")
         def broken(gm, example_inputs):  # what a missing Triton or a compiler bug looks like to dynamo
-            calls.append(1)
+            BROKEN_BACKEND_CALLS.append(1)
             raise RuntimeError("Cannot find a working triton installation")
 
     torch._dynamo.reset()
