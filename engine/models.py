@@ -236,6 +236,9 @@ class ModelRegistry:
         # dynamic=None: shapes are static unless marked; the draft path marks the batch dimension
         # (engine.recipes.images.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
         module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=None)
+        compiled_call = getattr(module, "_compiled_call_impl", None)  # what nn.Module.compile installs
+        if compiled_call is not None:
+            module._compiled_call_impl = _eager_on_failure(module, compiled_call)
         limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
         torch._dynamo.config.cache_size_limit = limit
         if hasattr(torch._dynamo.config, "recompile_limit"):
@@ -356,6 +359,38 @@ class ModelRegistry:
         """Whether two loaded models use the very same module for ``component`` (for tests and logs)."""
         pa, pb = self._loaded[a].img2img, self._loaded[b].img2img
         return getattr(pa, component, None) is not None and getattr(pa, component) is getattr(pb, component, None)
+
+
+def _eager_on_failure(module, compiled_call):
+    """``module``'s compiled call, or its eager one for good once compiling fails (one log line names the setting).
+
+    A failure that the eager call repeats (bad input, out of memory) is not compile's: it is raised and the
+    compiled call stays."""
+
+    def call(*args, **kwargs):
+        try:
+            return compiled_call(*args, **kwargs)
+        except Exception as exc:
+            from .device import is_oom
+
+            if is_oom(exc) or "fail_on_recompile" in str(exc):  # a stance that asks compile to fail (tests)
+                raise
+            module._compiled_call_impl = None  # nn.Module's eager call from now on
+            try:
+                out = module._call_impl(*args, **kwargs)
+            except Exception:
+                module._compiled_call_impl = call
+                raise
+            log.error(
+                "torch.compile of %s failed (%s: %s); it runs eagerly from now on. "
+                "Set ENGINE_COMPILE=false to skip compiling.",
+                type(module).__name__,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return out
+
+    return call
 
 
 def _normal_tensors():

@@ -62,11 +62,16 @@ def parameters_text(
     return "\n".join(lines)
 
 
-def encode_png(image: Image.Image, parameters: str) -> bytes:
+# zlib levels: drafts are seen for seconds and replaced, so they take the fastest level; finals keep 4.
+DRAFT_PNG_LEVEL = 1
+FINAL_PNG_LEVEL = 4
+
+
+def encode_png(image: Image.Image, parameters: str, level: int = FINAL_PNG_LEVEL) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    image.save(buf, format="PNG", pnginfo=info, compress_level=level)
     return buf.getvalue()
 
 
@@ -78,7 +83,10 @@ def encode_images(
 
     Shared by the local worker and the cluster's replicas, so both write the same files.
     """
+    from .requests import DraftRequest
     from .results import GeneratedImage
+
+    level = DRAFT_PNG_LEVEL if isinstance(request, DraftRequest) else FINAL_PNG_LEVEL
 
     strengths = getattr(request, "strengths", None) or (request.strength,) * request.count
     reference = None
@@ -104,7 +112,7 @@ def encode_images(
             reference=reference,
             chaos=getattr(request, "chaos", 0),
         )
-        generated.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
+        generated.append(GeneratedImage(encode_png(image, text, level), seed, image.width, image.height))
     return tuple(generated)
 
 
