@@ -26,17 +26,19 @@ def resolve_device(setting: str) -> str:
     return "cpu"
 
 
-def resolve_memory(setting: str, device: str) -> str:
-    """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU with room, else offloads."""
+def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> str:
+    """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU that holds their peak
+    (``engine.memory.resident_peak``: about 16.3 GB with SSD-1B finals), else offloads."""
     if setting != "auto":
         return setting
     if not device.startswith("cuda"):
         return "resident"
     import torch
 
+    from .memory import memory_mode_for
+
     _, total = torch.cuda.mem_get_info(torch.device(device))
-    # Turbo + SSD-1B in fp16 with shared text encoders and VAE need about 10 GB at 1024 px.
-    return "resident" if total >= 14 * 2**30 else "offload"
+    return memory_mode_for(total, final_model)
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -59,7 +59,7 @@ class Engine(WorkerLoop):
 
         self.device = resolve_device(self.settings.device)
         dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
-        self.memory = resolve_memory(self.settings.memory, self.device)
+        self.memory = resolve_memory(self.settings.memory, self.device, self.settings.final_model)
         self._registry = ModelRegistry(self.settings, self.device, dtype, self.memory)
         self._recipes = Recipes(self._registry, self.settings)
         self.addon_offer = _addon_offer(self._recipes.addons)
