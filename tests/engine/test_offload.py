@@ -210,3 +210,14 @@ def test_resident_mode_moves_nothing_and_decodes_whole(tiny_cache_dir):
     registry.make_room()
     registry.get("turbo")
     assert registry.placement.moves == [] and not registry.placement.drafts_away
+
+
+def test_turbo_keeps_its_cuda_graphs_in_offload_mode(tiny_cache_dir):
+    """Turbo is resident between finals: graphs stay on (dropped and captured again around a final);
+    compile stays off (its graphs would hold the moved weights)."""
+    from engine.models import ModelRegistry
+
+    settings = tiny_settings(tiny_cache_dir, compile=False)
+    registry = ModelRegistry(settings, "cuda", torch.float16, "offload")  # built only: nothing touches CUDA
+    assert registry.graphs and not registry.compiled
+    assert not ModelRegistry(settings.replace(compile=True), "cuda", torch.float16, "offload").compiled
