@@ -41,6 +41,19 @@ def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> st
     return memory_mode_for(total, final_model)
 
 
+def offload_batch_limit(device: str, max_batch: int) -> int:
+    """In ``offload`` mode on CUDA: ``max_batch`` lowered to the draft batch the card holds with Turbo
+    resident and its CUDA graphs (``engine.memory.offload_max_batch``: 4 on an 8 GB card, 16 from 12 GB)."""
+    if not device.startswith("cuda"):
+        return max_batch
+    import torch
+
+    from .memory import offload_max_batch
+
+    _, total = torch.cuda.mem_get_info(torch.device(device))
+    return offload_max_batch(total, max_batch)
+
+
 def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` is the device running out of memory."""
     import torch

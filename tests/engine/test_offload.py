@@ -221,3 +221,15 @@ def test_turbo_keeps_its_cuda_graphs_in_offload_mode(tiny_cache_dir):
     registry = ModelRegistry(settings, "cuda", torch.float16, "offload")  # built only: nothing touches CUDA
     assert registry.graphs and not registry.compiled
     assert not ModelRegistry(settings.replace(compile=True), "cuda", torch.float16, "offload").compiled
+
+
+@pytest.mark.parametrize(
+    ("total", "limit", "batch"), [(8 * GiB, 16, 4), (8 * GiB, 2, 2), (12 * GiB, 16, 16), (7 * GiB, 16, 1)]
+)
+def test_offload_mode_lowers_draft_batches_to_what_the_card_holds(monkeypatch, total, limit, batch):
+    """Turbo resident (6.94 GB) + context + graph pools: an 8 GB card holds bursts of 4, not 16."""
+    from engine.device import offload_batch_limit
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total // 2, total))
+    assert offload_batch_limit("cuda", limit) == batch
+    assert offload_batch_limit("cpu", limit) == limit
