@@ -12,6 +12,7 @@ again on the next drafts. Resident mode never moves anything.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -47,7 +48,8 @@ class Placement:
         self.device = device
         self.enabled = memory == "offload"
         self.drafts_away = False  # Turbo's modules were moved to the host for a final
-        self.moves: list[tuple[str, str]] = []  # (what, "host" | "device") of every move, for tests
+        # (what, "host" | "device") of the last moves, for tests and debugging
+        self.moves: collections.deque[tuple[str, str]] = collections.deque(maxlen=32)
         self._before_eviction: list[Callable[[], None]] = []
 
     def before_eviction(self, fn: Callable[[], None]) -> None:

@@ -163,7 +163,7 @@ def test_offload_final_runs_without_turbo_on_the_device_and_drafts_come_back_the
     recipes = Recipes(registry, settings)
     draft = DraftRequest("a lighthouse at dusk", seed=5, count=2)
     before = recipes.drafts([draft])[0]
-    assert registry.placement.moves == [] and not registry.placement.drafts_away
+    assert not registry.placement.moves and not registry.placement.drafts_away
 
     recipes._graphs[0] = "a captured graph"  # stands for the draft path's CUDA graphs (made on CUDA only)
     ssd = registry.get("ssd-1b").text2img
@@ -194,7 +194,7 @@ def test_offload_final_runs_without_turbo_on_the_device_and_drafts_come_back_the
     assert ssd.vae.tile_sample_min_size == 512
 
     after = recipes.drafts([draft])[0]
-    assert registry.placement.moves[-2:] == [("finals", "host"), ("turbo", "device")]
+    assert list(registry.placement.moves)[-2:] == [("finals", "host"), ("turbo", "device")]
     assert not registry.placement.drafts_away
     for a, b in zip(before, after, strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -209,7 +209,7 @@ def test_resident_mode_moves_nothing_and_decodes_whole(tiny_cache_dir):
     assert not registry.get("ssd-1b").text2img.vae.use_tiling
     registry.make_room()
     registry.get("turbo")
-    assert registry.placement.moves == [] and not registry.placement.drafts_away
+    assert not registry.placement.moves and not registry.placement.drafts_away
 
 
 def test_turbo_keeps_its_cuda_graphs_in_offload_mode(tiny_cache_dir):
