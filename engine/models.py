@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .hashes import ComponentHashes
+from .placement import Placement, tile_vae
 from .settings import VAE_FP16_FIX, EngineSettings
 from .weightfiles import pipeline_variant, repo_weight_files, weights_complete
 
@@ -112,7 +113,10 @@ class ModelRegistry:
         self._compiled_ids: set[int] = set()
         self.compiled = settings.compile_on(device) and memory == "resident"  # no compiled graphs when offloading
         graphs = settings.cuda_graphs if settings.cuda_graphs is not None else True
-        self.graphs = graphs and str(device).startswith("cuda") and memory == "resident" and not self.compiled
+        # Turbo keeps its graphs in offload mode too: it is never offloaded, only moved off for a final
+        # (engine.placement), and the graphs are dropped before that and captured again after.
+        self.graphs = graphs and str(device).startswith("cuda") and not self.compiled
+        self.placement = Placement(device, memory)
 
     # ---- resolving -------------------------------------------------------------------------
 
@@ -220,7 +224,8 @@ class ModelRegistry:
         self._optimized.add(id(module))
         if fast:
             module.to(memory_format=torch.channels_last)
-        fuse = getattr(module, "fuse_qkv_projections", None) if fused else None
+        # Fused QKV keeps the unfused projections too (+1.3 GB for Turbo): never where memory is short.
+        fuse = getattr(module, "fuse_qkv_projections", None) if fused and self.memory == "resident" else None
         if fuse is not None:
             try:
                 fuse()
@@ -248,6 +253,8 @@ class ModelRegistry:
         """The loaded model ``name``; loads it on first use. Raises ModelMissing / ModelLoadError."""
         with self._lock:
             if name in self._loaded:
+                if name == "turbo" and self.memory == "offload":
+                    self._place_drafts(self._loaded[name])
                 return self._loaded[name]
             failed = self._failed.get(name)
             if failed and time.monotonic() - failed[0] < 60:
@@ -266,6 +273,17 @@ class ModelRegistry:
             self._failed.pop(name, None)
             self._loaded[name] = loaded
             return loaded
+
+    # ---- placement (offload mode) ---------------------------------------------------------------
+
+    def make_room(self) -> None:
+        """Offload mode: Turbo leaves the device before a final's modules come in (``engine.placement``)."""
+        turbo = self._loaded.get("turbo")
+        self.placement.evict_drafts(turbo.text2img if turbo is not None else None)
+
+    def _place_drafts(self, turbo: Loaded) -> None:
+        finals = {name: m.img2img for name, m in self._loaded.items() if m.offloaded}
+        self.placement.restore_drafts(turbo.text2img, finals)
 
     def loaded_names(self) -> list[str]:
         return list(self._loaded)
@@ -319,6 +337,8 @@ class ModelRegistry:
         pipe.set_progress_bar_config(disable=True)
         if offload:
             pipe.enable_model_cpu_offload(device=self.device)
+            self.placement.guard(pipe, self.make_room)
+            tile_vae(pipe.vae)
         else:
             pipe.to(self.device)
         if share:

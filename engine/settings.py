@@ -130,7 +130,8 @@ class EngineSettings(EnvSettings):
     # Whose UNets compile (turbo: its decoder too), comma separated.
     compile_models: str = Field(default="turbo,ssd-1b,sdxl-base,sdxl-refiner", validation_alias="ENGINE_COMPILE_MODELS")
     # Explicit CUDA graphs of the Turbo UNet and the draft decoder per batch bucket, when compile is off
-    # (compile's reduce-overhead mode records its own). None (auto) = on for CUDA; never when offloading.
+    # (compile's reduce-overhead mode records its own). None (auto) = on for CUDA; offload mode drops them
+    # when Turbo leaves the GPU for a final and captures them again after.
     # The local worker captures them while its queue is idle; a capture that fails runs that module eagerly.
     cuda_graphs: bool | None = Field(
         default=None, validation_alias="ENGINE_CUDA_GRAPHS", description="true, false or auto"

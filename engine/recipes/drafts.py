@@ -133,6 +133,15 @@ class DraftRecipes(RecipeBase):
             self._idle_done.clear()
         return forward
 
+    def drop_graphs(self) -> None:
+        """Forget every CUDA graph of the draft path and free their memory pools (Turbo leaves the GPU for a
+        final in offload mode); the drafts after run eagerly and the idle plan captures them again."""
+        for graphs in self._graphs.values():
+            graphs.drop()
+        self._graphs.clear()
+        self._forwards.clear()
+        self._idle_done.clear()
+
     def _eager_calls(self) -> int:
         return sum(f.eager_calls for f in self._forwards.values() if not f.failed)
 

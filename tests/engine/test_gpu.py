@@ -136,3 +136,49 @@ def test_the_reference_image_encoder_leaves_the_gpu_after_its_idle_time(tiny_cac
         assert reference.encoder_device() == "cpu"
     finally:
         engine.shutdown(30)
+
+
+def test_offload_keeps_a_1024px_ssd1b_final_within_7_5_gb_on_an_8gb_card():
+    """ENGINE_MEMORY=offload with the published architectures (random fp16 weights, built once under the
+    cache dir as benchmarks/gpu.sh builds them) on an 8 GiB card emulated with
+    ``set_per_process_memory_fraction``: peak reserved memory plus the CUDA context of a 1024 px SSD-1B
+    final stays within 7.5 GB (engine.memory plans about 3.5 GB), and drafts after it (graphs captured
+    again) are the drafts of before."""
+    import gc
+
+    import torch
+
+    from benchmarks.folders import build_random
+
+    root = build_random("full", EngineSettings().cache_dir, 0.02, "cuda")
+    gc.collect()
+    torch.cuda.empty_cache()
+    settings = EngineSettings.for_preset("sdxl").replace(
+        device="cuda", memory="offload", preload=False, final_model="ssd-1b", max_batch_images=4,
+        turbo_model=str(root / "turbo"), ssd1b_model=str(root / "ssd-1b"),
+        draft_vae_model=str(root / "taesdxl"), vae_model=str(root / "vae-fp16-fix"),
+    )  # fmt: skip
+    free, total = torch.cuda.mem_get_info()
+    context = total - free - torch.cuda.memory_reserved()
+    torch.cuda.set_per_process_memory_fraction((8 * 2**30 - context) / total)
+    engine = Engine(settings).start()
+    try:
+        draft = DraftRequest("a lighthouse at dusk", seed=5, count=1)
+        torch.cuda.reset_peak_memory_stats()
+        before = engine.recipes.drafts([draft])[0]
+        draft_peak = torch.cuda.max_memory_reserved()
+        torch.cuda.reset_peak_memory_stats()
+        final = engine.recipes.final(FinalRequest("a lighthouse at dusk", seed=6, model="ssd-1b", steps=4))
+        torch.cuda.synchronize()
+        final_peak = torch.cuda.max_memory_reserved()
+        free, total = torch.cuda.mem_get_info()
+        context = max(context, total - free - torch.cuda.memory_reserved())
+        after = engine.recipes.drafts([draft])[0]
+        print(f"offload, 8 GiB emulated: context {context / 1e9:.2f} GB, draft peak reserved "
+              f"{draft_peak / 1e9:.2f} GB, 1024 px SSD-1B final peak reserved {final_peak / 1e9:.2f} GB")  # fmt: skip
+        assert final.images[0].size == (1024, 1024)
+        assert final_peak + context <= 7.5e9
+        assert np.abs(np.asarray(before[0], np.float32) - np.asarray(after[0], np.float32)).max() <= 1
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        engine.shutdown(30)
