@@ -121,6 +121,7 @@ def engine(b: Bench) -> None:
         b.stage("final", final, b, eng)
     finally:
         eng.shutdown(60)
+        del eng  # its models go with it (free_memory collects), before the next stage measures memory
         from benchmarks.meters import free_memory
 
         free_memory(p.device)
@@ -152,6 +153,7 @@ def correctness(b: Bench, eng) -> None:
             r.add(name, d, "", error=None if d <= TOL else "weights moved under the graphs")
     finally:
         eager.shutdown(60)
+        del eager
 
 
 def drafts(b: Bench, eng) -> None:
@@ -215,8 +217,8 @@ def offload(b: Bench) -> None:
     p, r, card = b.plan, b.rows, b.args.card_gib
     context = 0
     note = "CPU: no card to emulate; the offload path runs"
+    free_memory(p.device)
     if b.cuda:
-        torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info()
         context = total - free - torch.cuda.memory_reserved()
         fraction = max(0.01, (card * 2**30 - context) / total)
