@@ -75,7 +75,7 @@ def engine_modules() -> list[str]:
     import engine
 
     return sorted(m.name for m in pkgutil.walk_packages(engine.__path__, "engine.")
-                  if not m.name.startswith(("engine.cluster", "engine.__main__")))
+                  if not m.name.startswith("engine.cluster") and not m.name.endswith("__main__"))
 
 
 def check(verbose: bool = True) -> list[str]:
