@@ -103,7 +103,6 @@ class ChannelPacer:
             heapq.heapify(line)
             if not line:
                 del self._results_waiting[channel_id]
-            moved = self._moved.pop(channel_id, None)
-            if moved is not None:
-                moved.set()  # the others look again at who is first
+            if channel_id in self._moved:
+                self._moved.pop(channel_id).set()  # the others look again at who is first
         self.take(channel_id)
