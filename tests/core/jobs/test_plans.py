@@ -37,7 +37,7 @@ def test_imagine_with_an_image_keeps_its_aspect_and_the_image_to_store():
 
 def test_final_checks_the_model_and_takes_the_default():
     assert plans.final(Applied("x"), OFFER, final_size=1024, seed=1).request.model == OFFER.default_final_model
-    with pytest.raises(Refusal, match="Unknown model 'dall-e'"):
+    with pytest.raises(Refusal, match="Unknown model “dall-e”"):
         plans.final(Applied("x", model="dall-e"), OFFER, final_size=1024)
 
 
