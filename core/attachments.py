@@ -17,6 +17,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.echo import quoted, shown
 from core.limits import Refusal
 from engine.api import MAX_SIDE
 
@@ -40,9 +41,10 @@ def _formats_text() -> str:
 def check_declared(*, filename: str, size: int, content_type: str | None, max_bytes: int = MAX_BYTES) -> None:
     """Cheap checks on what Discord says about an attachment, before downloading it."""
     if size > max_bytes:
-        raise Refusal(f"“{filename}” is {_mib(size)}; the limit is {max_bytes / 2**20:.0f} MiB.")
+        raise Refusal(f"{quoted(filename)} is {_mib(size)}; the limit is {max_bytes / 2**20:.0f} MiB.")
     if content_type and not content_type.startswith("image/"):
-        raise Refusal(f"“{filename}” is not an image ({content_type}); send a {_formats_text()} file.")
+        kind = shown(content_type, 40)
+        raise Refusal(f"{quoted(filename)} is not an image ({kind}); send a {_formats_text()} file.")
 
 
 def open_checked(
