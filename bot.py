@@ -21,6 +21,7 @@ import discord.http
 from discord.ext import commands
 from dotenv import load_dotenv
 
+from core.guilds import PUBLIC_WARNING, GuildGate, install_gateway_filter
 from core.history import HistoryError, HistoryStore
 from core.inputs import InputStore
 from core.jobs import JobService
@@ -98,6 +99,8 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self.failed_extensions = []
         self._closing_started = False
+        self.gate = GuildGate(settings.allowed_guilds)
+        install_gateway_filter(self._connection.parsers, self.gate)
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
@@ -116,9 +119,37 @@ class ImagineBot(commands.AutoShardedBot):
                 synced = await self.tree.sync()
                 log.info("synced %d global commands (Discord may take a while to show changes)", len(synced))
         await self.jobs.start()
+        if self.gate.open:
+            try:
+                public = (await self.application_info()).bot_public
+            except discord.HTTPException as e:
+                log.warning("could not read the application's settings (is it public?): %s", e)
+            else:
+                if public:
+                    log.warning(PUBLIC_WARNING)
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No prefix commands: a message that mentions the bot is not a command (the cogs' listeners see it)."""
 
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        for guild in list(self.guilds):
+            await self._check_guild(guild)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._check_guild(guild)
+
+    async def _check_guild(self, guild: discord.Guild) -> None:
+        """Log (once) a server outside ALLOWED_GUILDS, and leave it when LEAVE_UNLISTED_GUILDS says so."""
+        if self.gate.allows(guild.id):
+            return
+        self.gate.refuse(guild.id, guild.name)
+        if self.settings.leave_unlisted_guilds:
+            try:
+                await guild.leave()
+                log.warning("left server %s (%s): not in ALLOWED_GUILDS", guild.id, guild.name)
+            except discord.HTTPException as e:
+                log.warning("could not leave server %s: %s", guild.id, e)
 
     async def close(self) -> None:
         if not self._closing_started:
