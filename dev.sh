@@ -13,10 +13,11 @@ setup() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    # Reinstall only when pyproject.toml changed since the last install.
-    if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
+    # Reinstall only when pyproject.toml or constraints.txt changed since the last install.
+    if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ] || [ constraints.txt -nt "$marker" ]; then
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+        # constraints.txt: the versions the suite passed with (pyproject.toml keeps the accepted ranges).
+        "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".${extras:+[$extras]}"
         touch "$marker"
     fi
 }
