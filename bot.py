@@ -288,6 +288,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         epilog="Exit status: 0 after a clean stop, 2 for a settings problem (one line says which), 1 otherwise.",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings, the token and the Message Content intent with Discord, torch and the GPU, "
+        "the weights on disk and the free disk, without downloading or starting anything; exit 0 when the bot "
+        "can start, 2 when not (one line per problem)",
+    )
+    parser.add_argument(
         "--backup",
         metavar="DIR",
         type=Path,
@@ -310,6 +317,28 @@ def run_backup(directory: Path) -> int:
     return 0
 
 
+def run_check(settings: BotSettings, engine_settings: EngineSettings | None) -> int:
+    """``--check``: one line per finding, ``problem:`` before those that stop the bot; 2 when there is one."""
+    from core.doctor import Finding, discord_findings
+
+    findings: list[Finding] = []
+    try:
+        lock_database(settings.database_path).release()
+    except DatabaseInUse as e:
+        findings.append(Finding(str(e), problem=True))
+    apply_endpoints(settings)
+    findings += asyncio.run(discord_findings(settings))
+    if engine_settings is not None:
+        from engine.doctor import machine_findings
+
+        findings += [Finding(f.text, f.problem) for f in machine_findings(engine_settings)]
+    else:
+        findings.append(Finding(f"engine: the Ray Serve cluster at {settings.engine_url} (not checked from here)"))
+    for finding in findings:
+        print(f"problem: {finding.text}" if finding.problem else finding.text, flush=True)
+    return EXIT_CONFIG if any(f.problem for f in findings) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     load_dotenv(".env", override=False)  # .env in the directory the bot starts from; the environment wins
@@ -322,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:  # the bot's, the engine's: one class
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if arguments.check:
+        return run_check(settings, engine_settings)
     try:
         lock = lock_database(settings.database_path)  # before any download: a second bot stops here
     except DatabaseInUse as e:

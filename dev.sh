@@ -2,6 +2,7 @@
 # The two commands of the README:
 #   ./dev.sh run    set up .venv on first use, then start the bot (settings from .env; weights fetched once)
 #   ./dev.sh test   set up .venv on first use, then lint, type-check and run the test suite (CPU, tiny models)
+#   ./dev.sh check  set up .venv on first use, then `bot.py --check`: token, intent, torch, GPU, weights, disk
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -29,6 +30,11 @@ case "${1:-}" in
         # bot.py fetches the weights the settings name once (with progress bars) before it connects.
         exec "$VENV/bin/python" bot.py "$@"
         ;;
+    check)
+        setup
+        shift
+        exec "$VENV/bin/python" bot.py --check "$@"
+        ;;
     test)
         setup "test,safety,upscale"
         shift
@@ -37,7 +43,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     *)
-        echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+        echo "usage: ./dev.sh run | ./dev.sh check | ./dev.sh test [pytest args]" >&2
         exit 2
         ;;
 esac

@@ -81,7 +81,8 @@ def test_help_says_what_the_bot_does_and_exits_0(tmp_path):
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: bot.py") and "Discord bot" in done.stdout and "--backup DIR" in done.stdout
+    assert done.stdout.startswith("usage: bot.py") and "Discord bot" in done.stdout
+    assert "--backup DIR" in done.stdout and "--check" in done.stdout
 
 
 async def test_backup_copies_the_database_of_a_running_bot_without_its_lock(tmp_path, monkeypatch, capsys):
