@@ -1,5 +1,8 @@
 """Start the bot: ``python bot.py``. Settings come from the environment and ``.env`` (see ``.env.example``).
 
+``python bot.py --help`` lists the other uses (``--backup DIR``). One bot per database: a lock beside it
+(``core.dblock``) turns a second one away.
+
 settings -> HistoryStore -> engine (``ENGINE_BACKEND``: ``local`` = engine.local.LocalEngine in this
 process, ``ray`` = engine.cluster.client.ClusterEngine on a Ray Serve cluster) -> ImagineBot -> run until
 SIGTERM/SIGINT, then stop taking work, let the running job finish for a bounded time, and close the
@@ -9,6 +12,7 @@ database cleanly. This is the one place that knows which engine it is; everythin
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -21,7 +25,10 @@ import discord.http
 from discord.ext import commands
 from dotenv import load_dotenv
 
+from core.dblock import DatabaseInUse, lock_database
+from core.guilds import PUBLIC_WARNING, GuildGate, install_gateway_filter
 from core.history import HistoryError, HistoryStore
+from core.history.backup import BackupError, backup_all
 from core.inputs import InputStore
 from core.jobs import JobService
 from core.runlog import RunLog, open_run_log
@@ -47,6 +54,10 @@ EXTENSIONS = (
 EXIT_CONFIG = 2  # missing or bad settings, token refused, intent not enabled
 EXIT_FAILURE = 1
 RAY_CLIENT_MISSING = "ENGINE_BACKEND=ray needs the cluster client: pip install -e '.[ray]'"
+TURBO_LICENCE_WARNING = (
+    "the draft model is SDXL Turbo ({model}): its licence (Stability AI's non-commercial research community "
+    "licence) does not allow commercial use; see the README's model licences"
+)
 
 
 # An image bot never joins voice: no warnings about voice libraries at every start.
@@ -98,6 +109,8 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self.failed_extensions = []
         self._closing_started = False
+        self.gate = GuildGate(settings.allowed_guilds)
+        install_gateway_filter(self._connection.parsers, self.gate)
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
@@ -116,9 +129,37 @@ class ImagineBot(commands.AutoShardedBot):
                 synced = await self.tree.sync()
                 log.info("synced %d global commands (Discord may take a while to show changes)", len(synced))
         await self.jobs.start()
+        if self.gate.open:
+            try:
+                public = (await self.application_info()).bot_public
+            except discord.HTTPException as e:
+                log.warning("could not read the application's settings (is it public?): %s", e)
+            else:
+                if public:
+                    log.warning(PUBLIC_WARNING)
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No prefix commands: a message that mentions the bot is not a command (the cogs' listeners see it)."""
 
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        for guild in list(self.guilds):
+            await self._check_guild(guild)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._check_guild(guild)
+
+    async def _check_guild(self, guild: discord.Guild) -> None:
+        """Log (once) a server outside ALLOWED_GUILDS, and leave it when LEAVE_UNLISTED_GUILDS says so."""
+        if self.gate.allows(guild.id):
+            return
+        self.gate.refuse(guild.id, guild.name)
+        if self.settings.leave_unlisted_guilds:
+            try:
+                await guild.leave()
+                log.warning("left server %s (%s): not in ALLOWED_GUILDS", guild.id, guild.name)
+            except discord.HTTPException as e:
+                log.warning("could not leave server %s: %s", guild.id, e)
 
     async def close(self) -> None:
         if not self._closing_started:
@@ -173,9 +214,7 @@ async def _run(settings: BotSettings, engine: ImageEngine) -> int:
         log.info("image engine: %s", engine.offer.backend)
         bot = ImagineBot(settings=settings, store=store, engine=engine, run_log=run_log)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        _on_stop_signals(asyncio.get_running_loop(), stop)
 
         async with bot:
             runner = asyncio.create_task(bot.start(settings.token.get_secret_value()), name="discord")
@@ -215,6 +254,15 @@ async def _run(settings: BotSettings, engine: ImageEngine) -> int:
             await asyncio.to_thread(run_log.close)
 
 
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``; where the loop cannot watch signals (Windows), ``signal.signal`` does."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:
+            signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(stop.set))
+
+
 async def _finish_event_handlers(timeout: float) -> None:
     """Let listeners that were already running (a reaction, a button) finish before the store closes.
 
@@ -231,8 +279,71 @@ async def _finish_event_handlers(timeout: float) -> None:
             log.warning("%d event handler(s) still running after %.0f s; closing anyway", len(pending), timeout)
 
 
-def main() -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bot.py",
+        description="The imagine-bot: a self-hosted Discord bot that draws SDXL images on this machine's GPU. "
+        "Without options it starts the bot (settings from the environment and .env, see .env.example; the "
+        "weights the settings name are downloaded once) and runs until SIGTERM or Ctrl+C.",
+        epilog="Exit status: 0 after a clean stop, 2 for a settings problem (one line says which), 1 otherwise.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings, the token and the Message Content intent with Discord, torch and the GPU, "
+        "the weights on disk and the free disk, without downloading or starting anything; exit 0 when the bot "
+        "can start, 2 when not (one line per problem)",
+    )
+    parser.add_argument(
+        "--backup",
+        metavar="DIR",
+        type=Path,
+        help="copy the history database (DATABASE_PATH, consistently, while the bot runs) and its stored images "
+        "into DIR, then exit; to restore, point DATABASE_PATH at the copy",
+    )
+    return parser.parse_args(argv)
+
+
+def run_backup(directory: Path) -> int:
+    """``--backup DIR``: needs only DATABASE_PATH (no token), takes no bot lock."""
+    raw = BotSettings.read().get("database_path")
+    database = Path(raw).expanduser() if raw else BotSettings.model_fields["database_path"].default
+    try:
+        for line in backup_all(database, directory):
+            print(line)
+    except BackupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def run_check(settings: BotSettings, engine_settings: EngineSettings | None) -> int:
+    """``--check``: one line per finding, ``problem:`` before those that stop the bot; 2 when there is one."""
+    from core.doctor import Finding, discord_findings
+
+    findings: list[Finding] = []
+    try:
+        lock_database(settings.database_path).release()
+    except DatabaseInUse as e:
+        findings.append(Finding(str(e), problem=True))
+    apply_endpoints(settings)
+    findings += asyncio.run(discord_findings(settings))
+    if engine_settings is not None:
+        from engine.doctor import machine_findings
+
+        findings += [Finding(f.text, f.problem) for f in machine_findings(engine_settings)]
+    else:
+        findings.append(Finding(f"engine: the Ray Serve cluster at {settings.engine_url} (not checked from here)"))
+    for finding in findings:
+        print(f"problem: {finding.text}" if finding.problem else finding.text, flush=True)
+    return EXIT_CONFIG if any(f.problem for f in findings) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
     load_dotenv(".env", override=False)  # .env in the directory the bot starts from; the environment wins
+    if arguments.backup is not None:
+        return run_backup(arguments.backup)
     try:
         settings = BotSettings.from_env()
         # The cluster reads its own engine settings where it runs; here only the local engine needs them.
@@ -240,7 +351,31 @@ def main() -> int:
     except SettingsError as e:  # the bot's, the engine's: one class
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if arguments.check:
+        return run_check(settings, engine_settings)
+    try:
+        lock = lock_database(settings.database_path)  # before any download: a second bot stops here
+    except DatabaseInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return _start(settings, engine_settings)
+    finally:
+        lock.release()
+
+
+def draft_licence_warning(engine_settings: EngineSettings | None) -> str | None:
+    """One line when the local engine drafts with SDXL Turbo (the hub id or a folder named after it)."""
+    if engine_settings is None or "sdxl-turbo" not in engine_settings.turbo_model.lower():
+        return None
+    return TURBO_LICENCE_WARNING.format(model=engine_settings.turbo_model)
+
+
+def _start(settings: BotSettings, engine_settings: EngineSettings | None) -> int:
     _configure_logging(settings.log_level_number)
+    warning = draft_licence_warning(engine_settings)
+    if warning is not None:
+        log.warning(warning)
     try:
         engine = build_engine(settings, engine_settings)
     except ImportError as e:

@@ -2,6 +2,7 @@
 # The two commands of the README:
 #   ./dev.sh run    set up .venv on first use, then start the bot (settings from .env; weights fetched once)
 #   ./dev.sh test   set up .venv on first use, then lint, type-check and run the test suite (CPU, tiny models)
+#   ./dev.sh check  set up .venv on first use, then `bot.py --check`: token, intent, torch, GPU, weights, disk
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -13,10 +14,11 @@ setup() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    # Reinstall only when pyproject.toml changed since the last install.
-    if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ]; then
+    # Reinstall only when pyproject.toml or constraints.txt changed since the last install.
+    if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ] || [ constraints.txt -nt "$marker" ]; then
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+        # constraints.txt: the versions the suite passed with (pyproject.toml keeps the accepted ranges).
+        "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".${extras:+[$extras]}"
         touch "$marker"
     fi
 }
@@ -28,6 +30,11 @@ case "${1:-}" in
         # bot.py fetches the weights the settings name once (with progress bars) before it connects.
         exec "$VENV/bin/python" bot.py "$@"
         ;;
+    check)
+        setup
+        shift
+        exec "$VENV/bin/python" bot.py --check "$@"
+        ;;
     test)
         setup "test,safety,upscale"
         shift
@@ -36,7 +43,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     *)
-        echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+        echo "usage: ./dev.sh run | ./dev.sh check | ./dev.sh test [pytest args]" >&2
         exit 2
         ;;
 esac

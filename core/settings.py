@@ -36,6 +36,14 @@ class BotSettings(EnvSettings):
         description="a server id (turn on Developer Mode, right-click the server -> Copy Server ID), "
         "or leave it empty for global commands",
     )
+    # The servers the bot serves (core.guilds); empty = every server it is in.
+    allowed_guilds: frozenset[int] = Field(
+        default=frozenset(),
+        validation_alias="ALLOWED_GUILDS",
+        description="server ids separated by commas (Developer Mode, right-click the server -> Copy Server ID)",
+    )
+    # Leave the servers outside ALLOWED_GUILDS (when added, and at start) instead of only ignoring them.
+    leave_unlisted_guilds: bool = Field(default=False, validation_alias="LEAVE_UNLISTED_GUILDS")
     database_path: Path = Field(default=Path("data/history.sqlite3"), validation_alias="DATABASE_PATH")
     # REST base (".../api/v10") and gateway URL of a proxy or a test server; None = Discord's own.
     api_base: str | None = Field(default=None, validation_alias="DISCORD_API_BASE")
@@ -102,6 +110,17 @@ class BotSettings(EnvSettings):
         if not isinstance(value, str):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("allowed_guilds", mode="before")
+    @classmethod
+    def _server_ids(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        ids = [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
+        bad = [part for part in ids if not part.isdigit() or int(part) <= 0]
+        if bad:
+            raise SettingsError(f"ALLOWED_GUILDS: {bad[0]!r} is not a server id (a number, e.g. 123456789012345678).")
+        return frozenset(int(part) for part in ids)
 
     @field_validator("database_path")
     @classmethod

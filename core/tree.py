@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 
 from core.echo import fit
+from core.guilds import NOT_ENABLED, GuildGate
 from core.limits import Refusal
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,20 @@ async def report_error(interaction: discord.Interaction, error: Exception) -> No
 
 
 class ImagineTree(app_commands.CommandTree):
-    """Command tree with the bot's single error handler."""
+    """Command tree with the bot's single error handler, and the server allowlist (``core.guilds``)."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        gate = getattr(self.client, "gate", None)
+        if not isinstance(gate, GuildGate) or gate.allows(interaction.guild_id):
+            return True
+        assert interaction.guild_id is not None  # direct messages are always allowed
+        gate.refuse(interaction.guild_id, interaction.guild.name if interaction.guild else None)
+        if interaction.type is discord.InteractionType.application_command:
+            try:
+                await interaction.response.send_message(NOT_ENABLED, ephemeral=True)
+            except discord.HTTPException as e:
+                log.debug("could not say the bot is not enabled here: %s", e)
+        return False
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         await report_error(interaction, error)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from core.history.backup import BackupError, backup_before_migration
 from core.history.records import HistoryError
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ async def user_version(conn: aiosqlite.Connection) -> int:
 async def migrate(conn: aiosqlite.Connection, path: str, migrations: Sequence[Migration]) -> int:
     """Apply the migrations above the database's version, each in its own transaction; the new version.
 
+    A database that already has a schema is first copied (``core.history.backup``) into ``backups/`` beside it.
+
     ``conn`` is in autocommit mode (``isolation_level=None``) and outside any transaction.
     """
     current = await user_version(conn)
@@ -86,9 +89,13 @@ async def migrate(conn: aiosqlite.Connection, path: str, migrations: Sequence[Mi
             f"The database at {path} has schema version {current}, newer than this code knows ({latest}). "
             "Refusing to open it; run a newer version of the bot."
         )
-    for migration in migrations:
-        if migration.version <= current:
-            continue
+    pending = [m for m in migrations if m.version > current]
+    if pending and current > 0 and path != ":memory:":  # not a brand-new database: keep a copy first
+        try:
+            await backup_before_migration(conn, Path(path), pending[0].path.stem)
+        except BackupError as e:
+            raise MigrationError(f"{e}. Not migrating without a copy; free some disk space and start again.") from e
+    for migration in pending:
         await _apply(conn, migration)
         current = migration.version
         log.info("Applied migration %s to %s", migration.path.name, path)

@@ -25,8 +25,11 @@ FLAG_EPHEMERAL = 64
 class Harness:
     """One loopback Discord and the bot on it; ``stop`` then ``start`` is a restart on the same database."""
 
-    def __init__(self, fake: FakeDiscord, tmp_path: Path, offer: EngineOffer | None = None) -> None:
+    def __init__(
+        self, fake: FakeDiscord, tmp_path: Path, offer: EngineOffer | None = None, settings: dict | None = None
+    ) -> None:
         self.fake = fake
+        self.settings = dict(settings or {})  # more BotSettings fields by name (ALLOWED_GUILDS: allowed_guilds)
         self.offer = offer  # what the fake engine offers (None: every add-on, see tests.core.doubles)
         self.db_path = tmp_path / "history.sqlite3"
         self.bot: ImagineBot | None = None
@@ -40,7 +43,7 @@ class Harness:
         self.engine.paused = paused
         self.bot = ImagineBot(
             settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
-                token=SecretStr("fake-token"), progress_interval=0.05, queue_update_interval=0.05
+                token=SecretStr("fake-token"), progress_interval=0.05, queue_update_interval=0.05, **self.settings
             ),
             store=self.store,
             engine=self.engine,
@@ -69,14 +72,14 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running_harness(
-    tmp_path: Path, caplog, world: World | None = None, offer: EngineOffer | None = None
+    tmp_path: Path, caplog, world: World | None = None, offer: EngineOffer | None = None, settings: dict | None = None
 ) -> AsyncIterator[Harness]:
     """The real bot against a loopback Discord (``world``, else the default one); no errors allowed in the log.
 
     ``offer``: what the fake engine offers (None: every add-on)."""
     async with FakeDiscord(world) as fake:
         with fake.patched_discord_py():
-            harness = Harness(fake, tmp_path, offer)
+            harness = Harness(fake, tmp_path, offer, settings)
             await harness.start()
             try:
                 yield harness
