@@ -19,7 +19,8 @@ RUN apt-get update \
 
 # A user of its own (not root) runs the bot; uid 10001 stays clear of the image's ubuntu user (1000).
 ARG UID=10001
-RUN useradd --system --uid "${UID}" --user-group --create-home --home-dir /home/imagine imagine
+RUN groupadd --system --gid "${UID}" imagine \
+    && useradd --system --uid "${UID}" --gid imagine --create-home --home-dir /home/imagine imagine
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -44,7 +45,7 @@ RUN python3 -m venv /opt/venv \
     && chown -R imagine:imagine /app/data /cache
 
 # Numeric, so that runAsNonRoot-style checks can see it is not root.
-USER ${UID}
+USER ${UID}:${UID}
 # History database, uploads and finals (DATABASE_PATH=data/history.sqlite3), and the model weights
 # (HF_HOME, 12-25 GB) plus the engine's own cache (XDG_CACHE_HOME/imagine-bot): both outlive the container.
 VOLUME ["/app/data", "/cache"]
@@ -53,8 +54,8 @@ VOLUME ["/app/data", "/cache"]
 # so give it longer (`docker stop -t 90`; compose.yaml's stop_grace_period).
 STOPSIGNAL SIGTERM
 
-# There is no /healthz yet: deploy/healthcheck.py checks that a bot.py process runs (not stopped, not a
-# zombie) and that the history database, once created, answers a read. It does not see the Discord
+# There is no /healthz yet: deploy/healthcheck.py checks that a bot.py process of this user runs (not
+# stopped, not a zombie) and that the history database, once created, answers a read. It does not see the Discord
 # connection. The start period covers the first weight download and model load.
 HEALTHCHECK --interval=60s --timeout=15s --start-period=30m --retries=3 \
     CMD ["python", "deploy/healthcheck.py"]

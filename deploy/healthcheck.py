@@ -2,8 +2,8 @@
 
 The bot has no HTTP health endpoint yet, so this checks what can be seen from outside the process:
 
-1. a process running ``bot.py`` exists and is neither stopped (``T``) nor a zombie (``Z``) (read from
-   /proc, so Linux only; the container and the systemd unit are Linux);
+1. a process of the same user running ``bot.py`` exists and is neither stopped (``T``) nor a zombie
+   (``Z``) (read from /proc, so Linux only; the container and the systemd unit are Linux);
 2. once the history database exists (``DATABASE_PATH``, default ``data/history.sqlite3``, relative to the
    working directory as for the bot), it opens read-only and answers a query within ``--timeout``
    seconds: the volume is mounted and the file is a readable SQLite database. Before the first start has
@@ -25,13 +25,19 @@ DEFAULT_DATABASE = "data/history.sqlite3"
 
 
 def bot_processes(script: str, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
-    """(pid, state letter) of every process whose argv has an element that is ``script`` or ends in ``/script``."""
+    """(pid, state letter) of every process of this user whose argv has ``script`` or ``.../script``.
+
+    Other users' processes do not count: on a shared host they are not this bot.
+    """
     found: list[tuple[int, str]] = []
     me = os.getpid()
+    uid = os.getuid()
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
+            if entry.stat().st_uid != uid:
+                continue
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             stat = (entry / "stat").read_text()
         except OSError:  # gone meanwhile, or not ours to read

@@ -238,3 +238,18 @@ def test_healthcheck_reads_the_database_the_bot_uses(tmp_path, fake_bot):
     (tmp_path / ".env").write_text(f"DISCORD_TOKEN=x\nDATABASE_PATH='{broken}'\n")
     assert run_check(tmp_path, "--script", name).returncode == 1
     assert run_check(tmp_path, "--script", name, env={"DATABASE_PATH": str(good)}).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root: another user")
+def test_healthcheck_ignores_another_users_bot(tmp_path):
+    # On a shared host (or a chroot sharing /proc) another user's bot.py is not this bot.
+    name = f"bot-{uuid.uuid4().hex}.py"
+    sleeper = subprocess.Popen(["sh", "-c", "sleep 120; true", name], cwd="/", user=65534, group=65534)
+    try:
+        assert name.encode() in Path(f"/proc/{sleeper.pid}/cmdline").read_bytes()
+        done = run_check(tmp_path, "--script", name)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert done.returncode == 1 and f"no {name} process is running" in done.stdout, done.stdout
