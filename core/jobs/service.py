@@ -30,6 +30,7 @@ from typing import Any
 import discord
 
 from core import canvas
+from core.controls import Controls
 from core.delivery import Delivery
 from core.direct import send_direct
 from core.history import HistoryStore, JobRecord
@@ -91,6 +92,7 @@ class JobService:
         store: HistoryStore,
         engine: ImageEngine,
         settings: BotSettings,
+        controls: Controls,
         clock: Callable[[], float] = time.time,
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery] = Delivery.for_job,
         inputs: InputStore | None = None,
@@ -120,6 +122,7 @@ class JobService:
             direct_message=direct_message,
             pacer=pacer,
             safety=_SAFETY,
+            controls=controls,
             upscaler=lambda: engine.offer.upscaler,
         )
         self.runner = Runner(
@@ -136,7 +139,7 @@ class JobService:
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
-        self.describer = Describer(engine=engine, admission=self.admission)
+        self.describer = Describer(engine=engine, admission=self.admission, controls=controls)
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
