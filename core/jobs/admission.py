@@ -24,8 +24,7 @@ from core.delivery import DeliveryError
 from core.history import GuildSettings, HistoryStore, JobParams, JobRecord, NewJob
 from core.jobs.images import StoredImages
 from core.jobs.outcome import Outcome
-from core.jobs.plans import Plan
-from core.jobs.rows import Request
+from core.jobs.rows import Plan, Request
 from core.jobs.runner import RESTARTING_STATE, Runner
 from core.limits import Refusal, check_user_limits
 from core.origins import Origin

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from core import canvas
@@ -18,7 +17,7 @@ from core.attachments import image_size
 from core.history import JobMode, JobParams, JobRecord
 from core.jobs.craft import Craft, drafts_crafted, final_crafted
 from core.jobs.preferences import MODEL, Applied, known_aspect
-from core.jobs.rows import Request, new_job_fields
+from core.jobs.rows import Plan, Request, new_job_fields
 from core.limits import Refusal, check_aspect, check_final_model, check_seed
 from engine.api import (
     DraftInit,
@@ -50,20 +49,6 @@ OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
 VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
 # Upscale (subtle) / Upscale (creative) on a final: the engine's 2x upscale mode of each button.
 UPSCALE_ACTIONS: dict[str, str] = {"upscale_subtle": "subtle", "upscale_creative": "creative"}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A job about to be admitted: the engine request, its row's fields, the images it starts from.
-
-    ``keep`` maps ``params`` names (``init_image``, ``mask_image``, ``reference_image``) to the PNGs to store before the
-    row is written (their keys go into the row's ``params``). A kept result the row names (``params.init_result``)
-    is held by the command from before its check reads it (``StoredImages.holding_result``).
-    """
-
-    request: Request
-    fields: dict[str, Any]
-    keep: dict[str, bytes] = field(default_factory=dict)
 
 
 def imagine(

@@ -49,7 +49,7 @@ from core.jobs.outcome import DirectMessage, Outcome
 from core.jobs.permutations import admit_each
 from core.jobs.preferences import MODEL, NEGATIVE, STYLE
 from core.jobs.prompting import Prompting
-from core.jobs.rows import status_word
+from core.jobs.rows import Plan, status_word
 from core.jobs.runner import Runner
 from core.jobs.styles import StyleBook
 from core.limits import Refusal, check_negative_prompt
@@ -287,7 +287,7 @@ class JobService:
             plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
             return await self.admission.admit(origin, plan, guild)
 
-    async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
+    async def _with_parent_addons(self, plan: Plan, parent: JobRecord) -> Plan:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any.
 
         An upscaled final takes none (it only enlarges): the add-ons are those of the final it enlarged.
