@@ -17,7 +17,8 @@ from typing import Any
 import discord
 
 from core import scope
-from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, bounded, posting_in
+from core.calls import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, bounded, posting_in
+from core.delivery import Delivery
 from core.history import JobRecord
 from core.throttle import UserThrottle
 
