@@ -272,7 +272,7 @@ class ImagineCog(commands.Cog):
         elif name == REROLL_EMOJI:
             await jobs.reroll(origin, job.id)
         elif job.kind == "draft":
-            await jobs.upscale(origin, job.id, NUMBER_EMOJI[name])
+            await jobs.final_of_draft(origin, job.id, NUMBER_EMOJI[name])
 
     async def _cancel_or_delete(
         self, payload: discord.RawReactionActionEvent, job: JobRecord, origin: MessageOrigin

@@ -61,11 +61,11 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=layout.JOB_T
             elif self.action in layout.VARY_BUTTONS:
                 await jobs.vary(origin, self.job_id, self.action)
             elif self.action in layout.UPSCALE_BUTTONS:
-                await jobs.upscale2x(origin, self.job_id, self.action)
+                await jobs.upscale_2x(origin, self.job_id, self.action)
             elif self.action in layout.OUTPAINT_BUTTONS:
                 await jobs.outpaint(origin, self.job_id, self.action)
             elif self.action in layout.FINALS:
-                await jobs.upscale(origin, self.job_id, layout.FINALS.index(self.action))
+                await jobs.final_of_draft(origin, self.job_id, layout.FINALS.index(self.action))
             else:
                 await jobs.variation(origin, self.job_id, layout.VARIATIONS.index(self.action))
         except Exception as e:

@@ -180,7 +180,7 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
     return Plan(request, fields)
 
 
-def upscale(
+def final_of_draft(
     parent: JobRecord, parent_request: DraftRequest, index: int, asked: Applied, offer: EngineOffer,
     *, draft_size: int, final_size: int,
 ) -> Plan:
@@ -207,7 +207,9 @@ def upscale(
     params = asked.noted(JobParams(aspect=ratio) if isinstance(ratio, str) else JobParams())
     # The style is in the parent's prompt already: only its name is carried.
     params = dataclasses.replace(params, style=parent.params.style, tile=parent.params.tile)
-    fields = new_job_fields(request, mode=JobMode.UPSCALE, parent_id=parent.id, parent_index=index, params=params)
+    fields = new_job_fields(
+        request, mode=JobMode.FINAL_OF_DRAFT, parent_id=parent.id, parent_index=index, params=params
+    )
     return Plan(request, fields)
 
 
@@ -258,7 +260,7 @@ def _child_of(job: JobRecord, request: Request, mode: JobMode, params: JobParams
     return Plan(request, fields)
 
 
-def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
+def upscale_2x(parent: JobRecord, source: bytes, action: str) -> Plan:
     """Upscale (subtle) / Upscale (creative): ``parent``'s image (``source``) enlarged 2x, same prompt and seed.
 
     The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
@@ -271,7 +273,7 @@ def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
     params = JobParams(upscale=mode, init_result=parent.id)
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
-    fields = new_job_fields(request, mode=JobMode.UPSCALE2X, parent_id=parent.id, params=params)
+    fields = new_job_fields(request, mode=JobMode.UPSCALE_2X, parent_id=parent.id, params=params)
     return Plan(request, fields)
 
 

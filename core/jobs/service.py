@@ -21,11 +21,9 @@ a Ray Serve cluster); ``bot.py`` builds it and hands it in.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import discord
 
@@ -53,7 +51,7 @@ from core.jobs.rows import Plan, status_word
 from core.jobs.runner import Runner
 from core.jobs.styles import StyleBook
 from core.limits import Refusal, check_negative_prompt
-from core.origins import Origin
+from core.origins import Origin, refusals_answered
 from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import ImageSafety
@@ -64,23 +62,6 @@ log = logging.getLogger(__name__)
 
 ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to be stored
 _SAFETY = ImageSafety()  # one detector for the process, loaded the first time a server uses it
-
-_RequestMethod = Callable[..., Awaitable["JobRecord | None"]]
-
-
-def _refusals_answered(method: _RequestMethod) -> _RequestMethod:
-    """A user-facing request method: a :class:`Refusal` raised inside becomes the user's (ephemeral) answer."""
-
-    @functools.wraps(method)
-    async def wrapper(self: JobService, origin: Origin, *args: Any, **kwargs: Any) -> JobRecord | None:
-        try:
-            return await method(self, origin, *args, **kwargs)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
-
-    return wrapper
-
 
 class JobService:
     """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
@@ -174,7 +155,7 @@ class JobService:
 
     # ----------------------------------------------------------------- what users ask for
 
-    @_refusals_answered
+    @refusals_answered
     async def imagine(
         self,
         origin: Origin,
@@ -206,7 +187,7 @@ class JobService:
         planned = [await self.prompting.imagine(origin, ask, image, strength) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
-    @_refusals_answered
+    @refusals_answered
     async def final(
         self,
         origin: Origin,
@@ -231,7 +212,7 @@ class JobService:
         planned = [await self.prompting.final(origin, ask) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
-    @_refusals_answered
+    @refusals_answered
     async def edit(
         self,
         origin: Origin,
@@ -259,7 +240,7 @@ class JobService:
         )
         return await self.admission.admit(origin, plan, guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
         if action not in plans.OUTPAINT_ACTIONS:
@@ -276,7 +257,7 @@ class JobService:
         plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent)
         return await self.admission.admit(origin, plan, guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Vary (subtle) / Vary (strong) on a final: a new final by image-to-image from its image, new seed."""
         if action not in plans.VARY_ACTIONS:
@@ -298,22 +279,22 @@ class JobService:
             return plan
         return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)
 
-    @_refusals_answered
-    async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
-        """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣)."""
+    @refusals_answered
+    async def final_of_draft(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
+        """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣); not an upscale (:meth:`upscale_2x`)."""
         guild = await self.checks.guild_of(origin)
         self.checks.finals_allowed(guild, origin)
         parent, parent_request = await self.checks.parent_draft(origin, job_id, index)
         self.checks.prompt_allowed(parent.prompt, guild, origin)
         asked = await self.checks.preferred_model(origin)
-        plan = plans.upscale(
+        plan = plans.final_of_draft(
             parent, parent_request, index, asked, self.engine.offer,
             draft_size=self.settings.draft_size, final_size=self.settings.final_size,
         )
         plan = addon_plans.carried(plan, parent_request, parent.params)
         return await self.admission.admit(origin, plan, guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def variation(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
         """Four new drafts that start from image ``index`` of a draft job (V1-V4)."""
         guild = await self.checks.guild_of(origin)
@@ -330,7 +311,7 @@ class JobService:
             self.checks.finals_allowed(guild, origin)
         return job
 
-    @_refusals_answered
+    @refusals_answered
     async def remix(
         self, origin: Origin, job_id: int, *, prompt: object, negative_prompt: object = None
     ) -> JobRecord | None:
@@ -346,8 +327,8 @@ class JobService:
         rebuilt = await self.checks.rebuild(job)
         return await self.admission.admit(origin, plans.remix(job, rebuilt, text, negative), guild)
 
-    @_refusals_answered
-    async def upscale2x(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+    @refusals_answered
+    async def upscale_2x(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Upscale (subtle) / Upscale (creative) on a final: its image enlarged 2x, as a new final."""
         if action not in plans.UPSCALE_ACTIONS:
             raise Refusal(f"Unknown upscale {action!r}.")
@@ -358,16 +339,16 @@ class JobService:
             parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
             if parent.params.upscale is not None:
                 raise Refusal(f"Job #{parent.id} is upscaled already.")
-            return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
+            return await self.admission.admit(origin, plans.upscale_2x(parent, source, action), guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:
         """The same job with a new seed (🔁)."""
         guild = await self.checks.guild_of(origin)
         job = await self.checks.again(origin, guild, job_id)
         return await self.admission.admit(origin, plans.reroll(job, await self.checks.rebuild(job)), guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def repost(self, origin: Origin, job_id: int) -> JobRecord | None:
         """The same job again with the same seed (same images), posted here with live controls."""
         guild = await self.checks.guild_of(origin)
@@ -376,14 +357,10 @@ class JobService:
             return job
         return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
 
+    @refusals_answered
     async def describe(self, origin: Origin, image: bytes) -> tuple[str, ...] | None:
         """/describe: prompt suggestions for ``image`` (a normalized PNG), each posted with a button."""
-        try:
-            guild = await self.checks.guild_of(origin)
-            return await self.describer.describe(origin, guild, image)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        return await self.describer.describe(origin, await self.checks.guild_of(origin), image)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""

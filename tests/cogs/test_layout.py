@@ -69,7 +69,7 @@ def test_a_final_offers_the_upscale_buttons_only_where_the_engine_has_an_upscale
 
 
 def test_an_upscaled_final_has_no_upscale_or_remix_buttons():
-    upscaled = job_record(id=46, kind="final", count=1, mode=JobMode.UPSCALE2X, params=JobParams(upscale="subtle"))
+    upscaled = job_record(id=46, kind="final", count=1, mode=JobMode.UPSCALE_2X, params=JobParams(upscale="subtle"))
     ids = [item.custom_id for item in controls_for(upscaled, upscaler="Lanczos").children]
     assert "job:46:vary_subtle" in ids and "job:46:reroll" in ids
     assert not [i for i in ids if i.endswith(("upscale_subtle", "upscale_creative", "remix"))]

@@ -52,7 +52,7 @@ def test_upscale_and_variation_start_from_the_parents_image():
     parent = job_row(id=3, status="done", params=JobParams(aspect="3:2"))
     parent_request = request_for(parent)
     assert isinstance(parent_request, DraftRequest)
-    up = plans.upscale(parent, parent_request, 1, Applied(model="sdxl", used=("final_model",)), OFFER,
+    up = plans.final_of_draft(parent, parent_request, 1, Applied(model="sdxl", used=("final_model",)), OFFER,
                        draft_size=512, final_size=1024)
     assert up.request.init == DraftInit(parent_request, 1) and up.request.seed == parent_request.seeds[1]
     assert (up.request.width, up.request.height, up.request.model) == (1280, 832, "sdxl")
@@ -66,7 +66,7 @@ def test_upscale_and_variation_start_from_the_parents_image():
 
 def test_an_upscale_of_a_draft_with_no_known_aspect_scales_its_size():
     parent = job_row(id=3, width=512, height=768, params=JobParams())
-    up = plans.upscale(parent, request_for(parent), 0, Applied(), OFFER, draft_size=512, final_size=1024)
+    up = plans.final_of_draft(parent, request_for(parent), 0, Applied(), OFFER, draft_size=512, final_size=1024)
     assert (up.request.width, up.request.height) == (1024, 1536) and up.fields["params"] == JobParams()
 
 
@@ -122,7 +122,7 @@ def test_upscale2x_enlarges_the_finals_image_with_its_prompt_and_seed():
     final = job_row(id=5, kind="final", mode="final", model="sdxl", count=1, seed=21, negative_prompt="blur",
                     width=1024, height=768, params=JobParams(aspect="4:3"))
     source = png(1024, 768)
-    plan = plans.upscale2x(final, source, "upscale_creative")
+    plan = plans.upscale_2x(final, source, "upscale_creative")
     assert plan.request == UpscaleRequest(image=source, mode="creative", prompt="p", negative_prompt="blur",
                                           seed=21, model="sdxl")
     # The final's kept result is on disk already: the row names it, no copy is stored (🔁 and /show read it).
