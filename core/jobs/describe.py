@@ -40,7 +40,7 @@ NOT_OFFERED = "Describe is not set up on this bot."
 WORKING = "🔎 Looking at your image…"
 
 
-class Describer:
+class DescribeJobs:
     """Runs describe jobs and answers them with their suggestions."""
 
     def __init__(self, *, engine: ImageEngine, admission: Admission, controls: Controls) -> None:

@@ -38,7 +38,7 @@ def result_nonce(job_id: int) -> str:
     return f"r{job_id}"
 
 
-class Outcome:
+class ResultPoster:
     """Posts results and records them; shows the other endings (failed, cancelled, kept) in the job's message."""
 
     def __init__(

@@ -39,11 +39,11 @@ from core.jobs.addons import Addons
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
 from core.jobs.craft import read_prompt
-from core.jobs.describe import Describer
+from core.jobs.describe import DescribeJobs
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.member_prefs import MemberPrefs
-from core.jobs.outcome import DirectMessage, Outcome
+from core.jobs.outcome import DirectMessage, ResultPoster
 from core.jobs.permutations import admit_each
 from core.jobs.preferences import MODEL, NEGATIVE, STYLE
 from core.jobs.prompting import Prompting
@@ -94,7 +94,7 @@ class JobService:
         self.styles = StyleBook(store)  # the servers' style presets (/settings style, /imagine style:)
         self.checks = Checks(store, self.guilds, self.images, self.styles)
         self.prompting = Prompting(self.checks, engine, lambda: self._settings)
-        self.outcome = Outcome(
+        self.outcome = ResultPoster(
             client=client,
             store=store,
             guilds=self.guilds,
@@ -120,7 +120,7 @@ class JobService:
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
-        self.describer = Describer(engine=engine, admission=self.admission, controls=controls)
+        self.describe_jobs = DescribeJobs(engine=engine, admission=self.admission, controls=controls)
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
@@ -360,7 +360,7 @@ class JobService:
     @refusals_answered
     async def describe(self, origin: Origin, image: bytes) -> tuple[str, ...] | None:
         """/describe: prompt suggestions for ``image`` (a normalized PNG), each posted with a button."""
-        return await self.describer.describe(origin, await self.checks.guild_of(origin), image)
+        return await self.describe_jobs.describe(origin, await self.checks.guild_of(origin), image)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
@@ -393,5 +393,5 @@ class JobService:
             return
         self.runner.closing = True
         log.info("shutting down: no new jobs; waiting up to %.0f s for the running one", timeout)
-        await self.admission.settle(ACCEPT_GRACE_S)
+        await self.admission.finish_accepting(ACCEPT_GRACE_S)
         await self.runner.shutdown(timeout)
