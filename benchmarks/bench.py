@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, installed or not
 # After the path above (this file runs as a script): the benchmark's parts.
 from benchmarks.folders import build_random, draft_decoder_folder, engine_settings, resolve_folders  # noqa: E402
 from benchmarks.meters import free_memory, measure, prepare_process, timed  # noqa: E402
-from benchmarks.plan import Plan, log, make_plan, parse_args  # noqa: E402
+from benchmarks.plan import MODELS, Plan, log, make_plan, parse_args  # noqa: E402
 from benchmarks.report import build_rows, judge, render, system_meta, write_outputs  # noqa: E402
 from benchmarks.sides import EngineSide, StockSide  # noqa: E402
 
@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads_before)
 
 
+def build_models(arch: str, cache_dir: Path, init_std: float, device: str,
+                 models: tuple[str, ...] = MODELS) -> Path:
+    """The random-weight pipelines both sides load, built and saved once (bench.py and benchmarks/gpu_run.py)."""
+    return build_random(arch, Path(cache_dir), init_std, device, models=models)
+
+
 def run_ladder(args: argparse.Namespace, plan: Plan, settings, dtype_override: bool):
     """The steps table and the restart probe; (None, None) with ``--no-ladder`` and no restart."""
     from benchmarks.ladder import Ladder, measure_restart
@@ -116,7 +122,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, plan: Plan) -> int:
         from engine.settings import EngineSettings
 
         cache = args.cache_dir or EngineSettings().cache_dir
-        root = build_random(args.arch, Path(cache), args.init_std, plan.device)
+        root = build_models(args.arch, Path(cache), args.init_std, plan.device)
         if args.prepare_only:
             print(root)
             return 0

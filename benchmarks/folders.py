@@ -14,10 +14,12 @@ from benchmarks.meters import free_memory
 from benchmarks.plan import MODELS, Plan, log
 
 
-def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half: bool | None = None) -> Path:
+def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half: bool | None = None,
+                 models: tuple[str, ...] = MODELS) -> Path:
     """Random-weight pipelines of ``arch``, saved once; returns their root folder.
 
     ``half`` (default: on CUDA) saves float16 weights as the ``fp16`` variant, as the hub ships them.
+    ``models`` saves only those (the GPU run saves Turbo and SSD-1B first, base + refiner when time is left).
     """
     import torch
 
@@ -26,7 +28,7 @@ def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half:
     half = device.startswith("cuda") if half is None else half
     variant = "fp16" if half else None
     root = Path(cache_dir) / f"bench-{arch}-std{init_std:g}-{variant or 'fp32'}"
-    if all((root / m / "model_index.json").exists() for m in MODELS):
+    if all((root / m / "model_index.json").exists() for m in models):
         save_decoders(root, arch, half)
         return root
     root.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,7 @@ def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half:
     for name in MODELS:
         final = root / name
         pipe = pipelines.pop(name)
-        if not (final / "model_index.json").exists():
+        if name in models and not (final / "model_index.json").exists():
             if half:
                 pipe.to(dtype=torch.float16)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))

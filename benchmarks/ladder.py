@@ -356,14 +356,17 @@ def restart_probe(settings_text: str, draft_px: int, started_at: float) -> dict:
         engine.shutdown(timeout=30)
 
 
-def measure_restart(settings, draft_px: int, bench_path: Path, what: str) -> dict:
+def measure_restart(settings, draft_px: int, bench_path: Path, what: str, timeout: float = 900) -> dict:
     started = time.time()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, str(bench_path), "--restart-probe", settings_json(settings), "--draft-px", str(draft_px),
-         "--restart-started", repr(started)],
-        capture_output=True, text=True, timeout=900, env=env,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(bench_path), "--restart-probe", settings_json(settings), "--draft-px",
+             str(draft_px), "--restart-started", repr(started)],
+            capture_output=True, text=True, timeout=timeout, env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no first draft within {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             out = json.loads(line)

@@ -11,6 +11,7 @@ import logging
 import discord
 
 from core.attachments import check_declared, normalize_image, normalize_mask
+from core.echo import quoted
 from core.limits import Refusal
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ async def read_image(attachment: discord.Attachment, *, what: str) -> bytes:
         data = await asyncio.wait_for(attachment.read(), ATTACHMENT_TIMEOUT_S)
     except (discord.HTTPException, asyncio.TimeoutError) as e:
         log.info("could not download attachment %s: %s", attachment.id, e)
-        raise Refusal(f"I could not download “{attachment.filename}”; try again.") from None
+        raise Refusal(f"I could not download {quoted(attachment.filename)}; try again.") from None
     if what == "mask":
         return await asyncio.to_thread(normalize_mask, data)
     return await asyncio.to_thread(normalize_image, data, what=what)

@@ -28,6 +28,7 @@ from cogs.reactions import plain_emoji, reacted_job
 from core import render
 from core.delivery import NO_MENTIONS
 from core.direct import message_link, send_direct
+from core.echo import quoted
 from core.history import JobRecord, UserPrefs
 from core.limits import DEFAULT_ASPECT, Refusal
 from core.throttle import UserThrottle
@@ -138,7 +139,7 @@ class PrefsCog(commands.Cog):
     async def prefer_reset(self, interaction: discord.Interaction, what: str | None = None) -> None:
         fields = RESET_FIELDS.get(what or "all")
         if fields is None:
-            raise Refusal(f"Unknown default {str(what)[:20]!r}: choose one from the list.")
+            raise Refusal(f"Unknown default {quoted(what, 20)}: choose one from the list.")
         prefs = await self.bot.jobs.prefs.update(interaction.user.id, **dict.fromkeys(fields))
         text = prefs_text(prefs, default_model=self._default_model(), title="Reset. Your defaults")
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

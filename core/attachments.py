@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.echo import quoted, shown
 from core.limits import Refusal
 from engine.api import MAX_SIDE
 
@@ -27,6 +29,11 @@ MAX_PIXELS = 40_000_000  # about 6300 x 6300; a bomb claims far more
 MIN_SIDE = 64  # of an upload; MAX_SIDE (engine.api): it is shrunk to that many pixels a side, no job is bigger
 
 
+def _mib(size: int) -> str:
+    """``size`` in MiB, rounded up to a tenth: a file one byte over 10 MiB reads "10.1 MiB", not "10.0"."""
+    return f"{math.ceil(size * 10 / 2**20) / 10:.1f} MiB"
+
+
 def _formats_text() -> str:
     return ", ".join(ALLOWED_FORMATS.values())
 
@@ -34,9 +41,10 @@ def _formats_text() -> str:
 def check_declared(*, filename: str, size: int, content_type: str | None, max_bytes: int = MAX_BYTES) -> None:
     """Cheap checks on what Discord says about an attachment, before downloading it."""
     if size > max_bytes:
-        raise Refusal(f"“{filename}” is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB.")
+        raise Refusal(f"{quoted(filename)} is {_mib(size)}; the limit is {max_bytes / 2**20:.0f} MiB.")
     if content_type and not content_type.startswith("image/"):
-        raise Refusal(f"“{filename}” is not an image ({content_type}); send a {_formats_text()} file.")
+        kind = shown(content_type, 40)
+        raise Refusal(f"{quoted(filename)} is not an image ({kind}); send a {_formats_text()} file.")
 
 
 def open_checked(
@@ -55,7 +63,7 @@ def open_checked(
     if not data:
         raise Refusal(f"The {what} is empty.")
     if len(data) > max_bytes:
-        raise Refusal(f"The {what} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB.")
+        raise Refusal(f"The {what} is {_mib(len(data))}; the limit is {max_bytes / 2**20:.0f} MiB.")
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both are refusals here.

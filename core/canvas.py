@@ -45,14 +45,21 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def edit_size(width: int, height: int, budget: int = DEFAULT_BUDGET) -> tuple[int, int]:
-    """Job size for a ``width`` x ``height`` image: same aspect, about ``budget`` pixels, sides multiples of 64."""
+def edit_size(width: int, height: int, budget: int = DEFAULT_BUDGET, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """Job size for a ``width`` x ``height`` image: same aspect, about ``budget`` pixels, sides multiples of 64.
+
+    Each side comes out between MIN_SIDE and ``max_side``: fewer pixels when the long side would pass
+    ``max_side``, more when the short side would fall under MIN_SIDE. Only an image too long and thin
+    for both at once is refused.
+    """
     if width < 1 or height < 1:
         raise RequestError("The image has no pixels.")
-    scale = min((budget / (width * height)) ** 0.5, MAX_SIDE / width, MAX_SIDE / height)
-    w = round(width * scale / SIDE_STEP) * SIDE_STEP
-    h = round(height * scale / SIDE_STEP) * SIDE_STEP
-    w, h = min(MAX_SIDE, w), min(MAX_SIDE, h)
+    top = max_side // SIDE_STEP * SIDE_STEP
+    scale = min((budget / (width * height)) ** 0.5, top / width, top / height)
+    # too small a budget: grow toward MIN_SIDE, as far as the long side lets
+    scale = max(scale, min(MIN_SIDE / min(width, height), top / max(width, height)))
+    w = min(top, round(width * scale / SIDE_STEP) * SIDE_STEP)
+    h = min(top, round(height * scale / SIDE_STEP) * SIDE_STEP)
     if w < MIN_SIDE or h < MIN_SIDE:
         raise RequestError(
             f"The image is too long and thin ({width}x{height}); each side must come to at least {MIN_SIDE} px."

@@ -32,6 +32,7 @@ from core.calls import (  # a bounded call and the errors a delivery raises: imp
     forbidden_text,
     posting_in,
 )
+from core.echo import fit
 from core.history import JobRecord
 from core.uploads import fit_to_limit
 
@@ -160,6 +161,7 @@ class Delivery:
         Returns False when the edit did not go through in time (it may still land); the next state
         will try again. Raises discord.HTTPException. The result's own upload later replaces the preview.
         """
+        content = fit(content)
         extra: dict[str, Any] = {}
         if preview is not None:
             extra["attachments"] = [discord.File(io.BytesIO(preview), filename="preview.png")]
@@ -207,6 +209,7 @@ class Delivery:
 
         Files over the upload limit of the route used are shrunk first (see :meth:`upload_limit`).
         """
+        content = fit(content)  # the last guard: over 2,000 characters Discord refuses the whole post
         fitted: dict[int, list[tuple[str, bytes]]] = {}
 
         async def attachments(limit: int) -> list[discord.File]:
@@ -316,7 +319,7 @@ class Delivery:
             return False
         try:
             await bounded(
-                self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS),
+                self.interaction.followup.send(fit(text), ephemeral=True, allowed_mentions=NO_MENTIONS),
                 self.call_timeout,
                 "a private note",
             )

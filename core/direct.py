@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import discord
 
 from core.calls import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, bounded
+from core.echo import fit
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ async def send_direct(
             user = await bounded(client.fetch_user(user_id), timeout, "a user lookup")
         await bounded(
             user.send(
-                content,
+                fit(content),
                 files=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
                 allowed_mentions=NO_MENTIONS,
             ),

@@ -23,6 +23,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+STALE_TEMP_S = 15 * 60.0  # a temporary file this old is left by a crash mid-write (a write takes well under a second)
 
 
 class MissingInput(LookupError):
@@ -96,12 +97,22 @@ class InputStore:
         Those older than ``max_age_s``, then the oldest until the rest fit in ``max_bytes``. Inputs named
         in ``keep`` and the results of the jobs in ``keep_results`` (what jobs still to run start from)
         are never among them. A pruned final's buttons (zoom, pan, vary, upscale) then say its image is gone.
+        First come the temporary files a crash between write and rename left (older than ``STALE_TEMP_S``),
+        whatever the retention and cap: nothing else would ever remove them.
         """
         kept_results = {str(int(job_id)) for job_id in keep_results}
         files: list[tuple[float, int, Path]] = []
+        chosen: list[tuple[Path, int]] = []
         for folder in (self.inputs, self.results):
             if not folder.is_dir():
                 continue
+            for path in folder.glob(".*.tmp"):
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                if stat.st_mtime < now - STALE_TEMP_S:
+                    chosen.append((path, stat.st_size))
             for path in folder.glob("*.png"):
                 if path.stem in (keep if folder is self.inputs else kept_results):
                     continue
@@ -112,7 +123,6 @@ class InputStore:
                 files.append((stat.st_mtime, stat.st_size, path))
         files.sort()
         total = sum(size for _, size, _ in files)
-        chosen: list[tuple[Path, int]] = []
         for mtime, size, path in files:
             too_old = max_age_s is not None and mtime < now - max_age_s
             too_big = max_bytes is not None and total > max_bytes

@@ -7,10 +7,13 @@ command, a button, a reaction and a message in an image channel are held to the 
 
 from __future__ import annotations
 
+import functools
 import re
+import string
 import unicodedata
 from collections.abc import Iterable
 
+from core.echo import BIDI_CONTROLS, quoted
 from engine.api import ASPECTS, FINAL_MODELS, MAX_PROMPT_CHARS, MAX_SEED, random_seed
 
 DEFAULT_ASPECT = "1:1"
@@ -34,8 +37,9 @@ def is_invisible(ch: str) -> bool:
 
 
 def clean_text(text: str) -> str:
-    """Control characters become spaces; invisible characters at either end are dropped."""
-    text = _CONTROL.sub(" ", text)
+    """Control characters become spaces; bidi controls go (they only reorder how the text shows, and the
+    text encoder reads nothing in them); invisible characters at either end are dropped."""
+    text = BIDI_CONTROLS.sub("", _CONTROL.sub(" ", text))
     start, end = 0, len(text)
     while start < end and is_invisible(text[start]):
         start += 1
@@ -66,7 +70,7 @@ def check_prompt(
     if not age_restricted:
         word = find_blocked_word(cleaned, blocked_words)
         if word is not None:
-            raise Refusal(f"“{word}” is not allowed in prompts on this server outside age-restricted channels.")
+            raise Refusal(f"{quoted(word)} is not allowed in prompts on this server outside age-restricted channels.")
     return cleaned
 
 
@@ -102,7 +106,7 @@ def check_aspect(aspect: object) -> str:
         return DEFAULT_ASPECT
     value = aspect.strip() if isinstance(aspect, str) else aspect
     if value not in ASPECTS:
-        raise Refusal(f"Unknown aspect ratio {str(aspect)[:20]!r}: choose one of {', '.join(ASPECTS)}.")
+        raise Refusal(f"Unknown aspect ratio {quoted(aspect, 20)}: choose one of {', '.join(ASPECTS)}.")
     return value
 
 
@@ -111,7 +115,7 @@ def check_final_model(model: object, default: str) -> str:
         return default
     value = model.strip().lower() if isinstance(model, str) else model
     if value not in FINAL_MODELS:
-        raise Refusal(f"Unknown model {str(model)[:20]!r}: choose one of {', '.join(FINAL_MODELS)}.")
+        raise Refusal(f"Unknown model {quoted(model, 20)}: choose one of {', '.join(FINAL_MODELS)}.")
     return value
 
 
@@ -136,19 +140,86 @@ _LETTER_AFTER = r"(?![^\W\d_])"
 def normalize_for_matching(text: str) -> str:
     """``text`` as blocked words are matched against it: what the text encoder reads, not how it is spelt.
 
-    NFKC (fullwidth and styled letters become plain ones), case folded, invisible characters
-    (soft hyphen, zero-width space, joiners, blank lookalikes) removed wherever they are.
+    NFKC (fullwidth and styled letters become plain ones), invisible characters (soft hyphen,
+    zero-width space, joiners, blank lookalikes) removed wherever they are, lookalike letters of
+    other scripts folded to the Latin ones they pass for (:func:`fold_confusables`), case folded.
     """
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    return fold_confusables(_visible(text)).casefold()
+
+
+def _visible(text: str) -> str:
+    """NFKC, without invisible characters; control characters become spaces."""
     return "".join(
         " " if unicodedata.category(ch) == "Cc" else ch
-        for ch in folded
+        for ch in unicodedata.normalize("NFKC", text)
         if not (ch in _BLANK_LOOKALIKES or unicodedata.category(ch) == "Cf")
     )
 
 
-def _blocked_pattern(word: str) -> re.Pattern[str] | None:
-    parts = normalize_for_matching(word).split()
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+@functools.cache
+def _latin_lookalikes() -> dict[str, str]:
+    """Each letter that Unicode's confusables table says passes for a Latin letter (a-z, A-Z), and that letter.
+
+    From ``confusable_homoglyphs`` (MIT), which ships the table; read once, on the first prompt checked.
+    """
+    from confusable_homoglyphs import confusables
+
+    letters = set(string.ascii_letters)
+    table: dict[str, str] = {}
+    for char, homoglyphs in confusables.confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        latin = sorted({h["c"] for h in homoglyphs} & letters, key=lambda c: (c.isupper(), c))
+        if latin:
+            table[char] = latin[0]
+    return table
+
+
+def _script(char: str) -> str:
+    """The script a letter belongs to, as the first word of its Unicode name (LATIN, CYRILLIC, GREEK, ...)."""
+    return unicodedata.name(char, "").partition(" ")[0]
+
+
+def fold_confusables(text: str) -> str:
+    """``text`` with lookalike letters read as the Latin ones they pass for, word by word.
+
+    A word that mixes Latin letters with lookalikes ("nudе" with a Cyrillic е) has its lookalikes
+    folded. A word made only of lookalikes ("сосk" without its k) is folded too when it stands among
+    Latin words and the text has no letter of its script that passes for nothing Latin: a Russian
+    prompt ("горе", or "горе и море") is Russian, and "горе" stays "горе", not "rope". Other words, and
+    every word of Japanese, Chinese or plain Latin text, stay as they are.
+    """
+    if text.isascii():
+        return text
+    lookalikes = _latin_lookalikes()
+    real_scripts = {
+        _script(ch) for ch in text if ch.isalpha() and not ch.isascii() and ch not in lookalikes
+    }
+    latin_context = any(ch in string.ascii_letters for ch in text)
+    out: list[str] = []
+    last = 0
+    for match in _WORD.finditer(text):
+        word = match.group()
+        if word.isascii():
+            continue
+        if any(ch.isascii() for ch in word):  # mixed: Latin letters and others
+            folded = "".join(lookalikes.get(ch, ch) for ch in word)
+        elif latin_context and all(ch in lookalikes for ch in word) and not {_script(ch) for ch in word} & real_scripts:
+            folded = "".join(lookalikes[ch] for ch in word)
+        else:
+            continue
+        out.append(text[last : match.start()])
+        out.append(folded)
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _blocked_pattern(normalized: str) -> re.Pattern[str] | None:
+    parts = normalized.split()
     if not parts:
         return None
     body = (_NOT_LETTER + "+").join(re.escape(part) for part in parts)
@@ -160,13 +231,18 @@ def find_blocked_word(text: str, words: Iterable[str]) -> str | None:
 
     Both sides are normalized (:func:`normalize_for_matching`); a word is bounded by anything
     that is not a letter, so "nudes" and "gorgeous" pass while "_nude_" and "nude2" do not.
-    Words of a phrase match across any separators ("blood_bath" for "blood bath").
+    Words of a phrase match across any separators ("blood_bath" for "blood bath"). The text is
+    matched as written and with its lookalike letters folded: "nudе" with a Cyrillic е is "nude",
+    and a blocked word in Cyrillic is still found among Latin words.
     """
-    normalized = normalize_for_matching(text)
+    visible = _visible(text)
+    texts = {visible.casefold(), fold_confusables(visible).casefold()}
     for word in words:
-        pattern = _blocked_pattern(word)
-        if pattern is not None and pattern.search(normalized):
-            return word
+        shown = _visible(word)
+        for form in {shown.casefold(), fold_confusables(shown).casefold()}:
+            pattern = _blocked_pattern(form)
+            if pattern is not None and any(pattern.search(t) for t in texts):
+                return word
     return None
 
 
@@ -178,7 +254,7 @@ def parse_word_list(text: str) -> tuple[str, ...]:
         if not word:
             continue
         if len(word) > MAX_BLOCKED_WORD_CHARS:
-            raise Refusal(f"“{word[:20]}…” is longer than {MAX_BLOCKED_WORD_CHARS} characters.")
+            raise Refusal(f"{quoted(word, 20)} is longer than {MAX_BLOCKED_WORD_CHARS} characters.")
         if word not in words:
             words.append(word)
     if not words:
@@ -244,7 +320,7 @@ def with_style(prompt: str, suffix: str | None) -> str:
     styled = f"{prompt.rstrip(' ,;')}{STYLE_SEPARATOR}{suffix}"
     if len(styled) > MAX_PROMPT_CHARS:
         raise Refusal(
-            f"Your prompt with your style suffix “{suffix[:40]}” is {len(styled):,} characters long; the limit is "
+            f"Your prompt with your style suffix {quoted(suffix, 40)} is {len(styled):,} characters long; the limit is "
             f"{MAX_PROMPT_CHARS:,}. Shorten the prompt, or turn the suffix off with /prefer reset what:style."
         )
     return styled

@@ -20,6 +20,7 @@ import discord
 from core import scope
 from core.calls import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, bounded, posting_in
 from core.delivery import Delivery
+from core.echo import fit
 from core.history import JobRecord
 from core.limits import Refusal
 from core.throttle import UserThrottle
@@ -123,6 +124,7 @@ class InteractionOrigin(Origin):
         self._deferred_message_id = getattr(callback, "message_id", None)
 
     async def refuse(self, text: str) -> None:
+        text = fit(text)  # over 2,000 characters Discord refuses it, and the member hears nothing
         if self._deferred:
             self._deferred = False
             with contextlib.suppress(discord.HTTPException, CallTimeout):
@@ -163,7 +165,7 @@ class InteractionOrigin(Origin):
             # edited; edited now, before this job's delivery exists, the next job's follow-up is its own.
             with contextlib.suppress(discord.HTTPException, CallTimeout):
                 await bounded(
-                    self.interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS),
+                    self.interaction.edit_original_response(content=fit(content), allowed_mentions=NO_MENTIONS),
                     self.call_timeout,
                     "the acknowledgement",
                 )
@@ -172,7 +174,7 @@ class InteractionOrigin(Origin):
     async def _acknowledge_followup(self, content: str) -> Delivery:
         """A job after the first of one command: a follow-up message of its own, edited through the token."""
         message = await bounded(
-            self.interaction.followup.send(content, wait=True, allowed_mentions=NO_MENTIONS),
+            self.interaction.followup.send(fit(content), wait=True, allowed_mentions=NO_MENTIONS),
             self.call_timeout,
             "the acknowledgement",
         )
@@ -247,7 +249,7 @@ class MessageOrigin(Origin):
         try:
             await bounded(
                 channel.send(
-                    f"<@{self.user_id}> {text}",
+                    fit(f"<@{self.user_id}> {text}"),
                     reference=self._reference(),
                     allowed_mentions=NO_MENTIONS,
                     delete_after=REFUSAL_DELETE_AFTER_S,
@@ -262,7 +264,7 @@ class MessageOrigin(Origin):
         channel = self.client.get_partial_messageable(self.channel_id, guild_id=self.guild_id)
         with posting_in(self.channel_id):
             message = await bounded(
-                channel.send(content, reference=self._reference(), allowed_mentions=NO_MENTIONS),
+                channel.send(fit(content), reference=self._reference(), allowed_mentions=NO_MENTIONS),
                 self.call_timeout,
                 "the acknowledgement",
             )

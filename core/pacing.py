@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 
@@ -16,8 +18,10 @@ RESULT_PACE_S = 30.0  # the longest a result waits for its channel's turn before
 class ChannelPacer:
     """Keeps the bot's message edits and posts per channel under Discord's per-channel limit.
 
-    Results take a turn (waiting for one, up to a bound); status edits (queue position, progress)
-    go only while no result waits and the channel has room, else they wait and the newest state goes later.
+    Results take a turn (waiting for one, up to a bound), first made, first posted: a result waiting
+    for its channel goes only when no result made before it still waits there. Status edits (queue
+    position, progress) go only while no result waits and the channel has room, else they wait and
+    the newest state goes later.
     """
 
     def __init__(
@@ -30,7 +34,9 @@ class ChannelPacer:
         self.per = per
         self._clock = clock
         self._sent: dict[int, collections.deque[float]] = {}
-        self._results_waiting: dict[int, int] = {}  # results waiting for their turn, per channel
+        self._results_waiting: dict[int, list[tuple[float, int]]] = {}  # heaps of (made, arrival) per channel
+        self._arrivals = itertools.count()
+        self._moved: dict[int, asyncio.Event] = {}  # set when a result leaves a channel's line
 
     def delay(self, channel_id: int, *, reserve: int = 0) -> float:
         """Seconds until a call may go in ``channel_id`` leaving ``reserve`` slots free (0: now)."""
@@ -65,18 +71,38 @@ class ChannelPacer:
             self.take(channel_id)
         return wait
 
-    async def turn(self, channel_id: int, *, timeout: float = RESULT_PACE_S) -> None:
-        """Wait (at most ``timeout`` s) for a slot in ``channel_id``, then take it."""
-        deadline = self._clock() + timeout
-        self._results_waiting[channel_id] = self._results_waiting.get(channel_id, 0) + 1
+    async def turn(self, channel_id: int, *, timeout: float = RESULT_PACE_S, made: float | None = None) -> None:
+        """Wait (at most ``timeout`` s) for a slot in ``channel_id``, then take it.
+
+        ``made``: when the result was made (this clock; now by default). Results waiting in one channel
+        take the slots in that order, whatever order their waits began or their timers fire in.
+        """
+        now = self._clock()
+        deadline = now + timeout
+        ticket = (now if made is None else made, next(self._arrivals))
+        line = self._results_waiting.setdefault(channel_id, [])
+        heapq.heappush(line, ticket)
         try:
             for _ in range(1000):
-                wait, left = self.delay(channel_id), deadline - self._clock()
-                if wait <= 0 or left <= 0:
+                left = deadline - self._clock()
+                if left <= 0:
+                    break
+                if line[0] != ticket:  # a result made earlier waits here: it goes first
+                    moved = self._moved.setdefault(channel_id, asyncio.Event())
+                    try:
+                        await asyncio.wait_for(moved.wait(), left)
+                    except TimeoutError:
+                        break
+                    continue
+                wait = self.delay(channel_id)
+                if wait <= 0:
                     break
                 await asyncio.sleep(min(wait, left) + 0.01)
         finally:
-            self._results_waiting[channel_id] -= 1
-            if not self._results_waiting[channel_id]:
+            line.remove(ticket)
+            heapq.heapify(line)
+            if not line:
                 del self._results_waiting[channel_id]
+            if channel_id in self._moved:
+                self._moved.pop(channel_id).set()  # the others look again at who is first
         self.take(channel_id)

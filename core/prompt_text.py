@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 
 from engine.api import ASPECTS, FINAL_MODELS, LORA_WEIGHT_RANGE, MAX_LORAS, MAX_SEED, REFERENCE_WEIGHT_RANGE
 
+from .echo import quoted, shown
 from .limits import Refusal
 
 MAX_CHAOS = 100
@@ -123,7 +124,7 @@ def split_parameters(text: str) -> PromptParams:
         raw = text[match.end() : end].strip()
         field_name = _NAMES.get(name)
         if field_name is None:
-            raise Refusal(f"I don't know the parameter --{name}. I understand {', '.join(_SHOWN)}.")
+            raise Refusal(f"I don't know the parameter “--{shown(name, 40)}”. I understand {', '.join(_SHOWN)}.")
         if field_name in seen:
             also = "" if seen[field_name] == name else f" (as --{seen[field_name]} too)"
             once = "put both after one --lora, comma separated" if field_name == "loras" else "give it once"
@@ -157,7 +158,7 @@ def expand_permutations(text: str, limit: int) -> list[str]:
         body = text[i + 1 : close].replace("\\{", "{").replace("\\}", "}")
         choices = [c.strip() for c in body.split(",")]
         if any(not c for c in choices):
-            raise Refusal(f"The choices {{{body}}} have an empty one; write them as {{red, blue}}.")
+            raise Refusal(f"The choices {quoted('{' + body + '}')} have an empty one; write them as {{red, blue}}.")
         parts.append(["".join(literal)])
         parts.append(choices)
         literal = []
@@ -201,9 +202,9 @@ def _integer(name: str, raw: str, low: int, high: int, example: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise Refusal(f"--{name} takes a whole number from {low} to {high}, not “{raw[:40]}”.") from None
+        raise Refusal(f"--{name} takes a whole number from {low} to {high}, not {quoted(raw, 40)}.") from None
     if not (low <= value <= high):
-        raise Refusal(f"--{name} must be {low} to {high}, not {value}.")
+        raise Refusal(f"--{name} must be {low} to {high}, not {quoted(raw, 40)}.")
     return value
 
 
@@ -211,12 +212,12 @@ def _aspect(name: str, raw: str) -> str:
     raw = _need_value(name, raw, "16:9")
     match = re.fullmatch(r"(\d{1,4})\s*[:x×]\s*(\d{1,4})", raw)
     if not match or not int(match.group(1)) or not int(match.group(2)):
-        raise Refusal(f"--{name} takes a ratio like 16:9, not “{raw[:40]}”.")
+        raise Refusal(f"--{name} takes a ratio like 16:9, not {quoted(raw, 40)}.")
     w, h = int(match.group(1)), int(match.group(2))
     g = math.gcd(w, h)
     aspect = f"{w // g}:{h // g}"
     if aspect not in ASPECTS:
-        raise Refusal(f"--{name} {raw}: I make {', '.join(ASPECTS)}.")
+        raise Refusal(f"--{name} {quoted(raw, 40)}: I make {', '.join(ASPECTS)}.")
     return aspect
 
 
@@ -228,14 +229,14 @@ def _negative(name: str, raw: str) -> str:
 
 def _flag(name: str, raw: str) -> bool:
     if raw:
-        raise Refusal(f"--{name} takes no value (“{raw[:40]}” follows it); put it after the prompt on its own.")
+        raise Refusal(f"--{name} takes no value ({quoted(raw, 40)} follows it); put it after the prompt on its own.")
     return True
 
 
 def _number(name: str, raw: str, example: str) -> float:
     """A decimal number; its range is the add-on check's (``core.jobs.addons``), which knows the option."""
     if not _DECIMAL.fullmatch(raw):
-        raise Refusal(f"--{name} takes a number, e.g. --{name} {example}, not “{raw[:40]}”.")
+        raise Refusal(f"--{name} takes a number, e.g. --{name} {example}, not {quoted(raw, 40)}.")
     return float(raw) + 0.0  # "-0" is 0
 
 
@@ -253,7 +254,7 @@ def _loras(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
             label, weight = (item if label.strip() or not colon else ""), ""
         label, weight = label.strip(), weight.strip()
         if not label:
-            raise Refusal(f"--{name} “{raw[:60]}” has a pick without a name; write --{name} pixel-art:0.8, ink.")
+            raise Refusal(f"--{name} {quoted(raw)} has a pick without a name; write --{name} pixel-art:0.8, ink.")
         picks.append((label, float(weight) + 0.0 if weight else None))
     return tuple(picks)
 
@@ -270,7 +271,7 @@ def _model(name: str, raw: str) -> str:
     aliases = {"ssd1b": "ssd-1b", "ssd": "ssd-1b", "sdxl-base": "sdxl", "xl": "sdxl"}
     model = aliases.get(raw, raw)
     if model not in FINAL_MODELS:
-        raise Refusal(f"--{name} {raw}: the final models are {', '.join(FINAL_MODELS)}.")
+        raise Refusal(f"--{name} {quoted(raw, 40)}: the final models are {', '.join(FINAL_MODELS)}.")
     return model
 
 

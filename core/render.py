@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import re
 
-import discord
-
+from core.echo import MESSAGE_LIMIT, escape, shown  # noqa: F401 - callers name them render.escape, render.shown
 from core.history import JobMode, JobParams, JobRecord
 
-MESSAGE_LIMIT = 2000
 PROMPT_SHOWN_CHARS = 1500  # leaves room for the lines below the prompt
 DRAFT_EMOJI = "🎨"
 OUTPAINT_WORDS = {
@@ -49,23 +47,6 @@ def public_state(state: str, job_id: int) -> str:
     if not internal_detail(state):
         return state
     return f"⚠️ Something went wrong on my side while making job #{job_id}; it is logged. Try again in a moment."
-
-
-def escape(text: str) -> str:
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
-
-
-def shown(text: str, limit: int) -> str:
-    """``text`` on one line, escaped, cut with an ellipsis so that the escaped form fits in ``limit``."""
-    flat = " ".join(text.split())
-    out = escape(flat)
-    if len(out) <= limit:
-        return out
-    cut = flat[: max(0, limit - 1)]
-    while cut and len(escape(cut)) > limit - 1:
-        over = len(escape(cut)) - (limit - 1)
-        cut = cut[: len(cut) - max(1, over // 2)]
-    return escape(cut) + "…"
 
 
 def header_for(prompt: str, user_id: int) -> str:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from core.echo import quoted
 from core.history import GuildStyle
 from core.limits import STYLE_SEPARATOR, Refusal, check_negative_prompt, check_prompt, check_style_suffix
 from core.prompt_text import MAX_STYLE_NAME_CHARS
@@ -137,9 +138,9 @@ def unknown_style(name: str, styles: Iterable[Style]) -> Refusal:
     """The refusal of a style name this server does not offer, naming a few it does."""
     known = [style.name for style in styles]
     if not known:
-        return Refusal(f"There is no style `{name}` on this server, and it offers none.")
+        return Refusal(f"There is no style {quoted(name, 40)} on this server, and it offers none.")
     listed = ", ".join(known[:KNOWN_SHOWN]) + (", …" if len(known) > KNOWN_SHOWN else "")
-    return Refusal(f"There is no style `{name}` on this server. Styles here: {listed}.")
+    return Refusal(f"There is no style {quoted(name, 40)} on this server. Styles here: {listed}.")
 
 
 def matching(styles: Iterable[Style], typed: str, limit: int = MAX_CHOICES) -> list[Style]:

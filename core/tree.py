@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import discord
 from discord import app_commands
 
+from core.echo import fit
 from core.limits import Refusal
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def user_message(interaction: discord.Interaction, error: Exception) -> str:
 
 async def report_error(interaction: discord.Interaction, error: Exception) -> None:
     """Tell the user about ``error`` ephemerally, whether or not the interaction was answered yet."""
-    text = user_message(interaction, error)
+    text = fit(user_message(interaction, error))
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())

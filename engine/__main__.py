@@ -21,10 +21,18 @@ from .settings_base import SettingsError
 def _settings(args) -> EngineSettings:
     settings = EngineSettings.from_env()
     if args.preset and args.preset != settings.preset:
-        settings = EngineSettings.for_preset(args.preset, cache_dir=settings.cache_dir)
+        # The preset's own defaults; where the models live and the tiny preset's detail stay as set.
+        kept = {"cache_dir": settings.cache_dir, "tiny_detail": settings.tiny_detail}
+        settings = EngineSettings.for_preset(args.preset, **kept)
     if getattr(args, "device", None):
         settings = settings.replace(device=args.device)
     return settings.replace(preload=False)
+
+
+def bot_line(url: str, token: str, *, generated: bool) -> str:
+    """The line ``serve`` prints for the bot's .env: a token it made up, once; never one the owner set."""
+    shown = token if generated else "<set in the environment>"
+    return f"ENGINE_BACKEND=ray ENGINE_URL={url} ENGINE_TOKEN={shown}"
 
 
 def _outputs(path: Path, count: int) -> list[Path]:
@@ -143,7 +151,9 @@ def cmd_serve(args) -> int:
         changes.update(draft_gpus=args.gpus_per_replica, final_gpus=args.gpus_per_replica)
     cluster = cluster.replace(**changes)
     settings = _settings(args).replace(preload=True)
-    token = cluster.token.get_secret_value() or secrets.token_urlsafe(24)
+    token = cluster.token.get_secret_value()
+    generated = not token
+    token = token or secrets.token_urlsafe(24)
     if settings.preset == "tiny":
         from .tiny import ensure_tiny_models
 
@@ -182,7 +192,7 @@ def cmd_serve(args) -> int:
     if cluster.host in ("0.0.0.0", "::"):
         url = url.replace("127.0.0.1", ray.util.get_node_ip_address())
         print("warning: listening on every interface over plain HTTP; keep it on a private network", file=sys.stderr)
-    print(f"ENGINE_BACKEND=ray ENGINE_URL={url} ENGINE_TOKEN={token}", flush=True)
+    print(bot_line(url, token, generated=generated), flush=True)
 
     stopping: list[int] = []  # a flag the handlers set: a lock taken in a signal handler can deadlock
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,17 +26,32 @@ def resolve_device(setting: str) -> str:
     return "cpu"
 
 
-def resolve_memory(setting: str, device: str) -> str:
-    """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU with room, else offloads."""
+def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> str:
+    """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU that holds their peak
+    (``engine.memory.resident_peak``: about 16.3 GB with SSD-1B finals), else offloads."""
     if setting != "auto":
         return setting
     if not device.startswith("cuda"):
         return "resident"
     import torch
 
+    from .memory import memory_mode_for
+
     _, total = torch.cuda.mem_get_info(torch.device(device))
-    # Turbo + SSD-1B in fp16 with shared text encoders and VAE need about 10 GB at 1024 px.
-    return "resident" if total >= 14 * 2**30 else "offload"
+    return memory_mode_for(total, final_model)
+
+
+def offload_batch_limit(device: str, max_batch: int) -> int:
+    """In ``offload`` mode on CUDA: ``max_batch`` lowered to the draft batch the card holds with Turbo
+    resident and its CUDA graphs (``engine.memory.offload_max_batch``: 4 on an 8 GB card, 16 from 12 GB)."""
+    if not device.startswith("cuda"):
+        return max_batch
+    import torch
+
+    from .memory import offload_max_batch
+
+    _, total = torch.cuda.mem_get_info(torch.device(device))
+    return offload_max_batch(total, max_batch)
 
 
 def is_oom(exc: BaseException) -> bool:

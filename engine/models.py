@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .hashes import ComponentHashes
+from .placement import Placement, tile_vae
 from .settings import VAE_FP16_FIX, EngineSettings
 from .weightfiles import pipeline_variant, repo_weight_files, weights_complete
 
@@ -112,7 +113,10 @@ class ModelRegistry:
         self._compiled_ids: set[int] = set()
         self.compiled = settings.compile_on(device) and memory == "resident"  # no compiled graphs when offloading
         graphs = settings.cuda_graphs if settings.cuda_graphs is not None else True
-        self.graphs = graphs and str(device).startswith("cuda") and memory == "resident" and not self.compiled
+        # Turbo keeps its graphs in offload mode too: it is never offloaded, only moved off for a final
+        # (engine.placement), and the graphs are dropped before that and captured again after.
+        self.graphs = graphs and str(device).startswith("cuda") and not self.compiled
+        self.placement = Placement(device, memory)
 
     # ---- resolving -------------------------------------------------------------------------
 
@@ -211,14 +215,17 @@ class ModelRegistry:
     # ---- speed -------------------------------------------------------------------------------
 
     def _optimize(self, module) -> None:
-        """Channels-last memory format and fused QKV projections (each module once; shared ones too)."""
-        if not self.settings.fast_kernels or module is None or id(module) in self._optimized:
+        """Channels-last memory format (``fast_kernels``) and fused QKV projections (``fuse_qkv``); each module once."""
+        fast, fused = self.settings.fast_kernels, self.settings.fuse_qkv
+        if not (fast or fused) or module is None or id(module) in self._optimized:
             return
         import torch
 
         self._optimized.add(id(module))
-        module.to(memory_format=torch.channels_last)
-        fuse = getattr(module, "fuse_qkv_projections", None)
+        if fast:
+            module.to(memory_format=torch.channels_last)
+        # Fused QKV keeps the unfused projections too (+1.3 GB for Turbo): never where memory is short.
+        fuse = getattr(module, "fuse_qkv_projections", None) if fused and self.memory == "resident" else None
         if fuse is not None:
             try:
                 fuse()
@@ -234,6 +241,9 @@ class ModelRegistry:
         # dynamic=None: shapes are static unless marked; the draft path marks the batch dimension
         # (engine.recipes.images.dynamic_batch), so batches 2-16 share one graph and nothing recompiles.
         module.compile(backend=self.settings.compile_backend, mode=None if mode == "default" else mode, dynamic=None)
+        compiled_call = getattr(module, "_compiled_call_impl", None)  # what nn.Module.compile installs
+        if compiled_call is not None:
+            module._compiled_call_impl = _eager_on_failure(module, compiled_call)
         limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
         torch._dynamo.config.cache_size_limit = limit
         if hasattr(torch._dynamo.config, "recompile_limit"):
@@ -243,6 +253,8 @@ class ModelRegistry:
         """The loaded model ``name``; loads it on first use. Raises ModelMissing / ModelLoadError."""
         with self._lock:
             if name in self._loaded:
+                if name == "turbo" and self.memory == "offload":
+                    self._place_drafts(self._loaded[name])
                 return self._loaded[name]
             failed = self._failed.get(name)
             if failed and time.monotonic() - failed[0] < 60:
@@ -261,6 +273,17 @@ class ModelRegistry:
             self._failed.pop(name, None)
             self._loaded[name] = loaded
             return loaded
+
+    # ---- placement (offload mode) ---------------------------------------------------------------
+
+    def make_room(self) -> None:
+        """Offload mode: Turbo leaves the device before a final's modules come in (``engine.placement``)."""
+        turbo = self._loaded.get("turbo")
+        self.placement.evict_drafts(turbo.text2img if turbo is not None else None)
+
+    def _place_drafts(self, turbo: Loaded) -> None:
+        finals = {name: m.img2img for name, m in self._loaded.items() if m.offloaded}
+        self.placement.restore_drafts(turbo.text2img, finals)
 
     def loaded_names(self) -> list[str]:
         return list(self._loaded)
@@ -314,6 +337,8 @@ class ModelRegistry:
         pipe.set_progress_bar_config(disable=True)
         if offload:
             pipe.enable_model_cpu_offload(device=self.device)
+            self.placement.guard(pipe, self.make_room)
+            tile_vae(pipe.vae)
         else:
             pipe.to(self.device)
         if share:
@@ -354,6 +379,38 @@ class ModelRegistry:
         """Whether two loaded models use the very same module for ``component`` (for tests and logs)."""
         pa, pb = self._loaded[a].img2img, self._loaded[b].img2img
         return getattr(pa, component, None) is not None and getattr(pa, component) is getattr(pb, component, None)
+
+
+def _eager_on_failure(module, compiled_call):
+    """``module``'s compiled call, or its eager one for good once compiling fails (one log line names the setting).
+
+    A failure that the eager call repeats (bad input, out of memory) is not compile's: it is raised and the
+    compiled call stays."""
+
+    def call(*args, **kwargs):
+        try:
+            return compiled_call(*args, **kwargs)
+        except Exception as exc:
+            from .device import is_oom
+
+            if is_oom(exc) or "fail_on_recompile" in str(exc):  # a stance that asks compile to fail (tests)
+                raise
+            module._compiled_call_impl = None  # nn.Module's eager call from now on
+            try:
+                out = module._call_impl(*args, **kwargs)
+            except Exception:
+                module._compiled_call_impl = call
+                raise
+            log.error(
+                "torch.compile of %s failed (%s: %s); it runs eagerly from now on. "
+                "Set ENGINE_COMPILE=false to skip compiling.",
+                type(module).__name__,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return out
+
+    return call
 
 
 def _normal_tensors():

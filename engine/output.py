@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, PngImagePlugin
 
 if TYPE_CHECKING:
+    from .detail import Detail
     from .requests import Request, UpscaleRequest
     from .results import GeneratedImage, JobResult
 
@@ -61,27 +62,40 @@ def parameters_text(
     return "\n".join(lines)
 
 
-def encode_png(image: Image.Image, parameters: str) -> bytes:
+# zlib levels: drafts are seen for seconds and replaced, so they take the fastest level; finals keep 4.
+DRAFT_PNG_LEVEL = 1
+FINAL_PNG_LEVEL = 4
+
+
+def encode_png(image: Image.Image, parameters: str, level: int = FINAL_PNG_LEVEL) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    image.save(buf, format="PNG", pnginfo=info, compress_level=level)
     return buf.getvalue()
 
 
-def encode_images(request, images: list[Image.Image], steps: int, guidance: float) -> tuple[GeneratedImage, ...]:
-    """The ``GeneratedImage`` of each PIL image of ``request`` (one per seed): PNG with its parameters.
+def encode_images(
+    request, images: list[Image.Image], steps: int, guidance: float, detail: Detail | None = None
+) -> tuple[GeneratedImage, ...]:
+    """The ``GeneratedImage`` of each PIL image of ``request`` (one per seed): PNG with its parameters,
+    ``detail`` (``engine.detail``) added first.
 
     Shared by the local worker and the cluster's replicas, so both write the same files.
     """
+    from .requests import DraftRequest
     from .results import GeneratedImage
+
+    level = DRAFT_PNG_LEVEL if isinstance(request, DraftRequest) else FINAL_PNG_LEVEL
 
     strengths = getattr(request, "strengths", None) or (request.strength,) * request.count
     reference = None
     if request.reference is not None:
         reference = f"{request.reference_mode} {request.reference_weight:g}"
     generated = []
-    for seed, image, jittered in zip(request.seeds, images, strengths, strict=True):
+    for index, (seed, image, jittered) in enumerate(zip(request.seeds, images, strengths, strict=True)):
+        if detail is not None:
+            image = detail(image, seed, index)
         strength = jittered if request.init is not None else None
         text = parameters_text(
             prompt=request.prompt,
@@ -98,14 +112,18 @@ def encode_images(request, images: list[Image.Image], steps: int, guidance: floa
             reference=reference,
             chaos=getattr(request, "chaos", 0),
         )
-        generated.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
+        generated.append(GeneratedImage(encode_png(image, text, level), seed, image.width, image.height))
     return tuple(generated)
 
 
-def encode_upscaled(request, image: Image.Image, parameters: str) -> tuple[GeneratedImage, ...]:
+def encode_upscaled(
+    request, image: Image.Image, parameters: str, detail: Detail | None = None
+) -> tuple[GeneratedImage, ...]:
     """The one ``GeneratedImage`` of an upscale (``parameters`` from ``Recipes.upscale_parameters``)."""
     from .results import GeneratedImage
 
+    if detail is not None:
+        image = detail(image, request.seed, 0)
     return (GeneratedImage(encode_png(image, parameters), request.seed, image.width, image.height),)
 
 
@@ -122,9 +140,14 @@ def encode_result(
     timings: dict[str, float],
     batch_size: int,
     upscale_parameters: Callable[[UpscaleRequest, Image.Image], str],
+    *,
+    detail: Detail | None,
 ) -> JobResult:
     """The result of a finished run, with its ``encode`` time: PNGs with their parameters, or for a
-    describe job the suggestions (``images`` holds them). Shared by the local worker and the replicas."""
+    describe job the suggestions (``images`` holds them). Shared by the local worker and the replicas.
+
+    ``detail``: ``engine.detail.detail_of(settings)``, added to every image before it is encoded (the
+    tiny preset's photo-sized images); no default, so that no path can leave it out."""
     from .requests import DescribeRequest, UpscaleRequest
     from .results import JobResult
 
@@ -134,8 +157,8 @@ def encode_result(
     if isinstance(request, DescribeRequest):
         generated, suggestions = (), tuple(images)
     elif isinstance(request, UpscaleRequest):
-        generated = encode_upscaled(request, images[0], upscale_parameters(request, images[0]))
+        generated = encode_upscaled(request, images[0], upscale_parameters(request, images[0]), detail)
     else:
-        generated = encode_images(request, images, steps, guidance)
+        generated = encode_images(request, images, steps, guidance, detail)
     done = dict(timings, encode=round(time.monotonic() - started, 4))
     return JobResult(generated, request.model, request, steps, guidance, done, batch_size, suggestions)

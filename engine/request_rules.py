@@ -29,15 +29,28 @@ class RequestError(ValueError):
     """A request the engine refuses before it reaches the GPU. The message is for users."""
 
 
-def size_for_aspect(aspect: str, base: int) -> tuple[int, int]:
-    """(width, height) near ``base*base`` pixels for ``aspect``, sides multiples of 64."""
+def size_for_aspect(aspect: str, base: int, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(width, height) near ``base*base`` pixels for ``aspect``, sides multiples of 64.
+
+    Every side comes out between MIN_SIDE and ``max_side``: a wide aspect whose long side would pass
+    ``max_side`` is made smaller (fewer pixels, same aspect), one whose short side would fall under
+    MIN_SIDE larger, so every allowed size works for every aspect.
+    """
     if aspect not in ASPECTS:
         raise RequestError(f"Unknown aspect ratio {aspect!r}; choose one of {', '.join(ASPECTS)}.")
     aw, ah = ASPECTS[aspect]
     area = base * base
     width = (area * aw / ah) ** 0.5
     height = area / width
-    return max(SIDE_STEP, round(width / SIDE_STEP) * SIDE_STEP), max(SIDE_STEP, round(height / SIDE_STEP) * SIDE_STEP)
+    shrink = min(1.0, max_side / max(width, height))
+    width, height = width * shrink, height * shrink
+    grow = max(1.0, MIN_SIDE / min(width, height))
+    width, height = width * grow, height * grow
+
+    def side(value: float) -> int:
+        return max(MIN_SIDE, min(max_side // SIDE_STEP * SIDE_STEP, round(value / SIDE_STEP) * SIDE_STEP))
+
+    return side(width), side(height)
 
 
 def snap_side(value: float) -> int:

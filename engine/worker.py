@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import EngineStopped, JobCancelled, QueueFull
-from .device import quiet_libraries, resolve_device, resolve_memory
+from .device import offload_batch_limit, quiet_libraries, resolve_device, resolve_memory
 from .queue import QueuedJob, lane_of
 from .requests import DescribeRequest, DraftRequest, FinalRequest, Request, RequestError, UpscaleRequest
 from .results import QueueInfo
@@ -64,7 +64,12 @@ class Engine(WorkerLoop):
 
         self.device = resolve_device(self.settings.device)
         dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
-        self.memory = resolve_memory(self.settings.memory, self.device)
+        self.memory = resolve_memory(self.settings.memory, self.device, self.settings.final_model)
+        if self.memory == "offload":  # bursts that would not fit beside a resident Turbo and its graphs
+            limit = offload_batch_limit(self.device, self.settings.max_batch_images)
+            if limit < self.settings.max_batch_images:
+                log.info("offload mode: draft batches of up to %d images fit this card (ENGINE_MAX_BATCH)", limit)
+                self.settings = self.settings.replace(max_batch_images=limit)
         self._registry = ModelRegistry(self.settings, self.device, dtype, self.memory)
         self._recipes = Recipes(self._registry, self.settings)
         self.addon_offer = _addon_offer(self._recipes.addons)

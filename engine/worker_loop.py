@@ -2,8 +2,10 @@
 
 :class:`WorkerLoop` holds what the thread and its callers share (the queue, the jobs, one lock) and
 runs the loop: pop the next job, merge waiting drafts of the same shape into one batch
-(:meth:`WorkerLoop._gather`), run the recipe (``engine.recipes``), and hand the images to a small pool
-of encoder threads that write PNGs and complete the futures, so the GPU thread moves on at once.
+(:meth:`WorkerLoop._gather`), run the recipe (``engine.recipes``), and hand the images to a pool of
+encoder threads (``ENGINE_ENCODE_THREADS``) that write PNGs and complete the futures, so the GPU thread
+moves on at once. While nothing waits it captures the draft path's CUDA graphs, one shape at a time,
+then loads the final model(s) (:meth:`WorkerLoop._idle_step`); jobs themselves never capture.
 Out of memory: free the cache, retry the batch one job at a time, then fail only that job. The
 caller's side (submit, cancel, the queue, health) is ``engine.worker.Engine``, built on this class.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import JobCancelled, JobFailed
+from .detail import detail_of
 from .device import is_oom
 from .estimates import RunRates
 from .models import final_pipelines
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Progress], None]
-DRAFT_GRAPHS = "draft graphs"  # an idle task: compile the draft batch buckets
 
 
 @dataclass(eq=False)
@@ -65,7 +67,9 @@ class WorkerLoop:
         self._running: list[WorkerJob] = []
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._encoder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-png")
+        self._encoder = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.encode_threads, thread_name_prefix="engine-png"
+        )
         self._restarts = 0
         self._last_error: str | None = None
         self._rates = RunRates()
@@ -73,6 +77,8 @@ class WorkerLoop:
         self._recipes: Recipes | None = None
         self._ready = threading.Event()
         self._idle_loads: list[str] = []  # models to load when the queue is empty (worker thread only)
+        self._busy_until = 0.0  # when the worker last finished a batch or an idle task (monotonic)
+        self.lone_drafts = 0  # drafts that started at once: alone, on an idle engine (no gather window)
 
     @property
     def registry(self) -> ModelRegistry:
@@ -103,14 +109,14 @@ class WorkerLoop:
 
     def _thread_main(self) -> None:
         """Runs the worker loop; an unexpected error fails the jobs in hand and the loop goes on."""
+        self.recipes.capture_in_jobs = False  # new draft shapes are captured while idle (_idle_step)
         if self.settings.preload and not self._ready.is_set():
             # The draft model first, so drafts are served as soon as possible; the final model(s)
             # load while the queue is empty (see _next_batch), or on the first final.
             self._preload(["turbo"])
             loaded = self.registry.loaded_names()
             self._idle_loads = [name for name in final_pipelines(self.settings.final_model) if name not in loaded]
-            if self.registry.compiled or self.registry.graphs:  # graphs for every draft bucket, while idle
-                self._idle_loads.insert(0, DRAFT_GRAPHS)
+            self._busy_until = time.monotonic()
         self._ready.set()
         while True:
             try:
@@ -130,14 +136,35 @@ class WorkerLoop:
             except Exception as exc:  # jobs that need it fail with the message; others keep serving
                 log.error("could not load %s: %s", name, exc)
 
-    def _warm_up_drafts(self) -> None:
+    def _idle_step(self) -> bool:
+        """One piece of work while nothing waits, False when none is left: capture (or compile) the draft path
+        at one missing shape (``Recipes.next_idle_capture``: shapes jobs ran eagerly, then the common buckets
+        and aspects), else load one final model. One at a time, so a job that arrives waits for one at most."""
+        registry, recipes = self._registry, self._recipes
+        if registry is None or recipes is None:
+            return False
+        shape = None
+        if (registry.graphs or registry.compiled) and "turbo" in registry.loaded_names():
+            shape = recipes.next_idle_capture()
+        if shape is not None:
+            self._capture(shape)
+        elif self._idle_loads:
+            self._preload([self._idle_loads.pop(0)])  # nothing waits: use the time to load a final model
+        else:
+            return False
+        self._busy_until = time.monotonic()  # a job that came meanwhile found the worker busy
+        return True
+
+    def _capture(self, shape: tuple[int, int, int, str]) -> None:
         started = time.monotonic()
         try:
-            buckets = self.recipes.warm_up_drafts()
-        except Exception as exc:  # drafts still run; their first batch of each size compiles then
-            log.error("warming up the draft graphs failed: %s", exc)
+            self.recipes.capture_draft_shape(shape)
+        except Exception as exc:  # drafts of that shape still run, eagerly
+            log.error("capturing the draft path for a batch of %d at %dx%d failed: %s", *shape[:3], exc)
+            if is_oom(exc):
+                self._free_memory()
             return
-        log.info("draft graphs ready for batches of %s in %.1fs", buckets, time.monotonic() - started)
+        log.info("draft path ready for a batch of %d at %dx%d in %.2fs", *shape[:3], time.monotonic() - started)
 
     # ---- batches -------------------------------------------------------------------------------
 
@@ -145,13 +172,8 @@ class WorkerLoop:
         while True:
             with self._lock:
                 idle = not self._stopping and len(self._queue) == 0
-                load = self._idle_loads.pop(0) if idle and self._idle_loads else None
-            if load is None:
+            if not idle or not self._idle_step():
                 break
-            if load == DRAFT_GRAPHS:
-                self._warm_up_drafts()
-            else:
-                self._preload([load])  # nothing waits: use the time to load a final model
         with self._lock:
             while not self._stopping and len(self._queue) == 0:
                 self._wake.wait()
@@ -162,7 +184,7 @@ class WorkerLoop:
             batch = [first]
             request = first.request
             if isinstance(request, DraftRequest) and request.init is None:
-                batch += self._gather(request)
+                batch += self._gather(first.payload)
             jobs: list[WorkerJob] = [q.payload for q in batch]
             now = time.monotonic()
             for job in jobs:
@@ -170,12 +192,16 @@ class WorkerLoop:
             self._running = jobs
             return jobs
 
-    def _gather(self, request: DraftRequest) -> list[QueuedJob]:
-        """Drafts that join ``request``'s batch: those waiting now, then those arriving within the gather window.
+    def _gather(self, job: WorkerJob) -> list[QueuedJob]:
+        """Drafts that join ``job``'s batch: those waiting now, then those arriving within the gather window.
 
         Called with the lock held; waiting on the condition releases it, so submits go on. The window
-        (``ENGINE_GATHER_MS``, a few ms) lets a burst of concurrent one-image drafts run as one batch.
+        (``ENGINE_GATHER_MS``, a few ms) lets a burst of concurrent one-image drafts run as one batch; it is
+        waited only when a burst is under way: another draft was waiting, or ``job`` arrived while the worker
+        was busy. A lone draft on an idle engine starts at once.
         """
+        request = job.request
+        assert isinstance(request, DraftRequest)
         room = self.settings.max_batch_images - request.count
         key = request.batch_key()
 
@@ -191,6 +217,9 @@ class WorkerLoop:
         deadline = time.monotonic() + self.settings.gather_ms / 1000
         while room > 0:
             taken += self._queue.take_matching(fits, limit=self.settings.max_batch_images)
+            if not taken and job.submitted_at >= self._busy_until:
+                self.lone_drafts += 1
+                break
             left = deadline - time.monotonic()
             if room <= 0 or left <= 0 or self._stopping:
                 break
@@ -210,6 +239,7 @@ class WorkerLoop:
                     set_exception(job.future, JobFailed("The image engine hit an internal error; please retry."))
                 raise
             finally:
+                self._busy_until = time.monotonic()
                 with self._lock:
                     self._running = []
                     for job in jobs:
@@ -246,6 +276,7 @@ class WorkerLoop:
                     self._fail([job], exc)
 
     def _free_memory(self) -> None:
+        self.recipes.free_memory()  # LoRAs unloaded, the reference's image encoder to host memory
         gc.collect()
         if self.registry.device.startswith("cuda"):
             import torch
@@ -275,12 +306,17 @@ class WorkerLoop:
 
     def _run(self, jobs: list[WorkerJob]) -> None:
         """Make the images of ``jobs`` (one batch) and hand them to the encoders."""
+        from .recipes.images import PartlyInvalid
+
         started = time.monotonic()
         recipes = self.recipes
         first = jobs[0].request
         outcomes: list[tuple[list[Any], int, float]]
         if isinstance(first, DraftRequest) and first.init is None:
-            per_job = recipes.drafts([j.request for j in jobs if isinstance(j.request, DraftRequest)])
+            try:
+                per_job = recipes.drafts([j.request for j in jobs if isinstance(j.request, DraftRequest)])
+            except PartlyInvalid as exc:  # an invalid image fails its own job; the others are delivered
+                per_job = exc.per_request  # type: ignore[assignment]
             outcomes = [(images, first.steps, 0.0) for images in per_job]
         elif isinstance(first, DraftRequest):
             out = recipes.draft_img2img(first, cancel=jobs[0].cancel)
@@ -301,6 +337,9 @@ class WorkerLoop:
         for job, (images, steps, guidance) in zip(jobs, outcomes, strict=True):
             if job.cancel.is_set():
                 set_exception(job.future, JobCancelled("cancelled while running"))
+                continue
+            if isinstance(images, Exception):
+                self._fail([job], images)
                 continue
             timings = {"queued": round(started - job.submitted_at, 4), "run": round(run_s, 4), **stages}
             self._encoder.submit(self._finish, job, images, steps, guidance, timings, len(jobs))
@@ -340,7 +379,8 @@ class WorkerLoop:
         """On an encoder thread: PNGs with parameters, then the result (a describe job's are suggestions)."""
         try:
             result = encode_result(
-                job.request, images, steps, guidance, timings, batch_size, self.recipes.upscale_parameters
+                job.request, images, steps, guidance, timings, batch_size, self.recipes.upscale_parameters,
+                detail=detail_of(self.settings),
             )
             result.timings["total"] = round(time.monotonic() - job.submitted_at, 4)
             set_result(job.future, result)

@@ -112,7 +112,8 @@ def cluster(tiny_cache_dir) -> Cluster:
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}},
     )
-    settings = EngineSettings.for_preset("tiny", cache_dir=tiny_cache_dir, device="cpu")
+    # Photo-sized images (engine.detail): the cluster's wire carries real PNG sizes, not tiny noise.
+    settings = EngineSettings.for_preset("tiny", cache_dir=tiny_cache_dir, device="cpu", tiny_detail="photo")
     port = free_port()
     c = Cluster("", CLUSTER_TOKEN, port, settings)
     c.url = deploy(c.app(), port=port)

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.echo import quoted, shown
 from core.history import JobParams
 from core.jobs.rows import Plan, Request
 from core.limits import Refusal
@@ -126,12 +127,12 @@ def _weight(value: object, option: str, low: float, high: float) -> float:
 
 def _unknown_lora(name: str, option: str, known: tuple[str, ...]) -> str:
     if option != TYPED_LORA[0]:  # a slash option: its autocomplete lists them
-        return f"There is no LoRA “{name[:100]}” on this bot: pick one of the list in {option}."
+        return f"There is no LoRA {quoted(name)} on this bot: pick one of the list in {option}."
     listed = ", ".join(known[:KNOWN_LORAS_SHOWN]) + (", …" if len(known) > KNOWN_LORAS_SHOWN else "")
     where = "--lora"
     if ":" in name:  # perhaps a weight that is not a number (the text's parser kept it in the name)
-        where += f"; a weight after “:” is a number, e.g. {name.rpartition(':')[0][:40]}:0.8"
-    return f"There is no LoRA “{name[:100]}” on this bot ({where}); its LoRAs are {listed}."
+        where += f"; a weight after “:” is a number, e.g. {shown(name.rpartition(':')[0], 40)}:0.8"
+    return f"There is no LoRA {quoted(name)} on this bot ({where}); its LoRAs are {listed}."
 
 
 def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:
@@ -148,7 +149,7 @@ def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:
         if name not in offer.loras:
             raise Refusal(_unknown_lora(name, name_option, offer.loras))
         if any(name == seen for seen, _ in loras):
-            raise Refusal(f"LoRA “{name}” is given twice: pick two different ones, or one with another weight.")
+            raise Refusal(f"LoRA {quoted(name)} is given twice: pick two different ones, or one with another weight.")
         value = DEFAULT_LORA_WEIGHT if weight is None else _weight(weight, weight_option, *LORA_WEIGHT_RANGE)
         loras.append((name, value))
     if addons.reference is None:
@@ -164,7 +165,7 @@ def checked(addons: Addons, offer: EngineOffer) -> CheckedAddons:
         weight = _weight(addons.reference_weight, names.reference_weight, *REFERENCE_WEIGHT_RANGE)
     mode = DEFAULT_REFERENCE_MODE if addons.reference_mode is None else addons.reference_mode
     if mode not in REFERENCE_MODES:
-        raise Refusal(f"reference_mode {mode!r} is unknown: use {' or '.join(REFERENCE_MODES)}.")
+        raise Refusal(f"reference_mode {quoted(mode, 40)} is unknown: use {' or '.join(REFERENCE_MODES)}.")
     return CheckedAddons(tuple(loras), addons.reference, weight, mode)
 
 

@@ -68,6 +68,7 @@ class ResultPoster:
 
     async def deliver(self, job: JobRecord, result: JobResult, delivery: Delivery) -> None:
         """Post the result, then record it; what follows the post (🔁, W&B, DM) never fails the job."""
+        made = time.monotonic()  # results wait for their channel's turn in the order they were made
         seeds = [image.seed for image in result.images]
         timings = dict(result.timings)
         if job.kind == "draft":
@@ -82,7 +83,7 @@ class ResultPoster:
             await self._images.keep_result(job.id, result.images[0].png)
         started = time.monotonic()
         if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
-            await self._pacer.turn(delivery.channel_id)
+            await self._pacer.turn(delivery.channel_id, made=made)
         controls = self._controls.for_result(job, upscaler=self._upscaler())
         try:
             message = await delivery.post(content, files, controls, nonce=result_nonce(job.id))

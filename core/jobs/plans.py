@@ -20,6 +20,7 @@ from core.jobs.preferences import MODEL, Applied, known_aspect
 from core.jobs.rows import Plan, Request, new_job_fields
 from core.limits import Refusal, check_aspect, check_final_model, check_seed
 from engine.api import (
+    MAX_SIDE,
     DraftInit,
     DraftRequest,
     EngineOffer,
@@ -63,7 +64,7 @@ def imagine(
     seed = check_seed(seed, count=DRAFT_COUNT)
     if image is None:
         ratio = check_aspect(asked.aspect)
-        width, height = size_for_aspect(ratio, draft_size)
+        width, height = size_for_aspect(ratio, draft_size, max_side=offer.max_draft_side)
         request = DraftRequest(
             prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt,
             width=width, height=height, count=DRAFT_COUNT, steps=offer.draft_steps,
@@ -79,9 +80,9 @@ def imagine(
     if aspect is not None:
         ratio = check_aspect(aspect)
         params = JobParams(aspect=ratio)
-        width, height = size_for_aspect(ratio, draft_size)
+        width, height = size_for_aspect(ratio, draft_size, max_side=offer.max_draft_side)
     else:
-        width, height = image_job_size(image, draft_size)
+        width, height = image_job_size(image, draft_size, max_side=offer.max_draft_side)
     request = DraftRequest(
         prompt=asked.prompt, seed=seed, negative_prompt=asked.negative_prompt, width=width, height=height,
         count=DRAFT_COUNT, steps=steps, init=ImageInit(image), strength=amount,
@@ -96,7 +97,7 @@ def final(
 ) -> Plan:
     """A final straight from the prompt, at about ``final_size`` x ``final_size`` pixels (``craft``: steps, tile)."""
     ratio = check_aspect(asked.aspect)
-    width, height = size_for_aspect(ratio, final_size)
+    width, height = size_for_aspect(ratio, final_size, max_side=offer.max_final_side)
     request = FinalRequest(
         prompt=asked.prompt, seed=check_seed(seed), negative_prompt=asked.negative_prompt,
         width=width, height=height, model=check_final_model(asked.model, offer.default_final_model),
@@ -121,7 +122,7 @@ def edit(
         )
     if mask is not None:
         check_mask_size(image, mask)
-    width, height = image_job_size(image, final_size)
+    width, height = image_job_size(image, final_size, max_side=offer.max_final_side)
     params = JobParams()
     if mask is None:
         assert region is not None
@@ -195,9 +196,9 @@ def final_of_draft(
         )
     ratio = parent.params.aspect
     if isinstance(ratio, str) and known_aspect(ratio):
-        width, height = size_for_aspect(ratio, final_size)
+        width, height = size_for_aspect(ratio, final_size, max_side=offer.max_final_side)
     else:
-        width, height = scaled(parent.width, parent.height, final_size / draft_size)
+        width, height = scaled(parent.width, parent.height, final_size / draft_size, max_side=offer.max_final_side)
     request = FinalRequest(
         prompt=parent.prompt, seed=parent_request.seeds[index], negative_prompt=parent.negative_prompt,
         width=width, height=height,
@@ -299,14 +300,18 @@ def check_mask_size(image: bytes, mask: bytes) -> None:
         )
 
 
-def image_job_size(png: bytes, side: int) -> tuple[int, int]:
-    """A job size with the image's aspect at about ``side`` x ``side`` pixels."""
+def image_job_size(png: bytes, side: int, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """A job size with the image's aspect at about ``side`` x ``side`` pixels, no side above ``max_side``."""
     try:
-        return canvas.edit_size(*image_size(png), budget=side * side)
+        return canvas.edit_size(*image_size(png), budget=side * side, max_side=max_side)
     except RequestError as e:
         raise Refusal(str(e)) from e
 
 
-def scaled(width: int, height: int, factor: float) -> tuple[int, int]:
-    """``width`` x ``height`` times ``factor``, each side snapped to a job side (engine.api.snap_side)."""
+def scaled(width: int, height: int, factor: float, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """``width`` x ``height`` times ``factor``, each side snapped to a job side (engine.api.snap_side).
+
+    The factor stops where the long side reaches ``max_side``: a wide draft's final stays wide.
+    """
+    factor = min(factor, max_side / max(width, height))
     return snap_side(width * factor), snap_side(height * factor)

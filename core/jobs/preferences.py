@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.echo import quoted
 from core.history import JobParams, UserPrefs
 from core.limits import (
     Refusal,
@@ -122,7 +123,7 @@ def checked_pref_changes(changes: Mapping[str, Any], default_final_model: str) -
                 raise Refusal("“DM results” is on or off (true or false).")
             checked[name] = bool(value)
         else:
-            raise Refusal(f"There is no preference called {str(name)[:30]!r}.")
+            raise Refusal(f"There is no preference called {quoted(name, 30)}.")
     return checked
 
 

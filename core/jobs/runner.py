@@ -348,6 +348,12 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for job_id in sorted(left):
+            # The engine gave a running job up past the timeout: it runs from the start next time, so its
+            # row says queued now (a kill instead leaves it running, and restart() requeues it then).
+            job = await self._store.get_job(int(job_id))
+            if job is not None and job.status == "running":
+                await self._store.requeue(job.id)
         if left:
             log.info(
                 "%d job%s left for the next start: %s",

@@ -31,6 +31,7 @@ from core import canvas
 from core.controls import Controls
 from core.delivery import Delivery
 from core.direct import send_direct
+from core.echo import quoted
 from core.history import HistoryStore, JobRecord
 from core.inputs import InputStore
 from core.jobs import addons as addon_plans
@@ -244,7 +245,7 @@ class JobService:
     async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
         if action not in plans.OUTPAINT_ACTIONS:
-            raise Refusal(f"Unknown outpaint action {action!r}.")
+            raise Refusal(f"Unknown outpaint action {quoted(action, 20)}.")
         guild = await self.checks.guild_of(origin)
         parent, source = await self.checks.final_source(origin, guild, job_id, "zoom and pan", "extend")
         budget = self.settings.final_size**2
@@ -261,7 +262,7 @@ class JobService:
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Vary (subtle) / Vary (strong) on a final: a new final by image-to-image from its image, new seed."""
         if action not in plans.VARY_ACTIONS:
-            raise Refusal(f"Unknown variation {action!r}.")
+            raise Refusal(f"Unknown variation {quoted(action, 20)}.")
         guild = await self.checks.guild_of(origin)
         with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
             parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
@@ -331,7 +332,7 @@ class JobService:
     async def upscale_2x(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Upscale (subtle) / Upscale (creative) on a final: its image enlarged 2x, as a new final."""
         if action not in plans.UPSCALE_ACTIONS:
-            raise Refusal(f"Unknown upscale {action!r}.")
+            raise Refusal(f"Unknown upscale {quoted(action, 20)}.")
         if not self.engine.offer.upscaler:
             raise Refusal("This bot has no upscaler.")
         guild = await self.checks.guild_of(origin)

@@ -11,8 +11,12 @@ How the engine calls it, on its worker thread::
 
 A LoRA is loaded into a pipeline with ``load_lora_weights(..., adapter_name=)`` the first time a
 job asks for it and stays there (switched off between jobs); ``set_adapters`` picks the active
-ones and their weights, ``disable_lora`` switches them off, :meth:`LoraLibrary.unload` removes
-them all. Adapter names carry the model name (:func:`adapter_name`) because the text encoders are shared
+ones and their weights, ``disable_lora`` switches them off. At most ``LORA_LOADED_MAX`` stay
+loaded per pipeline between jobs (a job's own LoRAs always load): the least recently used are
+deleted (``delete_adapters``), and when a UNet or text encoder holds no adapter any more, peft's
+wrappers are taken out of its layers too (peft keeps them after a delete), so it is the plain
+module again, with the same weight storage. :meth:`LoraLibrary.unload` removes them all (out of
+memory). Adapter names carry the model name (:func:`adapter_name`) because the text encoders are shared
 between the engine's pipelines. Drafts are batched only with drafts of the same
 :func:`lora_batch_key`.
 
@@ -98,6 +102,8 @@ class LoraLibrary:
         self.settings = settings
         self._files: dict[str, Path] = {}
         self._warned_text_encoder: set[str] = set()
+        self._used: dict[str, int] = {}  # adapter name -> when a job last used it (a counter)
+        self._tick = 0
 
     # ---- what there is ----------------------------------------------------------------------
 
@@ -209,12 +215,24 @@ class LoraLibrary:
         with contextlib.suppress(Exception):
             if any(adapter in names for names in pipe.get_list_adapters().values()):
                 pipe.delete_adapters([adapter])
+            strip_empty_lora_layers(pipe)
 
     def activate(self, pipe, loras: Sequence[LoraChoice], *, model: str) -> None:
-        """Make exactly ``loras`` (with their weights) active in ``pipe``; none switches LoRA off."""
+        """Make exactly ``loras`` (with their weights) active in ``pipe``; none switches LoRA off.
+
+        Room is made first: the least recently used other LoRAs are deleted so that at most
+        ``max(LORA_LOADED_MAX, len(loras))`` are loaded while the job runs."""
         if not loras:
             self.deactivate(pipe)
             return
+        wanted = [adapter_name(choice.name, model) for choice in loras]
+        self._tick += 1
+        for adapter in wanted:
+            self._used[adapter] = self._tick
+        loaded = self.loaded(pipe)
+        missing = sum(adapter not in loaded for adapter in wanted)
+        if missing:
+            self.trim(pipe, max(self.settings.lora_loaded_max, len(wanted)) - missing, keep=set(wanted))
         adapters = [self.ensure_loaded(pipe, choice.name, model=model) for choice in loras]
         pipe.enable_lora()
         pipe.set_adapters(adapters, adapter_weights=[float(choice.weight) for choice in loras])
@@ -226,17 +244,68 @@ class LoraLibrary:
 
     @contextlib.contextmanager
     def applied(self, pipe, loras: Sequence[LoraChoice], *, model: str) -> Iterator[None]:
-        """``loras`` active for the length of one job, switched off afterwards (also on errors)."""
+        """``loras`` active for the length of one job, switched off afterwards (also on errors); then at most
+        ``LORA_LOADED_MAX`` stay loaded."""
         try:
             self.activate(pipe, loras, model=model)
             yield
         finally:
             self.deactivate(pipe)
+            self.trim(pipe, self.settings.lora_loaded_max)
+
+    def trim(self, pipe, size: int, keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete the least recently used adapters of ``pipe`` (never those in ``keep``) until at most ``size``
+        are loaded; returns the deleted ones."""
+        loaded = self.loaded(pipe)
+        victims = sorted((a for a in loaded if a not in keep), key=lambda a: self._used.get(a, 0))
+        deleted = []
+        while len(loaded) > max(size, 0) and victims:
+            adapter = victims.pop(0)
+            self._delete(pipe, adapter)
+            loaded.remove(adapter)
+            deleted.append(adapter)
+        return deleted
+
+    def _delete(self, pipe, adapter: str) -> None:
+        log.info("unloading LoRA adapter %s (least recently used)", adapter)
+        present = [names for names in pipe.get_list_adapters().values() if adapter in names]
+        if present:
+            pipe.delete_adapters([adapter])
+        self._used.pop(adapter, None)
+        strip_empty_lora_layers(pipe)
 
     def unload(self, pipe) -> None:
-        """Remove every LoRA layer from ``pipe`` (frees memory; the next use loads again)."""
-        if self.loaded(pipe) or any(pipe.get_list_adapters().values()):
-            pipe.unload_lora_weights()
+        """Remove every LoRA layer from ``pipe`` (frees memory; the next use loads again).
+
+        Component by component: a text encoder shared with another model keeps that model's adapters."""
+        for adapter in self.loaded(pipe):
+            self._delete(pipe, adapter)
+        strip_empty_lora_layers(pipe)
+
+
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+def strip_empty_lora_layers(pipe) -> None:
+    """Take peft's wrappers out of every LoRA-able component of ``pipe`` that holds no adapter any more.
+
+    ``delete_adapters`` leaves a ``LoraLayer`` around each targeted layer, with no weights of its own but a
+    detour on every call; here the layer is the plain module again, with the very same weight tensors.
+    """
+    from diffusers.utils import recurse_remove_peft_layers
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for component in LORA_COMPONENTS:
+        model = getattr(pipe, component, None)
+        if model is None or getattr(model, "peft_config", None):
+            continue  # absent, or still holding an adapter
+        if not any(isinstance(layer, BaseTunerLayer) for layer in model.modules()):
+            continue
+        recurse_remove_peft_layers(model)
+        if hasattr(model, "peft_config"):
+            del model.peft_config
+        if hasattr(model, "_hf_peft_config_loaded"):
+            model._hf_peft_config_loaded = None
 
 
 def _hub_file(entry: str, *, local_only: bool) -> Path:

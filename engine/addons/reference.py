@@ -8,12 +8,15 @@ How the engine calls it, on its worker thread::
         pipe(..., **extra)                                  # extra = {"ip_adapter_image": image}
     # on leaving, the adapter is unloaded: the UNet is as before and needs no reference image
 
-The adapter is loaded with ``pipe.load_ip_adapter`` (``h94/IP-Adapter``, subfolder
-``sdxl_models``, ``ip-adapter_sdxl.safetensors`` and its image encoder) for each job that has a
-reference, and unloaded with ``unload_ip_adapter`` afterwards, because the UNet is shared with
-the derived image-to-image pipelines, which would otherwise demand a reference image too. The
-CLIP image encoder (the big part) is kept in :class:`ReferenceAdapter` between jobs and handed
-back to the pipeline before loading, so only the adapter weights are read again.
+The adapter's weights (``h94/IP-Adapter``, subfolder ``sdxl_models``, ``ip-adapter_sdxl.safetensors``)
+and its CLIP image encoder (ViT-bigG, about 3.7 GB) are read from disk once and kept in host memory by
+:class:`ReferenceAdapter`. For each job with a reference the adapter is attached with
+``pipe.load_ip_adapter`` from that state dict, the encoder handed to the pipeline, and afterwards it
+is detached with ``unload_ip_adapter``, because the UNet is shared with the derived image-to-image
+pipelines, which would otherwise demand a reference image too. The encoder stays on the GPU between
+reference jobs and moves back to host memory after ``REFERENCE_ENCODER_IDLE_S`` idle seconds
+(:meth:`ReferenceAdapter.release_idle`, checked at the start of every job) and on out of memory
+(:meth:`ReferenceAdapter.release`).
 
 ``mode="style"`` is InstantStyle: the scale is set on the style layers only, the second
 attention of SDXL's first up block (``{"up": {"block_0": [0.0, w, 0.0]}}``).
@@ -27,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -85,12 +90,20 @@ def ip_adapter_scales(unet) -> dict[str, float]:
 
 
 class ReferenceAdapter:
-    """Attaches the IP-Adapter to a pipeline for a job and takes it off again; keeps the image encoder."""
+    """Attaches the IP-Adapter to a pipeline for a job and takes it off again.
 
-    def __init__(self, settings: AddonSettings):
+    Keeps the adapter's weights and the image encoder in host memory (read from disk once); the encoder
+    stays on the device between jobs until it has been idle ``reference_encoder_idle_s`` seconds.
+    ``clock`` is for tests (a fake clock instead of waiting)."""
+
+    def __init__(self, settings: AddonSettings, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.clock = clock
+        self._weights: dict[str, dict[str, Any]] | None = None  # {"image_proj": {...}, "ip_adapter": {...}}
         self._image_encoder = None
         self._feature_extractor = None
+        self._last_used: float | None = None  # when the last job detached (None while attached or released)
+        self.resident = False  # the image encoder is on the pipelines' device (not in host memory)
 
     def source(self) -> str:
         """The folder (tiny or local) or hub id the adapter is loaded from."""
@@ -98,6 +111,53 @@ class ReferenceAdapter:
             raise AddonMissing("Image reference is off (REFERENCE_MODEL is empty).")
         tiny = self.settings.resolve_tiny(self.settings.reference_model)
         return str(tiny) if tiny is not None else self.settings.reference_model
+
+    # ---- reading once ---------------------------------------------------------------------------
+
+    def _file(self, relative: str) -> Path:
+        """A file of the adapter's repository or folder (local only: downloads are ``python -m engine.addons``)."""
+        source = self.source()
+        local = Path(source).expanduser()
+        if local.exists():
+            path = local / relative
+            if not path.is_file():
+                raise FileNotFoundError(str(path))
+            return path
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(source, relative, local_files_only=True))
+
+    def _encoder_folder(self) -> str:
+        sub = self.settings.reference_subfolder.strip("/")
+        encoder = self.settings.reference_image_encoder.strip("/")
+        return encoder if "/" in encoder or not sub else f"{sub}/{encoder}"
+
+    def weights(self) -> dict[str, dict[str, Any]]:
+        """The adapter's state dict in host memory, read from its safetensors file on first use."""
+        if self._weights is None:
+            sub = self.settings.reference_subfolder.strip("/")
+            name = self.settings.reference_weight_name
+            if not name.endswith(".safetensors"):
+                raise AddonMissing(f"REFERENCE_WEIGHT_NAME={name}: only .safetensors adapters are loaded.")
+            path = self._file(f"{sub}/{name}" if sub else name)
+            self._weights = read_adapter_weights(path)
+            log.info("IP-Adapter weights read from %s (kept in host memory)", path)
+        return self._weights
+
+    def image_encoder(self, dtype):
+        """The CLIP image encoder, loaded once (in ``dtype``) and kept; wherever it was left."""
+        if self._image_encoder is None:
+            from transformers import CLIPVisionModelWithProjection
+
+            folder = self._encoder_folder()
+            config = self._file(f"{folder}/config.json").parent
+            self._image_encoder = CLIPVisionModelWithProjection.from_pretrained(
+                config, dtype=dtype, local_files_only=True, use_safetensors=True
+            ).eval()
+            log.info("IP-Adapter image encoder read from %s (kept in host memory when idle)", config)
+        return self._image_encoder
+
+    # ---- attaching -------------------------------------------------------------------------------
 
     @staticmethod
     def is_attached(pipe) -> bool:
@@ -110,16 +170,19 @@ class ReferenceAdapter:
         """Load the adapter into ``pipe`` (its UNet and image encoder); a no-op when it is there."""
         if self.is_attached(pipe):
             return
-        if self._image_encoder is not None and getattr(pipe, "image_encoder", None) is None:
-            pipe.register_modules(image_encoder=self._image_encoder, feature_extractor=self._feature_extractor)
         source = self.source()
         try:
+            weights = self.weights()
+            encoder = self.image_encoder(pipe.unet.dtype).to(pipe._execution_device)
+            self._last_used, self.resident = None, True  # in use: not idle
+            pipe.register_modules(image_encoder=encoder)
+            if self._feature_extractor is not None and getattr(pipe, "feature_extractor", None) is None:
+                pipe.register_modules(feature_extractor=self._feature_extractor)
             pipe.load_ip_adapter(
-                source,
+                {part: dict(tensors) for part, tensors in weights.items()},  # diffusers may pop from it
                 subfolder=self.settings.reference_subfolder,
                 weight_name=self.settings.reference_weight_name,
-                image_encoder_folder=self.settings.reference_image_encoder,
-                local_files_only=True,
+                image_encoder_folder=None,  # registered above: never read again
             )
         except OSError as exc:
             self._clean_up_failed_load(pipe)
@@ -133,17 +196,16 @@ class ReferenceAdapter:
                 f"The image reference adapter does not fit this model ({exc.__class__.__name__}): "
                 "use it with SDXL-shaped UNets (SDXL, Turbo), not the refiner."
             ) from None
-        self._image_encoder = pipe.image_encoder
         self._feature_extractor = pipe.feature_extractor
         log.info("IP-Adapter attached from %s", source)
 
     def _clean_up_failed_load(self, pipe) -> None:
-        """After a failed load_ip_adapter: keep the image encoder it may have loaded, leave the UNet plain."""
-        if getattr(pipe, "image_encoder", None) is not None:
-            self._image_encoder = pipe.image_encoder
-            self._feature_extractor = pipe.feature_extractor
+        """After a failed load_ip_adapter: the UNet plain again, the image encoder kept here (not in the pipeline)."""
         with contextlib.suppress(Exception):
             pipe.unload_ip_adapter()
+        if getattr(pipe, "image_encoder", None) is not None:
+            pipe.register_modules(image_encoder=None)
+        self._last_used = self.clock()
 
     def set_weight(self, pipe, weight: float, mode: str = "full") -> None:
         """Scale of the reference: on every cross-attention (full) or on the style layers only (style)."""
@@ -158,10 +220,8 @@ class ReferenceAdapter:
         """Unload the adapter from ``pipe``; the UNet's attention processors are the plain ones again."""
         if not self.is_attached(pipe):
             return
-        if getattr(pipe, "image_encoder", None) is not None:
-            self._image_encoder = pipe.image_encoder
-            self._feature_extractor = pipe.feature_extractor
-        pipe.unload_ip_adapter()
+        pipe.unload_ip_adapter()  # drops the pipeline's image encoder; this object keeps it
+        self._last_used = self.clock()
 
     @contextlib.contextmanager
     def applied(
@@ -174,6 +234,46 @@ class ReferenceAdapter:
             yield {"ip_adapter_image": image}
         finally:
             self.detach(pipe)
+
+    # ---- memory ----------------------------------------------------------------------------------
+
+    def encoder_device(self) -> str | None:
+        """Where the image encoder is now ("cpu", "cuda:0"), or None before the first reference job."""
+        if self._image_encoder is None:
+            return None
+        return str(next(self._image_encoder.parameters()).device)
+
+    def release_idle(self, now: float | None = None) -> bool:
+        """Move the image encoder to host memory if no job used it for ``reference_encoder_idle_s``; True if moved."""
+        if self._last_used is None:
+            return False
+        now = self.clock() if now is None else now
+        if now - self._last_used < self.settings.reference_encoder_idle_s:
+            return False
+        return self.release()
+
+    def release(self) -> bool:
+        """The image encoder to host memory now (idle, or out of memory); True if it was resident."""
+        self._last_used = None
+        if not self.resident or self._image_encoder is None:
+            return False
+        self.resident = False
+        self._image_encoder.to("cpu")
+        log.info("IP-Adapter image encoder moved to host memory")
+        return True
+
+
+def read_adapter_weights(path: Path) -> dict[str, dict[str, Any]]:
+    """An IP-Adapter safetensors file as ``load_ip_adapter`` takes it: {"image_proj": {...}, "ip_adapter": {...}}."""
+    from safetensors import safe_open
+
+    state: dict[str, dict[str, Any]] = {"image_proj": {}, "ip_adapter": {}}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for key in f.keys():
+            part, _, rest = key.partition(".")
+            if part in state:
+                state[part][rest] = f.get_tensor(key)
+    return state
 
 
 def _hub_patterns(settings: AddonSettings) -> list[str]:

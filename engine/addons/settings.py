@@ -56,12 +56,18 @@ class AddonSettings(EnvSettings):
     # for a bare repo).
     lora_dir: str = Field(default="", validation_alias="LORA_DIR")
     lora_hub: tuple[str, ...] = Field(default=(), validation_alias="LORA_HUB")
+    # LoRAs kept loaded per pipeline between jobs, least recently used evicted first (0 = none kept).
+    lora_loaded_max: int = Field(default=4, ge=0, validation_alias="LORA_LOADED_MAX", description="0 or more")
     # Image reference: IP-Adapter for SDXL (hub id or local folder with the same layout).
     reference_model: str = Field(default=REFERENCE_HUB, validation_alias="REFERENCE_MODEL")
     reference_subfolder: str = Field(default="sdxl_models", validation_alias="REFERENCE_SUBFOLDER")
     reference_weight_name: str = Field(default="ip-adapter_sdxl.safetensors", validation_alias="REFERENCE_WEIGHT_NAME")
     # Relative to the subfolder, as load_ip_adapter takes it.
     reference_image_encoder: str = Field(default="image_encoder", validation_alias="REFERENCE_IMAGE_ENCODER")
+    # Idle seconds after which the image encoder leaves the GPU (it stays in host memory).
+    reference_encoder_idle_s: float = Field(
+        default=300.0, ge=0.0, validation_alias="REFERENCE_ENCODER_IDLE_S", description="0 or more"
+    )
     # Upscale 2x: an ESRGAN-family .safetensors (local path or "owner/repo/file.safetensors"); "" = Lanczos.
     upscaler_model: str = Field(default="", validation_alias="UPSCALER_MODEL")
     upscale_tile: int = Field(  # creative pass: img2img tile size in output pixels

@@ -7,7 +7,7 @@ needs neither torch nor Ray: it talks HTTP (``engine.cluster.transport``) to the
   many jobs are in flight as the replicas can take at once (``capacity`` from the cluster's
   ``/health``), so Serve's own FIFO queues never reorder users; positions and ETAs come from this
   queue and the run times measured here.
-- A running job is one ``POST /jobs`` whose answer streams progress (handed to ``on_progress`` on
+- A running job is one ``POST /jobs`` whose answer streams frames of progress (handed to ``on_progress`` on
   this loop), then the result. Cancelling a running job closes that stream; the cluster then stops
   the pipeline at its next step.
 - Faults: a replica that dies mid-job is retried once with the same job id, then only that job fails
@@ -44,7 +44,7 @@ from ..requests import (
 )
 from ..results import JobResult, QueueInfo
 from . import wire
-from .transport import ClusterDown, ClusterLink, WorkerLost
+from .transport import UNREADABLE, ClusterDown, ClusterLink, WorkerLost
 from .waiting import ClusterJob, WaitingRoom
 
 log = logging.getLogger(__name__)
@@ -278,9 +278,9 @@ class ClusterEngine:
             else:
                 log.error("job %s lost its worker again (%s); failing it", job.job_id, exc)
                 _fail(job.future, JobFailed(WORKER_LOST_TWICE))
-        except Exception as exc:  # a bug or a protocol mismatch: only this job fails
+        except Exception:  # a bug or a protocol mismatch: only this job fails
             log.exception("job %s failed in the cluster client", job.job_id)
-            _fail(job.future, JobFailed(f"The engine cluster sent an answer I cannot read ({exc}). Please retry."))
+            _fail(job.future, JobFailed(UNREADABLE))
         finally:
             self._running.pop(job.job_id, None)
             job.task = None

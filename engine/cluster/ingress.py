@@ -2,8 +2,9 @@
 
 :class:`Ingress` answers through Serve's proxy: it checks the shared secret (bearer ``ENGINE_TOKEN``),
 reports health and capacity (``GET /health``, the replicas the Serve controller counts as running),
-and runs a job (``POST /jobs``) on the draft or final workers (``engine.cluster.workers``), passing
-their NDJSON lines on (``engine.cluster.wire``). A worker that dies mid-job is a ``worker_lost`` line.
+and runs a job (``POST /jobs``, one frame of at most ``wire.MAX_FRAME_BYTES``) on the draft or final
+workers (``engine.cluster.workers``), passing their frames on (``engine.cluster.wire``). A worker that
+dies mid-job is a ``worker_lost`` frame.
 """
 
 from __future__ import annotations
@@ -72,15 +73,16 @@ class Ingress:
             return JSONResponse(await self._health())
         if http.method == "POST" and path == "/jobs":
             try:
-                body = await http.json()
-                job_id = str(body["job_id"])
-                payload = body["request"]
-                kind = payload["kind"]
-            except (ValueError, KeyError, TypeError):
-                return JSONResponse({"error": "body must be {job_id, request}"}, status_code=400)
-            final_lane = kind in ("final", "upscale")
+                job_id, payload = await wire.read_job(http.stream(), http.headers)
+            except wire.OversizeFrame as exc:
+                log.warning("a job was refused: %s", exc)
+                return JSONResponse({"error": f"a job is at most {wire.MAX_FRAME_BYTES} bytes"}, status_code=413)
+            except wire.WireError as exc:
+                log.warning("a job was refused: %s", exc)
+                return JSONResponse({"error": f"the body must be one {wire.MEDIA_TYPE} job frame"}, status_code=400)
+            final_lane = payload.get("kind") in ("final", "upscale")
             stream = self._final_stream(job_id, payload) if final_lane else self._draft_stream(job_id, payload)
-            return StreamingResponse(stream, media_type="application/x-ndjson")
+            return StreamingResponse(stream, media_type=wire.MEDIA_TYPE)
         return JSONResponse({"error": f"no route {http.method} {path}"}, status_code=404)
 
     async def _draft_stream(self, job_id: str, payload: dict) -> AsyncIterator[bytes]:
@@ -88,7 +90,7 @@ class Ingress:
             yield await self._drafts.run.remote(job_id, payload)
         except WORKER_LOST as exc:
             log.warning("draft job %s lost its replica: %s", job_id, exc.__class__.__name__)
-            yield wire.error_line("worker_lost", "The GPU worker running this job stopped.")
+            yield wire.error_frame("worker_lost", "The GPU worker running this job stopped.")
         except Exception as exc:
             yield _ingress_failure(job_id, exc)
 
@@ -97,13 +99,13 @@ class Ingress:
         assert isinstance(response, DeploymentResponseGenerator)  # stream=True
         finished = False
         try:
-            async for line in response:
-                yield line
+            async for frame in response:
+                yield frame
             finished = True
         except WORKER_LOST as exc:
             finished = True
             log.warning("final job %s lost its replica: %s", job_id, exc.__class__.__name__)
-            yield wire.error_line("worker_lost", "The GPU worker running this job stopped.")
+            yield wire.error_frame("worker_lost", "The GPU worker running this job stopped.")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -142,7 +144,7 @@ class Ingress:
 def _ingress_failure(job_id: str, exc: Exception) -> bytes:
     """A failure between the ingress and a worker (the workers answer their own errors as lines)."""
     log.error("job %s failed in the ingress", job_id, exc_info=exc)
-    return wire.error_line("failed", f"The engine cluster failed: {exc.__class__.__name__}. Please retry.")
+    return wire.error_frame("failed", f"The engine cluster failed: {exc.__class__.__name__}. Please retry.")
 
 
 def _room(running: int, scaling: Scaling) -> int:

@@ -1,18 +1,20 @@
 """The bot's HTTP link to the cluster's ingress (aiohttp, through Serve's proxy): no torch, no Ray.
 
-- :meth:`ClusterLink.run` is one ``POST /jobs``: its answer streams NDJSON lines (``engine.cluster.wire``),
-  progress (handed to ``on_progress``), then the result. Closing the stream (a cancelled task) drops
-  the connection, and the cluster stops the job at its next step.
+- :meth:`ClusterLink.run` is one ``POST /jobs`` (one job frame): its answer streams length-prefixed
+  frames (``engine.cluster.wire``), progress (handed to ``on_progress``), then the result. Closing the
+  stream (a cancelled task) drops the connection, and the cluster stops the job at its next step.
 - :meth:`ClusterLink.health` is one ``GET /health``.
 
 What goes wrong is told apart for the client's queue: :class:`ClusterDown` (keep the job queued),
 :class:`WorkerLost` (the job started but its replica went away: retry once), or JobFailed /
-JobCancelled (the job's own end).
+JobCancelled (the job's own end). A stream cut inside a frame is a lost worker; one that is not
+frames of this bot's wire format fails the job with :data:`UNREADABLE`, the details in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -23,7 +25,15 @@ from ..requests import Request
 from ..results import JobResult
 from . import wire
 
+log = logging.getLogger(__name__)
+
 UNREACHABLE_STATUSES = {404, 500, 502, 503, 504}  # the proxy is up but the application is not (yet)
+UNREADABLE = (
+    "The engine cluster sent an answer this bot cannot read (the bot and the cluster may run different "
+    "versions), so the job was stopped. Please retry, and tell the bot's owner if it happens again."
+)
+TOO_LARGE = "The images of this job are too large for the engine cluster; try smaller ones."
+READ_CHUNK = 2**16
 
 
 class ClusterDown(Exception):
@@ -62,12 +72,13 @@ class ClusterLink:
         return self._session
 
     async def run(self, job_id: str, request: Request, on_line: Callable[[dict[str, Any]], None]) -> JobResult:
-        """Run one job; ``on_line`` gets each progress line. Raises ClusterDown, WorkerLost, JobFailed, JobCancelled."""
+        """One job; ``on_line`` gets each progress frame. Raises ClusterDown, WorkerLost, JobFailed, JobCancelled."""
         session = self._require()
-        body = {"job_id": job_id, "request": wire.encode_request(request)}
+        body = wire.job_frame(job_id, request)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout)
+        headers = {"Content-Type": wire.MEDIA_TYPE}
         try:
-            response = await session.post(f"{self.url}/jobs", json=body, timeout=timeout)
+            response = await session.post(f"{self.url}/jobs", data=body, headers=headers, timeout=timeout)
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise ClusterDown(f"cannot connect to {self.url}: {exc.__class__.__name__}") from exc
         try:
@@ -77,21 +88,14 @@ class ClusterLink:
                 raise ClusterDown(f"the cluster answered HTTP {response.status} (not deployed?)")
             if response.status != 200:
                 text = (await response.text())[:200]
-                raise JobFailed(f"The engine cluster refused the job (HTTP {response.status}: {text}).")
-            try:
-                async for raw in response.content:
-                    if not raw.strip():
-                        continue
-                    line = wire.parse_line(raw)
-                    if line["type"] == "progress":
-                        on_line(line)
-                        continue
-                    if line["type"] == "result":
-                        return wire.decode_result(line["result"])
-                    raise_error(line)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-                raise WorkerLost(f"the stream broke: {exc.__class__.__name__}") from exc
-            raise WorkerLost("the stream ended without a result")
+                log.error("the cluster refused job %s: HTTP %s %s", job_id, response.status, text)
+                if response.status == 413:
+                    raise JobFailed(TOO_LARGE)
+                raise JobFailed(f"The engine cluster refused the job (HTTP {response.status}). {_RETRY}")
+            if response.content_type != wire.MEDIA_TYPE:
+                log.error("job %s: the cluster answered %s, not %s", job_id, response.content_type, wire.MEDIA_TYPE)
+                raise JobFailed(UNREADABLE)
+            return await _read_answer(job_id, response, on_line)
         finally:
             response.close()  # on cancel: drop the connection, so the cluster stops the job
 
@@ -108,6 +112,31 @@ class ClusterLink:
                 return await response.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise ClusterDown(f"cannot reach {self.url}: {exc.__class__.__name__}") from exc
+
+
+_RETRY = "Please retry, and tell the bot's owner if it happens again."
+
+
+async def _read_answer(
+    job_id: str, response: aiohttp.ClientResponse, on_line: Callable[[dict[str, Any]], None]
+) -> JobResult:
+    """Progress frames to ``on_line``, then the result (or the error a frame stands for)."""
+    try:
+        async for frame in wire.read_frames(response.content.iter_chunked(READ_CHUNK)):
+            if frame["type"] == "progress":
+                on_line(frame)
+                continue
+            if frame["type"] == "result":
+                return wire.decode_result(frame["result"])
+            raise_error(frame)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        raise WorkerLost(f"the stream broke: {exc.__class__.__name__}") from exc
+    except wire.TruncatedFrame as exc:
+        raise WorkerLost(str(exc)) from exc
+    except (wire.WireError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.error("job %s: the cluster's answer cannot be read: %s", job_id, exc)
+        raise JobFailed(UNREADABLE) from exc
+    raise WorkerLost("the stream ended without a result")
 
 
 def raise_error(line: dict[str, Any]) -> NoReturn:

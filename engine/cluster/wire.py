@@ -5,8 +5,10 @@ the cluster) use these functions, and nothing else crosses the network: no pickl
 cluster on different Python or Ray versions still understand each other. Bytes travel as base64;
 every object names its fields explicitly, and an unknown field or kind is refused.
 
-A job's answer is a stream of NDJSON lines (one JSON object per line):
-``{"type": "progress", ...}`` any number of times, then exactly one of
+Both ways, messages travel as frames (``MEDIA_TYPE``): a 4-byte big-endian length, then that many
+bytes of one JSON object, at most ``MAX_FRAME_BYTES`` (a real final is megabytes of base64, far past
+any line limit). A job is one ``{"type": "job", "job_id": ..., "request": {...}}`` frame; its answer
+is ``{"type": "progress", ...}`` any number of times, then exactly one of
 ``{"type": "result", "result": {...}}`` or ``{"type": "error", "kind": ..., "message": ...}``.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 from ..requests import (
@@ -57,8 +60,24 @@ _FINAL_FIELDS = (
 )
 
 
+MEDIA_TYPE = "application/x-imagine-frames"
+HEADER_BYTES = 4
+# One frame, either way. The largest real message is an upscale's result (a 4096 px PNG, up to about
+# 35 MB, 47 MB as base64) or a request carrying several 10 MiB uploads; anything beyond this is not ours.
+MAX_FRAME_BYTES = 128 * 2**20
+ANSWER_TYPES = ("progress", "result", "error")
+
+
 class WireError(ValueError):
     """A message that does not follow the wire format (a version mismatch or a bug, never user input)."""
+
+
+class TruncatedFrame(WireError):
+    """The stream ended inside a frame: the connection broke."""
+
+
+class OversizeFrame(WireError):
+    """A frame announced more than ``MAX_FRAME_BYTES`` (or garbage whose first bytes read as a length)."""
 
 
 def _b64(data: bytes) -> str:
@@ -233,8 +252,8 @@ def decode_result(obj: Any) -> JobResult:
     )
 
 
-def progress_line(step: int, total: int, preview: bytes | None) -> bytes:
-    return line(
+def progress_frame(step: int, total: int, preview: bytes | None) -> bytes:
+    return frame(
         {"type": "progress", "step": step, "total": total, "preview": None if preview is None else _b64(preview)}
     )
 
@@ -247,26 +266,103 @@ def decode_progress(job_id: str, obj: dict) -> Progress:
     )
 
 
-def result_line(result: JobResult) -> bytes:
-    return line({"type": "result", "result": encode_result(result)})
+def result_frame(result: JobResult) -> bytes:
+    return frame({"type": "result", "result": encode_result(result)})
 
 
-def error_line(kind: str, message: str) -> bytes:
+def error_frame(kind: str, message: str) -> bytes:
     if kind not in ERROR_KINDS:
         raise WireError(f"unknown error kind {kind!r}")
-    return line({"type": "error", "kind": kind, "message": message})
+    return frame({"type": "error", "kind": kind, "message": message})
 
 
-def line(obj: dict) -> bytes:
-    """One NDJSON line."""
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
+def job_frame(job_id: str, request: Request) -> bytes:
+    """The body of ``POST /jobs``."""
+    return frame({"type": "job", "job_id": job_id, "request": encode_request(request)})
 
 
-def parse_line(raw: bytes) -> dict:
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise WireError(f"not a JSON line: {raw[:80]!r}") from exc
-    if not isinstance(obj, dict) or obj.get("type") not in ("progress", "result", "error"):
-        raise WireError(f"unknown line: {raw[:80]!r}")
-    return obj
+# --------------------------------------------------------------------------- frames
+
+
+def frame(obj: dict) -> bytes:
+    """One frame: the length of the JSON, then the JSON."""
+    payload = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    if len(payload) > MAX_FRAME_BYTES:
+        raise OversizeFrame(f"a {obj.get('type')} frame of {len(payload)} bytes is over {MAX_FRAME_BYTES}")
+    return len(payload).to_bytes(HEADER_BYTES, "big") + payload
+
+
+class FrameReader:
+    """Cuts frames out of a byte stream as it arrives, whatever the chunks; refuses what is not a frame
+    of the expected ``types`` as soon as it can (an oversize length before its bytes are read)."""
+
+    def __init__(self, types: tuple[str, ...], max_bytes: int = MAX_FRAME_BYTES):
+        self._types = types
+        self._max = max_bytes
+        self._buffer = bytearray()
+        self._need = 0  # the current frame's length, once its header is in
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        self._buffer += chunk
+        out: list[dict] = []
+        while True:
+            if not self._need:
+                if len(self._buffer) < HEADER_BYTES:
+                    return out
+                self._need = int.from_bytes(self._buffer[:HEADER_BYTES], "big")
+                if self._need > self._max:
+                    raise OversizeFrame(f"a frame announced {self._need} bytes (at most {self._max})")
+                if not self._need:
+                    raise WireError("an empty frame")
+            end = HEADER_BYTES + self._need
+            if len(self._buffer) < end:
+                return out
+            out.append(self._parse(bytes(self._buffer[HEADER_BYTES:end])))
+            del self._buffer[:end]
+            self._need = 0
+
+    def end(self) -> None:
+        """The stream ended: refuse a frame cut short."""
+        if self._buffer:
+            raise TruncatedFrame(f"the stream ended {len(self._buffer)} bytes into a frame")
+
+    def _parse(self, payload: bytes) -> dict:
+        try:
+            obj = json.loads(payload)
+        except ValueError as exc:
+            raise WireError(f"a frame is not JSON: {payload[:80]!r}") from exc
+        if not isinstance(obj, dict) or obj.get("type") not in self._types:
+            raise WireError(f"unexpected frame: {payload[:80]!r}")
+        return obj
+
+
+async def read_frames(chunks: AsyncIterable[bytes], types: tuple[str, ...] = ANSWER_TYPES) -> AsyncIterator[dict]:
+    """The frames of a stream of byte chunks (aiohttp's ``iter_any()``, Starlette's ``stream()``)."""
+    reader = FrameReader(types)
+    async for chunk in chunks:
+        for obj in reader.feed(chunk):
+            yield obj
+    reader.end()
+
+
+async def read_job(chunks: AsyncIterable[bytes], headers: Mapping[str, str]) -> tuple[str, dict]:
+    """The job id and the encoded request of a ``POST /jobs`` body: exactly one ``job`` frame.
+
+    Raises OversizeFrame for a body over the limit (checked from ``Content-Length`` before reading),
+    WireError for anything else that is not one job frame."""
+    if (headers.get("content-type") or "").split(";")[0].strip() != MEDIA_TYPE:
+        raise WireError(f"the body must be {MEDIA_TYPE}")
+    length = headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > HEADER_BYTES + MAX_FRAME_BYTES:
+        raise OversizeFrame(f"a body of {length} bytes is over {HEADER_BYTES + MAX_FRAME_BYTES}")
+    job: dict | None = None
+    async for obj in read_frames(chunks, ("job",)):
+        if job is not None:
+            raise WireError("the body must be one job frame, not more")
+        job = obj
+    if job is None:
+        raise WireError("the body holds no job frame")
+    job_id, payload = job.get("job_id"), job.get("request")
+    if not isinstance(job_id, str) or not isinstance(payload, dict):
+        raise WireError("a job frame needs a job_id and a request")
+    return job_id, payload

@@ -8,7 +8,7 @@
 
 Every worker replica loads its models with the same ``EngineSettings`` and runs all GPU work on one
 thread (pipelines and schedulers hold state), and encodes PNGs on two others. Each answers with
-NDJSON lines (``engine.cluster.wire``); the ingress (``engine.cluster.ingress``) passes them on.
+frames (``engine.cluster.wire``); the ingress (``engine.cluster.ingress``) passes them on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 
 from ray import serve
 
+from ..detail import detail_of
 from ..models import final_pipelines
 from ..output import encode_result
 from ..requests import DescribeRequest, DraftRequest, FinalRequest, RequestError, UpscaleRequest
@@ -71,32 +72,36 @@ class _Worker:
         return await asyncio.get_running_loop().run_in_executor(self._gpu, lambda: fn(*args, **kwargs))
 
     async def _encode(self, request, images, steps: int, guidance: float, timings: dict, batch_size: int) -> bytes:
-        """PNG-encode on an encoder thread; one ``result`` line."""
+        """PNG-encode on an encoder thread; one ``result`` frame."""
+
+        detail = detail_of(self.settings)
 
         def encode() -> bytes:
             upscale_parameters = self.recipes.upscale_parameters
-            result = encode_result(request, images, steps, guidance, timings, batch_size, upscale_parameters)
-            return wire.result_line(result)
+            result = encode_result(
+                request, images, steps, guidance, timings, batch_size, upscale_parameters, detail=detail
+            )
+            return wire.result_frame(result)
 
         return await asyncio.get_running_loop().run_in_executor(self._encoder, encode)
 
 
-def failure_line(exc: BaseException) -> bytes:
-    """The ``error`` line for an exception raised by a recipe (the same words the local engine uses)."""
+def failure_frame(exc: BaseException) -> bytes:
+    """The ``error`` frame for an exception raised by a recipe (the same words the local engine uses)."""
     from ..device import is_oom
     from ..models import ModelLoadError, ModelMissing
     from ..recipes.images import InvalidImage, JobInterrupted
 
     if isinstance(exc, JobInterrupted):
-        return wire.error_line("cancelled", "cancelled while running")
+        return wire.error_frame("cancelled", "cancelled while running")
     if isinstance(exc, RequestError):
-        return wire.error_line("request", str(exc))
+        return wire.error_frame("request", str(exc))
     if isinstance(exc, ModelMissing | ModelLoadError | InvalidImage):
-        return wire.error_line("failed", str(exc))
+        return wire.error_frame("failed", str(exc))
     if is_oom(exc):
-        return wire.error_line("failed", "Out of GPU memory for this image; try a smaller size or fewer images.")
+        return wire.error_frame("failed", "Out of GPU memory for this image; try a smaller size or fewer images.")
     log.error("job failed", exc_info=exc)
-    return wire.error_line("failed", f"The image engine failed: {exc.__class__.__name__}. Please retry.")
+    return wire.error_frame("failed", f"The image engine failed: {exc.__class__.__name__}. Please retry.")
 
 
 def _images_of(items: list[tuple[str, DraftRequest, float]]) -> int:
@@ -113,16 +118,16 @@ class DraftWorker(_Worker):
         self.batched.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
     async def run(self, job_id: str, payload: dict) -> bytes:
-        """One draft job: one NDJSON line (``result`` or ``error``)."""
+        """One draft job: one frame (``result`` or ``error``)."""
         received = time.monotonic()
         try:
             request = wire.decode_request(payload).validate()
         except (RequestError, wire.WireError) as exc:
-            return wire.error_line("request", str(exc))
+            return wire.error_frame("request", str(exc))
         if isinstance(request, DescribeRequest):
             return await self._describe(request, received)
         if not isinstance(request, DraftRequest):
-            return wire.error_line("request", "A final was sent to the draft workers.")
+            return wire.error_frame("request", "A final was sent to the draft workers.")
         if request.init is not None:
             return await self._alone(request, received)
         return await self.batched((job_id, request, received))
@@ -132,7 +137,7 @@ class DraftWorker(_Worker):
         try:
             suggestions = await self._on_gpu(self.recipes.describe, request)
         except Exception as exc:
-            return failure_line(exc)
+            return failure_frame(exc)
         timings = {"queued": round(started - received, 4), "run": round(time.monotonic() - started, 4)}
         return await self._encode(request, suggestions, 0, 0.0, timings, 1)
 
@@ -146,7 +151,7 @@ class DraftWorker(_Worker):
         try:
             out = await self._on_gpu(make)
         except Exception as exc:
-            return failure_line(exc)
+            return failure_frame(exc)
         timings = {"queued": round(started[0] - received, 4), "run": round(time.monotonic() - started[0], 4)}
         return await self._encode(request, out.images, out.steps, out.guidance, timings, 1)
 
@@ -174,7 +179,7 @@ class DraftWorker(_Worker):
             per_request = await self._on_gpu(self.recipes.drafts, requests)
         except Exception as exc:
             if len(requests) == 1:
-                return [(indexes, [failure_line(exc)])]
+                return [(indexes, [failure_frame(exc)])]
             log.warning("a batch of %d drafts failed (%s); running them one by one", len(requests), exc)
             out = []
             for index, request, when in zip(indexes, requests, received, strict=True):
@@ -197,17 +202,17 @@ class FinalWorker(_Worker):
         super().__init__(settings, final_pipelines(settings.final_model))
 
     async def run(self, job_id: str, payload: dict) -> AsyncIterator[bytes]:
-        """Progress lines while the final runs, then one ``result`` or ``error`` line.
+        """Progress frames while the final runs, then one ``result`` or ``error`` frame.
 
         If the caller goes away (Serve cancels this generator), the pipeline stops at its next step.
         """
         try:
             request = wire.decode_request(payload).validate()
         except (RequestError, wire.WireError) as exc:
-            yield wire.error_line("request", str(exc))
+            yield wire.error_frame("request", str(exc))
             return
         if not isinstance(request, FinalRequest | UpscaleRequest):
-            yield wire.error_line("request", "A draft was sent to the final workers.")
+            yield wire.error_frame("request", "A draft was sent to the final workers.")
             return
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[bytes] = asyncio.Queue()
@@ -217,10 +222,8 @@ class FinalWorker(_Worker):
         def on_step(step: int, total: int, latents) -> None:  # on the GPU thread
             preview = None
             if every and step % every == 0 and step < total:
-                from ..recipes.images import latent_preview
-
-                preview = latent_preview(latents)
-            loop.call_soon_threadsafe(events.put_nowait, wire.progress_line(step, total, preview))
+                preview = self.recipes.preview(latents)  # as the local engine's: TAESDXL, detail
+            loop.call_soon_threadsafe(events.put_nowait, wire.progress_frame(step, total, preview))
 
         queued_at = time.monotonic()
         started: list[float] = []
@@ -234,7 +237,7 @@ class FinalWorker(_Worker):
             if isinstance(request, UpscaleRequest):
 
                 def on_tile(done: int, total: int) -> None:
-                    loop.call_soon_threadsafe(events.put_nowait, wire.progress_line(done, total, None))
+                    loop.call_soon_threadsafe(events.put_nowait, wire.progress_frame(done, total, None))
 
                 return self.recipes.upscale(request, on_tile=on_tile, cancel=cancel)
             return self.recipes.final(request, on_step=on_step, cancel=cancel)
@@ -254,7 +257,7 @@ class FinalWorker(_Worker):
             try:
                 out = task.result()
             except Exception as exc:
-                yield failure_line(exc)
+                yield failure_frame(exc)
                 return
             begin = started[0] if started else queued_at
             timings = {"queued": round(begin - queued_at, 4), "run": round(time.monotonic() - begin, 4)}

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..addons.settings import AddonMissing, AddonSettings, addon_settings_for
+from ..detail import preview_detail_of
 from ..graphs import CudaGraphs
 from ..models import ModelMissing, ModelRegistry
 from ..requests import DraftRequest, FinalRequest, RequestError, craft_key
 from ..settings import EngineSettings
 from ..tiling import seamless
 from .embeddings import PromptCache, PromptEncoder
-from .images import StepFn, guidance_kwargs, latent_preview
+from .images import StepFn, drop_float32_copies, guidance_kwargs, latent_preview
 
 if TYPE_CHECKING:
     from ..addons.describe import Describer
@@ -128,11 +129,11 @@ class RecipeBase:
 
         extra: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:
-            if (request.loras or request.reference is not None) and _fused(pipe.unet):
+            self.release_idle()
+            if request.loras or request.reference is not None:
                 # Fused QKV projections bypass LoRA layers on to_q/to_k/to_v, and the IP-Adapter swaps the
-                # processors: unfuse for this job, fuse again last (LoRA off, adapter gone: the plain weights).
-                pipe.unet.unfuse_qkv_projections()
-                stack.callback(pipe.unet.fuse_qkv_projections)
+                # processors: unfused for this job (entered first, so left last: LoRA off, adapter gone).
+                stack.enter_context(unfused(pipe.unet))
             try:
                 if request.loras:
                     choices = [LoraChoice(name, weight) for name, weight in request.loras]
@@ -158,6 +159,27 @@ class RecipeBase:
                 stack.enter_context(seamless(pipe.unet, pipe.vae, *tiled))
             yield extra
 
+    # ---- memory ------------------------------------------------------------------------------
+
+    def release_idle(self, now: float | None = None) -> None:
+        """What has waited long enough leaves the GPU: the reference's image encoder after its idle time.
+
+        Called at the start of every crafted job (before it needs the memory) and on out-of-memory."""
+        if self._reference is not None:
+            self._reference.release_idle(now)
+
+    def free_memory(self) -> None:
+        """Out of memory: every add-on weight that is not in use leaves the GPU (LoRAs unloaded, the image
+        encoder to host memory, float32 decoder copies dropped); the plain modules stay where their CUDA graphs
+        expect them."""
+        drop_float32_copies()
+        if self._reference is not None:
+            self._reference.release()
+        if self._lora_library is not None:
+            for name in self.registry.loaded_names():
+                loaded = self.registry.get(name)
+                self._lora_library.unload(loaded.text2img or loaded.img2img)
+
     # ---- decoders ----------------------------------------------------------------------------
 
     def draft_decoder(self):
@@ -179,9 +201,28 @@ class RecipeBase:
                 decoder = self.registry.draft_decoder()
             except ModelMissing:
                 decoder = None
-        return latent_preview(latents, size, decoder)
+        return latent_preview(latents, size, decoder, preview_detail_of(self.settings))
 
 
 def _fused(unet) -> bool:
-    """Whether the UNet runs fused QKV projections (``fast_kernels``)."""
+    """Whether the UNet runs fused QKV projections (``ENGINE_FUSE_QKV``)."""
     return any(type(proc).__name__.startswith("Fused") for proc in unet.attn_processors.values())
+
+
+@contextlib.contextmanager
+def unfused(unet) -> Iterator[None]:
+    """The UNet's unfused attention processors for a while, then the very same fused ones back.
+
+    ``fuse_qkv_projections()`` again would build new ``to_qkv``/``to_kv`` modules: new storage, under the CUDA
+    graphs captured with the old ones (``engine.graphs``). ``set_attn_processor`` pops from the dict it gets
+    (``unfuse_qkv_projections()`` would empty the UNet's ``original_attn_processors`` for good), so both sides
+    pass a copy. A UNet that is not fused is left alone."""
+    if not _fused(unet):
+        yield
+        return
+    fused = unet.attn_processors
+    unet.set_attn_processor(dict(unet.original_attn_processors))
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(fused)

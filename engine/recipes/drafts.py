@@ -11,33 +11,52 @@ image-to-image job, a draft made again from its seed or an upload fitted to the 
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from ..graphs import CudaGraphs
 from ..requests import DraftInit, DraftRequest, ImageInit, Init
 from ..settings import BATCH_BUCKETS
 from .base import RecipeBase
+from .graphed import GraphedForward, idle_shapes
 from .images import (
     JobInterrupted,
     Outcome,
     StageClock,
+    decode_each,
     decode_latents,
     dynamic_batch,
     fit_image,
     generators,
     plain_decode,
+    split_per_request,
     step_callback,
 )
+from .turbo import TurboLoop
+
+WARM_UP_PROMPT = "warm-up"
 
 
 class DraftRecipes(RecipeBase):
     """Turbo drafts, text-to-image (batched) and image-to-image, and the start images of img2img jobs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turbo = TurboLoop()
+        self._forwards: dict[int, GraphedForward] = {}  # id(module) -> its graphs with the eager fallback
+        # Whether a job may capture a draft shape not captured yet. The local worker turns this off and
+        # captures while its queue is idle (capture_draft_shape), so a job never waits for several captures.
+        self.capture_in_jobs = True
+        self._capturing = False
+        self._wanted: list[tuple[int, int, int, str]] = []  # shapes jobs ran eagerly, to capture when idle
+        self._idle_done: set[tuple[int, int, int, str]] = set()
+        self._idle_plan: list[tuple[int, int, int]] | None = None
 
     def init_image(self, init: Init, width: int, height: int) -> Image.Image:
         """The start image of an image-to-image job, at the job's size."""
@@ -84,6 +103,7 @@ class DraftRecipes(RecipeBase):
                     extra["ip_adapter_image"], None, pipe._execution_device, len(prompts), False
                 )
             clock.mark("text")
+            eager_before = self._eager_calls()
             latents = self._turbo_loop(pipe, embeds, seeds, first.width, first.height, first.steps, cancel, plain)
             clock.mark("unet")
             if cancel is not None and cancel.is_set():
@@ -91,23 +111,79 @@ class DraftRecipes(RecipeBase):
             # The padded batch is decoded too (the decoder's graphs are per bucket as well); padding is dropped.
             graphs = self._graphed(decoder, lambda x: plain_decode(decoder, x), "draft decoder") if plain else None
             graphed = None if graphs is None else (lambda vae, x: graphs(x))
-            decoded = decode_latents(decoder, latents, self.registry.compiled, graphed)[:images]
+            decoded = decode_each(decoder, latents, self.registry.compiled, graphed)[:images]
         clock.mark("decode")
+        if plain and self._eager_calls() > eager_before and not self._may_capture():
+            self._want((bucket, first.width, first.height, prompts[0]))
         self.last_stages = clock.seconds()
-        result, i = [], 0
-        for r in requests:
-            result.append(decoded[i : i + r.count])
-            i += r.count
-        return result
+        return split_per_request(decoded, [r.count for r in requests])  # PartlyInvalid: bad ones fail alone
 
-    def _graphed(self, module, fn, name: str) -> CudaGraphs | None:
-        """``fn`` through CUDA graphs per shape when the registry uses them, else None."""
+    def _graphed(self, module, fn, name: str) -> GraphedForward | None:
+        """``fn`` through CUDA graphs per shape if the registry uses them (eager after a failed capture), else None."""
         if not self.registry.graphs:
             return None
-        graphs = self._graphs.get(id(module))
-        if graphs is None:
-            graphs = self._graphs[id(module)] = CudaGraphs(fn, name)
-        return graphs
+        forward = self._forwards.get(id(module))
+        if forward is None:
+            graphs = self._graphs.get(id(module))
+            if graphs is None:
+                graphs = self._graphs[id(module)] = CudaGraphs(fn, name, module)
+            forward = self._forwards[id(module)] = GraphedForward(graphs, fn, self._may_capture)
+        if forward.graphs.check():  # once per batch: the weights moved since the captures, which are dropped
+            forward.captured.clear()  # eager until captured again, while idle like a new shape
+            self._idle_done.clear()
+        return forward
+
+    def drop_graphs(self) -> None:
+        """Forget every CUDA graph of the draft path and free their memory pools (Turbo leaves the GPU for a
+        final in offload mode); the drafts after run eagerly and the idle plan captures them again."""
+        for graphs in self._graphs.values():
+            graphs.drop()
+        self._graphs.clear()
+        self._forwards.clear()
+        self._idle_done.clear()
+
+    def _eager_calls(self) -> int:
+        return sum(f.eager_calls for f in self._forwards.values() if not f.failed)
+
+    def _want(self, shape: tuple[int, int, int, str]) -> None:
+        """Capture ``shape`` when idle, unless one of its (bucket, size) is already waiting (a prompt of another
+        token count, whose shape differs, is wanted again by its next eager run)."""
+        if shape not in self._idle_done and all(w[:3] != shape[:3] for w in self._wanted):
+            self._wanted.append(shape)
+
+    def _may_capture(self) -> bool:
+        return self.capture_in_jobs or self._capturing
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[None]:
+        """New draft shapes may be captured (or compiled) inside: the worker's idle captures and warm-ups."""
+        before, self._capturing = self._capturing, True
+        try:
+            yield
+        finally:
+            self._capturing = before
+
+    def next_idle_capture(self) -> tuple[int, int, int, str] | None:
+        """The next draft shape (bucket, width, height, prompt) to capture while idle: shapes jobs ran eagerly
+        first, then the common ones (:func:`idle_shapes`); None when all are done."""
+        left = self.idle_captures_left()
+        return left[0] if left else None
+
+    def idle_captures_left(self) -> list[tuple[int, int, int, str]]:
+        """The draft shapes still to capture while idle, in order (benchmarks wait for none to be left)."""
+        if self._idle_plan is None:
+            self._idle_plan = list(idle_shapes(self.settings.max_batch_images, self.registry.compiled))
+        planned = [(bucket, width, height, WARM_UP_PROMPT) for bucket, width, height in self._idle_plan]
+        return [shape for shape in dict.fromkeys(self._wanted + planned) if shape not in self._idle_done]
+
+    def capture_draft_shape(self, shape: tuple[int, int, int, str]) -> None:
+        """Capture (or compile) the draft path at one shape: a batch of ``bucket`` one-step drafts, thrown away."""
+        bucket, width, height, prompt = shape
+        self._idle_done.add(shape)
+        self._wanted = [w for w in self._wanted if w != shape]
+        request = DraftRequest(prompt, seed=0, width=width, height=height, count=1, steps=1)
+        with self.capturing():
+            self.drafts([request] * bucket)
 
     def _turbo_loop(
         self,
@@ -120,27 +196,9 @@ class DraftRecipes(RecipeBase):
         cancel: threading.Event | None,
         plain: bool = True,
     ) -> torch.Tensor:
-        """SDXL Turbo's text-to-image loop (guidance 0), as ``StableDiffusionXLPipeline.__call__`` runs it.
-
-        No host-device syncs: the noise comes from CPU generators (one per image) and is copied once,
-        the timesteps stay on the device, and nothing is read back before the decode.
-        """
-        unet, scheduler = pipe.unet, pipe.scheduler
+        """SDXL Turbo's text-to-image loop (guidance 0): ``engine.recipes.turbo``, with no host-device sync."""
+        unet = pipe.unet
         device = pipe._execution_device
-        prompt_embeds = embeds["prompt_embeds"]
-        dtype = prompt_embeds.dtype
-        n = prompt_embeds.shape[0]
-        gens = generators(seeds)
-        scheduler.set_timesteps(steps, device=device)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
-        shape = (n, unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-        latents = randn_tensor(shape, generator=gens, device=device, dtype=dtype) * scheduler.init_noise_sigma
-        projection = int(embeds["pooled_prompt_embeds"].shape[-1])
-        time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype, projection)
-        added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": time_ids.to(device).repeat(n, 1)}
-        if "image_embeds" in embeds:  # the IP-Adapter's image embedding (a reference)
-            added["image_embeds"] = embeds["image_embeds"]
         compiled = self.registry.compiled
         compiled_cuda = compiled and device.type == "cuda"
         graphed = None if not plain else self._graphed(
@@ -150,24 +208,20 @@ class DraftRecipes(RecipeBase):
             )[0],
             "Turbo UNet",
         )
-        if compiled:
-            dynamic_batch(prompt_embeds, added["text_embeds"], added["time_ids"])
-        for t in scheduler.timesteps:
-            if cancel is not None and cancel.is_set():
-                break
-            model_input = scheduler.scale_model_input(latents, t)
+
+        def unet_fn(x, t, e, added):
+            if graphed is not None:  # the timestep is a device tensor: it is copied in like the rest
+                return graphed(x, t, e, added["text_embeds"], added["time_ids"])
+            return unet(x, t, encoder_hidden_states=e, added_cond_kwargs=added, return_dict=False)[0]
+
+        def before_step(model_input: torch.Tensor) -> None:
             if compiled:
                 dynamic_batch(model_input)
             if compiled_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
-            if graphed is not None:  # the timestep is a device tensor: it is copied in like the rest
-                noise = graphed(model_input, t, prompt_embeds, added["text_embeds"], added["time_ids"])
-            else:
-                noise = unet(
-                    model_input, t, encoder_hidden_states=prompt_embeds, added_cond_kwargs=added, return_dict=False
-                )[0]
-            latents = scheduler.step(noise, t, latents, generator=gens, return_dict=False)[0]
-        return latents
+
+        mark = dynamic_batch if compiled else None
+        return self._turbo.run(pipe, embeds, seeds, width, height, steps, cancel, unet_fn, before_step, mark)
 
     @torch.inference_mode()
     def draft_img2img(self, request: DraftRequest, cancel: threading.Event | None = None) -> Outcome:
@@ -215,7 +269,9 @@ class DraftRecipes(RecipeBase):
         for bucket in BATCH_BUCKETS:
             if bucket > self.settings.max_batch_images:
                 break
-            request = DraftRequest("warm-up", seed=0, width=width, height=height, count=1, steps=steps)
-            self.drafts([request] * bucket)
+            request = DraftRequest(WARM_UP_PROMPT, seed=0, width=width, height=height, count=1, steps=steps)
+            with self.capturing():
+                self.drafts([request] * bucket)
+            self._idle_done.add((bucket, width, height, WARM_UP_PROMPT))  # the worker's idle plan skips it
             done.append(bucket)
         return done

@@ -3,6 +3,9 @@ rest (ensemble of experts), handing latents over. With ``init`` a final runs ima
 ``strength`` (the upscale of a draft: the draft is made again from its seed, enlarged to the final size,
 so the composition stays); with ``mask`` it inpaints (``engine.recipes.inpaint``). Finals keep the full
 VAE (the fp16-fix VAE in float16 on a GPU); their live previews use TAESDXL.
+
+With ``ENGINE_MEMORY=offload`` Turbo leaves the GPU before a final's models run (``engine.placement``):
+the draft path's CUDA graphs are dropped first and captured again by the next drafts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ from .inpaint import InpaintRecipes
 class FinalRecipes(InpaintRecipes):
     """Finals from text, from a start image, or (with a mask) inpainted."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.registry.placement.before_eviction(self._drop_draft_graphs)
+
+    def _drop_draft_graphs(self) -> None:
+        """Turbo is leaving the device: its graphs hold pointers to weights that move, and pools that would
+        stay reserved through the final. They are captured again while the queue is idle."""
+        self.drop_graphs()
+
     @torch.inference_mode()
     def final(
         self, request: FinalRequest, on_step: StepFn | None = None, cancel: threading.Event | None = None
@@ -34,6 +46,7 @@ class FinalRecipes(InpaintRecipes):
         self.last_stages = {}
         init = self.init_image(request.init, request.width, request.height) if request.init is not None else None
         draft_stages = self.last_stages
+        self.registry.make_room()  # offload mode: Turbo off the GPU now that the start image is made
         common: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance, "output_type": "latent"}
         gen = generators([request.seed])
         callback = self._guidance_kwargs(on_step, cancel, total, guidance)

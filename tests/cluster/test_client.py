@@ -45,25 +45,25 @@ class FakeCluster:
         )
 
     async def jobs(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        job_id, req = body["job_id"], wire.decode_request(body["request"])
+        job_id, payload = await wire.read_job(request.content.iter_any(), request.headers)
+        req = wire.decode_request(payload)
         self.arrivals.append(job_id)
         self.in_flight.add(job_id)
         lane_count = sum(1 for j in self.in_flight if j.startswith(req.kind[0]))
         self.most_in_flight[req.kind] = max(self.most_in_flight[req.kind], lane_count)
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response = web.StreamResponse(headers={"Content-Type": wire.MEDIA_TYPE})
         await response.prepare(request)
         try:
             if req.kind == "final":
-                await response.write(wire.progress_line(1, 2, None))
+                await response.write(wire.progress_frame(1, 2, None))
             await self.release.wait()
             if self.lose_worker.get(job_id, 0) > 0:
                 self.lose_worker[job_id] -= 1
-                await response.write(wire.error_line("worker_lost", "The GPU worker running this job stopped."))
+                await response.write(wire.error_frame("worker_lost", "The GPU worker running this job stopped."))
             else:
                 images = tuple(GeneratedImage(b"png", s, req.width, req.height) for s in req.seeds)
                 result = JobResult(images, req.model, req, 1, 0.0, {"run": 0.01}, 1)
-                await response.write(wire.result_line(result))
+                await response.write(wire.result_frame(result))
         finally:
             self.in_flight.discard(job_id)
         return response

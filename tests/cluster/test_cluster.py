@@ -71,6 +71,21 @@ async def test_16_concurrent_drafts_run_in_batches_each_with_its_own_seeds(engin
     assert await engine.queue_snapshot() == []
 
 
+@pytest.mark.timeout(180)
+async def test_real_sized_drafts_and_finals_cross_the_cluster_whole(engine):
+    # The session's cluster runs ENGINE_TINY_DETAIL=photo: four 512 px drafts are 1.4 MB of PNG, a 1024 px
+    # final 1.7 MB, both far past the line limit the NDJSON wire had (512 KiB).
+    drafts = DraftRequest("a harbour at dusk", seed=70, width=512, height=512, count=4)
+    final = FinalRequest("a harbour at dusk", seed=72)
+    handles = [await engine.submit(r, user="u", job_id=f"real-{r.kind}") for r in (drafts, final)]
+    drafted, finished = await asyncio.gather(*(h.result() for h in handles))
+    assert [image.seed for image in drafted.images] == [70, 71, 72, 73]
+    assert all(size_of(i.png) == (512, 512) and len(i.png) >= 300_000 for i in drafted.images), drafted.images
+    (image,) = finished.images
+    assert size_of(image.png) == (1024, 1024) and len(image.png) >= 1_200_000, len(image.png)
+    assert "Seed: 72" in read_parameters(image.png)
+
+
 @pytest.mark.timeout(60)
 async def test_a_final_streams_progress_and_previews(engine):
     seen = []

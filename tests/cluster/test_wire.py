@@ -47,15 +47,42 @@ def test_result_round_trip_keeps_bytes_seeds_and_timings():
         timings={"queued": 0.5, "run": 1.25, "encode": 0.01, "total": 1.8},
         batch_size=3,
     )
-    line = wire.parse_line(wire.result_line(result))
-    assert wire.decode_result(line["result"]) == result
+    (frame,) = wire.FrameReader(wire.ANSWER_TYPES).feed(wire.result_frame(result))
+    assert wire.decode_result(frame["result"]) == result
 
 
-def test_progress_line_round_trip():
-    line = wire.parse_line(wire.progress_line(5, 28, PNG))
-    progress = wire.decode_progress("job-1", line)
+def test_progress_frame_round_trip():
+    reader = wire.FrameReader(wire.ANSWER_TYPES)
+    (frame,) = reader.feed(wire.progress_frame(5, 28, PNG))
+    progress = wire.decode_progress("job-1", frame)
     assert (progress.job_id, progress.step, progress.total, progress.preview) == ("job-1", 5, 28, PNG)
-    assert wire.decode_progress("j", wire.parse_line(wire.progress_line(1, 2, None))).preview is None
+    assert wire.decode_progress("j", reader.feed(wire.progress_frame(1, 2, None))[0]).preview is None
+
+
+def test_frames_are_cut_out_of_any_chunks():
+    stream = b"".join(
+        [wire.progress_frame(1, 3, PNG), wire.progress_frame(2, 3, None), wire.error_frame("failed", "no")]
+    )
+    for size in (1, 3, 7, len(stream)):
+        reader = wire.FrameReader(wire.ANSWER_TYPES)
+        frames = [f for i in range(0, len(stream), size) for f in reader.feed(stream[i : i + size])]
+        reader.end()
+        assert [f["type"] for f in frames] == ["progress", "progress", "error"] and frames[-1]["message"] == "no"
+
+
+def test_a_frame_cut_short_an_oversize_one_and_garbage_are_refused():
+    cut = wire.FrameReader(wire.ANSWER_TYPES)
+    assert cut.feed(wire.result_frame(JobResult((), "turbo", DRAFT, 1, 0.0, {}))[:-1]) == []
+    with pytest.raises(wire.TruncatedFrame):
+        cut.end()
+    with pytest.raises(wire.OversizeFrame):  # refused from the header, before its bytes arrive
+        wire.FrameReader(wire.ANSWER_TYPES).feed((wire.MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+    with pytest.raises(wire.OversizeFrame):  # an NDJSON line's first bytes read as a huge length
+        wire.FrameReader(wire.ANSWER_TYPES).feed(b'{"type":"result"}\n')
+    with pytest.raises(wire.WireError):
+        wire.FrameReader(wire.ANSWER_TYPES).feed(b"\x00\x00\x00\x08not json")
+    with pytest.raises(wire.WireError):  # a job frame is no answer
+        wire.FrameReader(wire.ANSWER_TYPES).feed(wire.job_frame("j", DRAFT))
 
 
 def test_the_wire_is_plain_json_without_pickle():
@@ -79,10 +106,28 @@ def test_malformed_requests_are_refused(bad):
         wire.decode_request(bad)
 
 
-def test_unknown_lines_and_error_kinds_are_refused():
+def test_unknown_frames_and_error_kinds_are_refused():
     with pytest.raises(wire.WireError):
-        wire.parse_line(b'{"type": "exec"}')
+        wire.FrameReader(wire.ANSWER_TYPES).feed(wire.frame({"type": "exec"}))
     with pytest.raises(wire.WireError):
-        wire.parse_line(b"not json")
+        wire.error_frame("segfault", "no")
+
+
+async def _chunks(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+async def test_a_job_body_is_exactly_one_job_frame_of_the_media_type():
+    body = wire.job_frame("job-1", DRAFT)
+    headers = {"content-type": wire.MEDIA_TYPE, "content-length": str(len(body))}
+    job_id, payload = await wire.read_job(_chunks(body[:5], body[5:]), headers)
+    assert job_id == "job-1" and wire.decode_request(payload) == DRAFT
+    with pytest.raises(wire.WireError):  # the old JSON body
+        await wire.read_job(_chunks(json.dumps({"job_id": "j"}).encode()), {"content-type": "application/json"})
     with pytest.raises(wire.WireError):
-        wire.error_line("segfault", "no")
+        await wire.read_job(_chunks(body, body), {"content-type": wire.MEDIA_TYPE})
+    with pytest.raises(wire.TruncatedFrame):
+        await wire.read_job(_chunks(body[:-3]), {"content-type": wire.MEDIA_TYPE})
+    with pytest.raises(wire.OversizeFrame):  # from the header, before any byte is read
+        await wire.read_job(_chunks(), {"content-type": wire.MEDIA_TYPE, "content-length": str(2**31)})

@@ -47,11 +47,16 @@ def test_crafted_requests_round_trip(request_):
     assert type(decoded) is type(request_)
 
 
+def _through_frames(result: JobResult) -> dict:
+    (frame,) = wire.FrameReader(wire.ANSWER_TYPES).feed(wire.result_frame(result))
+    return frame["result"]
+
+
 def test_describe_result_round_trips_its_suggestions():
     result = JobResult((), "describe", DescribeRequest(PNG), 0, 0.0, {"run": 0.1}, 1, ("a cat", "a dog", "a bird"))
-    assert wire.decode_result(wire.parse_line(wire.result_line(result))["result"]) == result
+    assert wire.decode_result(_through_frames(result)) == result
     upscaled = JobResult((GeneratedImage(PNG, 4, 16, 16),), "ssd-1b", UpscaleRequest(PNG, seed=4), 0, 0.0, {}, 1)
-    assert wire.decode_result(wire.parse_line(wire.result_line(upscaled))["result"]) == upscaled
+    assert wire.decode_result(_through_frames(upscaled)) == upscaled
 
 
 @pytest.mark.parametrize(

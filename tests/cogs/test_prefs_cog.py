@@ -144,9 +144,9 @@ async def test_prefer_set_show_and_reset(cog, store):
 
 
 async def test_prefer_refusals_are_specific(cog, store):
-    with pytest.raises(Refusal, match="Unknown aspect ratio '5:1'"):
+    with pytest.raises(Refusal, match="Unknown aspect ratio “5:1”"):
         await cog.prefer_set.callback(cog, interaction(), aspect="5:1")
-    with pytest.raises(Refusal, match="Unknown model 'dall-e'"):
+    with pytest.raises(Refusal, match="Unknown model “dall-e”"):
         await cog.prefer_set.callback(cog, interaction(), model="dall-e")
     with pytest.raises(Refusal, match="limit is 200"):
         await cog.prefer_set.callback(cog, interaction(), style="w" * 201)

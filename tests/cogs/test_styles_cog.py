@@ -61,7 +61,7 @@ async def test_removed_styles_are_not_offered_and_an_unknown_one_is_refused(loop
     assert "`watercolor` (bot default)" in listed and "`anime`" not in listed and "(7)" in listed
 
     refusal = await answer(env, "imagine", {"prompt": "a fox", "style": "anime"}, user=env.fake.world.alice)
-    assert "no style `anime`" in refusal and "watercolor" in refusal
+    assert "no style “anime”" in refusal and "watercolor" in refusal
     assert (await env.store.history(user_id=int(env.fake.world.alice.id)))[1] == 0
 
     assert "the bot's own again" in await answer(env, "settings style add", {"name": "anime"})

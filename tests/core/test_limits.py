@@ -72,7 +72,7 @@ def test_seeds():
 
 def test_aspect_model_search():
     assert check_aspect(None) == "1:1" and check_aspect(" 16:9 ") == "16:9"
-    with pytest.raises(Refusal, match="Unknown aspect ratio '5:7'"):
+    with pytest.raises(Refusal, match="Unknown aspect ratio “5:7”"):
         check_aspect("5:7")
     assert check_final_model(None, "ssd-1b") == "ssd-1b" and check_final_model("SDXL", "ssd-1b") == "sdxl"
     with pytest.raises(Refusal, match="Unknown model"):
@@ -127,3 +127,50 @@ def test_blocked_words_do_not_over_block_innocent_words():
     for prompt in ("nudes", "denuded", "gorgeous", "a gorge at dawn", "glass bass", "class_assignment", "passé"):
         assert find_blocked_word(prompt, words) is None, prompt
     assert check_prompt("a \uff47\uff4f\uff52\uff47\uff45", blocked_words=words) == "a \uff47\uff4f\uff52\uff47\uff45"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a nud\u0435 woman",  # Cyrillic е
+        "a n\u057d\u0501\u0435 woman",  # Armenian ս, Cyrillic ԁ and е
+        "\u0430 NUD\u0415",  # capitals: Cyrillic Е
+        "a \u0578ude woman",  # Armenian ո for n
+        "a nud\u0435_photo",
+    ],
+)
+def test_blocked_words_are_found_through_lookalike_letters_of_other_scripts(prompt):
+    with pytest.raises(Refusal, match="“nude”"):
+        check_prompt(prompt, blocked_words=("nude",))
+
+
+def test_a_word_written_all_in_lookalikes_among_latin_words_is_folded_too():
+    assert find_blocked_word("a \u0441\u043e\u0441k in a hat", ("cock",)) == "cock"  # Cyrillic с, о, с
+    assert find_blocked_word("a big \u0455\u0435\u0445 scene", ("sex",)) == "sex"  # Cyrillic ѕ, е, х
+
+
+# Words made only of letters that pass for Latin ones: folded alone they would spell "rope", "cepa", "xop", "oca".
+RUSSIAN = "Горе и море: хор поёт, оса летит, сера в камне; кошка на крыше, красивая девушка в саду"
+JAPANESE = "桜の木の下で猫がロープで遊ぶ、富士山、アニメ風、カラフル"
+
+
+@pytest.mark.parametrize("prompt", [RUSSIAN, "горе", "хор", "Сова у окна", JAPANESE, "Ελληνικό τοπίο, ήλιος"])
+def test_folding_lookalikes_never_refuses_ordinary_prompts_in_other_languages(prompt):
+    words = ("rope", "cepa", "xop", "oca", "nude", "cop", "ass", "sex", "porn", "gore", "ok")
+    assert find_blocked_word(prompt, words) is None
+    assert check_prompt(prompt, blocked_words=words) == prompt
+
+
+def test_a_blocked_word_in_another_script_is_found_as_written_among_latin_words():
+    assert find_blocked_word("a \u0440\u043e\u0435 photo", ("\u0440\u043e\u0435",)) == "\u0440\u043e\u0435"  # "рое"
+    assert find_blocked_word("порно", ("порно",)) == "порно"
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_bidi_controls_leave_the_prompt_wherever_they_are():
+    """A right-to-left override reorders what follows it; the text encoder reads nothing in it."""
+    prompt = f"a fox \u202eeulb\u202c in {BIDI}snow"
+    assert check_prompt(prompt) == "a fox eulb in snow"
+    assert not set(BIDI) & set(check_prompt(prompt))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from core.limits import Refusal
@@ -53,7 +55,7 @@ def test_dashes_inside_the_prompt_stay_in_it():
     ("text", "words"),
     [
         ("a cat --size 3", ["--size", "--ar"]),
-        ("a cat --ar 5:7", ["--ar 5:7", "16:9"]),
+        ("a cat --ar 5:7", ["--ar “5:7”", "16:9"]),
         ("a cat --ar wide", ["--ar", "16:9"]),
         ("a cat --seed -1", ["--seed", "0 to"]),
         ("a cat --seed", ["--seed needs a value"]),
@@ -61,7 +63,7 @@ def test_dashes_inside_the_prompt_stay_in_it():
         ("a cat --chaos 101", ["--chaos must be 0 to 100"]),
         ("a cat --chaos lots", ["--chaos takes a whole number"]),
         ("a cat --tile yes", ["--tile takes no value"]),
-        ("a cat --model dalle", ["--model dalle", "ssd-1b", "sdxl"]),
+        ("a cat --model dalle", ["--model “dalle”", "ssd-1b", "sdxl"]),
         ("a cat --seed 1 --seed 2", ["--seed is given twice"]),
         ("a cat --ar 1:1 --aspect 1:1", ["given twice"]),
         ("a cat --no", ["--no needs a value"]),
@@ -154,3 +156,48 @@ def test_help_names_every_parameter():
                  "--lora NAME[:WEIGHT]", "--iw", "--sref"):
         assert name in text
     assert "-2 to 2" in text and "0 to 2" in text  # the engine's ranges
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a cat --model " + "x" * 3000,
+        "a cat --" + "n" * 3000,
+        "a cat --seed " + "9" * 3000,  # a whole number, too large: once repeated in full
+        "a cat --ar " + "1" * 3000,
+        "a cat --chaos " + "z" * 3000,
+        "a cat --tile " + "y" * 3000,
+        "a cat --iw " + "w" * 3000,
+        "a cat --lora :" + "q" * 3000,
+        "a {" + "c" * 3000 + ", }",
+    ],
+)
+def test_a_refusal_repeats_at_most_a_short_quoted_piece_of_what_was_typed(text):
+    """A refusal over 2,000 characters is refused by Discord, and in an image channel the member hears nothing."""
+    with pytest.raises(Refusal) as e:
+        split_parameters(text) if "{" not in text else expand_permutations(text, limit=4)
+    said = str(e.value)
+    assert len(said) < 400 and "…”" in said, said
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a cat --model [click](https://evil.example)",
+        "a cat --ar [click](https://evil.example)",
+        "a cat --iw [click](https://evil.example)",
+    ],
+)
+def test_a_refusal_shows_a_masked_link_as_typed_not_as_a_link(text):
+    with pytest.raises(Refusal) as e:
+        split_parameters(text)
+    said = str(e.value)
+    assert re.search(r"(?<!\\)\[click\]\(", said) is None, said  # Discord would draw “click” as a link
+    assert "\\[click](https://evil.example)" in said
+
+
+def test_a_refusal_quotes_mentions_and_markdown_as_text():
+    with pytest.raises(Refusal) as e:
+        split_parameters("a cat --model <@123> @everyone **big** ||hidden||")
+    said = str(e.value)
+    assert "\\<@123>" in said and "@\u200beveryone" in said and "\\*\\*big" in said and "\\|\\|hid" in said

@@ -105,7 +105,7 @@ def test_choice_labels_fit_discord():
 
 def test_unknown_style_names_it_and_a_few_known_ones():
     text = str(unknown_style("neon", server_styles([])))
-    assert "`neon`" in text and "3d-render, anime, cinematic" in text and text.endswith("watercolor.")
+    assert "“neon”" in text and "3d-render, anime, cinematic" in text and text.endswith("watercolor.")
     more = str(unknown_style("neon", server_styles([GuildStyle(10, "zine", "risograph print")])))
     assert more.endswith(", ….") and "zine" not in more
     assert "offers none" in str(unknown_style("neon", ()))

@@ -30,6 +30,12 @@ BASE_ENV: dict[str, str] = {
     "SHUTDOWN_TIMEOUT": "20",
 }
 
+# The session's shared bot (tests/e2e/conftest.py: shared_bot), for every module that needs no settings of its
+# own. No upscaler model: Lanczos stands in for "Upscale (subtle)" (the tiny ESRGAN takes minutes on a 1024 px
+# final on two shared CPU cores; tests/engine runs it on small images). "Upscale (creative)": one 2048 px tile
+# (the tiny preset's 128 px tiles would be 441; tests/engine blends many).
+SHARED_ENV: dict[str, str] = {**BASE_ENV, "UPSCALER_MODEL": "off", "UPSCALE_TILE": "2048"}
+
 RESULT_TIMEOUT = 60.0  # seconds for one job's result on a busy 2-core CPU
 QUIET_PERIOD = 1.5  # seconds of silence that show an event was ignored
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

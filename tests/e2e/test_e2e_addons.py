@@ -12,7 +12,7 @@ from PIL import Image
 from tests.e2e.support import RunningBot, new_user, reply_with_files, result_of
 from tests.fakediscord import Upload
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
 def photo() -> bytes:

@@ -1,6 +1,7 @@
 """The main scenarios once more with ``ENGINE_BACKEND=ray``: the real bot against the real
 ``python -m engine serve --preset tiny`` (its own local Ray cluster, 127.0.0.1, a free port, the token it makes up and
-prints in the bot's line; SIGTERM stops it with exit status 0).
+prints in the bot's line; SIGTERM stops it with exit status 0), making photo-sized images
+(``ENGINE_TINY_DETAIL=photo``: PNGs as large as real ones cross the cluster's wire and the uploads).
 
 /imagine posts 4 decodable PNG drafts of the right size, 🔁 rerolls with new seeds, U2 makes the final
 of draft 2, and a bot restarted with a final in flight delivers every job exactly once while the
@@ -38,8 +39,9 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(600),
-    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.asyncio(loop_scope="session"),
 ]
+OWN_BOT = True  # not shared with other modules (tests/e2e/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 REROLL = "🔁"
@@ -53,7 +55,7 @@ class ServedEngine:
     process: asyncio.subprocess.Process
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served(tiny_cache_dir: Path) -> AsyncIterator[ServedEngine]:
     """``python -m engine serve --preset tiny`` with a Ray cluster of its own, for the whole module.
 
@@ -63,7 +65,9 @@ async def served(tiny_cache_dir: Path) -> AsyncIterator[ServedEngine]:
     pytest.importorskip("ray.serve", reason="ray[serve] is not installed (pip install -e '.[ray]')")
     # No ENGINE_TOKEN: serve makes one up and prints it in the bot's line, as an owner's first run does.
     port = free_port()
+    # ENGINE_TINY_DETAIL=photo: every image is as large as a real one (1.7 MB for a final), on the wire too.
     env = {**os.environ, "ENGINE_CACHE_DIR": str(tiny_cache_dir), "ENGINE_TOKEN": "", "RAY_ADDRESS": ""}
+    env["ENGINE_TINY_DETAIL"] = "photo"
     command = [sys.executable, "-m", "engine", "serve", "--preset", "tiny", "--device", "cpu"]
     command += ["--address", "local", "--port", str(port)]  # "local": never the tests' own cluster
     process = await asyncio.create_subprocess_exec(
@@ -104,11 +108,16 @@ def bot_env(served: ServedEngine) -> dict[str, str]:
     }
 
 
+# PNG bytes of real SDXL images (ENGINE_TINY_DETAIL=photo makes the tiny preset's as large).
+REAL_PNG_BYTES = {(512, 512): 300_000, (1024, 1024): 1_200_000}
+
+
 def assert_pngs(message, size: tuple[int, int], count: int) -> None:
     assert len(message.attachments) == count, [a.filename for a in message.attachments]
     for attachment, image in zip(message.attachments, message.images(), strict=True):
         assert attachment.filename.endswith(".png") and image.format == "PNG", (attachment.filename, image.format)
         assert image.size == size, (attachment.filename, image.size)
+        assert attachment.size >= REAL_PNG_BYTES[size], (attachment.filename, attachment.size)
 
 
 async def test_imagine_reroll_and_u2_through_the_cluster(bot: RunningBot) -> None:

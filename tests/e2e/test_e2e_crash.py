@@ -12,7 +12,8 @@ from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of, start_b
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+OWN_BOT = True  # not shared with other modules (tests/e2e/conftest.py)
 
 JOBS = 5
 

@@ -12,16 +12,11 @@ import pytest_asyncio
 from PIL import Image, ImageChops, ImageStat
 
 from core import canvas
-from tests.e2e.support import BASE_ENV, RunningBot, new_user, refusal_of, result_of
+from tests.e2e.support import RunningBot, new_user, refusal_of, result_of
 from tests.fakediscord import StoredMessage, Upload
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    return dict(BASE_ENV)  # FINAL_STEPS=2: every final here is quick
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
 def picture(width: int, height: int) -> Image.Image:
@@ -48,7 +43,7 @@ class Final:
     png: bytes
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def final(module_bot: RunningBot) -> Final:
     """One /final whose buttons the tests below press."""
     author = new_user(module_bot.fake, "finalist")

@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.support import RunningBot, bot_message_ids, new_user, result_of
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 ORIGINAL_EDIT = r"^/webhooks/\d+/[^/]+/messages/@original$"
 

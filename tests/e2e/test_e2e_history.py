@@ -10,13 +10,13 @@ from tests.e2e.support import RunningBot, new_user, refusal_of, result_of
 from tests.fakediscord import FakeUser
 from tests.fakediscord.records import FLAG_EPHEMERAL
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 FOX = "a quiet fox under the moon"
 OWL = "an owl reading a newspaper"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def historian(module_bot: RunningBot) -> FakeUser:
     """A member with two finished drafts: the fox first, then the owl."""
     fake = module_bot.fake

@@ -27,7 +27,7 @@ from tests.e2e.support import (
 from tests.fakediscord import FakeUser, Upload
 from tests.fakediscord.records import FLAG_EPHEMERAL
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 MAX_PROMPT = 1000
 MAX_SEED = 2**32 - 1

@@ -10,16 +10,15 @@ from engine.api import size_for_aspect
 from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 DRAFT_SIDE = 512  # BotSettings.draft_size default
 FINAL_SIDE = 1024
 
 
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    # A final long enough (4 steps at 1024 px) to still be running while another user's /imagine comes in.
-    return {**BASE_ENV, "FINAL_STEPS": "4"}
+# A final long enough (4 steps at 1024 px) to still be running while another user's /imagine comes in.
+# Photo-sized images (engine.detail): the PNGs are as large as real ones all the way to Discord.
+BOT_ENV = {**BASE_ENV, "FINAL_STEPS": "4", "ENGINE_TINY_DETAIL": "photo"}
 
 
 def assert_pngs(message, size: tuple[int, int], count: int) -> list[Image.Image]:
@@ -29,6 +28,8 @@ def assert_pngs(message, size: tuple[int, int], count: int) -> list[Image.Image]
         assert attachment.filename.endswith(".png"), attachment.filename
         assert image.format == "PNG", (attachment.filename, image.format)
         assert image.size == size, (attachment.filename, image.size)
+        # Real SDXL PNGs: 0.3-0.5 MB at 512x512, 1.2-2.5 MB at 1024x1024 (other sizes in proportion).
+        assert attachment.size >= 1.15 * size[0] * size[1], (attachment.filename, attachment.size)
     return images
 
 

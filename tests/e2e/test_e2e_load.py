@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.support import BASE_ENV, RunningBot, new_user, refusal_of, result_of
 from tests.fakediscord.records import CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, FLAG_EPHEMERAL
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 USERS = 10
 PER_USER = 5
@@ -24,12 +24,10 @@ SUBMIT_SLACK_S = 0.5  # from a job's row to the engine's queue, on a busy 2-core
 BATCH_SLACK_S = 0.25
 
 
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    # Small drafts: this is about counts and order, not pixels. Queue positions checked every 15 s, not 3:
-    # with the default, 50 waiting jobs made ~700 "position N" edits in one run, which slows this test a
-    # lot on a busy 2-core CPU.
-    return {**BASE_ENV, "DRAFT_SIZE": "256", "QUEUE_UPDATE_INTERVAL": "15"}
+# Small drafts: this is about counts and order, not pixels. Queue positions checked every 15 s, not 3:
+# with the default, 50 waiting jobs made ~700 "position N" edits in one run, which slows this test a
+# lot on a busy 2-core CPU.
+BOT_ENV = {**BASE_ENV, "DRAFT_SIZE": "256", "QUEUE_UPDATE_INTERVAL": "15"}
 
 
 async def test_ten_members_times_five_imagines_at_once(bot: RunningBot) -> None:

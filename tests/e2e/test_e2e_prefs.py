@@ -18,17 +18,15 @@ from tests.e2e.support import BASE_ENV, RunningBot, new_user, query, quiet, refu
 from tests.fakediscord import FakeDiscord, FakeUser, StoredMessage
 from tests.fakediscord.records import FLAG_EPHEMERAL
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 STAR = "⭐"
 ENVELOPE = "✉\ufe0f"  # ✉️ as Discord clients send it
 WANDB_INSTALLED = importlib.util.find_spec("wandb") is not None
 
 
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    # Run logging asked for without the wandb package: one warning line at start, finals still delivered.
-    return dict(BASE_ENV) if WANDB_INSTALLED else {**BASE_ENV, "WANDB_PROJECT": "e2e-finals"}
+# Run logging asked for without the wandb package: one warning line at start, finals still delivered.
+BOT_ENV = dict(BASE_ENV) if WANDB_INSTALLED else {**BASE_ENV, "WANDB_PROJECT": "e2e-finals"}
 
 
 @dataclass
@@ -65,7 +63,7 @@ def dms_of(bot: RunningBot, user: FakeUser) -> list[StoredMessage]:
     return bot.fake.messages(bot.fake.dm_channel(user), author=bot.fake.world.bot)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def styled(module_bot: RunningBot) -> Styled:
     """A member with defaults (16:9, a style suffix, results by DM) and one finished /imagine."""
     bot = module_bot

@@ -11,13 +11,11 @@ from PIL import Image
 from tests.e2e.support import BASE_ENV, RunningBot, result_of, status_texts
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    # A preview at every step, edits at most every 0.2 s: some previews are skipped, some shown.
-    return {**BASE_ENV, "FINAL_STEPS": "6", "PREVIEW_EVERY": "1", "PROGRESS_INTERVAL": "0.2"}
+# A preview at every step, edits at most every 0.2 s: some previews are skipped, some shown.
+BOT_ENV = {**BASE_ENV, "FINAL_STEPS": "6", "PREVIEW_EVERY": "1", "PROGRESS_INTERVAL": "0.2"}
 
 
 async def test_a_final_shows_previews_before_the_result(bot: RunningBot):

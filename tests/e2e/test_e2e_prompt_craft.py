@@ -10,17 +10,12 @@ import pytest
 from PIL import Image
 
 from engine.api import size_for_aspect
-from tests.e2e.support import BASE_ENV, RESULT_TIMEOUT, RunningBot, new_user, result_of
+from tests.e2e.support import RESULT_TIMEOUT, RunningBot, new_user, result_of
 from tests.fakediscord.records import FLAG_EPHEMERAL
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 DRAFT_SIZE = 512  # the bot's default
-
-
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    return dict(BASE_ENV)  # FINAL_STEPS=2: the final here is quick
 
 
 async def test_parameters_in_the_prompt_shape_the_drafts_the_row_and_the_reroll(bot: RunningBot) -> None:

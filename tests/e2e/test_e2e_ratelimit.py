@@ -13,16 +13,15 @@ from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of
 from tests.fakediscord import RateLimit
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 log = logging.getLogger(__name__)
 
 USERS = 8
 PER_USER = 2
 
 
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    return {**BASE_ENV, "DRAFT_SIZE": "256"}
+# Small drafts, few queue-position edits: the same bot as test_e2e_load.py.
+BOT_ENV = {**BASE_ENV, "DRAFT_SIZE": "256", "QUEUE_UPDATE_INTERVAL": "15"}
 
 
 async def test_sixteen_jobs_into_one_rate_limited_channel_all_arrive(bot: RunningBot) -> None:

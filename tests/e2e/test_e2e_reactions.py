@@ -24,7 +24,7 @@ from tests.e2e.support import (
 from tests.fakediscord import FakeUser, StoredMessage
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 REROLL = "🔁"
 CROSS = "❌"
@@ -32,10 +32,8 @@ TWO = "2\ufe0f\u20e3"  # 2️⃣ as Discord clients send it
 PROGRESS = re.compile(r"\b\d+\s*/\s*\d+\b")  # "step 1/2"
 
 
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    # 4 final steps: an upscale (strength 0.5) runs 2 of them, so there is progress to show.
-    return {**BASE_ENV, "FINAL_STEPS": "4"}
+# 4 final steps: an upscale (strength 0.5) runs 2 of them, so there is progress to show.
+BOT_ENV = {**BASE_ENV, "FINAL_STEPS": "4", "ENGINE_TINY_DETAIL": "photo"}  # the same bot as test_e2e_imagine.py
 
 
 @dataclass
@@ -55,7 +53,7 @@ async def imagine(bot: RunningBot, author: FakeUser, prompt: str, seed: int) -> 
     return Drafted(author, message, job)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def drafted(module_bot: RunningBot) -> Drafted:
     """One draft message shared by the tests that do not delete it."""
     return await imagine(module_bot, new_user(module_bot.fake, "drafter"), "a castle on a hill", 500)

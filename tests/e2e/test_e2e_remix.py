@@ -8,18 +8,10 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from core.remix import PROMPT_INPUT
-from tests.e2e.support import BASE_ENV, RunningBot, new_user, result_of
+from tests.e2e.support import RunningBot, new_user, result_of
 from tests.fakediscord.records import DEFERRED_CHANNEL_MESSAGE, MODAL
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest.fixture(scope="module")
-def bot_env() -> dict[str, str]:
-    # FINAL_STEPS=2: the final is quick. No upscaler model: Lanczos stands in (the tiny ESRGAN takes minutes on
-    # a 1024 px final on two shared CPU cores; tests/engine runs it on small images).
-    # Creative: one 2048 px tile (the tiny preset's 128 px tiles would be 441; tests/engine blends many).
-    return {**BASE_ENV, "UPSCALER_MODEL": "off", "UPSCALE_TILE": "2048"}
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
 async def test_both_upscales_make_the_final_twice_as_large(bot: RunningBot) -> None:

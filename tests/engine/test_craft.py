@@ -33,7 +33,8 @@ def engine(tiny_cache_dir):
     from engine.addons.tiny import ensure_tiny_addons
 
     ensure_tiny_addons(tiny_cache_dir)
-    engine = Engine(tiny_settings(tiny_cache_dir)).start()
+    # Fused QKV on (ENGINE_FUSE_QKV): LoRA and reference jobs must unfuse and fuse back.
+    engine = Engine(tiny_settings(tiny_cache_dir, fuse_qkv=True)).start()
     yield engine
     engine.shutdown(timeout=30)
 

@@ -281,7 +281,7 @@ def test_a_failing_job_tells_users_a_plain_sentence_and_the_log_the_detail(make_
 def test_an_image_that_cannot_be_encoded_fails_without_its_exception_text(make_engine, monkeypatch):
     engine = make_engine()
 
-    def full_disk(image, text):
+    def full_disk(image, text, level=4):
         raise OSError(28, "No space left on device", "/var/tmp/bot/encode.png")
 
     monkeypatch.setattr("engine.output.encode_png", full_disk)  # what worker and replicas call

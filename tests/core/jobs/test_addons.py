@@ -36,7 +36,7 @@ async def done(store, engine, job):
         (Addons.from_options(reference_weight=1.0), "reference_weight only matters with a reference image"),
         (Addons.from_options(reference_mode="style"), "reference_mode only matters with a reference image"),
         (Addons.from_options(reference=REFERENCE, reference_weight=3), "reference_weight 3 is out of range"),
-        (Addons.from_options(reference=REFERENCE, reference_mode="pose"), "reference_mode 'pose' is unknown"),
+        (Addons.from_options(reference=REFERENCE, reference_mode="pose"), "reference_mode “pose” is unknown"),
     ],
 )
 def test_bad_picks_are_refused_naming_the_option(addons, expected):

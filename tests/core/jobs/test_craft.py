@@ -44,8 +44,8 @@ def test_permutations_make_one_ask_each_and_may_choose_parameters():
     [
         ("a fox --size 3", "--size"),
         ("a fox --chaos 101", "--chaos must be 0 to 100"),
-        ("a fox --ar 5:4", "--ar 5:4"),
-        ("a fox --model dalle", "--model dalle"),
+        ("a fox --ar 5:4", "--ar “5:4”"),
+        ("a fox --model dalle", "--model “dalle”"),
     ],
 )
 def test_unknown_or_out_of_range_parameters_are_named(text, expected):

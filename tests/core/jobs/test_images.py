@@ -236,3 +236,19 @@ async def test_a_reroll_whose_image_went_right_after_it_was_read_is_refused_and_
     assert await service.reroll(origin, job.id) is None
     assert origin.refusals == [GONE] and len(engine.submitted) == 1
     assert await store.get_job(job.id + 1) is None  # no row for it
+
+
+async def test_a_prune_removes_the_temporary_files_a_crash_mid_write_left_and_only_stale_ones(service, inputs):
+    """A kill between mkstemp and os.replace leaves ``.<name>.<random>.tmp``: the next prune takes it once stale."""
+    key = await inputs.put(png(64, 64, (5, 5, 5)))
+    await inputs.put_result(3, png(64, 64, (4, 4, 4)))
+    stale = [inputs.inputs / f".{key}.png.abc123.tmp", inputs.results / ".9.png.def456.tmp"]
+    fresh = inputs.inputs / ".feed.png.ghi789.tmp"  # a write under way right now
+    for path in [*stale, fresh]:
+        path.write_bytes(b"half an image")
+    for path in stale:
+        os.utime(path, (1, 1))
+    # the default settings: no retention limit reached, no cap passed; only the leftovers go
+    assert await service.prune_images() == (2, 2 * len(b"half an image"))
+    assert not any(path.exists() for path in stale) and fresh.exists()
+    assert stored(inputs) == {key} and await inputs.result(3) == png(64, 64, (4, 4, 4))

@@ -31,7 +31,7 @@ async def test_bad_parameters_are_refused_by_name_and_nothing_is_stored(service,
     for text, named in (
         ("a fox --size 3", "--size"),
         ("a fox --steps 9", "--steps"),
-        ("a fox --style nosuchstyle", "There is no style `nosuchstyle`"),
+        ("a fox --style nosuchstyle", "There is no style “nosuchstyle”"),
         ("a {red, blue} car --steps {2, 9}", "--steps"),  # one bad combination: none is queued
     ):
         origin = RecordingOrigin()

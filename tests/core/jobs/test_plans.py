@@ -9,7 +9,7 @@ from core.jobs import plans
 from core.jobs.preferences import Applied
 from core.jobs.rows import request_for
 from core.limits import Refusal
-from engine.api import DraftInit, DraftRequest, EngineOffer, FinalRequest, ImageInit, UpscaleRequest
+from engine.api import ASPECTS, DraftInit, DraftRequest, EngineOffer, FinalRequest, ImageInit, UpscaleRequest
 from tests.core.doubles import png
 from tests.core.records import job_record as job_row
 
@@ -37,7 +37,7 @@ def test_imagine_with_an_image_keeps_its_aspect_and_the_image_to_store():
 
 def test_final_checks_the_model_and_takes_the_default():
     assert plans.final(Applied("x"), OFFER, final_size=1024, seed=1).request.model == OFFER.default_final_model
-    with pytest.raises(Refusal, match="Unknown model 'dall-e'"):
+    with pytest.raises(Refusal, match="Unknown model “dall-e”"):
         plans.final(Applied("x", model="dall-e"), OFFER, final_size=1024)
 
 
@@ -137,3 +137,53 @@ def test_upscale2x_enlarges_the_finals_image_with_its_prompt_and_seed():
     assert plans.reroll(stored, plan.request).request.image == source
     older = job_row(id=7, **{**fields, "params": JobParams(upscale="creative", aspect="4:3", init_image="k")})
     assert request_for(older, images={"k": source}) == plan.request  # rows from before init_result still rebuild
+
+
+DRAFT_SIZES = range(256, 1024 + 1, 64)  # every DRAFT_SIZE the settings allow (core.settings)
+FINAL_SIZES = range(512, 2048 + 1, 64)  # every FINAL_SIZE
+
+
+def near(width: int, height: int, aspect: str) -> bool:
+    """The job's sides keep the aspect asked for, within what snapping to 64 px sides costs at 256-384 px."""
+    aw, ah = (int(n) for n in aspect.split(":"))
+    return abs(width / height - aw / ah) <= 0.13 * aw / ah
+
+
+@pytest.mark.parametrize("aspect", list(ASPECTS))
+def test_every_allowed_draft_and_final_size_works_for_every_aspect(aspect):
+    """DRAFT_SIZE=1024 with 16:9 once gave 1344 px drafts, which the engine refuses (drafts stop at 1024)."""
+    for draft_size in DRAFT_SIZES:
+        plan = plans.imagine(Applied("a fox", aspect=aspect), OFFER, draft_size=draft_size, seed=1)
+        draft = plan.request
+        assert isinstance(draft, DraftRequest)
+        draft.validate()
+        assert near(draft.width, draft.height, aspect), (draft_size, draft.width, draft.height)
+        parent = job_row(id=3, status="done", width=draft.width, height=draft.height, params=JobParams(aspect=aspect))
+        for final_size in (512, 1024, 2048):
+            up = plans.final_of_draft(parent, request_for(parent), 0, Applied(), OFFER,
+                               draft_size=draft_size, final_size=final_size)
+            up.request.validate()
+    for final_size in FINAL_SIZES:
+        final = plans.final(Applied("a fox", aspect=aspect), OFFER, final_size=final_size, seed=1).request
+        final.validate()
+        assert near(final.width, final.height, aspect), (final_size, final.width, final.height)
+
+
+@pytest.mark.parametrize("aspect", list(ASPECTS))
+def test_every_allowed_size_works_for_an_image_of_every_aspect(aspect):
+    """A 16:9 upload at DRAFT_SIZE=256 once came to 320x192 px, under the 256 px a side needs."""
+    aw, ah = (int(n) for n in aspect.split(":"))
+    photo = png(aw * 40, ah * 40)
+    for draft_size in DRAFT_SIZES:
+        draft = plans.imagine(Applied("a fox"), OFFER, draft_size=draft_size, seed=1, image=photo).request
+        draft.validate()
+        assert near(draft.width, draft.height, aspect), (draft_size, draft.width, draft.height)
+        parent = job_row(id=3, status="done", mode="img2img", width=draft.width, height=draft.height)
+        up = plans.final_of_draft(parent, draft, 0, Applied(), OFFER, draft_size=draft_size, final_size=2048)
+        up.request.validate()
+        shape = up.request.width / up.request.height  # the final is the draft's, larger: its shape, not a square
+        assert abs(shape - draft.width / draft.height) <= 0.05 * shape, (draft_size, up.request.width)
+    for final_size in FINAL_SIZES:
+        edit = plans.edit(Applied("a hat"), OFFER, final_size=final_size, image=photo, region=(0, 0, 50, 50), seed=2)
+        edit.request.validate()
+        assert near(edit.request.width, edit.request.height, aspect)

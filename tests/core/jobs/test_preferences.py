@@ -39,9 +39,9 @@ async def test_update_prefs_checks_each_value_and_stores_nothing_on_a_refusal(se
         "sdxl",
         True,
     )
-    with pytest.raises(Refusal, match="Unknown aspect ratio '5:1'"):
+    with pytest.raises(Refusal, match="Unknown aspect ratio “5:1”"):
         await service.prefs.update(1, aspect="5:1", style_suffix="oil")
-    with pytest.raises(Refusal, match="Unknown model 'dall-e'"):
+    with pytest.raises(Refusal, match="Unknown model “dall-e”"):
         await service.prefs.update(1, final_model="dall-e")
     with pytest.raises(Refusal, match="limit is 200"):
         await service.prefs.update(1, style_suffix="y" * 201)
@@ -95,7 +95,7 @@ def test_checked_pref_changes_name_what_is_wrong():
         "aspect": "16:9",
         "final_model": "sdxl",
     }
-    with pytest.raises(Refusal, match="no preference called 'colour'"):
+    with pytest.raises(Refusal, match="no preference called “colour”"):
         checked_pref_changes({"colour": "red"}, "ssd-1b")
     with pytest.raises(Refusal, match="on or off"):
         checked_pref_changes({"dm_results": "yes"}, "ssd-1b")

@@ -158,6 +158,18 @@ async def test_shutdown_leaves_waiting_jobs_queued(service, store, engine):
         assert (await store.get_job(job.id)).status == "queued"
 
 
+async def test_shutdown_requeues_a_running_job_it_could_not_wait_for(service, store, engine, caplog):
+    """Past the shutdown timeout the engine gives the running job up: its row says queued again, not running."""
+    running = await service.imagine(RecordingOrigin(user_id=1), prompt="too slow to finish")
+    waiting = await service.imagine(RecordingOrigin(user_id=2), prompt="waiting")
+    engine.run(running.id)
+    await wait_status(store, running.id, "running")
+    await service.shutdown(0.0)
+    assert (await store.get_job(running.id)).status == "queued"
+    assert (await store.get_job(waiting.id)).status == "queued"
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "not requeued" in r.getMessage()]
+
+
 async def test_restart_requeues_and_delivers_unfinished_jobs(store, tmp_path):
     # Rows as a previous run left them: one running, two waiting, one done.
     first_engine = FakeEngine(str(tmp_path / "history.sqlite3"))

@@ -24,7 +24,7 @@ from tests.core.jobs.support import wait_status
         ({"prompt": "ok", "seed": -1}, "Seed -1 is out of range"),
         ({"prompt": "ok", "seed": 2**40}, f"Seed {2**40} is out of range"),
         ({"prompt": "ok", "seed": MAX_SEED}, "leaves no room for 4 images"),
-        ({"prompt": "ok", "aspect": "7:5"}, "Unknown aspect ratio '7:5'"),
+        ({"prompt": "ok", "aspect": "7:5"}, "Unknown aspect ratio “7:5”"),
         ({"prompt": "ok", "negative_prompt": "n" * 1001}, "negative prompt is 1,001"),
     ],
 )
@@ -50,7 +50,7 @@ async def test_final_seed_may_be_the_largest(service, engine):
 async def test_unknown_model_is_refused(service, engine):
     origin = RecordingOrigin()
     assert await service.final(origin, prompt="ok", model="dall-e") is None
-    assert "Unknown model 'dall-e'" in origin.refusals[0] and engine.submitted == []
+    assert "Unknown model “dall-e”" in origin.refusals[0] and engine.submitted == []
 
 
 async def test_blocked_words_only_outside_age_restricted_channels(service, store):

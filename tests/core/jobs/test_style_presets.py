@@ -42,7 +42,7 @@ async def test_a_server_replaces_removes_and_restores_a_default(service):
     removed = await service.styles.remove(GUILD, "watercolor")
     assert removed.prompt_suffix == "ink wash"
     assert "watercolor" not in await names(service)
-    with pytest.raises(Refusal, match="no style `watercolor`"):
+    with pytest.raises(Refusal, match="no style “watercolor”"):
         await service.styles.resolve(GUILD, "watercolor")
     back, before = await service.styles.add(GUILD, "watercolor")  # no suffix: the bot's own again
     assert back == WATERCOLOR and before is None
@@ -54,7 +54,7 @@ async def test_removing_a_servers_own_style_forgets_it(service, store):
     await service.styles.add(GUILD, "noir", "black and white")
     await service.styles.remove(GUILD, "NOIR")
     assert await store.guild_styles(GUILD) == []
-    with pytest.raises(Refusal, match="no style `noir`.*Styles here: 3d-render"):
+    with pytest.raises(Refusal, match="no style “noir”.*Styles here: 3d-render"):
         await service.styles.remove(GUILD, "noir")
 
 
@@ -107,7 +107,7 @@ async def test_a_style_replaces_the_members_own_suffix_but_joins_their_negative(
 async def test_an_unknown_style_is_refused_naming_it_and_nothing_is_stored(service, store, engine):
     origin = RecordingOrigin()
     assert await service.imagine(origin, prompt="a fox", style="neon") is None
-    assert len(origin.refusals) == 1 and "`neon`" in origin.refusals[0] and "watercolor" in origin.refusals[0]
+    assert len(origin.refusals) == 1 and "“neon”" in origin.refusals[0] and "watercolor" in origin.refusals[0]
     assert engine.submitted == [] and (await store.history(user_id=1))[1] == 0
     assert await service.final(origin, prompt="a fox", style="pixel art") is None
     assert "one word" in origin.refusals[1] and engine.submitted == []

@@ -148,3 +148,50 @@ def test_text_encoder_layers_are_skipped_with_a_warning_where_peft_is_too_old(
     assert np.abs(changed - plain).mean() > 0.005  # the UNet part still acts
     library.unload(turbo_pipe)
     assert np.array_equal(draft(turbo_pipe), plain)
+
+
+def lora_footprint(pipe) -> tuple[dict[str, int], int, dict[str, tuple[int, ...]]]:
+    """(parameters per LoRA-able component, peft wrapper layers, weight storage of each component)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from engine.graphs import weights_fingerprint
+
+    parts = {name: getattr(pipe, name) for name in lora_mod.LORA_COMPONENTS}
+    params = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+    wrappers = sum(isinstance(m, BaseTunerLayer) for module in parts.values() for m in module.modules())
+    return params, wrappers, {name: weights_fingerprint(module) for name, module in parts.items()}
+
+
+def test_loaded_loras_stay_within_the_lru_and_none_loaded_is_the_plain_pipeline(addon_settings, turbo_pipe, plain):
+    library = LoraLibrary(addon_settings.replace(lora_loaded_max=1))
+    library.unload(turbo_pipe)
+    params, wrappers, storage = lora_footprint(turbo_pipe)
+    assert wrappers == 0
+    ink, glow = adapter_name("tiny-ink", "turbo"), adapter_name("tiny-glow", "turbo")
+    with library.applied(turbo_pipe, [LoraChoice("tiny-ink")], model="turbo"):
+        pass
+    assert library.loaded(turbo_pipe) == [ink]
+    with library.applied(turbo_pipe, [LoraChoice("tiny-glow")], model="turbo"):
+        assert library.loaded(turbo_pipe) == [glow]  # the least recently used made room
+        with_glow = draft(turbo_pipe)
+    assert library.loaded(turbo_pipe) == [glow]
+    with library.applied(turbo_pipe, [LoraChoice("tiny-ink"), LoraChoice("tiny-glow")], model="turbo"):
+        assert sorted(library.loaded(turbo_pipe)) == sorted([ink, glow])  # a job's own LoRAs all load
+    assert len(library.loaded(turbo_pipe)) == 1
+    assert not np.array_equal(with_glow, plain)
+    library.unload(turbo_pipe)  # out of memory: none loaded
+    assert library.loaded(turbo_pipe) == []
+    assert lora_footprint(turbo_pipe) == (params, 0, storage)  # the plain modules, weights where they were
+    assert np.array_equal(draft(turbo_pipe), plain)
+
+
+def test_with_no_room_every_lora_leaves_after_its_job(addon_settings, turbo_pipe, plain):
+    library = LoraLibrary(addon_settings.replace(lora_loaded_max=0))
+    library.unload(turbo_pipe)
+    before = lora_footprint(turbo_pipe)
+    for name in ("tiny-ink", "tiny-glow", "tiny-ink"):
+        with library.applied(turbo_pipe, [LoraChoice(name, 0.9)], model="turbo"):
+            assert library.loaded(turbo_pipe) == [adapter_name(name, "turbo")]
+            assert lora_footprint(turbo_pipe)[0] != before[0]
+        assert library.loaded(turbo_pipe) == [] and lora_footprint(turbo_pipe) == before
+    assert np.array_equal(draft(turbo_pipe), plain)

@@ -134,3 +134,55 @@ def test_a_model_the_adapter_does_not_fit_gets_a_clear_error(adapter, tiny_cache
             pass
     assert not adapter.is_attached(refiner)
     assert np.array_equal(refine(), before)
+
+
+def test_the_adapter_is_read_once_and_its_idle_encoder_leaves_the_device(
+    addon_settings, turbo_pipe, plain, monkeypatch
+):
+    import diffusers.loaders.ip_adapter as diffusers_ip_adapter
+    import safetensors
+    from transformers import CLIPVisionModelWithProjection
+
+    weight_reads: list[str] = []
+    encoder_loads: list[str] = []
+
+    def counting(real):
+        def safe_open(path, *args, **kwargs):
+            if str(path).endswith(addon_settings.reference_weight_name):
+                weight_reads.append(str(path))
+            return real(path, *args, **kwargs)
+
+        return safe_open
+
+    monkeypatch.setattr(safetensors, "safe_open", counting(safetensors.safe_open))
+    monkeypatch.setattr(diffusers_ip_adapter, "safe_open", counting(diffusers_ip_adapter.safe_open))
+    real_load = CLIPVisionModelWithProjection.from_pretrained.__func__
+
+    def load_encoder(cls, *args, **kwargs):
+        encoder_loads.append(str(args[0]))
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(CLIPVisionModelWithProjection, "from_pretrained", classmethod(load_encoder))
+    now = [1000.0]
+    adapter = ReferenceAdapter(addon_settings.replace(reference_encoder_idle_s=60.0), clock=lambda: now[0])
+    images = []
+    for seed in (0, 1):
+        with adapter.applied(turbo_pipe, picture(seed), weight=1.0) as extra:
+            images.append(draft(turbo_pipe, **extra))
+        now[0] += 10
+    assert len(weight_reads) == 1 and len(encoder_loads) == 1  # two jobs, one read of each
+    assert not np.array_equal(images[0], images[1])
+    assert adapter.resident and not adapter.is_attached(turbo_pipe) and turbo_pipe.image_encoder is None
+
+    now[0] += 49  # 59 s idle since the last job
+    assert not adapter.release_idle() and adapter.resident
+    now[0] += 1
+    assert adapter.release_idle() and not adapter.resident
+    assert {str(p.device) for p in adapter.image_encoder(None).parameters()} == {"cpu"}
+    assert not adapter.release_idle()  # nothing left to move
+
+    with adapter.applied(turbo_pipe, picture(0), weight=1.0) as extra:  # back on the device, nothing read again
+        assert np.array_equal(draft(turbo_pipe, **extra), images[0])
+    assert len(weight_reads) == 1 and len(encoder_loads) == 1 and adapter.resident
+    assert adapter.release() and not adapter.resident  # out of memory: at once
+    assert np.array_equal(draft(turbo_pipe), plain)
