@@ -351,6 +351,8 @@ class Runner:
         for job_id in sorted(left):
             # The engine gave a running job up past the timeout: it runs from the start next time, so its
             # row says queued now (a kill instead leaves it running, and restart() requeues it then).
+            if not job_id.isdigit():  # no row of its own (a /describe)
+                continue
             job = await self._store.get_job(int(job_id))
             if job is not None and job.status == "running":
                 await self._store.requeue(job.id)
