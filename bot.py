@@ -25,6 +25,7 @@ import discord.http
 from discord.ext import commands
 from dotenv import load_dotenv
 
+from cogs.ui.layout import Layout
 from core.dblock import DatabaseInUse, lock_database
 from core.guilds import PUBLIC_WARNING, GuildGate, install_gateway_filter
 from core.history import HistoryError, HistoryStore
@@ -70,7 +71,7 @@ class ImagineBot(commands.AutoShardedBot):
 
     Auto-sharded: Discord says how many shards the bot needs (``GET /gateway/bot``) and one process
     runs them all. History stays in one SQLite file, so there is one bot process.
-    Cogs type their ``self.bot`` as this class; components reach it through ``core.controls.jobs_client``.
+    Cogs type their ``self.bot`` as this class; buttons reach it through ``cogs.ui.client.bot_of``.
     """
 
     settings: BotSettings
@@ -104,6 +105,7 @@ class ImagineBot(commands.AutoShardedBot):
             store=store,
             engine=engine,
             settings=settings,
+            controls=Layout(),
             inputs=InputStore.beside(Path(store.path)),
             run_log=run_log,
         )

@@ -16,7 +16,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from core.controls import jobs_client
+from cogs.ui.client import bot_of
 from core.jobs.addons import DEFAULT_LORA_WEIGHT, DEFAULT_REFERENCE_WEIGHT
 from engine.api import LORA_WEIGHT_RANGE, REFERENCE_WEIGHT_RANGE, EngineOffer
 
@@ -52,7 +52,7 @@ def matching_loras(names: Iterable[str], typed: str, limit: int = MAX_CHOICES) -
 
 async def lora_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """The engine's LoRA names matching what the member has typed so far."""
-    offer = jobs_client(interaction).jobs.engine.offer
+    offer = bot_of(interaction).jobs.engine.offer
     return [app_commands.Choice(name=name[:100], value=name) for name in matching_loras(offer.loras, current)]
 
 

@@ -1,7 +1,7 @@
 """/describe: three or four prompt suggestions for an uploaded image, each with a button that runs /imagine.
 
 The command is registered only when the engine offers describe (``engine.offer.describe``, read as the
-cog loads in ``setup_hook``, after ``engine.start()``). The buttons (``core.suggestions``) are registered
+cog loads in ``setup_hook``, after ``engine.start()``). The buttons (``cogs.ui.buttons``) are registered
 either way: a message posted while describe was on still works when it is off.
 """
 
@@ -15,9 +15,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.attachments import read_image
+from cogs.ui.buttons import SuggestionButton
 from core.limits import Refusal
 from core.origins import InteractionOrigin
-from core.suggestions import SuggestionButton
 
 if TYPE_CHECKING:
     from bot import ImagineBot

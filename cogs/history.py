@@ -19,8 +19,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.options import JobId, Page, Search
+from cogs.ui.client import bot_of
 from core import render
-from core.controls import jobs_client
 from core.delivery import NO_MENTIONS
 from core.history import HistoryStore, JobRecord
 from core.limits import Refusal, check_search
@@ -156,7 +156,7 @@ class HistoryPageButton(
                 raise Refusal("These buttons belong to someone else's /history; run /history yourself.")
             text, view = await history_page(
                 interaction,
-                jobs_client(interaction).store,
+                bot_of(interaction).store,
                 viewer_id=self.viewer_id,
                 target_id=self.target_id,
                 page=self.page,
@@ -205,7 +205,7 @@ class RepostSelect(
             values = self.item.values
             if not values or not values[0].isdigit():
                 raise Refusal("Pick a job from the list.")
-            await jobs_client(interaction).jobs.repost(InteractionOrigin(interaction), int(values[0]))
+            await bot_of(interaction).jobs.repost(InteractionOrigin(interaction), int(values[0]))
         except Exception as e:
             await report_error(interaction, e)
 

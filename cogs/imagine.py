@@ -28,12 +28,13 @@ from cogs.options import (
     StylePick,
 )
 from cogs.reactions import plain_emoji, reacted_job
-from core.controls import REROLL_EMOJI, JobButton, TiledPreviewButton
+from cogs.ui.buttons import JobButton, TiledPreviewButton
+from cogs.ui.remix import remix_submitted
+from core.controls import REROLL_EMOJI
 from core.history import JobRecord
 from core.jobs.addons import Addons
 from core.limits import Refusal
 from core.origins import InteractionOrigin, MessageOrigin, age_restricted
-from core.remix import remix_submitted
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -71,7 +72,7 @@ class ImagineCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """A submitted Remix form (``core.remix``: discord.py keeps no modal for it, so it comes here)."""
+        """A submitted Remix form (``cogs.ui.remix``: discord.py keeps no modal for it, so it comes here)."""
         await remix_submitted(interaction, self.bot.jobs)
 
     @app_commands.command(name="imagine", description="Four quick drafts of a prompt.")
@@ -271,7 +272,7 @@ class ImagineCog(commands.Cog):
         elif name == REROLL_EMOJI:
             await jobs.reroll(origin, job.id)
         elif job.kind == "draft":
-            await jobs.upscale(origin, job.id, NUMBER_EMOJI[name])
+            await jobs.final_of_draft(origin, job.id, NUMBER_EMOJI[name])
 
     async def _cancel_or_delete(
         self, payload: discord.RawReactionActionEvent, job: JobRecord, origin: MessageOrigin

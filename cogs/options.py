@@ -10,7 +10,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from core.controls import jobs_client
+from cogs.ui.client import bot_of
 from core.limits import MAX_SEARCH_CHARS, MAX_STYLE_SUFFIX_CHARS
 from core.prompt_text import MAX_STYLE_NAME_CHARS
 from core.styles import choice_label, matching
@@ -74,7 +74,7 @@ class StylePickOption(StyleNameOption):
     ) -> list[app_commands.Choice[int | float | str]]:
         if interaction.guild_id is None:
             return []
-        styles = await jobs_client(interaction).jobs.styles.available(interaction.guild_id)
+        styles = await bot_of(interaction).jobs.styles.available(interaction.guild_id)
         choices: list[app_commands.Choice[int | float | str]] = [
             app_commands.Choice(name=choice_label(s), value=s.name) for s in matching(styles, str(value))
         ]

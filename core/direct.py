@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import discord
 
-from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, bounded
+from core.calls import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, bounded
 from core.echo import fit
 
 log = logging.getLogger(__name__)

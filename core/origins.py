@@ -9,17 +9,20 @@ which gives a :class:`core.delivery.Delivery`: the one message that shows the jo
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import discord
 
 from core import scope
-from core.delivery import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, Delivery, bounded, posting_in
+from core.calls import CALL_TIMEOUT_S, NO_MENTIONS, CallTimeout, bounded, posting_in
+from core.delivery import Delivery
 from core.echo import fit
 from core.history import JobRecord
+from core.limits import Refusal
 from core.throttle import UserThrottle
 
 log = logging.getLogger(__name__)
@@ -273,3 +276,21 @@ class MessageOrigin(Origin):
             placeholder_by_webhook=False,
             reply_to=self.source_message_id,
         )
+
+
+R = TypeVar("R")
+
+
+def refusals_answered(method: Callable[..., Awaitable[R | None]]) -> Callable[..., Awaitable[R | None]]:
+    """A user-facing request method (``JobService``'s): a :class:`Refusal` raised inside becomes the user's
+    (ephemeral) answer through the origin, its first argument, and the method returns None."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, origin: Origin, *args: Any, **kwargs: Any) -> R | None:
+        try:
+            return await method(self, origin, *args, **kwargs)
+        except Refusal as r:
+            await origin.refuse(str(r))
+            return None
+
+    return wrapper

@@ -1,30 +1,18 @@
-"""The Remix form: a job's prompt and negative prompt in a Discord modal, edited and submitted as a new job.
+"""The Remix form's custom ids and how to read a submitted one: plain values, the form itself is ``cogs.ui.remix``.
 
-The Remix button (``core.controls``) opens :class:`RemixForm`; its custom id carries the job id
-(``remix:<id>``) and, as with the buttons, nothing is kept in memory: the form is stopped before it
-is sent, so discord.py holds no modal for it and discards the submit, which :func:`remix_submitted`
-(called by ``cogs.imagine`` for every interaction) takes from there. A form opened before a restart
-is therefore still submitted after it, and the service rebuilds everything else from the job's row.
+A form's custom id carries the job id (``remix:<id>``); its two text inputs are ``remix:prompt`` and
+``remix:negative``. Messages and forms opened long ago carry these, so they never change.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from core.history import JobRecord
-from core.origins import InteractionOrigin
-from core.tree import report_error
 from engine.api import MAX_PROMPT_CHARS
-
-if TYPE_CHECKING:  # the job service builds the controls that open this form
-    from core.jobs import JobService
-
-log = logging.getLogger(__name__)
 
 FORM_ID = re.compile(r"remix:(?P<job_id>[0-9]{1,19})")
 PROMPT_INPUT = "remix:prompt"
@@ -36,31 +24,8 @@ INPUT_LIMIT = 4000
 PROMPT_LIMIT = min(MAX_PROMPT_CHARS, INPUT_LIMIT)
 
 
-class RemixForm(discord.ui.Modal):
-    """The prompt and negative prompt of ``job``, filled in; never held in memory (see the module docstring)."""
-
-    def __init__(self, job: JobRecord) -> None:
-        super().__init__(title=f"Remix job #{job.id}"[:TITLE_LIMIT], custom_id=f"remix:{job.id}", timeout=None)
-        self.prompt: discord.ui.TextInput[RemixForm] = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            custom_id=PROMPT_INPUT,
-            default=job.prompt[:PROMPT_LIMIT],
-            max_length=PROMPT_LIMIT,
-            required=True,
-        )
-        self.negative_prompt: discord.ui.TextInput[RemixForm] = discord.ui.TextInput(
-            label="Negative prompt (what to keep out)",
-            style=discord.TextStyle.paragraph,
-            custom_id=NEGATIVE_INPUT,
-            default=job.negative_prompt[:PROMPT_LIMIT] or None,
-            max_length=PROMPT_LIMIT,
-            required=False,
-        )
-        self.add_item(self.prompt)
-        self.add_item(self.negative_prompt)
-        # Nothing to listen for in this object: the submit reaches remix_submitted through on_interaction.
-        self.stop()
+def form_custom_id(job_id: int) -> str:
+    return f"remix:{job_id}"
 
 
 def form_values(components: Iterable[Mapping[str, Any]]) -> dict[str, str]:
@@ -72,27 +37,3 @@ def form_values(components: Iterable[Mapping[str, Any]]) -> dict[str, str]:
             if child.get("type") == discord.ComponentType.text_input.value and isinstance(child.get("value"), str):
                 values[str(child.get("custom_id"))] = child["value"]
     return values
-
-
-async def remix_submitted(interaction: discord.Interaction, jobs: JobService) -> bool:
-    """Make the remix of a submitted Remix form; False when ``interaction`` is no such submit."""
-    if interaction.type is not discord.InteractionType.modal_submit:
-        return False
-    data: Mapping[str, Any] = interaction.data or {}
-    match = FORM_ID.fullmatch(str(data.get("custom_id", "")))
-    if match is None:
-        return False
-    job_id = int(match["job_id"])
-    values = form_values(data.get("components") or [])
-    log.info("remix of job %s submitted by user %s", job_id, interaction.user.id)
-    try:
-        await jobs.remix(
-            InteractionOrigin(interaction),
-            job_id,
-            prompt=values.get(PROMPT_INPUT, ""),
-            negative_prompt=values.get(NEGATIVE_INPUT) or None,
-        )
-    except Exception as e:
-        interaction.extras.setdefault("job_id", job_id)
-        await report_error(interaction, e)
-    return True

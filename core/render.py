@@ -74,7 +74,7 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
         return f"{what} · seed `{job.seed}` · {job.model} · {size} · job #{job.id}"
     if job.params.upscale is not None:
         what = f"Upscaled 2x ({job.params.upscale})"
-        if job.mode == JobMode.UPSCALE2X and job.parent_id is not None:
+        if job.mode == JobMode.UPSCALE_2X and job.parent_id is not None:
             what = f"{what} from job #{job.parent_id}"
     elif job.mode == JobMode.REMIX and job.params.remix_of is not None:
         what = f"Remix of job #{job.params.remix_of}"

@@ -1,27 +1,17 @@
-"""/describe's answer: prompt suggestions for an image, as a numbered list with one button each.
+"""/describe's answer: prompt suggestions for an image, as a numbered list (the buttons are ``cogs.ui``).
 
-A button (``describe:<n>``, :class:`SuggestionButton`, a ``DynamicItem``) runs /imagine with
-suggestion *n*, which it reads back from the text of the message it is on: nothing is kept in
-memory or in the database, so the buttons keep working after a restart. The message text is the
+A button (``describe:<n>``, ``cogs.ui.buttons.SuggestionButton``) runs /imagine with suggestion *n*,
+which it reads back from the text of the message it is on (:func:`suggestion_from`): nothing is kept
+in memory or in the database, so the buttons keep working after a restart. The message text is the
 record: the bot's own messages cannot be edited by anyone else.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
-from typing import Any
-
-import discord
 
 from core import render
-from core.controls import jobs_client
-from core.limits import Refusal
-from core.origins import InteractionOrigin
-from core.tree import report_error
-
-log = logging.getLogger(__name__)
 
 MAX_SUGGESTIONS = 4
 SUGGESTION_CHARS = 300  # each line of the list; four fit well inside a message
@@ -53,43 +43,3 @@ def suggestion_from(content: str, number: int) -> str | None:
         if int(match["n"]) == number:
             return _ESCAPED.sub(r"\1", match["text"]).replace("@\u200b", "@")
     return None
-
-
-class SuggestionButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=re.compile(r"describe:(?P<number>[1-9])"),
-):
-    """Runs /imagine with one suggestion of the message it is on."""
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-        super().__init__(
-            discord.ui.Button(
-                label=str(number), style=discord.ButtonStyle.primary, custom_id=f"describe:{number}", row=0
-            )
-        )
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> SuggestionButton:
-        return cls(int(match["number"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            message = interaction.message
-            prompt = suggestion_from(message.content, self.number) if message is not None else None
-            if prompt is None:
-                raise Refusal(f"Suggestion {self.number} is not on this message any more.")
-            await jobs_client(interaction).jobs.imagine(InteractionOrigin(interaction), prompt=prompt)
-        except Exception as e:
-            await report_error(interaction, e)
-
-
-def suggestions_view(count: int) -> discord.ui.View:
-    """One button per suggestion; clicks reach :class:`SuggestionButton` through the dynamic item registry."""
-    view = discord.ui.View(timeout=None)
-    for number in range(1, count + 1):
-        view.add_item(SuggestionButton(number))
-    view.stop()
-    return view

@@ -1,6 +1,6 @@
 """The 2x2 preview of a seamless texture (``--tile``): the image repeated twice across and twice down.
 
-Pure Pillow, no Discord: the "Tiled preview" button (``core.controls``) runs it in a worker thread
+Pure Pillow, no Discord: the "Tiled preview" button (``cogs.ui.buttons``) runs it in a worker thread
 on the images of a result message. A seam in the texture shows as a line through the middle.
 """
 

@@ -11,6 +11,18 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+# Re-exported: importers of engine.requests (engine.api, engine.__main__, the tests) take these from here too.
+from .request_rules import (  # noqa: F401
+    ASPECTS,
+    MAX_DRAFT_SIDE,
+    MAX_SIDE,
+    MIN_SIDE,
+    SIDE_STEP,
+    RequestError,
+    size_for_aspect,
+    snap_side,
+)
+
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 1000
 MAX_LORAS = 2
@@ -18,11 +30,6 @@ LORA_WEIGHT_RANGE = (-2.0, 2.0)
 REFERENCE_WEIGHT_RANGE = (0.0, 2.0)
 REFERENCE_MODES: tuple[str, ...] = ("full", "style")
 UPSCALE_MODES: tuple[str, ...] = ("subtle", "creative")
-# Sides of every job: multiples of SIDE_STEP from MIN_SIDE to MAX_SIDE (drafts up to MAX_DRAFT_SIDE).
-MIN_SIDE = 256
-MAX_SIDE = 2048
-MAX_DRAFT_SIDE = 1024
-SIDE_STEP = 64
 MAX_UPSCALE_SIDE = MAX_SIDE  # the source of an upscale; the result is twice as large
 MAX_DESCRIBE_PIXELS = 4096 * 4096
 CHAOS_SEED_STRIDE = 104_729  # seeds of a chaos draft are this far apart per chaos point
@@ -31,53 +38,6 @@ CHAOS_MAX_STRENGTH_JITTER = 0.25  # at chaos 100 an image-to-image draft's stren
 Loras = tuple[tuple[str, float], ...]
 
 FINAL_MODELS: tuple[str, ...] = ("ssd-1b", "sdxl")
-
-# Aspect ratios offered to users. Each maps to (width, height) at about the same
-# pixel count as the square size, sides multiples of 64.
-ASPECTS: dict[str, tuple[int, int]] = {
-    "1:1": (1, 1),
-    "4:3": (4, 3),
-    "3:4": (3, 4),
-    "3:2": (3, 2),
-    "2:3": (2, 3),
-    "16:9": (16, 9),
-    "9:16": (9, 16),
-    "21:9": (21, 9),
-}
-
-
-class RequestError(ValueError):
-    """A request the engine refuses before it reaches the GPU. The message is for users."""
-
-
-def size_for_aspect(aspect: str, base: int, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
-    """(width, height) near ``base*base`` pixels for ``aspect``, sides multiples of 64.
-
-    Every side comes out between MIN_SIDE and ``max_side``: a wide aspect whose long side would pass
-    ``max_side`` is made smaller (fewer pixels, same aspect), one whose short side would fall under
-    MIN_SIDE larger, so every allowed size works for every aspect.
-    """
-    if aspect not in ASPECTS:
-        raise RequestError(f"Unknown aspect ratio {aspect!r}; choose one of {', '.join(ASPECTS)}.")
-    aw, ah = ASPECTS[aspect]
-    area = base * base
-    width = (area * aw / ah) ** 0.5
-    height = area / width
-    shrink = min(1.0, max_side / max(width, height))
-    width, height = width * shrink, height * shrink
-    grow = max(1.0, MIN_SIDE / min(width, height))
-    width, height = width * grow, height * grow
-
-    def side(value: float) -> int:
-        return max(MIN_SIDE, min(max_side // SIDE_STEP * SIDE_STEP, round(value / SIDE_STEP) * SIDE_STEP))
-
-    return side(width), side(height)
-
-
-def snap_side(value: float) -> int:
-    """``value`` pixels as a job side: the nearest multiple of SIDE_STEP, kept within MIN_SIDE to MAX_SIDE."""
-    return max(MIN_SIDE, min(MAX_SIDE, round(value / SIDE_STEP) * SIDE_STEP))
-
 
 def random_seed(count: int = 1) -> int:
     """A random seed that leaves room for ``count`` images (image i of a draft has seed ``seed + i``)."""

@@ -34,7 +34,12 @@ NO_ADDONS: dict[str, Any] = {"loras": (), "reference": False, "upscaler": "", "d
 
 
 @dataclass
-class JobHandle:
+class SubmittedJob:
+    """One job queued on the worker thread: its id and the future of its JobResult.
+
+    Not the door's ``engine.api.JobHandle``: ``LocalEngine`` wraps this in a ``LocalJobHandle``, which is one.
+    """
+
     job_id: str
     future: concurrent.futures.Future  # -> JobResult
 
@@ -117,7 +122,7 @@ class Engine(WorkerLoop):
         user: str,
         job_id: str | None = None,
         on_progress: ProgressFn | None = None,
-    ) -> JobHandle:
+    ) -> SubmittedJob:
         """Queue ``request``; raises RequestError (bad request) or QueueFull at once."""
         if not isinstance(request, DraftRequest | FinalRequest | UpscaleRequest | DescribeRequest):
             raise RequestError(f"Unknown request type {type(request).__name__}.")
@@ -140,7 +145,7 @@ class Engine(WorkerLoop):
             self._wake.notify()
         if self._thread is None or not self._thread.is_alive():
             self._restart_worker("worker thread was not running")
-        return JobHandle(job_id, future)
+        return SubmittedJob(job_id, future)
 
     def _check_addons(self, request: Request) -> None:
         """Refuse at once what needs an add-on this engine does not offer (the LoRA names against its library)."""

@@ -42,10 +42,10 @@ class JobMode(str, enum.Enum):
     INPAINT = "inpaint"  # /edit: a final that paints a masked area again
     OUTPAINT = "outpaint"  # zoom out or pan a final
     VARIATION = "variation"  # V1-V4 on drafts, Vary (subtle/strong) on a final
-    UPSCALE = "upscale"  # U1-U4: the final of one draft
+    FINAL_OF_DRAFT = "upscale"  # U1-U4 and 1️⃣-4️⃣: the final of one draft (stored as "upscale" since the start)
     REROLL = "reroll"  # 🔁: the same job with a new seed
     REMIX = "remix"  # Remix: the same job (seed, size, settings) with the prompt edited in a form
-    UPSCALE2X = "upscale2x"  # Upscale (subtle/creative) on a final: the final's image enlarged 2x
+    UPSCALE_2X = "upscale2x"  # Upscale (subtle/creative) on a final: the final's image enlarged 2x
 
     def __str__(self) -> str:
         return self.value

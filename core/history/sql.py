@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
-from core.history.choices import GuildStyle
+from core.history.choices import GuildSettings, GuildStyle, UserPrefs
 from core.history.records import HistoryError, JobMode, JobParams, JobRecord
 
 JOB_COLUMNS = (
@@ -239,4 +239,33 @@ def style_from_row(row: sqlite3.Row) -> GuildStyle:
         prompt_suffix=row["prompt_suffix"],
         negative_prompt=row["negative_prompt"],
         hidden=bool(row["hidden"]),
+    )
+
+
+def guild_from_row(guild_id: int, row: sqlite3.Row | None, channels: frozenset[int]) -> GuildSettings:
+    """A guild's settings from its row (None: never changed, the defaults) and its image channels."""
+    if row is None:
+        return GuildSettings(guild_id=guild_id, image_channels=channels)
+    return GuildSettings(
+        guild_id=guild_id,
+        image_channels=channels,
+        max_waiting_per_user=row["max_waiting_per_user"],
+        max_jobs_per_minute=row["max_jobs_per_minute"],
+        finals_outside_nsfw=bool(row["finals_outside_nsfw"]),
+        blocked_words=tuple(json.loads(row["blocked_words"])),
+        image_safety=row["image_safety"],
+    )
+
+
+def prefs_from_row(user_id: int, row: sqlite3.Row | None) -> UserPrefs:
+    """A member's preferences from their row (None: never set, the defaults)."""
+    if row is None:
+        return UserPrefs(user_id=user_id)
+    return UserPrefs(
+        user_id=user_id,
+        aspect=row["aspect"],
+        negative_prompt=row["negative_prompt"],
+        style_suffix=row["style_suffix"],
+        final_model=row["final_model"],
+        dm_results=bool(row["dm_results"]),
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import operator
 import os
@@ -291,17 +290,7 @@ class HistoryStore:
     async def _load_guild(conn: aiosqlite.Connection, guild_id: int) -> GuildSettings:
         row = await one(conn, sql.GUILD, (guild_id,))
         channels = frozenset(r[0] for r in await conn.execute_fetchall(sql.GUILD_CHANNELS, (guild_id,)))
-        if row is None:
-            return GuildSettings(guild_id=guild_id, image_channels=channels)
-        return GuildSettings(
-            guild_id=guild_id,
-            image_channels=channels,
-            max_waiting_per_user=row["max_waiting_per_user"],
-            max_jobs_per_minute=row["max_jobs_per_minute"],
-            finals_outside_nsfw=bool(row["finals_outside_nsfw"]),
-            blocked_words=tuple(json.loads(row["blocked_words"])),
-            image_safety=row["image_safety"],
-        )
+        return sql.guild_from_row(guild_id, row, channels)
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
         """This guild's settings, defaults for anything never changed."""
@@ -368,17 +357,7 @@ class HistoryStore:
 
     @staticmethod
     async def _load_prefs(conn: aiosqlite.Connection, user_id: int) -> UserPrefs:
-        row = await one(conn, sql.PREFS, (user_id,))
-        if row is None:
-            return UserPrefs(user_id=user_id)
-        return UserPrefs(
-            user_id=user_id,
-            aspect=row["aspect"],
-            negative_prompt=row["negative_prompt"],
-            style_suffix=row["style_suffix"],
-            final_model=row["final_model"],
-            dm_results=bool(row["dm_results"]),
-        )
+        return sql.prefs_from_row(user_id, await one(conn, sql.PREFS, (user_id,)))
 
     async def user_prefs(self, user_id: int) -> UserPrefs:
         """This user's preferences, defaults for anything never set."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from core.echo import quoted, shown
 from core.history import JobParams
-from core.jobs.rows import Request
+from core.jobs.rows import Plan, Request
 from core.limits import Refusal
 from engine.api import (
     LORA_WEIGHT_RANGE,
@@ -28,8 +28,7 @@ from engine.api import (
     UpscaleRequest,
 )
 
-if TYPE_CHECKING:  # plans builds on craft, which reads the add-ons typed in the prompt from here
-    from core.jobs.plans import Plan
+if TYPE_CHECKING:
     from core.prompt_text import PromptParams
 
 DEFAULT_LORA_WEIGHT = 1.0

@@ -23,9 +23,8 @@ from core import render
 from core.delivery import DeliveryError
 from core.history import GuildSettings, HistoryStore, JobParams, JobRecord, NewJob
 from core.jobs.images import StoredImages
-from core.jobs.outcome import Outcome
-from core.jobs.plans import Plan
-from core.jobs.rows import Request
+from core.jobs.outcome import ResultPoster
+from core.jobs.rows import Plan, Request
 from core.jobs.runner import RESTARTING_STATE, Runner
 from core.limits import Refusal, check_user_limits
 from core.origins import Origin
@@ -47,7 +46,7 @@ class Admission:
         store: HistoryStore,
         engine: ImageEngine,
         runner: Runner,
-        outcome: Outcome,
+        outcome: ResultPoster,
         images: StoredImages,
         clock: Callable[[], float],
     ) -> None:
@@ -149,7 +148,7 @@ class Admission:
         if waiting >= self._engine.offer.queue_max:
             raise Refusal(f"The queue is full ({waiting} jobs waiting). Try again in a few minutes.")
 
-    async def settle(self, grace: float) -> None:
+    async def finish_accepting(self, grace: float) -> None:
         """Wait up to ``grace`` s for the requests being admitted right now to be stored (on shutdown)."""
         try:
             await asyncio.wait_for(self._accepts_idle.wait(), grace)

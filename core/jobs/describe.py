@@ -1,9 +1,10 @@
 """/describe: prompt suggestions for an uploaded image, a short job through the engine door without a row.
 
 The room talks to the engine for describe jobs only (``DescribeRequest`` -> ``JobResult.suggestions``)
-and posts their answer (:mod:`core.suggestions`). A describe job is counted against the user's
-limits like any other (:meth:`core.jobs.admission.Admission.short_job`) but writes no row: nothing
-is made that 🔁, U or /show could repeat, and a restart loses only the wait for the answer.
+and posts their answer (:mod:`core.suggestions`, under the buttons a ``core.controls.Controls`` gives).
+A describe job is counted against the user's limits like any other
+(:meth:`core.jobs.admission.Admission.short_job`) but writes no row: nothing is made that 🔁, U or
+/show could repeat, and a restart loses only the wait for the answer.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import secrets
 import discord
 
 from core import render
+from core.controls import Controls
 from core.delivery import Delivery, DeliveryError
 from core.history import GuildSettings
 from core.jobs.admission import Admission
 from core.limits import Refusal
 from core.origins import Origin
-from core.suggestions import clean, suggestions_text, suggestions_view
+from core.suggestions import clean, suggestions_text
 from engine.api import (
     DescribeRequest,
     EngineStopped,
@@ -38,11 +40,12 @@ NOT_OFFERED = "Describe is not set up on this bot."
 WORKING = "🔎 Looking at your image…"
 
 
-class Describer:
+class DescribeJobs:
     """Runs describe jobs and answers them with their suggestions."""
 
-    def __init__(self, *, engine: ImageEngine, admission: Admission) -> None:
+    def __init__(self, *, engine: ImageEngine, admission: Admission, controls: Controls) -> None:
         self._engine = engine
+        self._controls = controls
         self._admission = admission
 
     async def describe(self, origin: Origin, guild: GuildSettings, image: bytes) -> tuple[str, ...] | None:
@@ -67,7 +70,7 @@ class Describer:
                 return None
             try:
                 text = suggestions_text(suggestions, origin.user_id)
-                await delivery.post(text, [], suggestions_view(len(suggestions)))
+                await delivery.post(text, [], self._controls.for_suggestions(len(suggestions)))
             except DeliveryError as e:
                 log.warning("describe for user %s: the answer could not be posted: %s", origin.user_id, e)
                 return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.history import HistoryStore, UserPrefs
-from core.jobs.preferences import checked_changes
+from core.jobs.preferences import checked_pref_changes
 from engine.api import ImageEngine
 
 
@@ -27,5 +27,5 @@ class MemberPrefs:
 
         Fields: ``aspect``, ``negative_prompt``, ``style_suffix``, ``final_model``, ``dm_results``.
         """
-        checked = checked_changes(changes, self._engine.offer.default_final_model)
+        checked = checked_pref_changes(changes, self._engine.offer.default_final_model)
         return await self._store.update_user_prefs(user_id, **checked)

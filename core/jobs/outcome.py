@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import discord
 
 from core import render
-from core.controls import REROLL_EMOJI, controls_for
+from core.controls import REROLL_EMOJI, Controls
 from core.delivery import Delivery, DeliveryError
 from core.direct import message_link
 from core.history import HistoryStore, JobRecord
@@ -38,7 +38,7 @@ def result_nonce(job_id: int) -> str:
     return f"r{job_id}"
 
 
-class Outcome:
+class ResultPoster:
     """Posts results and records them; shows the other endings (failed, cancelled, kept) in the job's message."""
 
     def __init__(
@@ -52,9 +52,11 @@ class Outcome:
         direct_message: DirectMessage,
         pacer: ChannelPacer | None,
         safety: ImageSafety,
+        controls: Controls,
         upscaler: Callable[[], str] = lambda: "",
     ) -> None:
         self.client = client
+        self._controls = controls  # the buttons under a result (cogs.ui.layout.Layout, handed in by bot.py)
         self._upscaler = upscaler  # what the engine offers now for Upscale buttons ("" = none)
         self.safety = safety  # the image safety check (core.safety), loaded the first time a server uses it
         self._store = store
@@ -82,7 +84,7 @@ class Outcome:
         started = time.monotonic()
         if self._pacer is not None:  # a bounded wait for the channel's turn: one 429 fewer per result
             await self._pacer.turn(delivery.channel_id, made=made)
-        controls = controls_for(job, upscaler=self._upscaler())
+        controls = self._controls.for_result(job, upscaler=self._upscaler())
         try:
             message = await delivery.post(content, files, controls, nonce=result_nonce(job.id))
         except DeliveryError as e:
@@ -157,7 +159,7 @@ class Outcome:
         if note:
             content = f"{content}\n{note}"[: render.MESSAGE_LIMIT]
         try:
-            message = await delivery.post(content, files, controls_for(job), nonce=f"s{job.id}")
+            message = await delivery.post(content, files, self._controls.for_result(job), nonce=f"s{job.id}")
         except DeliveryError as e:
             log.warning("job %s: its kept image was not posted either: %s", job.id, e)
             await delivery.tell(f"I could not post job #{job.id} here either: {e}")

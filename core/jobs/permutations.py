@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from core.history import GuildSettings, JobRecord
 from core.jobs.admission import Admission
-from core.jobs.plans import Plan
+from core.jobs.rows import Plan
 from core.limits import Refusal
 from core.origins import Origin
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from core import canvas
@@ -18,7 +17,7 @@ from core.attachments import image_size
 from core.history import JobMode, JobParams, JobRecord
 from core.jobs.craft import Craft, drafts_crafted, final_crafted
 from core.jobs.preferences import MODEL, Applied, known_aspect
-from core.jobs.rows import Request, new_job_fields
+from core.jobs.rows import Plan, Request, new_job_fields
 from core.limits import Refusal, check_aspect, check_final_model, check_seed
 from engine.api import (
     MAX_SIDE,
@@ -51,20 +50,6 @@ OUTPAINT_ACTIONS: dict[str, dict[str, Any]] = {
 VARY_ACTIONS: dict[str, float] = {"vary_subtle": 0.35, "vary_strong": 0.75}
 # Upscale (subtle) / Upscale (creative) on a final: the engine's 2x upscale mode of each button.
 UPSCALE_ACTIONS: dict[str, str] = {"upscale_subtle": "subtle", "upscale_creative": "creative"}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A job about to be admitted: the engine request, its row's fields, the images it starts from.
-
-    ``keep`` maps ``params`` names (``init_image``, ``mask_image``, ``reference_image``) to the PNGs to store before the
-    row is written (their keys go into the row's ``params``). A kept result the row names (``params.init_result``)
-    is held by the command from before its check reads it (``StoredImages.holding_result``).
-    """
-
-    request: Request
-    fields: dict[str, Any]
-    keep: dict[str, bytes] = field(default_factory=dict)
 
 
 def imagine(
@@ -196,7 +181,7 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
     return Plan(request, fields)
 
 
-def upscale(
+def final_of_draft(
     parent: JobRecord, parent_request: DraftRequest, index: int, asked: Applied, offer: EngineOffer,
     *, draft_size: int, final_size: int,
 ) -> Plan:
@@ -223,7 +208,9 @@ def upscale(
     params = asked.noted(JobParams(aspect=ratio) if isinstance(ratio, str) else JobParams())
     # The style is in the parent's prompt already: only its name is carried.
     params = dataclasses.replace(params, style=parent.params.style, tile=parent.params.tile)
-    fields = new_job_fields(request, mode=JobMode.UPSCALE, parent_id=parent.id, parent_index=index, params=params)
+    fields = new_job_fields(
+        request, mode=JobMode.FINAL_OF_DRAFT, parent_id=parent.id, parent_index=index, params=params
+    )
     return Plan(request, fields)
 
 
@@ -274,7 +261,7 @@ def _child_of(job: JobRecord, request: Request, mode: JobMode, params: JobParams
     return Plan(request, fields)
 
 
-def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
+def upscale_2x(parent: JobRecord, source: bytes, action: str) -> Plan:
     """Upscale (subtle) / Upscale (creative): ``parent``'s image (``source``) enlarged 2x, same prompt and seed.
 
     The row names ``parent``'s kept result (``init_result``), which is already on disk: no copy is stored.
@@ -287,7 +274,7 @@ def upscale2x(parent: JobRecord, source: bytes, action: str) -> Plan:
     params = JobParams(upscale=mode, init_result=parent.id)
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
-    fields = new_job_fields(request, mode=JobMode.UPSCALE2X, parent_id=parent.id, params=params)
+    fields = new_job_fields(request, mode=JobMode.UPSCALE_2X, parent_id=parent.id, params=params)
     return Plan(request, fields)
 
 

@@ -2,7 +2,7 @@
 
 ``apply_prefs`` fills what a request left empty and returns the result as one frozen value
 (:class:`Applied`), including which defaults it used, so the row can say so (``params.prefs``).
-Pure: the caller reads the :class:`~core.history.UserPrefs` and stores what ``checked_changes`` returns.
+Pure: the caller reads the :class:`~core.history.UserPrefs` and stores what ``checked_pref_changes`` returns.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def apply_prefs(
     return Applied(prompt, negative, aspect, model, tuple(sorted(used)), style.name if style is not None else None)
 
 
-def checked_changes(changes: Mapping[str, Any], default_final_model: str) -> dict[str, Any]:
+def checked_pref_changes(changes: Mapping[str, Any], default_final_model: str) -> dict[str, Any]:
     """``changes`` to a user's defaults, checked (``None`` resets one). Raises Refusal naming the first bad one.
 
     Fields: ``aspect``, ``negative_prompt``, ``style_suffix``, ``final_model``, ``dm_results``.

@@ -15,8 +15,8 @@ from core.jobs import addons as addon_plans
 from core.jobs import plans
 from core.jobs.checks import Checks
 from core.jobs.craft import Ask, for_drafts, for_final
-from core.jobs.plans import Plan
 from core.jobs.preferences import ASPECT, MODEL, NEGATIVE, STYLE
+from core.jobs.rows import Plan
 from core.origins import Origin
 from core.settings import BotSettings
 from engine.api import ImageEngine

@@ -2,7 +2,7 @@
 
 Touches the engine (submit, queue_info, health, cancel, close), the row's running state (``mark_running``,
 ``cancel_job``, ``fail_job``, ``requeue``) and the job's status message (through a
-:class:`~core.status.StatusUpdater`); a result goes to :class:`~core.jobs.outcome.Outcome`.
+:class:`~core.status.StatusUpdater`); a result goes to :class:`~core.jobs.outcome.ResultPoster`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from core import render
 from core.delivery import CallTimeout, Delivery, bounded
 from core.history import HistoryStore, JobRecord
 from core.jobs.images import StoredImages
-from core.jobs.outcome import Outcome
+from core.jobs.outcome import ResultPoster
 from core.jobs.plans import DRAFT_COUNT
 from core.jobs.rows import RebuildError, Request, rebuild_request
 from core.pacing import ChannelPacer
@@ -83,7 +83,7 @@ class Runner:
         store: HistoryStore,
         engine: ImageEngine,
         settings: BotSettings,
-        outcome: Outcome,
+        outcome: ResultPoster,
         pacer: ChannelPacer | None,
         clock: Callable[[], float],
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery],

@@ -21,15 +21,14 @@ a Ray Serve cluster); ``bot.py`` builds it and hands it in.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import discord
 
 from core import canvas
+from core.controls import Controls
 from core.delivery import Delivery
 from core.direct import send_direct
 from core.echo import quoted
@@ -41,19 +40,19 @@ from core.jobs.addons import Addons
 from core.jobs.admission import Admission
 from core.jobs.checks import Checks
 from core.jobs.craft import read_prompt
-from core.jobs.describe import Describer
+from core.jobs.describe import DescribeJobs
 from core.jobs.guilds import GuildCache
 from core.jobs.images import StoredImages
 from core.jobs.member_prefs import MemberPrefs
-from core.jobs.outcome import DirectMessage, Outcome
+from core.jobs.outcome import DirectMessage, ResultPoster
 from core.jobs.permutations import admit_each
 from core.jobs.preferences import MODEL, NEGATIVE, STYLE
 from core.jobs.prompting import Prompting
-from core.jobs.rows import status_word
+from core.jobs.rows import Plan, status_word
 from core.jobs.runner import Runner
 from core.jobs.styles import StyleBook
 from core.limits import Refusal, check_negative_prompt
-from core.origins import Origin
+from core.origins import Origin, refusals_answered
 from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import ImageSafety
@@ -65,23 +64,6 @@ log = logging.getLogger(__name__)
 ACCEPT_GRACE_S = 10.0  # on shutdown, time for requests already acknowledged to be stored
 _SAFETY = ImageSafety()  # one detector for the process, loaded the first time a server uses it
 
-_RequestMethod = Callable[..., Awaitable["JobRecord | None"]]
-
-
-def _refusals_answered(method: _RequestMethod) -> _RequestMethod:
-    """A user-facing request method: a :class:`Refusal` raised inside becomes the user's (ephemeral) answer."""
-
-    @functools.wraps(method)
-    async def wrapper(self: JobService, origin: Origin, *args: Any, **kwargs: Any) -> JobRecord | None:
-        try:
-            return await method(self, origin, *args, **kwargs)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
-
-    return wrapper
-
-
 class JobService:
     """Accepts, runs and delivers jobs; reached by the cogs as ``bot.jobs``."""
 
@@ -92,6 +74,7 @@ class JobService:
         store: HistoryStore,
         engine: ImageEngine,
         settings: BotSettings,
+        controls: Controls,
         clock: Callable[[], float] = time.time,
         delivery_for_job: Callable[[discord.Client, JobRecord], Delivery] = Delivery.for_job,
         inputs: InputStore | None = None,
@@ -112,7 +95,7 @@ class JobService:
         self.styles = StyleBook(store)  # the servers' style presets (/settings style, /imagine style:)
         self.checks = Checks(store, self.guilds, self.images, self.styles)
         self.prompting = Prompting(self.checks, engine, lambda: self._settings)
-        self.outcome = Outcome(
+        self.outcome = ResultPoster(
             client=client,
             store=store,
             guilds=self.guilds,
@@ -121,6 +104,7 @@ class JobService:
             direct_message=direct_message,
             pacer=pacer,
             safety=_SAFETY,
+            controls=controls,
             upscaler=lambda: engine.offer.upscaler,
         )
         self.runner = Runner(
@@ -137,7 +121,7 @@ class JobService:
         self.admission = Admission(
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
-        self.describer = Describer(engine=engine, admission=self.admission)
+        self.describe_jobs = DescribeJobs(engine=engine, admission=self.admission, controls=controls)
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
@@ -172,7 +156,7 @@ class JobService:
 
     # ----------------------------------------------------------------- what users ask for
 
-    @_refusals_answered
+    @refusals_answered
     async def imagine(
         self,
         origin: Origin,
@@ -204,7 +188,7 @@ class JobService:
         planned = [await self.prompting.imagine(origin, ask, image, strength) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
-    @_refusals_answered
+    @refusals_answered
     async def final(
         self,
         origin: Origin,
@@ -229,7 +213,7 @@ class JobService:
         planned = [await self.prompting.final(origin, ask) for ask in asks]
         return await admit_each(self.admission, origin, planned)
 
-    @_refusals_answered
+    @refusals_answered
     async def edit(
         self,
         origin: Origin,
@@ -257,7 +241,7 @@ class JobService:
         )
         return await self.admission.admit(origin, plan, guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
         if action not in plans.OUTPAINT_ACTIONS:
@@ -274,7 +258,7 @@ class JobService:
         plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent)
         return await self.admission.admit(origin, plan, guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def vary(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Vary (subtle) / Vary (strong) on a final: a new final by image-to-image from its image, new seed."""
         if action not in plans.VARY_ACTIONS:
@@ -285,7 +269,7 @@ class JobService:
             plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
             return await self.admission.admit(origin, plan, guild)
 
-    async def _with_parent_addons(self, plan: plans.Plan, parent: JobRecord) -> plans.Plan:
+    async def _with_parent_addons(self, plan: Plan, parent: JobRecord) -> Plan:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any.
 
         An upscaled final takes none (it only enlarges): the add-ons are those of the final it enlarged.
@@ -296,22 +280,22 @@ class JobService:
             return plan
         return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)
 
-    @_refusals_answered
-    async def upscale(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
-        """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣)."""
+    @refusals_answered
+    async def final_of_draft(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
+        """The final of image ``index`` (0-based) of a draft job (U1-U4, 1️⃣-4️⃣); not an upscale (:meth:`upscale_2x`)."""
         guild = await self.checks.guild_of(origin)
         self.checks.finals_allowed(guild, origin)
         parent, parent_request = await self.checks.parent_draft(origin, job_id, index)
         self.checks.prompt_allowed(parent.prompt, guild, origin)
         asked = await self.checks.preferred_model(origin)
-        plan = plans.upscale(
+        plan = plans.final_of_draft(
             parent, parent_request, index, asked, self.engine.offer,
             draft_size=self.settings.draft_size, final_size=self.settings.final_size,
         )
         plan = addon_plans.carried(plan, parent_request, parent.params)
         return await self.admission.admit(origin, plan, guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def variation(self, origin: Origin, job_id: int, index: int) -> JobRecord | None:
         """Four new drafts that start from image ``index`` of a draft job (V1-V4)."""
         guild = await self.checks.guild_of(origin)
@@ -328,7 +312,7 @@ class JobService:
             self.checks.finals_allowed(guild, origin)
         return job
 
-    @_refusals_answered
+    @refusals_answered
     async def remix(
         self, origin: Origin, job_id: int, *, prompt: object, negative_prompt: object = None
     ) -> JobRecord | None:
@@ -344,8 +328,8 @@ class JobService:
         rebuilt = await self.checks.rebuild(job)
         return await self.admission.admit(origin, plans.remix(job, rebuilt, text, negative), guild)
 
-    @_refusals_answered
-    async def upscale2x(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
+    @refusals_answered
+    async def upscale_2x(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
         """Upscale (subtle) / Upscale (creative) on a final: its image enlarged 2x, as a new final."""
         if action not in plans.UPSCALE_ACTIONS:
             raise Refusal(f"Unknown upscale {quoted(action, 20)}.")
@@ -356,16 +340,16 @@ class JobService:
             parent, source = await self.checks.final_source(origin, guild, job_id, "Upscale buttons", "upscale")
             if parent.params.upscale is not None:
                 raise Refusal(f"Job #{parent.id} is upscaled already.")
-            return await self.admission.admit(origin, plans.upscale2x(parent, source, action), guild)
+            return await self.admission.admit(origin, plans.upscale_2x(parent, source, action), guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def reroll(self, origin: Origin, job_id: int) -> JobRecord | None:
         """The same job with a new seed (🔁)."""
         guild = await self.checks.guild_of(origin)
         job = await self.checks.again(origin, guild, job_id)
         return await self.admission.admit(origin, plans.reroll(job, await self.checks.rebuild(job)), guild)
 
-    @_refusals_answered
+    @refusals_answered
     async def repost(self, origin: Origin, job_id: int) -> JobRecord | None:
         """The same job again with the same seed (same images), posted here with live controls."""
         guild = await self.checks.guild_of(origin)
@@ -374,14 +358,10 @@ class JobService:
             return job
         return await self.admission.admit(origin, plans.repost(job, await self.checks.rebuild(job)), guild)
 
+    @refusals_answered
     async def describe(self, origin: Origin, image: bytes) -> tuple[str, ...] | None:
         """/describe: prompt suggestions for ``image`` (a normalized PNG), each posted with a button."""
-        try:
-            guild = await self.checks.guild_of(origin)
-            return await self.describer.describe(origin, guild, image)
-        except Refusal as r:
-            await origin.refuse(str(r))
-            return None
+        return await self.describe_jobs.describe(origin, await self.checks.guild_of(origin), image)
 
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
@@ -414,5 +394,5 @@ class JobService:
             return
         self.runner.closing = True
         log.info("shutting down: no new jobs; waiting up to %.0f s for the running one", timeout)
-        await self.admission.settle(ACCEPT_GRACE_S)
+        await self.admission.finish_accepting(ACCEPT_GRACE_S)
         await self.runner.shutdown(timeout)

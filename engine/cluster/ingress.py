@@ -27,7 +27,7 @@ from . import wire
 from .workers import DRAFTS, FINALS
 
 if TYPE_CHECKING:
-    from .serve_app import Scaling
+    from .scaling import Scaling
 
 log = logging.getLogger(__name__)
 

@@ -12,40 +12,15 @@ Three deployments make it (:func:`build_app`), started by ``python -m engine ser
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from ray import serve
 
 from ..settings import EngineSettings
 from .ingress import APP_NAME, ingress_deployment
+from .scaling import Scaling as Scaling  # its own module, so that ingress needs no import of this one
 from .workers import draft_deployment, final_deployment
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """Replicas and resources of one worker deployment."""
-
-    min_replicas: int = 1
-    max_replicas: int = 1
-    gpus: float = 0.0  # per replica; fractions share a GPU between replicas
-    cpus: float = 1.0
-    target_ongoing: float = 1.0  # autoscaling: requests in flight per replica it aims for
-
-    def options(self) -> dict[str, Any]:
-        """``Deployment.options`` for these numbers: fixed replicas, or autoscaling between min and max."""
-        actor = {"num_gpus": self.gpus, "num_cpus": self.cpus}
-        if self.max_replicas > self.min_replicas:
-            return {
-                "ray_actor_options": actor,
-                "autoscaling_config": {
-                    "min_replicas": self.min_replicas,
-                    "max_replicas": self.max_replicas,
-                    "initial_replicas": self.min_replicas,
-                    "target_ongoing_requests": self.target_ongoing,
-                },
-            }
-        return {"ray_actor_options": actor, "num_replicas": self.min_replicas}
 
 
 def offer_for(settings: EngineSettings) -> dict[str, Any]:

@@ -59,8 +59,8 @@ async def test_imagine_with_a_lora_and_a_reference_records_them_and_u_and_reroll
     await env.stop()
     await env.start()  # the buttons rebuild the request from the row and the stored reference
 
-    upscale = await env.fake.click(drafts, f"job:{job.id}:u1")
-    final = await env.fake.wait_for(lambda: upscale.original if upscale.original and upscale.original.attachments
+    u1 = await env.fake.click(drafts, f"job:{job.id}:u1")
+    final = await env.fake.wait_for(lambda: u1.original if u1.original and u1.original.attachments
                                     else None, what="the final")
     final_job = await env.job_of(final)
     final_request = env.engine.item(final_job.id).request

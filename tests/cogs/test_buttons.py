@@ -40,9 +40,9 @@ async def test_buttons_and_the_history_menu_posted_before_a_restart_work_after_i
     await env.stop()
     await env.start()  # a new ImagineBot, engine and store on the same database: nothing kept in memory
 
-    upscale = await fake.click(drafts, f"job:{job.id}:u1", user=fake.world.bob)
+    u1 = await fake.click(drafts, f"job:{job.id}:u1", user=fake.world.bob)
     final = await fake.wait_for(
-        lambda: upscale.original if upscale.original and upscale.original.attachments else None, what="the final"
+        lambda: u1.original if u1.original and u1.original.attachments else None, what="the final"
     )
     assert [a.filename for a in final.attachments] == ["final.png"]
     final_job = await env.job_of(final)

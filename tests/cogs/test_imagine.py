@@ -110,7 +110,7 @@ async def test_reroll_reaction_by_a_user(cog, bot, store):
 async def test_number_reaction_makes_the_final_of_that_draft(cog, bot, store, emoji):
     job_id = await make_job(store)
     await cog.on_raw_reaction_add(reaction(emoji))
-    origin, called_id, index = bot.jobs.upscale.await_args.args
+    origin, called_id, index = bot.jobs.final_of_draft.await_args.args
     assert (called_id, index) == (job_id, 1)
 
 
@@ -123,9 +123,9 @@ async def test_ignored_reactions(cog, bot, store):
     final_id = await make_job(store, kind="final")
     assert final_id
     bot.jobs.reroll.reset_mock()
-    await cog.on_raw_reaction_add(reaction("3️⃣"))  # a number on a final: nothing to upscale
+    await cog.on_raw_reaction_add(reaction("3️⃣"))  # a number on a final: no draft to make a final of
     bot.jobs.reroll.assert_not_awaited()
-    bot.jobs.upscale.assert_not_awaited()
+    bot.jobs.final_of_draft.assert_not_awaited()
     bot.jobs.cancel.assert_not_awaited()
 
 

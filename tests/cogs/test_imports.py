@@ -39,6 +39,7 @@ def test_cogs_and_the_bot_side_stay_light():
         "import sys\n"
         "import cogs.imagine, cogs.history, cogs.queue, cogs.admin, cogs.channels, cogs.options, cogs.prefs\n"
         "import core.jobs, core.delivery, core.controls, core.tree, core.settings, core.limits, core.render\n"
+        "import cogs.ui.buttons, cogs.ui.layout, cogs.ui.remix\n"
         "import core.canvas, core.uploads\n"
         "import bot\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"

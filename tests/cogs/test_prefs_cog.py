@@ -14,6 +14,7 @@ import pytest
 
 from cogs.history import history_page
 from cogs.prefs import PrefsCog, prefs_text
+from cogs.ui.layout import Layout
 from core.history import HistoryStore, UserPrefs
 from core.jobs import JobService
 from core.limits import Refusal
@@ -77,6 +78,7 @@ class BotDouble:
             store=store,
             engine=self.engine,
             settings=BotSettings(token="t"),
+            controls=Layout(),
         )
         self.channel = Channel()
         self.recipients: dict[int, Recipient] = {}

@@ -12,8 +12,10 @@ import pytest
 
 from tests.cogs.support import FLAG_EPHEMERAL, Harness, running_harness
 from tests.fakediscord import FakeDiscord
+from tests.fakediscord.entities import GUILD_TEXT, FakeChannel, Overwrite
+from tests.fakediscord.permissions import MANAGE_MESSAGES, VIEW_CHANNEL
 from tests.fakediscord.snowflake import SnowflakeFactory
-from tests.fakediscord.world import GUILD_TEXT, MANAGE_MESSAGES, VIEW_CHANNEL, FakeChannel, Overwrite, World
+from tests.fakediscord.world import World
 
 
 def scoped_world() -> World:

@@ -40,7 +40,7 @@ def test_describe_remixes_and_upscales():
     final_remix = job_record(id=6, kind="final", mode=JobMode.REMIX, model="sdxl", count=1, parent_id=4,
                              params=JobParams(remix_of=4))
     assert render.describe(final_remix, steps=4).startswith("Remix of job #4 · seed `5` · sdxl · 4 steps")
-    upscaled = job_record(id=7, kind="final", mode=JobMode.UPSCALE2X, model="sdxl", width=2048, height=2048,
+    upscaled = job_record(id=7, kind="final", mode=JobMode.UPSCALE_2X, model="sdxl", width=2048, height=2048,
                           count=1, parent_id=6, steps=None, params=JobParams(upscale="subtle"))
     line = render.describe(upscaled, steps=0)  # "subtle" redraws nothing: no steps shown
     assert line == "Upscaled 2x (subtle) from job #6 · seed `5` · sdxl · 2048×2048 · job #7"

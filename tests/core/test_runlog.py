@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import SecretStr
 
+from cogs.ui.layout import Layout
 from core.history import JobMode, JobParams, JobRecord
 from core.runlog import RunLog, WandbRunLog, open_run_log
 from core.settings import BotSettings
@@ -128,6 +129,7 @@ async def test_the_job_service_logs_finals_only(store, kind):
         settings=BotSettings.model_construct(  # model_construct: faster than a user may set, unchecked
             token=SecretStr("t"), progress_interval=0.01, queue_update_interval=0.02
         ),
+        controls=Layout(),
         run_log=recording,
     )
     try:

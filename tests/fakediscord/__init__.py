@@ -5,7 +5,8 @@ See :mod:`tests.fakediscord.server` for the fake (its rooms are the modules besi
 """
 
 from .botproc import BotProcess
-from .driver import CommandUnavailable
+from .commands import CommandUnavailable
+from .entities import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser
 from .faults import Fault, RateLimit
 from .records import (
     FakeError,
@@ -18,7 +19,7 @@ from .records import (
 )
 from .server import FakeDiscord
 from .state import WaitTimeout
-from .world import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser, World
+from .world import World
 
 __all__ = [
     "BotProcess",

@@ -7,8 +7,11 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .commands import SCALAR_OPTIONS, CommandUnavailable, check_available, checked_scalar
+from .entities import FakeChannel, FakeGuild, FakeRole, FakeUser
 from .gateway import INTENT_GUILD_MEMBERS
 from .messages import MessageStore
+from .permissions import ALL_PERMISSIONS
 from .records import (
     APPLICATION_COMMAND,
     AUTOCOMPLETE,
@@ -16,13 +19,9 @@ from .records import (
     MODAL_SUBMIT,
     MSG_REPLY,
     OPT_ATTACHMENT,
-    OPT_BOOLEAN,
     OPT_CHANNEL,
-    OPT_INTEGER,
     OPT_MENTIONABLE,
-    OPT_NUMBER,
     OPT_ROLE,
-    OPT_STRING,
     OPT_SUB_COMMAND,
     OPT_SUB_COMMAND_GROUP,
     OPT_USER,
@@ -32,11 +31,6 @@ from .records import (
     iter_components,
 )
 from .snowflake import iso_timestamp
-from .world import ALL_PERMISSIONS, FakeChannel, FakeGuild, FakeRole, FakeUser
-
-
-class CommandUnavailable(Exception):
-    """Real Discord would not let this user run this command here (not synced, no permission, DM, nsfw)."""
 
 
 class Driver(MessageStore):
@@ -101,46 +95,14 @@ class Driver(MessageStore):
         synced = sorted({command["name"] for commands in self.commands.values() for command in commands})
         raise CommandUnavailable(f"/{name} is not synced (synced: {', '.join(synced) or 'nothing'})")
 
-    def _check_available(self, command: dict[str, Any], user: FakeUser, channel: FakeChannel,
-                         guild: FakeGuild | None) -> None:
-        name = command["name"]
-        if guild is None:
-            contexts = command.get("contexts")
-            if command.get("dm_permission") is False or (contexts is not None and 1 not in contexts):
-                raise CommandUnavailable(f"/{name} is not available in DMs")
-            return
-        contexts = command.get("contexts")
-        if contexts is not None and 0 not in contexts:
-            raise CommandUnavailable(f"/{name} is not available in guilds")
-        required = command.get("default_member_permissions")
-        if required is not None:
-            have = guild.permissions_for(user.id, channel)
-            if int(required) & have != int(required):
-                raise CommandUnavailable(f"{user.username} lacks the permissions /{name} needs ({required})")
-        if command.get("nsfw") and not channel.nsfw:
-            raise CommandUnavailable(f"/{name} is age-restricted and #{channel.name} is not nsfw")
-
     def _option_value(
         self, option: dict[str, Any], value: Any, resolved: dict[str, dict[str, Any]], channel: FakeChannel,
         guild: FakeGuild | None
     ) -> Any:
         kind, name = option["type"], option["name"]
-        if kind == OPT_STRING:
-            if not isinstance(value, str):
-                raise ValueError(f"option {name!r} takes a string, not {value!r}")
-            if not option.get("min_length", 0) <= len(value) <= option.get("max_length", 6000):
-                raise ValueError(f"option {name!r}: length {len(value)} is out of range")
-        elif kind in (OPT_INTEGER, OPT_NUMBER):
-            if isinstance(value, bool) or not isinstance(value, int if kind == OPT_INTEGER else (int, float)):
-                raise ValueError(f"option {name!r} takes a number, not {value!r}")
-            if "min_value" in option and value < option["min_value"]:
-                raise ValueError(f"option {name!r}: {value} < {option['min_value']}")
-            if "max_value" in option and value > option["max_value"]:
-                raise ValueError(f"option {name!r}: {value} > {option['max_value']}")
-        elif kind == OPT_BOOLEAN:
-            if not isinstance(value, bool):
-                raise ValueError(f"option {name!r} takes a bool, not {value!r}")
-        elif kind in (OPT_USER, OPT_MENTIONABLE) and isinstance(value, FakeUser):
+        if kind in SCALAR_OPTIONS:
+            return checked_scalar(option, value)
+        if kind in (OPT_USER, OPT_MENTIONABLE) and isinstance(value, FakeUser):
             resolved.setdefault("users", {})[value.id] = value.to_json()
             if guild is not None:
                 member = self._member_json(guild, value, with_user=False, channel=channel, with_permissions=True)
@@ -159,12 +121,7 @@ class Driver(MessageStore):
             attachment = self._store_attachment(channel.id, value, ephemeral=True)
             resolved.setdefault("attachments", {})[attachment.id] = attachment.to_json()
             return attachment.id
-        else:
-            raise ValueError(f"option {name!r} (type {kind}) cannot take {value!r}")
-        choices = option.get("choices")
-        if choices and value not in [choice["value"] for choice in choices]:
-            raise ValueError(f"option {name!r}: {value!r} is not one of the choices {choices}")
-        return value
+        raise ValueError(f"option {name!r} (type {kind}) cannot take {value!r}")
 
     def _build_options(
         self, schema: list[dict[str, Any]], given: Mapping[str, Any], resolved: dict[str, dict[str, Any]],
@@ -206,7 +163,7 @@ class Driver(MessageStore):
         path = name.split()
         command, scope = self._find_command(path[0], guild)
         if not force:
-            self._check_available(command, user, channel, guild)
+            check_available(command, user, channel, guild)
         schema: list[dict[str, Any]] = command.get("options") or []
         nesting: list[dict[str, Any]] = []
         for part in path[1:]:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .api import ApiError
+from .entities import FakeChannel, FakeUser
 from .gateway import (
     INTENT_DIRECT_MESSAGE_REACTIONS,
     INTENT_DIRECT_MESSAGES,
@@ -30,7 +31,6 @@ from .records import (
 )
 from .snowflake import iso_timestamp
 from .validation import validate_message
-from .world import FakeChannel, FakeUser
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>")
 

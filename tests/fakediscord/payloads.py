@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .entities import FakeChannel, FakeGuild, FakeUser
 from .records import APPLICATION_COMMAND, MSG_CHAT_INPUT_COMMAND, Interaction, StoredMessage
 from .state import FakeState
-from .world import FakeChannel, FakeGuild, FakeUser
 
 _CUSTOM_EMOJI_RE = re.compile(r"^(?:a:)?([\w~]{1,32}):(\d+)$")
 

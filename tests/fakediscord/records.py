@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .world import FakeChannel, FakeGuild, FakeUser
+from .entities import FakeChannel, FakeGuild, FakeUser
 
 if TYPE_CHECKING:
     from PIL import Image

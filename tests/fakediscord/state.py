@@ -17,12 +17,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .api import API_PREFIX, ApiError, Route
+from .entities import FakeChannel, FakeGuild, FakeRole, FakeUser
 from .faults import ChannelLimiter, Faults, RateLimit
 from .gateway import Gateway
 from .openapi import OpenApiCheck
+from .permissions import ALL_PERMISSIONS, VIEW_CHANNEL
 from .records import FakeError, Interaction, RecordedCall, StoredAttachment, StoredMessage
 from .snowflake import SnowflakeFactory
-from .world import ALL_PERMISSIONS, VIEW_CHANNEL, FakeChannel, FakeGuild, FakeRole, FakeUser, World
+from .world import World
 
 log = logging.getLogger(__name__)
 

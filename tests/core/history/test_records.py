@@ -31,7 +31,7 @@ def test_new_job_checks_its_fields() -> None:
 
 
 def test_new_job_takes_the_mode_as_text_and_refuses_an_unknown_one() -> None:
-    assert new_job(mode="upscale").mode is JobMode.UPSCALE
+    assert new_job(mode="upscale").mode is JobMode.FINAL_OF_DRAFT
     with pytest.raises(ValueError, match="imagine, img2img, final") as refused:
         new_job(mode="sketch")
     assert "'sketch'" in str(refused.value)

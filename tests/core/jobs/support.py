@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from cogs.ui.layout import Layout
 from core.history import HistoryStore, JobRecord
 from core.jobs import JobService
 from core.settings import BotSettings
@@ -16,6 +17,7 @@ from engine.api import ImageEngine
 def make_service(store: HistoryStore, engine: ImageEngine, **kwargs: Any) -> JobService:
     """A service on ``store`` and ``engine`` with fast status edits and no channel pacing (tested on its own)."""
     kwargs.setdefault("pace_channels", False)
+    kwargs.setdefault("controls", Layout())  # the buttons bot.py hands in
     settings = kwargs.pop(
         "settings",  # model_construct: faster than a user may set, unchecked
         BotSettings.model_construct(token=SecretStr("test"), progress_interval=0.01, queue_update_interval=0.02),

@@ -121,7 +121,7 @@ async def test_reroll_u_v_and_repost_repeat_the_loras_and_the_reference(service,
     assert craft(engine.item(reroll.id).request) == wanted
     assert dataclasses.replace(engine.item(reroll.id).request, seed=draft_request.seed) == draft_request
 
-    final = await service.upscale(RecordingOrigin(), draft.id, 2)
+    final = await service.final_of_draft(RecordingOrigin(), draft.id, 2)
     upscaled = engine.item(final.id).request
     assert isinstance(upscaled, FinalRequest) and craft(upscaled) == wanted
     assert upscaled.init.draft == draft_request  # the draft is remade with its LoRA and reference too
@@ -161,7 +161,7 @@ async def test_vary_and_zoom_of_an_upscaled_final_keep_the_loras_and_reference_o
 ):
     addons = Addons.from_options(lora="watercolor-xl", lora_weight=1.5, reference=REFERENCE)
     final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a fox", addons=addons))
-    upscaled = await done(store, engine, await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle"))
+    upscaled = await done(store, engine, await service.upscale_2x(RecordingOrigin(), final.id, "upscale_subtle"))
     assert engine.item(upscaled.id).request.mode == "subtle"  # the upscale itself takes no add-ons
     for job in (await service.vary(RecordingOrigin(), upscaled.id, "vary_subtle"),
                 await service.outpaint(RecordingOrigin(), upscaled.id, "zoom2")):

@@ -93,7 +93,7 @@ def test_upscale_and_variation_of_a_chaos_draft_repeat_its_seeds_tile_and_model(
     request = request_for(parent)
     assert request.seeds[2] != 9  # chaos spreads the seeds
     preferred = Applied(model="ssd-1b", used=("final_model",))
-    final = plans.upscale(parent, request, 2, preferred, OFFER, draft_size=512, final_size=1024)
+    final = plans.final_of_draft(parent, request, 2, preferred, OFFER, draft_size=512, final_size=1024)
     assert (final.request.seed, final.request.tile, final.request.model) == (request.seeds[2], True, "sdxl")
     assert final.fields["params"].tile is True and final.fields["params"].prefs == ()
     variation = plans.variation(parent, request, 1)

@@ -38,7 +38,7 @@ async def test_the_final_of_an_image_draft_rebuilds_the_whole_chain(service, sto
     drafts = await service.imagine(RecordingOrigin(), prompt="a cat", image=photo, seed=1)
     engine.finish(drafts.id)
     await wait_status(store, drafts.id, "done")
-    final = await service.upscale(RecordingOrigin(), drafts.id, 2)
+    final = await service.final_of_draft(RecordingOrigin(), drafts.id, 2)
     request = engine.item(final.id).request
     assert isinstance(request.init, DraftInit) and request.init.draft.init == ImageInit(photo)
     assert await rebuild_request(store, await store.get_job(final.id), inputs) == request

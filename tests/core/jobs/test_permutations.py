@@ -60,7 +60,7 @@ async def test_reroll_upscale_and_repost_repeat_chaos_and_tile(service, store, e
     reroll = await service.reroll(RecordingOrigin(), draft.id)
     rerolled = engine.item(reroll.id).request
     assert (rerolled.chaos, rerolled.tile) == (60, True) and rerolled.seed != 40
-    final = await service.upscale(RecordingOrigin(), draft.id, 3)
+    final = await service.final_of_draft(RecordingOrigin(), draft.id, 3)
     upscaled = engine.item(final.id).request
     assert (upscaled.seed, upscaled.tile, upscaled.model) == (drafts_request.seeds[3], True, "sdxl")
     assert upscaled.seed != 43  # chaos moved the seed of draft 4 away from seed + 3

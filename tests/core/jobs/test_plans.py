@@ -52,7 +52,7 @@ def test_upscale_and_variation_start_from_the_parents_image():
     parent = job_row(id=3, status="done", params=JobParams(aspect="3:2"))
     parent_request = request_for(parent)
     assert isinstance(parent_request, DraftRequest)
-    up = plans.upscale(parent, parent_request, 1, Applied(model="sdxl", used=("final_model",)), OFFER,
+    up = plans.final_of_draft(parent, parent_request, 1, Applied(model="sdxl", used=("final_model",)), OFFER,
                        draft_size=512, final_size=1024)
     assert up.request.init == DraftInit(parent_request, 1) and up.request.seed == parent_request.seeds[1]
     assert (up.request.width, up.request.height, up.request.model) == (1280, 832, "sdxl")
@@ -66,7 +66,7 @@ def test_upscale_and_variation_start_from_the_parents_image():
 
 def test_an_upscale_of_a_draft_with_no_known_aspect_scales_its_size():
     parent = job_row(id=3, width=512, height=768, params=JobParams())
-    up = plans.upscale(parent, request_for(parent), 0, Applied(), OFFER, draft_size=512, final_size=1024)
+    up = plans.final_of_draft(parent, request_for(parent), 0, Applied(), OFFER, draft_size=512, final_size=1024)
     assert (up.request.width, up.request.height) == (1024, 1536) and up.fields["params"] == JobParams()
 
 
@@ -122,7 +122,7 @@ def test_upscale2x_enlarges_the_finals_image_with_its_prompt_and_seed():
     final = job_row(id=5, kind="final", mode="final", model="sdxl", count=1, seed=21, negative_prompt="blur",
                     width=1024, height=768, params=JobParams(aspect="4:3"))
     source = png(1024, 768)
-    plan = plans.upscale2x(final, source, "upscale_creative")
+    plan = plans.upscale_2x(final, source, "upscale_creative")
     assert plan.request == UpscaleRequest(image=source, mode="creative", prompt="p", negative_prompt="blur",
                                           seed=21, model="sdxl")
     # The final's kept result is on disk already: the row names it, no copy is stored (🔁 and /show read it).
@@ -160,7 +160,7 @@ def test_every_allowed_draft_and_final_size_works_for_every_aspect(aspect):
         assert near(draft.width, draft.height, aspect), (draft_size, draft.width, draft.height)
         parent = job_row(id=3, status="done", width=draft.width, height=draft.height, params=JobParams(aspect=aspect))
         for final_size in (512, 1024, 2048):
-            up = plans.upscale(parent, request_for(parent), 0, Applied(), OFFER,
+            up = plans.final_of_draft(parent, request_for(parent), 0, Applied(), OFFER,
                                draft_size=draft_size, final_size=final_size)
             up.request.validate()
     for final_size in FINAL_SIZES:
@@ -179,7 +179,7 @@ def test_every_allowed_size_works_for_an_image_of_every_aspect(aspect):
         draft.validate()
         assert near(draft.width, draft.height, aspect), (draft_size, draft.width, draft.height)
         parent = job_row(id=3, status="done", mode="img2img", width=draft.width, height=draft.height)
-        up = plans.upscale(parent, draft, 0, Applied(), OFFER, draft_size=draft_size, final_size=2048)
+        up = plans.final_of_draft(parent, draft, 0, Applied(), OFFER, draft_size=draft_size, final_size=2048)
         up.request.validate()
         shape = up.request.width / up.request.height  # the final is the draft's, larger: its shape, not a square
         assert abs(shape - draft.width / draft.height) <= 0.05 * shape, (draft_size, up.request.width)

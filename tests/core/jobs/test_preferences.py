@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.history import JobParams, UserPrefs
-from core.jobs.preferences import Applied, apply_prefs, checked_changes
+from core.jobs.preferences import Applied, apply_prefs, checked_pref_changes
 from core.limits import MAX_STYLE_SUFFIX_CHARS, Refusal, check_style_suffix, with_style
 from engine.api import MAX_PROMPT_CHARS
 
@@ -90,12 +90,12 @@ def test_the_style_suffix_is_held_to_the_servers_blocked_words():
     assert asked.prompt == "a fox, gore"
 
 
-def test_checked_changes_name_what_is_wrong():
-    assert checked_changes({"aspect": "16:9", "final_model": " SDXL "}, "ssd-1b") == {
+def test_checked_pref_changes_name_what_is_wrong():
+    assert checked_pref_changes({"aspect": "16:9", "final_model": " SDXL "}, "ssd-1b") == {
         "aspect": "16:9",
         "final_model": "sdxl",
     }
     with pytest.raises(Refusal, match="no preference called “colour”"):
-        checked_changes({"colour": "red"}, "ssd-1b")
+        checked_pref_changes({"colour": "red"}, "ssd-1b")
     with pytest.raises(Refusal, match="on or off"):
-        checked_changes({"dm_results": "yes"}, "ssd-1b")
+        checked_pref_changes({"dm_results": "yes"}, "ssd-1b")

@@ -106,7 +106,7 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
     final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
     source = inputs.result_sync(final.id)
     origin = RecordingOrigin()
-    job = await service.upscale2x(origin, final.id, "upscale_subtle")
+    job = await service.upscale_2x(origin, final.id, "upscale_subtle")
     assert origin.refusals == []
     request = engine.item(job.id).request
     assert request == UpscaleRequest(image=source, mode="subtle", prompt="a harbour", seed=3, model=final.model)
@@ -123,7 +123,7 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
     ids = [item.custom_id for item in view.children]
     assert f"job:{job.id}:vary_subtle" in ids and f"job:{job.id}:upscale_subtle" not in ids
     twice = RecordingOrigin()
-    assert await service.upscale2x(twice, job.id, "upscale_subtle") is None
+    assert await service.upscale_2x(twice, job.id, "upscale_subtle") is None
     assert "upscaled already" in twice.refusals[0]
 
     # 🔁 and a re-post (/show) make it again from the final's kept image, which its row names.
@@ -137,7 +137,7 @@ async def test_upscale_subtle_enlarges_the_finals_stored_image_2x(service, store
 
 async def test_a_vary_of_an_upscaled_final_draws_at_the_size_of_the_final_it_enlarged(service, store, engine, inputs):
     final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
-    upscaled = await done(store, engine, await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle"))
+    upscaled = await done(store, engine, await service.upscale_2x(RecordingOrigin(), final.id, "upscale_subtle"))
     assert (upscaled.width, upscaled.height) == (2 * final.width, 2 * final.height)
     varied = await service.vary(RecordingOrigin(), upscaled.id, "vary_subtle")
     request = engine.item(varied.id).request
@@ -148,7 +148,7 @@ async def test_a_vary_of_an_upscaled_final_draws_at_the_size_of_the_final_it_enl
 async def test_a_vary_of_an_upscaled_final_runs_the_steps_a_vary_of_that_final_runs(service, store, engine):
     """The upscale's row counts no drawing steps (a subtle one: 0), so they are not the Vary's."""
     final = await done(store, engine, await service.final(RecordingOrigin(), prompt="a harbour", seed=3))
-    upscaled = await done(store, engine, await service.upscale2x(RecordingOrigin(), final.id, "upscale_subtle"))
+    upscaled = await done(store, engine, await service.upscale_2x(RecordingOrigin(), final.id, "upscale_subtle"))
     of_final = engine.item((await service.vary(RecordingOrigin(), final.id, "vary_subtle")).id).request
     of_upscaled = engine.item((await service.vary(RecordingOrigin(), upscaled.id, "vary_subtle")).id).request
     steps = engine.offer.final_steps
@@ -168,19 +168,19 @@ async def test_the_finals_controls_offer_upscale_when_the_engine_has_an_upscaler
     ids = [item.custom_id for item in origin.deliveries[0].posts[0][2].children]
     assert not [i for i in ids if "upscale" in i]
     refused = RecordingOrigin()
-    assert await service.upscale2x(refused, final.id, "upscale_subtle") is None
+    assert await service.upscale_2x(refused, final.id, "upscale_subtle") is None
     assert "no upscaler" in refused.refusals[0]
 
 
 async def test_upscale_refusals(service, store, engine, inputs):
     drafts = await done(store, engine, await service.imagine(RecordingOrigin(), prompt="a cat"))
     origin = RecordingOrigin()
-    assert await service.upscale2x(origin, drafts.id, "upscale_subtle") is None
+    assert await service.upscale_2x(origin, drafts.id, "upscale_subtle") is None
     assert "Upscale buttons work on finals" in origin.refusals[-1]
-    assert await service.upscale2x(origin, drafts.id, "upscale_wild") is None
+    assert await service.upscale_2x(origin, drafts.id, "upscale_wild") is None
     assert "Unknown upscale" in origin.refusals[-1]
     final = await service.final(RecordingOrigin(), prompt="a harbour")
-    assert await service.upscale2x(origin, final.id, "upscale_creative") is None
+    assert await service.upscale_2x(origin, final.id, "upscale_creative") is None
     assert "isn't finished yet" in origin.refusals[-1]
     assert len(engine.submitted) == 2
     assert service.images._holding_results == {}  # a refused request holds no final's image for later prunes
@@ -190,7 +190,7 @@ async def test_upscale_refusals(service, store, engine, inputs):
 
 # Both start from the final's kept result, which their row names (``init_result``) instead of a copy.
 FROM_THE_FINAL = pytest.mark.parametrize(
-    ("method", "action", "factor"), [("upscale2x", "upscale_creative", 2), ("vary", "vary_subtle", 1)]
+    ("method", "action", "factor"), [("upscale_2x", "upscale_creative", 2), ("vary", "vary_subtle", 1)]
 )
 
 

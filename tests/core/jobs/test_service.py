@@ -71,7 +71,7 @@ async def test_finals_outside_age_restricted_channels_can_be_turned_off(service,
     engine.finish(draft.id)
     await wait_status(store, draft.id, "done")
     origin = RecordingOrigin()
-    assert await service.upscale(origin, draft.id, 1) is None
+    assert await service.final_of_draft(origin, draft.id, 1) is None
     assert "age-restricted channels only" in origin.refusals[0]
     assert await service.final(RecordingOrigin(age_restricted=True), prompt="x") is not None
 
@@ -94,7 +94,7 @@ async def finished_draft(service, store, engine, **kwargs):
 async def test_upscale_starts_from_the_draft(service, store, engine):
     draft = await finished_draft(service, store, engine, aspect="3:2")
     origin = RecordingOrigin(user_id=5)
-    final = await service.upscale(origin, draft.id, 1)
+    final = await service.final_of_draft(origin, draft.id, 1)
     request = engine.item(final.id).request
     assert isinstance(request, FinalRequest) and request.seed == 101
     assert request.init == DraftInit(engine.item(draft.id).request, 1)
@@ -125,16 +125,16 @@ async def test_variation_and_its_variation_rebuild_the_chain(service, store, eng
 async def test_u_and_v_refusals(service, store, engine):
     waiting = await service.imagine(RecordingOrigin(), prompt="slow")
     origin = RecordingOrigin()
-    await service.upscale(origin, waiting.id, 0)
-    await service.upscale(origin, 999, 0)
+    await service.final_of_draft(origin, waiting.id, 0)
+    await service.final_of_draft(origin, 999, 0)
     draft = await finished_draft(service, store, engine)
     await service.variation(origin, draft.id, 4)
-    final = await service.upscale(RecordingOrigin(), draft.id, 0)
+    final = await service.final_of_draft(RecordingOrigin(), draft.id, 0)
     engine.finish(final.id)
     await wait_status(store, final.id, "done")
-    await service.upscale(origin, final.id, 0)
+    await service.final_of_draft(origin, final.id, 0)
     other_guild = RecordingOrigin(guild_id=11)
-    await service.upscale(other_guild, draft.id, 0)
+    await service.final_of_draft(other_guild, draft.id, 0)
     assert origin.refusals == [
         f"Job #{waiting.id} isn't finished yet.",
         "There is no job #999.",
@@ -238,7 +238,7 @@ async def test_upscale_uses_the_clickers_preferred_model(service, store, engine)
     engine.finish(drafts.id)
     await eventually(lambda: origin.deliveries[0].posts)
     await service.prefs.update(1, final_model="sdxl")
-    final = await service.upscale(RecordingOrigin(), drafts.id, 0)
+    final = await service.final_of_draft(RecordingOrigin(), drafts.id, 0)
     assert engine.item(final.id).request.model == "sdxl"
     assert (await store.get_job(final.id)).params.prefs == ("final_model",)
 

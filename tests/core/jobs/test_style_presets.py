@@ -129,7 +129,7 @@ async def test_reroll_u_and_v_repeat_the_styled_text_without_applying_it_again(s
     await wait_status(store, drafts.id, "done")
     await service.styles.add(GUILD, "watercolor", "changed since")  # must not reach the copies
     reroll = await service.reroll(RecordingOrigin(), drafts.id)
-    upscale = await service.upscale(RecordingOrigin(), drafts.id, 2)
+    upscale = await service.final_of_draft(RecordingOrigin(), drafts.id, 2)
     variation = await service.variation(RecordingOrigin(), drafts.id, 1)
     for job in (reroll, upscale, variation):
         request = engine.item(job.id).request

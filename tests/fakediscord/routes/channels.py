@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..api import ApiError, ApiRequest, Reply, RouteRow
 from ..messages import MessageStore
+from ..permissions import ATTACH_FILES, MANAGE_MESSAGES, SEND_MESSAGES
 from ..records import FLAGS_ON_CREATE, MSG_DEFAULT, MSG_REPLY
-from ..world import ATTACH_FILES, MANAGE_MESSAGES, SEND_MESSAGES
 
 NONCE_WINDOW_S = 5 * 60.0  # how long Discord remembers an enforced nonce (a few minutes)
 

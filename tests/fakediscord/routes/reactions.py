@@ -6,7 +6,7 @@ from ..api import ApiError, ApiRequest, Reply, RouteRow
 from ..gateway import INTENT_GUILD_MESSAGE_REACTIONS
 from ..messages import MessageStore
 from ..payloads import emoji_json, emoji_key, is_custom_emoji
-from ..world import MANAGE_MESSAGES
+from ..permissions import MANAGE_MESSAGES
 
 
 class ReactionRoutes(MessageStore):
