@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import EngineStopped, JobCancelled, QueueFull
-from .device import quiet_libraries, resolve_device, resolve_memory
+from .device import quiet_libraries, resolve_device, resolve_dtype, resolve_memory
 from .queue import QueuedJob, lane_of
 from .requests import DescribeRequest, DraftRequest, FinalRequest, Request, RequestError, UpscaleRequest
 from .results import QueueInfo
@@ -52,13 +52,12 @@ class Engine(WorkerLoop):
 
     def start(self) -> Engine:
         """Pick the device and start the worker thread; models load there, not here."""
-        import torch
 
         from .models import ModelRegistry
         from .recipes import Recipes
 
         self.device = resolve_device(self.settings.device)
-        dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
+        dtype = resolve_dtype(self.settings.dtype, self.device)
         self.memory = resolve_memory(self.settings.memory, self.device)
         self._registry = ModelRegistry(self.settings, self.device, dtype, self.memory)
         self._recipes = Recipes(self._registry, self.settings)
