@@ -59,6 +59,7 @@ class Row:
     run_s: float = 0.0
     build_peak_gb: float = 0.0
     run_peak_gb: float = 0.0
+    run_anon_gb: float = 0.0  # the peak of anonymous memory alone (RssAnon: not the mapped weight files)
     note: str = ""
     error: str = ""
     extras: dict = field(default_factory=dict)
@@ -74,6 +75,41 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+class AnonPeak:
+    """The highest RssAnon (memory of the process's own, without the pages of mapped files that RSS also counts,
+    such as safetensors being read), sampled every 0.2 s on a thread while in ``with``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_gb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def now_gb() -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+        except OSError:
+            pass
+        return 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_gb = max(self.peak_gb, self.now_gb())
+
+    def __enter__(self) -> AnonPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_gb = max(self.peak_gb, self.now_gb())
 
 
 def peak_rss_gb() -> float:
@@ -171,10 +207,12 @@ def run_row(row: str, args: argparse.Namespace) -> Row:
         engine = Engine(engine_settings(root, args.dtype, final_model)).start()
         started = time.perf_counter()
         request, plain = request_for(row, args.size, args.ssd1b_steps, args.sdxl_steps), None
-        if row == "lora":  # the same draft without the LoRA first: the LoRA must change the picture
-            plain = engine.submit(replace(request, loras=()), user="fullsize").future.result(timeout=args.row_timeout)
-        result = engine.submit(request, user="fullsize").future.result(timeout=args.row_timeout)
+        with AnonPeak() as anon:
+            if row == "lora":  # the same draft without the LoRA first: the LoRA must change the picture
+                plain = engine.submit(replace(request, loras=()), user="fullsize").future.result(args.row_timeout)
+            result = engine.submit(request, user="fullsize").future.result(timeout=args.row_timeout)
         total = time.perf_counter() - started
+        out.run_anon_gb = anon.peak_gb
         out.load_s = sum(loaded.load_s for loaded in engine.registry._loaded.values())
         out.run_s = max(total - out.load_s, 0.0)
         out.run_peak_gb = peak_rss_gb()
@@ -231,14 +269,15 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
         f"- CPU: {cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}, diffusers {diffusers.__version__}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        "| row | models | ok | build s | load s | run s | peak RSS build GB | peak RSS run GB | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| row | models | ok | build s | load s | run s | peak RSS build GB | peak RSS run GB | peak anon GB | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         models = ", ".join(ROWS[r.row]["models"])
         note = r.note if r.ok else f"**{r.error}**"
         lines.append(f"| {label(r.row, args)} | {models} | {'ok' if r.ok else 'FAILED'} | {r.build_s:.0f} | "
                      f"{r.load_s:.0f} | {r.run_s:.0f} | {r.build_peak_gb:.1f} | {r.run_peak_gb:.1f} | "
+                     f"{r.run_anon_gb:.1f} | "
                      f"{note.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
