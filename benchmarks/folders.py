@@ -4,9 +4,6 @@ engine's settings pointing at them, and the folders the engine itself resolves e
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,69 +15,29 @@ def build_random(arch: str, cache_dir: Path, init_std: float, device: str, half:
                  models: tuple[str, ...] = MODELS) -> Path:
     """Random-weight pipelines of ``arch``, saved once; returns their root folder.
 
-    ``half`` (default: on CUDA) saves float16 weights as the ``fp16`` variant, as the hub ships them.
-    ``models`` saves only those (the GPU run saves Turbo and SSD-1B first, base + refiner when time is left).
+    Built by :mod:`benchmarks.architectures` (the code ``python -m benchmarks.fullsize`` runs through the engine on
+    the CPU): each model on the meta device, then its weights made once on ``device`` directly in the saved dtype
+    (no float32 copy), one model at a time. ``half`` (default: on CUDA) saves float16 weights as the ``fp16``
+    variant, as the hub ships them. ``models`` saves only those (the GPU run saves Turbo and SSD-1B first, base +
+    refiner when time is left).
     """
-    import torch
-
-    from engine.tiny import build_pipelines
+    from benchmarks.architectures import build_draft_decoder, build_pipeline, build_vae_fix
 
     half = device.startswith("cuda") if half is None else half
     variant = "fp16" if half else None
+    dtype = "float16" if half else "float32"
     root = Path(cache_dir) / f"bench-{arch}-std{init_std:g}-{variant or 'fp32'}"
-    if all((root / m / "model_index.json").exists() for m in models):
-        save_decoders(root, arch, half)
-        return root
-    root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    log(f"building random {arch} pipelines (init_std {init_std}) on {device} ...")
-    try:  # on a GPU: initialising 9 billion parameters there takes seconds, on a CPU minutes
-        with torch.device(device):
-            pipelines = build_pipelines(arch, init_std=init_std)
-    except Exception as exc:
-        if device == "cpu":
-            raise
-        log(f"  building on {device} failed ({exc.__class__.__name__}: {exc}); building on the CPU")
-        pipelines = None
+    for name in models:
+        if not (root / name / "model_index.json").exists():
+            log(f"building random {arch} {name} (init_std {init_std}, {dtype}) on {device} ...")
+        build_pipeline(name, root / name, dtype=dtype, arch=arch, device=device, init_std=init_std)
         free_memory(device)
-        pipelines = build_pipelines(arch, init_std=init_std)
-    log(f"  built in {time.perf_counter() - started:.0f} s; saving under {root}")
-    for name in MODELS:
-        final = root / name
-        pipe = pipelines.pop(name)
-        if name in models and not (final / "model_index.json").exists():
-            if half:
-                pipe.to(dtype=torch.float16)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-            pipe.save_pretrained(tmp, safe_serialization=True, variant=variant)
-            try:
-                os.replace(tmp, final)
-            except OSError:  # another process saved it first
-                shutil.rmtree(tmp, ignore_errors=True)
-        del pipe
+    build_draft_decoder(root / "taesdxl", dtype=dtype, arch=arch, device=device)
+    build_vae_fix(root / "vae-fp16-fix", dtype=dtype, arch=arch, device=device, init_std=init_std)
     free_memory(device)
-    save_decoders(root, arch, half)
-    log(f"  saved in {time.perf_counter() - started:.0f} s")
+    log(f"  random {arch} pipelines ready under {root} ({time.perf_counter() - started:.0f} s)")
     return root
-
-
-def save_decoders(root: Path, arch: str, half: bool) -> None:
-    """Beside the pipelines: a random TAESDXL (``AutoencoderTiny``, its published layout at ``--arch full``)
-    and the fp16-fix VAE's stand-in (the pipelines' VAE with ``force_upcast`` off, as the fix's config has it)."""
-    import torch
-    from diffusers import AutoencoderKL, AutoencoderTiny
-
-    from engine.tiny import build_tiny_draft_decoder
-
-    dtype = torch.float16 if half else torch.float32
-    if not (root / "taesdxl" / "config.json").exists():
-        taesd = AutoencoderTiny() if arch == "full" else build_tiny_draft_decoder(1.75)
-        taesd.to(dtype).save_pretrained(root / "taesdxl", safe_serialization=True)
-    if not (root / "vae-fp16-fix" / "config.json").exists():
-        variant = "fp16" if half else None
-        vae = AutoencoderKL.from_pretrained(root / "turbo" / "vae", variant=variant, use_safetensors=True)
-        vae.register_to_config(force_upcast=False)
-        vae.to(dtype).save_pretrained(root / "vae-fp16-fix", safe_serialization=True)
 
 
 def engine_settings(args: argparse.Namespace, plan: Plan, root: Path | None):

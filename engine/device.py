@@ -26,6 +26,15 @@ def resolve_device(setting: str) -> str:
     return "cpu"
 
 
+def resolve_dtype(setting: str, device: str):
+    """``ENGINE_DTYPE`` as a torch dtype: ``auto`` is float16 on a GPU (CUDA, MPS) and float32 on the CPU."""
+    import torch
+
+    if setting == "auto":
+        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
+    return getattr(torch, setting)
+
+
 def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> str:
     """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU that holds their peak
     (``engine.memory.resident_peak``: about 16.3 GB with SSD-1B finals), else offloads."""

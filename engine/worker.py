@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import EngineStopped, JobCancelled, QueueFull
-from .device import offload_batch_limit, quiet_libraries, resolve_device, resolve_memory
+from .device import offload_batch_limit, quiet_libraries, resolve_device, resolve_dtype, resolve_memory
 from .queue import QueuedJob, lane_of
 from .requests import DescribeRequest, DraftRequest, FinalRequest, Request, RequestError, UpscaleRequest
 from .results import QueueInfo
@@ -57,13 +57,12 @@ class Engine(WorkerLoop):
 
     def start(self) -> Engine:
         """Pick the device and start the worker thread; models load there, not here."""
-        import torch
 
         from .models import ModelRegistry
         from .recipes import Recipes
 
         self.device = resolve_device(self.settings.device)
-        dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
+        dtype = resolve_dtype(self.settings.dtype, self.device)
         self.memory = resolve_memory(self.settings.memory, self.device, self.settings.final_model)
         if self.memory == "offload":  # bursts that would not fit beside a resident Turbo and its graphs
             limit = offload_batch_limit(self.device, self.settings.max_batch_images)

@@ -38,19 +38,18 @@ class _Worker:
     """What both worker deployments share: models, one GPU thread, two encoder threads."""
 
     def __init__(self, settings: EngineSettings, preload: list[str]):
-        import torch
 
         # Import the pipeline classes here, before any other thread does: a first import of
         # transformers' image processors (torchvision) from a second thread can fail half-way.
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline  # noqa: F401
 
-        from ..device import quiet_libraries, resolve_device, resolve_memory
+        from ..device import quiet_libraries, resolve_device, resolve_dtype, resolve_memory
         from ..models import ModelRegistry
         from ..recipes import Recipes
 
         self.settings = settings
         self.device = resolve_device(settings.device)
-        dtype = torch.float16 if self.device.startswith(("cuda", "mps")) else torch.float32
+        dtype = resolve_dtype(settings.dtype, self.device)
         self.memory = resolve_memory(settings.memory, self.device)
         quiet_libraries()
         self.registry = ModelRegistry(settings, self.device, dtype, self.memory)
