@@ -38,7 +38,9 @@ def test_a_jpeg_upload_and_an_old_png_are_both_read_counted_and_pruned(tmp_path)
     from core.attachments import normalize_image
 
     store = InputStore(tmp_path / "data")
-    jpeg = normalize_image(png(3))
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 64), (1, 2, 3)).save(buffer, format="PNG")
+    jpeg = normalize_image(buffer.getvalue())
     new = store.put_sync(jpeg)
     old = store.put_sync(png(4))  # as an older version stored every upload
     assert (store.inputs / f"{new}.jpg").is_file() and (store.inputs / f"{old}.png").is_file()
