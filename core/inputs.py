@@ -124,7 +124,8 @@ class InputStore:
     ) -> list[tuple[Path, int]]:
         """The stored images a prune removes, oldest first, with their sizes (nothing is removed here).
 
-        Those older than ``max_age_s``, then the oldest until the rest fit in ``max_bytes``. Inputs named
+        Those older than ``max_age_s``, then the oldest until all files (kept ones too) fit in ``max_bytes``
+        or none but kept ones are left. Inputs named
         in ``keep`` and the results of the jobs in ``keep_results`` (what jobs still to run start from)
         are never among them. A pruned final's buttons (zoom, pan, vary, upscale) then say its image is gone.
         First come the temporary files a crash between write and rename left (older than ``STALE_TEMP_S``),
@@ -132,6 +133,7 @@ class InputStore:
         """
         kept_results = {str(int(job_id)) for job_id in keep_results}
         files: list[tuple[float, int, Path]] = []
+        kept_bytes = 0  # what the kept files take counts against the cap too: they are on the same disk
         chosen: list[tuple[Path, int]] = []
         for folder in (self.inputs, self.results):
             if not folder.is_dir():
@@ -146,15 +148,16 @@ class InputStore:
             for path in folder.iterdir():
                 if path.suffix not in INPUT_SUFFIXES or path.name.startswith("."):
                     continue
-                if path.stem in (keep if folder is self.inputs else kept_results):
-                    continue
                 try:
                     stat = path.stat()
                 except FileNotFoundError:
                     continue
+                if path.stem in (keep if folder is self.inputs else kept_results):
+                    kept_bytes += stat.st_size
+                    continue
                 files.append((stat.st_mtime, stat.st_size, path))
         files.sort()
-        total = sum(size for _, size, _ in files)
+        total = kept_bytes + sum(size for _, size, _ in files)
         for mtime, size, path in files:
             too_old = max_age_s is not None and mtime < now - max_age_s
             too_big = max_bytes is not None and total > max_bytes

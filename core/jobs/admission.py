@@ -91,7 +91,7 @@ class Admission:
                 keys: dict[str, str] = {}
                 try:
                     for name, png in plan.keep.items():
-                        keys[name] = await self._images.keep(png)
+                        keys[name] = await self._images.keep(png, user_id=origin.user_id)
                 except Refusal:
                     await self._images.drop(list(keys.values()))  # the first image was kept, a later one could not be
                     raise
