@@ -58,6 +58,7 @@ from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import ImageSafety
 from core.settings import BotSettings
+from core.upload_gate import UploadGate
 from engine.api import ImageEngine, RequestError
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class JobService:
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
         self.describer = Describer(engine=engine, admission=self.admission)
+        self.uploads = UploadGate()  # uploads: one per member at a time, decoded in a pool of their own
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
@@ -383,6 +385,10 @@ class JobService:
             await origin.refuse(str(r))
             return None
 
+    async def check_upload(self, origin: Origin) -> None:
+        """Before downloading an upload: the member's limits and upload budget (``Admission.precheck``)."""
+        await self.admission.precheck(origin, await self.checks.guild_of(origin))
+
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
         job = await self.checks.get_job(job_id)
@@ -413,6 +419,7 @@ class JobService:
         if self.runner.closing:
             return
         self.runner.closing = True
+        self.uploads.close()
         log.info("shutting down: no new jobs; waiting up to %.0f s for the running one", timeout)
         await self.admission.settle(ACCEPT_GRACE_S)
         await self.runner.shutdown(timeout)
