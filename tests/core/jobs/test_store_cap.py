@@ -88,3 +88,29 @@ async def test_each_member_has_an_hourly_upload_budget_and_is_told_when_they_can
         assert await service.imagine(member, prompt="later", image=upload(99)) is not None
     finally:
         await service.shutdown(0.0)
+
+
+async def test_a_job_from_a_jpeg_upload_and_an_old_png_one_are_rebuilt_and_read_by_the_engine(
+    service, store, engine, inputs
+):
+    """After a restart (``rebuild_request``) the stored JPEG is what the engine gets, and it decodes it;
+    an upload an older version stored as PNG is rebuilt the same way."""
+    from core.attachments import normalize_image
+    from core.jobs.addons import Addons
+    from core.jobs.rows import rebuild_request
+    from engine.canvas import open_image
+
+    photo = normalize_image(upload(1))  # what the cogs store now
+    look = normalize_image(upload(2))
+    new = await service.imagine(
+        RecordingOrigin(), prompt="from a jpeg", image=photo, addons=Addons.from_options(reference=look)
+    )
+    old = await service.imagine(RecordingOrigin(user_id=3), prompt="from a png", image=upload(3))
+    assert (inputs.inputs / f"{new.params.init_image}.jpg").is_file()
+    assert (inputs.inputs / f"{old.params.init_image}.png").is_file()
+    for job in (new, old):
+        rebuilt = await rebuild_request(store, await store.get_job(job.id), inputs)
+        assert rebuilt == engine.item(job.id).request
+        assert open_image(rebuilt.init.data).size == (240, 240)
+    rebuilt = await rebuild_request(store, await store.get_job(new.id), inputs)
+    assert rebuilt.init.data == photo and rebuilt.reference == look and open_image(look).mode == "RGB"
