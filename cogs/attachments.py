@@ -3,7 +3,7 @@
 Order, cheapest first, so a member over a limit or a hostile file costs no CPU:
 
 1. :func:`upload_turn`: the member's limits (jobs waiting, jobs a minute, the queue, their hourly upload
-   budget: ``JobService.check_upload``) and one upload in flight per member (``core.upload_gate``).
+   budget: ``Admission.precheck``) and one upload in flight per member (``core.upload_gate``).
 2. :func:`read_image`: what Discord declares (bytes, type, pixels), the download with a time limit, then
    ``core.attachments`` in the upload gate's own decode pool (the file's header is checked before decoding).
 """
@@ -35,7 +35,7 @@ ATTACHMENT_TIMEOUT_S = 20.0  # an interaction is answered before the download st
 async def upload_turn(jobs: JobService, origin: Origin) -> AsyncIterator[None]:
     """Around reading a member's uploads: their limits are checked first, and a second upload of theirs
     meanwhile is refused. Raises Refusal."""
-    await jobs.check_upload(origin)
+    await jobs.admission.precheck(origin, await jobs.checks.guild_of(origin))
     with jobs.uploads.turn(origin.user_id):
         yield
 

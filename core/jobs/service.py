@@ -385,10 +385,6 @@ class JobService:
             await origin.refuse(str(r))
             return None
 
-    async def check_upload(self, origin: Origin) -> None:
-        """Before downloading an upload: the member's limits and upload budget (``Admission.precheck``)."""
-        await self.admission.precheck(origin, await self.checks.guild_of(origin))
-
     async def cancel(self, job_id: int, *, user_id: int, moderator: bool, guild_id: int | None) -> str:
         """Cancel a waiting or running job; returns what to tell the user. Raises Refusal."""
         job = await self.checks.get_job(job_id)
