@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from cogs.attachments import read_image
+from cogs.attachments import read_image, upload_turn
 from core.jobs.addons import NO_REFERENCE, Addons
 from core.limits import Refusal
 from core.origins import MessageOrigin, age_restricted
@@ -76,7 +76,8 @@ class ImageChannelsCog(commands.Cog):
                 await origin.refuse(f"{NO_REFERENCE} Send the prompt without the image.")
                 return
             try:
-                reference = await read_image(message.attachments[0], what="reference image")
+                async with upload_turn(jobs, origin):  # the member's limits before any download or decoding
+                    reference = await read_image(message.attachments[0], what="reference image", jobs=jobs)
             except Refusal as r:
                 await origin.refuse(str(r))
                 return

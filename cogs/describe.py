@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.attachments import read_image
+from cogs.attachments import read_image, upload_turn
 from cogs.ui.buttons import SuggestionButton
 from core.limits import Refusal
 from core.origins import InteractionOrigin
@@ -43,8 +43,10 @@ class DescribeCog(commands.Cog):
     async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         origin = InteractionOrigin(interaction)
         await origin.defer()  # Discord first: the download and checks can take seconds
+        jobs = self.bot.jobs
         try:
-            picture = await read_image(image, what="image")
+            async with upload_turn(jobs, origin):  # the member's limits before any download or decoding
+                picture = await read_image(image, what="image", jobs=jobs)
         except Refusal as r:
             await origin.refuse(str(r))
             return

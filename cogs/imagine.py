@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.addon_options import ADDON_DESCRIPTIONS, REFERENCE_MODE_CHOICES, hide_unoffered, lora_autocomplete
-from cogs.attachments import read_image
+from cogs.attachments import read_image, upload_turn
 from cogs.options import (
     ASPECT_CHOICES,
     MODEL_CHOICES,
@@ -38,6 +38,7 @@ from core.origins import InteractionOrigin, MessageOrigin, age_restricted
 
 if TYPE_CHECKING:
     from bot import ImagineBot
+    from core.jobs import JobService
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,20 @@ PROMPT_HELP = "What to draw; after it e.g. --ar 16:9 --seed 5 --no trees --tile,
 NUMBER_EMOJI = {f"{n}\u20e3": n - 1 for n in range(1, 5)}  # 1️⃣-4️⃣ keycaps, without the variation selector
 
 
-async def read_reference(origin: InteractionOrigin, attachment: discord.Attachment | None) -> bytes | None:
-    """The image reference of /imagine or /final, downloaded and checked after answering Discord; or None."""
-    if attachment is None:
-        return None
-    await origin.defer()
-    return await read_image(attachment, what="reference image")
+async def read_uploads(
+    jobs: JobService, origin: InteractionOrigin, **attachments: tuple[discord.Attachment | None, str]
+) -> dict[str, bytes | None]:
+    """Each ``name=(attachment, what)`` downloaded and checked (None where not given), after answering Discord
+    and after the member's limits (``cogs.attachments.upload_turn``). Raises Refusal."""
+    read: dict[str, bytes | None] = dict.fromkeys(attachments)
+    if all(attachment is None for attachment, _ in attachments.values()):
+        return read
+    await origin.defer()  # Discord first: the checks, downloads and decoding can take seconds
+    async with upload_turn(jobs, origin):
+        for name, (attachment, what) in attachments.items():
+            if attachment is not None:
+                read[name] = await read_image(attachment, what=what, jobs=jobs)
+    return read
 
 
 class ImagineCog(commands.Cog):
@@ -108,14 +117,13 @@ class ImagineCog(commands.Cog):
         reference_mode: str | None = None,
     ) -> None:
         origin = InteractionOrigin(interaction)
-        start = None
         try:
-            if image is not None:
-                await origin.defer()  # Discord first: the download and checks can take seconds
-                start = await read_image(image, what="image")
-            elif strength is not None:
+            if image is None and strength is not None:
                 raise Refusal("Strength only matters with an image: attach one, or leave strength out.")
-            borrowed = await read_reference(origin, reference)
+            read = await read_uploads(
+                self.bot.jobs, origin, start=(image, "image"), borrowed=(reference, "reference image")
+            )
+            start, borrowed = read["start"], read["borrowed"]
         except Refusal as r:
             await origin.refuse(str(r))
             return
@@ -178,9 +186,9 @@ class ImagineCog(commands.Cog):
                         "left, top, width and height (percent of the image)."
                     )
                 region = (float(left), float(top), float(width), float(height))
-            await origin.defer()  # Discord first: the downloads and checks can take seconds
-            picture = await read_image(image, what="image")
-            painted = await read_image(mask, what="mask") if mask is not None else None
+            read = await read_uploads(self.bot.jobs, origin, picture=(image, "image"), painted=(mask, "mask"))
+            picture, painted = read["picture"], read["painted"]
+            assert picture is not None  # a required option
         except Refusal as r:
             await origin.refuse(str(r))
             return
@@ -228,7 +236,7 @@ class ImagineCog(commands.Cog):
     ) -> None:
         origin = InteractionOrigin(interaction)
         try:
-            borrowed = await read_reference(origin, reference)
+            borrowed = (await read_uploads(self.bot.jobs, origin, borrowed=(reference, "reference image")))["borrowed"]
         except Refusal as r:
             await origin.refuse(str(r))
             return

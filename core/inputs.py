@@ -1,7 +1,9 @@
 """Images a job needs again after a restart, kept on disk next to the history database.
 
-- ``inputs/<sha256>.png``: start images and masks that came from attachments, region forms and
-  outpaint canvases, stored by content (the same upload twice is one file). A job's row names them
+- ``inputs/<sha256>.<ext>``: start images and masks that came from attachments, region forms and
+  outpaint canvases, stored by content (the same upload twice is one file). Uploads are JPEG (lossy, small,
+  ``core.attachments``), masks and canvases PNG; the extension follows the bytes, and every reader takes
+  any of them (files stored as PNG by older versions keep working). A job's row names them
   in ``params`` (``init_image``, ``mask_image``), and the file is written *before* the row, so a
   stored job can always be made again.
 - ``results/<job id>.png``: the image of each delivered final, the source of zoom out, pan, vary and
@@ -23,6 +25,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+INPUT_SUFFIXES = (".png", ".jpg", ".webp")  # what an input is stored as (by its bytes); readers try each
 STALE_TEMP_S = 15 * 60.0  # a temporary file this old is left by a crash mid-write (a write takes well under a second)
 
 
@@ -43,33 +46,60 @@ class InputStore:
 
     # ---- sync (run in a thread from async code) ------------------------------------------
 
-    def put_sync(self, png: bytes) -> str:
-        key = hashlib.sha256(png).hexdigest()
-        path = self.inputs / f"{key}.png"
-        if not path.exists():
-            _write_atomic(path, png)
-        return key
+    def put_sync(self, data: bytes) -> str:
+        return self.put_new_sync(data)[0]
+
+    def put_new_sync(self, data: bytes) -> tuple[str, int]:
+        """Store ``data`` (PNG, JPEG or WebP bytes) by content: its key, and the bytes written (0: already there)."""
+        key = hashlib.sha256(data).hexdigest()
+        path = self.inputs / f"{key}{_suffix_of(data)}"
+        if path.exists():
+            return key, 0
+        _write_atomic(path, data)
+        return key, len(data)
+
+    def _paths(self, key: str) -> list[Path]:
+        if not isinstance(key, str) or not _KEY.match(key):
+            return []
+        return [self.inputs / f"{key}{suffix}" for suffix in INPUT_SUFFIXES]
 
     def get_sync(self, key: str) -> bytes:
-        if not isinstance(key, str) or not _KEY.match(key):
+        paths = self._paths(key)
+        if not paths:
             raise MissingInput(f"not an input key: {key!r}")
-        try:
-            return (self.inputs / f"{key}.png").read_bytes()
-        except FileNotFoundError:
-            raise MissingInput(f"input image {key[:12]}… is missing") from None
+        for path in paths:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                continue
+        raise MissingInput(f"input image {key[:12]}… is missing")
 
     def has_sync(self, key: str) -> bool:
-        return isinstance(key, str) and bool(_KEY.match(key)) and (self.inputs / f"{key}.png").is_file()
+        return any(path.is_file() for path in self._paths(key))
 
     def remove_sync(self, key: str) -> bool:
-        """Remove a stored input; whether it was there. One unlink: cheap enough to run on the loop."""
-        if not isinstance(key, str) or not _KEY.match(key):
-            return False
-        try:
-            (self.inputs / f"{key}.png").unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        """Remove a stored input; whether it was there. An unlink or three: cheap enough to run on the loop."""
+        removed = False
+        for path in self._paths(key):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed = True
+        return removed
+
+    def usage_sync(self) -> int:
+        """The bytes all stored images (inputs and results) take now."""
+        total = 0
+        for folder in (self.inputs, self.results):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:
+                    continue
+        return total
 
     def put_result_sync(self, job_id: int, png: bytes) -> None:
         _write_atomic(self.results / f"{int(job_id)}.png", png)
@@ -94,7 +124,8 @@ class InputStore:
     ) -> list[tuple[Path, int]]:
         """The stored images a prune removes, oldest first, with their sizes (nothing is removed here).
 
-        Those older than ``max_age_s``, then the oldest until the rest fit in ``max_bytes``. Inputs named
+        Those older than ``max_age_s``, then the oldest until all files (kept ones too) fit in ``max_bytes``
+        or none but kept ones are left. Inputs named
         in ``keep`` and the results of the jobs in ``keep_results`` (what jobs still to run start from)
         are never among them. A pruned final's buttons (zoom, pan, vary, upscale) then say its image is gone.
         First come the temporary files a crash between write and rename left (older than ``STALE_TEMP_S``),
@@ -102,6 +133,7 @@ class InputStore:
         """
         kept_results = {str(int(job_id)) for job_id in keep_results}
         files: list[tuple[float, int, Path]] = []
+        kept_bytes = 0  # what the kept files take counts against the cap too: they are on the same disk
         chosen: list[tuple[Path, int]] = []
         for folder in (self.inputs, self.results):
             if not folder.is_dir():
@@ -113,16 +145,19 @@ class InputStore:
                     continue
                 if stat.st_mtime < now - STALE_TEMP_S:
                     chosen.append((path, stat.st_size))
-            for path in folder.glob("*.png"):
-                if path.stem in (keep if folder is self.inputs else kept_results):
+            for path in folder.iterdir():
+                if path.suffix not in INPUT_SUFFIXES or path.name.startswith("."):
                     continue
                 try:
                     stat = path.stat()
                 except FileNotFoundError:
                     continue
+                if path.stem in (keep if folder is self.inputs else kept_results):
+                    kept_bytes += stat.st_size
+                    continue
                 files.append((stat.st_mtime, stat.st_size, path))
         files.sort()
-        total = sum(size for _, size, _ in files)
+        total = kept_bytes + sum(size for _, size, _ in files)
         for mtime, size, path in files:
             too_old = max_age_s is not None and mtime < now - max_age_s
             too_big = max_bytes is not None and total > max_bytes
@@ -162,8 +197,14 @@ class InputStore:
 
     # ---- async ------------------------------------------------------------------------------
 
-    async def put(self, png: bytes) -> str:
-        return await asyncio.to_thread(self.put_sync, png)
+    async def put(self, data: bytes) -> str:
+        return await asyncio.to_thread(self.put_sync, data)
+
+    async def put_new(self, data: bytes) -> tuple[str, int]:
+        return await asyncio.to_thread(self.put_new_sync, data)
+
+    async def usage(self) -> int:
+        return await asyncio.to_thread(self.usage_sync)
 
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self.get_sync, key)
@@ -173,6 +214,15 @@ class InputStore:
 
     async def result(self, job_id: int) -> bytes | None:
         return await asyncio.to_thread(self.result_sync, job_id)
+
+
+def _suffix_of(data: bytes) -> str:
+    """The file name's suffix for image bytes, by their signature (PNG when unsure, as before)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return ".png"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

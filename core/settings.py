@@ -93,6 +93,10 @@ class BotSettings(EnvSettings):
     image_store_max_mb: int = Field(
         default=2048, ge=0, validation_alias="IMAGE_STORE_MAX_MB", description="0 (no cap) or more MiB"
     )
+    # Bytes of images (uploads, canvases) one member may add to that store per hour, in MB (0: no limit).
+    upload_mb_per_hour: int = Field(
+        default=200, ge=0, validation_alias="UPLOAD_MB_PER_HOUR", description="0 (no limit) or more MB"
+    )
     # Log finals to this Weights & Biases project (core.runlog); None = off.
     wandb_project: str | None = Field(default=None, validation_alias="WANDB_PROJECT")
     # Which engine bot.py builds: "local" (in this process) or "ray" (a Ray Serve cluster at engine_url).

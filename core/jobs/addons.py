@@ -57,7 +57,7 @@ class Addons:
 
     ``loras`` holds one (name, weight) pair per LoRA slot that was used; a name of ``None`` is a
     weight given without its LoRA, a weight of ``None`` takes :data:`DEFAULT_LORA_WEIGHT`.
-    ``reference`` is a normalized PNG (``core.attachments``). ``names``: how refusals name the picks.
+    ``reference`` is a normalized upload (JPEG, ``core.attachments``). ``names``: how refusals name the picks.
     """
 
     loras: tuple[tuple[str | None, float | None], ...] = ()

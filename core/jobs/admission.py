@@ -90,7 +90,7 @@ class Admission:
                 keys: dict[str, str] = {}
                 try:
                     for name, png in plan.keep.items():
-                        keys[name] = await self._images.keep(png)
+                        keys[name] = await self._images.keep(png, user_id=origin.user_id)
                 except Refusal:
                     await self._images.drop(list(keys.values()))  # the first image was kept, a later one could not be
                     raise
@@ -130,6 +130,14 @@ class Admission:
             self._reserved[origin.user_id] -= 1
             if not self._reserved[origin.user_id]:
                 del self._reserved[origin.user_id]
+
+    async def precheck(self, origin: Origin, guild: GuildSettings) -> None:
+        """Before an upload is downloaded and decoded: :meth:`admit`'s limits and the member's hourly upload
+        budget, reserving nothing (admit checks again). A member over a limit costs no CPU. Raises Refusal."""
+        if self._runner.closing:
+            raise Refusal("I'm restarting; try again in a minute.")
+        await self._check_limits(origin, guild, self._clock())
+        self._images.budget.check(origin.user_id)
 
     async def _check_limits(self, origin: Origin, guild: GuildSettings, now: float) -> None:
         """The user's limits and the engine's queue; raises Refusal. Returns without an await after the check."""

@@ -49,7 +49,7 @@ class DescribeJobs:
         self._admission = admission
 
     async def describe(self, origin: Origin, guild: GuildSettings, image: bytes) -> tuple[str, ...] | None:
-        """Suggestions for ``image`` (a normalized PNG), posted with a button each; None when none came.
+        """Suggestions for ``image`` (a normalized upload: JPEG), posted with a button each; None when none came.
 
         Raises Refusal (nothing was posted) when describe is off, the image is refused or a limit says no.
         """

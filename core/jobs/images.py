@@ -9,25 +9,33 @@ Without an image store (``inputs=None``) every feature that needs one is refused
 A start image is named by its content, so one file may serve several rows. It is kept (:meth:`keep`)
 before its row is written, and released (:meth:`release`) when its job is refused or cancelled: the
 file goes unless another row still needs it or another request is keeping it right now.
+
+The disk cap holds when writing: an upload that would take the store past ``IMAGE_STORE_MAX_MB`` first
+prunes (by the same rules, down to 90 % of the cap so that the next writes need none) and is refused when
+even that leaves no room. Each member's uploads count against ``UPLOAD_MB_PER_HOUR`` (``upload_budget``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 from core.history import HistoryStore, JobParams, JobRecord
 from core.inputs import InputStore
+from core.jobs.upload_budget import UploadBudget
 from core.limits import Refusal
 from core.settings import BotSettings
 
 log = logging.getLogger(__name__)
 
-PRUNE_EVERY_S = 3600.0  # stored images are pruned at most this often (and at start)
+PRUNE_EVERY_S = 3600.0  # stored images are pruned at most this often (and at start), and when a write needs room
+PRUNE_TO = 0.9  # a prune that makes room for a write leaves the store this full (of the cap)
 NO_STORE = "This bot keeps no image files, so it can't start from an image."
+FULL = "My image store is full of images that waiting jobs still need; try again in a few minutes."
 GONE = "The image this starts from is no longer stored (old images are removed now and then), so I can't make it."
 
 
@@ -55,23 +63,37 @@ class StoredImages:
         self._releasing: set[str] = set()  # keys a release is asking the store about right now
         self._kept_meanwhile: set[str] = set()  # ... and that a request kept while it asked
         self._release_lock = asyncio.Lock()
+        self._usage: int | None = None  # bytes in the store: exact after a prune, plus what was written since
+        self.budget = UploadBudget(lambda: self.settings.upload_mb_per_hour, clock)
 
     def check_kept(self) -> None:
         """Refuse a job that starts from an image when there is no image store."""
         if self.inputs is None:
             raise Refusal(NO_STORE)
 
-    async def keep(self, png: bytes) -> str:
+    async def keep(self, png: bytes, *, user_id: int | None = None) -> str:
         """Store an image a job starts from (before its row is written); returns its key. Raises Refusal.
 
-        The key is held until :meth:`settle` (the row is written) or :meth:`drop`: no release removes it meanwhile.
+        ``user_id``'s hourly budget is checked and charged with the bytes written; the disk cap is made room
+        for first (or the image refused). The key is held until :meth:`settle` (the row is written) or
+        :meth:`drop`: no release removes it meanwhile.
         """
         if self.inputs is None:
             raise Refusal(NO_STORE)
+        if user_id is not None:
+            try:
+                self.budget.check(user_id, len(png))
+            except Refusal:
+                if not self.inputs.has_sync(hashlib.sha256(png).hexdigest()):  # stored already: costs nothing
+                    raise
+        await self._make_room(self.inputs, len(png))
         try:
-            key = await self.inputs.put(png)
+            key, written = await self.inputs.put_new(png)
         except OSError as e:
             raise _not_stored(e) from e
+        self._wrote(written)
+        if user_id is not None:
+            self.budget.spend(user_id, written)
         self._hold(key)
         if not self.inputs.has_sync(key):  # released while ``put`` found it there: write it again
             try:
@@ -80,6 +102,31 @@ class StoredImages:
                 self.settle([key])
                 raise _not_stored(e) from e
         return key
+
+    def _wrote(self, size: int) -> None:
+        if self._usage is not None:
+            self._usage += size
+
+    async def _make_room(self, inputs: InputStore, size: int) -> None:
+        """Before writing ``size`` bytes: prune if the store would pass its cap, and refuse if that is not enough.
+
+        The usage is counted once, then kept up by writes (removals are not subtracted: an estimate from
+        above, made exact again by each prune).
+        """
+        cap = self.settings.image_store_max_mb * 2**20
+        if cap <= 0:
+            return
+        if self._usage is None:
+            try:
+                self._usage = await inputs.usage()
+            except OSError as e:
+                raise _not_stored(e) from e
+        if self._usage + size <= cap:
+            return
+        await self.prune(max_bytes=max(0, int(cap * PRUNE_TO) - size))
+        if self._usage is None or self._usage + size > cap:
+            log.warning("image store full: %s bytes kept, %d more refused", self._usage, size)
+            raise Refusal(FULL)
 
     def _hold(self, key: str) -> None:
         """Hold ``key`` for a row not written yet (until :meth:`settle`): no prune or release removes it meanwhile."""
@@ -186,6 +233,7 @@ class StoredImages:
             return
         try:
             await self.inputs.put_result(job_id, png)
+            self._wrote(len(png))
         except OSError as e:
             log.warning("job %s: could not keep its image for zoom and pan: %s", job_id, e)
 
@@ -194,9 +242,10 @@ class StoredImages:
         if self._clock() >= self._next_prune and not self._prune_lock.locked():
             await self.prune()
 
-    async def prune(self) -> tuple[int, int]:
+    async def prune(self, *, max_bytes: int | None = None) -> tuple[int, int]:
         """Apply the retention setting and disk cap to the stored images; returns files and bytes removed.
 
+        ``max_bytes``: a tighter cap for this run (room for a write, :meth:`keep`).
         Kept: the images of jobs still to run, the finals' results they start from (an upscale's), and
         what a request holds for the row it is about to write, now or at any time while the prune runs.
         The files are chosen in a thread; each unlink runs on the loop right after that last check.
@@ -208,15 +257,22 @@ class StoredImages:
             self._next_prune = self._clock() + PRUNE_EVERY_S
             self._held_while_pruning, self._results_held_while_pruning = set(self._holding), set(self._holding_results)
             try:
-                removed, freed = await self._prune(self.inputs)
+                removed, freed = await self._prune(self.inputs, max_bytes)
             finally:
                 self._held_while_pruning = self._results_held_while_pruning = None
+            try:
+                self._usage = await self.inputs.usage()
+            except OSError as e:
+                log.warning("could not measure the image store: %s", e)
+                self._usage = None
         if removed:
             log.info("pruned %d stored images (%.1f MiB)", removed, freed / 2**20)
         return removed, freed
 
-    async def _prune(self, inputs: InputStore) -> tuple[int, int]:
+    async def _prune(self, inputs: InputStore, max_bytes: int | None) -> tuple[int, int]:
         days, cap = self.settings.image_retention_days, self.settings.image_store_max_mb
+        if max_bytes is None and cap > 0:
+            max_bytes = cap * 2**20
         unfinished = await self._store.unfinished_jobs()
         keep = {
             key
@@ -231,7 +287,7 @@ class StoredImages:
             chosen = await asyncio.to_thread(
                 inputs.prunable_sync,
                 max_age_s=days * 86400 if days > 0 else None,
-                max_bytes=cap * 2**20 if cap > 0 else None,
+                max_bytes=max_bytes,
                 keep=keep | held,
                 keep_results=keep_results | held_results,
                 now=self._clock(),

@@ -56,7 +56,7 @@ def imagine(
     asked: Applied, offer: EngineOffer, *, draft_size: int, seed: object = None,
     image: bytes | None = None, aspect: object = None, strength: object = None, craft: Craft = Craft(),
 ) -> Plan:
-    """Four drafts from the prompt; with ``image`` (a normalized PNG) they start from it.
+    """Four drafts from the prompt; with ``image`` (a normalized upload: JPEG) they start from it.
 
     Without an image the aspect is ``asked.aspect`` (given or preferred); an image keeps its own
     aspect unless ``aspect`` (as given) says otherwise. ``craft``: steps, chaos, tile (``core.jobs.craft``).

@@ -57,6 +57,7 @@ from core.pacing import ChannelPacer
 from core.runlog import RunLog
 from core.safety import ImageSafety
 from core.settings import BotSettings
+from core.upload_gate import UploadGate
 from engine.api import ImageEngine, RequestError
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class JobService:
             store=store, engine=engine, runner=self.runner, outcome=self.outcome, images=self.images, clock=clock
         )
         self.describe_jobs = DescribeJobs(engine=engine, admission=self.admission, controls=controls)
+        self.uploads = UploadGate()  # uploads: one per member at a time, decoded in a pool of their own
         self._settings = settings
 
     # ----------------------------------------------------------------- what more than one room reads
@@ -393,6 +395,7 @@ class JobService:
         if self.runner.closing:
             return
         self.runner.closing = True
+        self.uploads.close()
         log.info("shutting down: no new jobs; waiting up to %.0f s for the running one", timeout)
         await self.admission.finish_accepting(ACCEPT_GRACE_S)
         await self.runner.shutdown(timeout)
