@@ -12,10 +12,9 @@ What servers and members set is not a job: the cogs change it in its own rooms, 
 (:class:`~core.jobs.guilds.GuildCache`: settings, limits, image channels), ``bot.jobs.styles`` and
 ``bot.jobs.prefs`` (:class:`~core.jobs.member_prefs.MemberPrefs`: /prefer).
 
-On start, jobs that were waiting or running when the bot stopped are submitted again and delivered to
-their channel; on shutdown the engine gets a bounded time to finish its job and whatever is left stays
-queued in the database for the next start. The engine is any ``engine.api.ImageEngine`` (in-process or
-a Ray Serve cluster); ``bot.py`` builds it and hands it in.
+On start, jobs left waiting or running are submitted again and delivered to their channel; on shutdown the
+engine gets a bounded time to finish its job and the rest stays queued for the next start. The engine is any
+``engine.api.ImageEngine`` (in-process or a Ray Serve cluster); ``bot.py`` builds it and hands it in.
 """
 
 from __future__ import annotations
