@@ -103,6 +103,9 @@ class ClusterEngine:
         self._wake = asyncio.Event()
         self._check_now = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # Each waiting job's position, lane and the wait of its lane's jobs up to it, for one order:
+        # kept until the order, the rates or the capacity change (a status line asks once per round).
+        self._positions: tuple[tuple, dict[str, tuple[int, str, float]]] | None = None
         self._closing = False
 
     # ---- life cycle --------------------------------------------------------------------------
@@ -201,10 +204,30 @@ class ClusterEngine:
         return True
 
     async def queue_info(self, job_id: str) -> QueueInfo:
-        for info in await self.queue_snapshot():
-            if info.job_id == job_id:
-                return info
-        return QueueInfo(job_id, "unknown", -1, 0.0)
+        """One job's line of :meth:`queue_snapshot`, from positions kept until the queue changes."""
+        now = time.monotonic()
+        ahead = {lane: 0.0 for lane in LANES}
+        for job in self._running.values():
+            left = self._left(job, now)
+            if job.job_id == job_id:
+                return QueueInfo(job_id, "running", 0, round(left, 1))
+            ahead[job.lane] = max(ahead[job.lane], left)
+        parallel = self._waiting.parallel()
+        key = (self._waiting.order_key(), tuple(self._rate.items()), tuple(parallel.items()))
+        if self._positions is None or self._positions[0] != key:
+            positions: dict[str, tuple[int, str, float]] = {}
+            waited = {lane: 0.0 for lane in LANES}
+            for position, job in enumerate(self._waiting.in_order(), start=1):
+                waited[job.lane] += self._rate[job.lane] / parallel[job.lane]
+                positions[job.job_id] = (position, job.lane, waited[job.lane])
+            self._positions = (key, positions)
+        if (found := self._positions[1].get(job_id)) is None:
+            return QueueInfo(job_id, "unknown", -1, 0.0)
+        position, lane, waited_here = found
+        return QueueInfo(job_id, "waiting", position, round(ahead[lane] + waited_here, 1))
+
+    def _left(self, job: ClusterJob, now: float) -> float:
+        return max(0.0, self._rate[job.lane] - (now - (job.started_at or now)))
 
     async def queue_snapshot(self) -> list[QueueInfo]:
         """Running jobs (position 0), then waiting ones in run order. ETAs count each lane's replicas:
@@ -214,7 +237,7 @@ class ClusterEngine:
         ahead = {lane: 0.0 for lane in LANES}
         parallel = self._waiting.parallel()
         for job in self._running.values():
-            left = max(0.0, self._rate[job.lane] - (now - (job.started_at or now)))
+            left = self._left(job, now)
             infos.append(QueueInfo(job.job_id, "running", 0, round(left, 1)))
             ahead[job.lane] = max(ahead[job.lane], left)
         for position, job in enumerate(self._waiting.in_order(), start=1):

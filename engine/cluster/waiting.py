@@ -64,6 +64,10 @@ class WaitingRoom:
         """``job`` again, first of its lane (its worker was lost)."""
         self._front[job.lane].appendleft(job)
 
+    def order_key(self) -> tuple:
+        """What :meth:`in_order` depends on: the same while this is (for positions kept between questions)."""
+        return (self.queue.order_key(), tuple(job.job_id for lane in LANES for job in self._front[lane]))
+
     def in_order(self) -> list[ClusterJob]:
         front = [job for lane in LANES for job in self._front[lane]]
         return front + [q.payload for q in self.queue.order()]
