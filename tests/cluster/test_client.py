@@ -223,3 +223,29 @@ async def test_a_dispatch_loop_that_dies_is_started_again_with_one_log_line(capl
         assert await engine.close() == []
     stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage() and r.levelname == "ERROR"]
     assert len(stopped) == 1 and "dispatch" in stopped[0] and "a bug in the waiting room" in stopped[0]
+
+
+@pytest.mark.timeout(30)
+async def test_a_final_cancelled_in_flight_leaves_no_task_behind():
+    async with FakeCluster() as cluster:
+        engine = ClusterEngine(cluster.url, TOKEN)
+        await engine.start()
+        before = asyncio.all_tasks()
+        cluster.release.clear()  # the final stays in flight, after its first progress frame
+        steps = asyncio.Event()
+        request = FinalRequest("owl", seed=2, width=256, height=256)
+        try:
+            handle = await engine.submit(request, user="a", job_id="f-cancelled", on_progress=lambda p: steps.set())
+            await asyncio.wait_for(steps.wait(), 5)
+            assert await handle.cancel()
+            with pytest.raises(JobCancelled):
+                await handle.result()
+        finally:
+            cluster.release.set()  # the stand-in's own handler (a task of this loop too) may end
+        for _ in range(100):
+            if not asyncio.all_tasks() - before:
+                break
+            await asyncio.sleep(0.02)
+        assert asyncio.all_tasks() - before == set()
+        assert (await engine.queue_info("f-cancelled")).state == "unknown"
+        assert await engine.close() == []
