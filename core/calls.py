@@ -24,7 +24,12 @@ T = TypeVar("T")
 
 
 class DeliveryError(Exception):
-    """A result could not be posted anywhere; the message says why, for logs and the user."""
+    """A result could not be posted anywhere; the message says why, for logs and the user.
+
+    ``late_posts``: channel posts past their bound that go on, and may still land: the caller records one that does.
+    """
+
+    late_posts: tuple[asyncio.Future[discord.Message], ...] = ()
 
 
 class CallTimeout(DeliveryError):

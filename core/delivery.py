@@ -269,6 +269,7 @@ class Delivery:
         if nonce is not None:
             options["nonce"] = nonce
         attempts = POST_ATTEMPTS if nonce is not None else 1  # without a nonce a repeat could post twice
+        late_posts: list[asyncio.Future[discord.Message]] = []
         for attempt in range(1, attempts + 1):
             try:
                 with posting_in(self.channel_id):
@@ -277,14 +278,18 @@ class Delivery:
                         channel.send(content, files=uploads, view=view_arg, allowed_mentions=NO_MENTIONS, **options),
                         self.call_timeout,
                         "the result's post",
+                        on_late=late_posts.append,
                     )
             except (CallTimeout, discord.DiscordServerError) as e:
                 if attempt < attempts:
                     log.info("channel %s: %s; trying once more (same nonce)", self.channel_id, e)
                     continue
                 if isinstance(e, CallTimeout):
-                    raise DeliveryError(f"Discord did not take the images in time ({self.call_timeout:g} s).") from e
-                raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
+                    error = DeliveryError(f"Discord did not take the images in time ({self.call_timeout:g} s).")
+                else:
+                    error = DeliveryError(f"Discord failed the upload ({e.status}).")
+                error.late_posts = tuple(late_posts)  # an earlier attempt may still land
+                raise error from e
             except discord.HTTPException as e:
                 raise DeliveryError(f"Discord failed the upload ({e.status}).") from e
             self._posted_instead = message

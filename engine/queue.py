@@ -116,6 +116,12 @@ class FairQueue:
                     nxt.append(q)
             queues = nxt
 
+    def order_key(self) -> tuple[int, int]:
+        """What :meth:`order` depends on: it is the same while this is (for caches built from the order)."""
+        now = self.clock()
+        due = sum(1 for q in self._lanes["final"].values() for j in q if now - j.enqueued_at >= self.final_after_s)
+        return (self._version, due)
+
     def order(self) -> list[QueuedJob]:
         """Every waiting job in the order it would run if nothing else arrived.
 
@@ -123,9 +129,7 @@ class FairQueue:
         depends on): every waiting job's status asks for its position each round, and building the order
         once per question made a round of a full queue (200 jobs) cost 200 orders of 200 pops each.
         """
-        now = self.clock()
-        due = sum(1 for q in self._lanes["final"].values() for j in q if now - j.enqueued_at >= self.final_after_s)
-        key = (self._version, due)
+        key = self.order_key()
         if self._order is None or self._order[0] != key:
             clone = FairQueue(self.max_size, self.final_after_s, self.clock)
             for lane_name, lane in self._lanes.items():

@@ -52,6 +52,10 @@ class Engine(WorkerLoop):
         self.device = "cpu"
         self.memory = "resident"
         self.addon_offer: dict[str, Any] = dict(NO_ADDONS)
+        # Each waiting job's position and the estimates of the jobs up to it, for one run order: kept
+        # until the order or the rates change, so a round of status lines (one question per waiting job)
+        # costs one pass over the queue, not one per question.
+        self._positions: tuple[tuple[Any, ...], dict[str, tuple[int, float]]] | None = None
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -178,11 +182,35 @@ class Engine(WorkerLoop):
         return True
 
     def queue_info(self, job_id: str) -> QueueInfo:
-        """Where one job stands (``state`` "unknown" once it is done or was never here)."""
-        for info in self.queue_snapshot():
-            if info.job_id == job_id:
-                return info
+        """Where one job stands (``state`` "unknown" once it is done or was never here).
+
+        The same numbers as :meth:`queue_snapshot`, from positions kept until the queue changes.
+        """
+        with self._lock:
+            running = list(self._running)
+            key = (self._queue.order_key(), id(self._recipes), tuple(self._rates.rate.items()))
+            cached = self._positions
+            order = self._queue.order() if cached is None or cached[0] != key else None
+        if order is not None:
+            positions: dict[str, tuple[int, float]] = {}
+            ahead = 0.0
+            for position, q in enumerate(order, start=1):
+                ahead += self._rates.estimate(q.request, self._recipes)
+                positions[q.job_id] = (position, ahead)
+            cached = self._positions = (key, positions)
+        assert cached is not None
+        now = time.monotonic()
+        left = {job.job_id: self._left(job, now) for job in running}
+        if job_id in left:
+            return QueueInfo(job_id, "running", 0, round(left[job_id], 1))
+        if job_id in cached[1]:
+            position, estimates = cached[1][job_id]
+            return QueueInfo(job_id, "waiting", position, round(max(left.values(), default=0.0) + estimates, 1))
         return QueueInfo(job_id, "unknown", -1, 0.0)
+
+    def _left(self, job: WorkerJob, now: float) -> float:
+        """Seconds a running job has left, by the rates measured so far."""
+        return max(0.0, self._rates.estimate(job.request, self._recipes) - (now - (job.started_at or now)))
 
     def queue_snapshot(self) -> list[QueueInfo]:
         """Running jobs (position 0), then waiting ones in the order they will run, with ETAs."""
@@ -193,7 +221,7 @@ class Engine(WorkerLoop):
         infos: list[QueueInfo] = []
         ahead = 0.0
         for job in running:
-            left = max(0.0, self._rates.estimate(job.request, self._recipes) - (now - (job.started_at or now)))
+            left = self._left(job, now)
             infos.append(QueueInfo(job.job_id, "running", 0, round(left, 1)))
             ahead = max(ahead, left)  # a batch runs together: the longest one is what waiting jobs wait for
         for position, q in enumerate(order, start=1):

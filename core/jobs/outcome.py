@@ -7,6 +7,7 @@ channel's age restriction and DMs), writes the row's outcome (``set_result_messa
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -65,6 +66,7 @@ class ResultPoster:
         self._run_log = run_log  # finals to Weights & Biases (WANDB_PROJECT)
         self._direct_message = direct_message  # DMs results to users who asked for that (/prefer dm)
         self._pacer = pacer
+        self._late_records: set[asyncio.Future[None]] = set()  # posts that landed after their bound, being recorded
 
     async def deliver(self, job: JobRecord, result: JobResult, delivery: Delivery) -> None:
         """Post the result, then record it; what follows the post (🔁, W&B, DM) never fails the job."""
@@ -123,6 +125,7 @@ class ResultPoster:
         """Done, but posted nowhere: the row says so (no result message) and the user learns how to get it."""
         log.warning("job %s is done but its result was not posted: %s", job.id, error)
         await self._store.finish_unposted(job.id, seeds=seeds, timings=timings, steps=steps)
+        self._record_if_landed(job.id, delivery.channel_id, error)  # after the row says unposted, never before
         how = (
             f"Use `/show {job.id}` where I can post to get it"
             + (" (its image is kept)." if job.kind == "final" else " (made again with the same seeds).")
@@ -137,6 +140,24 @@ class ResultPoster:
             return
         if not sent:
             log.info("job %s: its author could not be told that it was not posted (closed DMs)", job.id)
+
+    def _record_if_landed(self, job_id: int, channel_id: int, error: DeliveryError) -> None:
+        """A channel post whose answer came past its bound, but came, is recorded: ``/show`` then posts no copy."""
+
+        def landed(post: asyncio.Future[discord.Message]) -> None:
+            if not post.cancelled() and post.exception() is None:
+                log.info("job %s: its result landed late, as message %s; recorded", job_id, post.result().id)
+                record = asyncio.ensure_future(self._store.set_result_message(job_id, channel_id, post.result().id))
+                self._late_records.add(record)
+                record.add_done_callback(recorded)
+
+        def recorded(record: asyncio.Future[None]) -> None:
+            self._late_records.discard(record)
+            if not record.cancelled() and (failure := record.exception()) is not None:
+                log.warning("job %s: its late result could not be recorded: %r", job_id, failure)
+
+        for post in error.late_posts:
+            post.add_done_callback(landed)
 
     async def post_kept(self, origin: Origin, job: JobRecord) -> bool:
         """Post a final that is done but was never posted (its delivery failed) from its kept image: no new run.
@@ -162,6 +183,7 @@ class ResultPoster:
             message = await delivery.post(content, files, self._controls.for_result(job), nonce=f"s{job.id}")
         except DeliveryError as e:
             log.warning("job %s: its kept image was not posted either: %s", job.id, e)
+            self._record_if_landed(job.id, delivery.channel_id, e)
             await delivery.tell(f"I could not post job #{job.id} here either: {e}")
             return True
         await self._store.set_result_message(job.id, delivery.channel_id, message.id)

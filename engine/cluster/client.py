@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import fields, replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..api import (
@@ -44,11 +44,12 @@ from ..requests import (
 )
 from ..results import JobResult, QueueInfo
 from . import wire
-from .transport import UNREADABLE, ClusterDown, ClusterLink, WorkerLost
-from .waiting import ClusterJob, WaitingRoom
+from .transport import UNREADABLE, ClusterDown, ClusterLink, WorkerLost, read_health
+from .waiting import ClusterJob, WaitingRoom, with_client_timings
 
 log = logging.getLogger(__name__)
 
+RESTART_FIRST_S = 0.5  # a background loop that died starts again after this, doubling up to max_backoff_s
 WORKER_LOST_TWICE = "The GPU worker making this image stopped twice; the job was given up. Please retry."
 
 
@@ -120,8 +121,8 @@ class ClusterEngine:
             return
         self._link.start()
         self._tasks = [
-            asyncio.create_task(self._monitor(), name="cluster-health"),
-            asyncio.create_task(self._dispatch(), name="cluster-dispatch"),
+            asyncio.create_task(self._supervised("health checks", self._monitor), name="cluster-health"),
+            asyncio.create_task(self._supervised("dispatch", self._dispatch), name="cluster-dispatch"),
         ]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._first_check.wait(), wait_s)
@@ -201,26 +202,36 @@ class ClusterEngine:
         return True
 
     async def queue_info(self, job_id: str) -> QueueInfo:
-        for info in await self.queue_snapshot():
-            if info.job_id == job_id:
-                return info
-        return QueueInfo(job_id, "unknown", -1, 0.0)
+        """One job's line of :meth:`queue_snapshot`, from positions kept until the queue changes."""
+        now = time.monotonic()
+        for job in self._running.values():
+            if job.job_id == job_id:
+                return QueueInfo(job_id, "running", 0, round(self._left(job, now), 1))
+        if (found := self._waiting.positions(self._rate).get(job_id)) is None:
+            return QueueInfo(job_id, "unknown", -1, 0.0)
+        position, lane, waited = found
+        return QueueInfo(job_id, "waiting", position, round(self._ahead(now)[lane] + waited, 1))
 
     async def queue_snapshot(self) -> list[QueueInfo]:
         """Running jobs (position 0), then waiting ones in run order. ETAs count each lane's replicas:
         drafts and finals run on separate workers, so each lane waits only for its own jobs."""
         now = time.monotonic()
-        infos: list[QueueInfo] = []
-        ahead = {lane: 0.0 for lane in LANES}
-        parallel = self._waiting.parallel()
-        for job in self._running.values():
-            left = max(0.0, self._rate[job.lane] - (now - (job.started_at or now)))
-            infos.append(QueueInfo(job.job_id, "running", 0, round(left, 1)))
-            ahead[job.lane] = max(ahead[job.lane], left)
-        for position, job in enumerate(self._waiting.in_order(), start=1):
-            ahead[job.lane] += self._rate[job.lane] / parallel[job.lane]
-            infos.append(QueueInfo(job.job_id, "waiting", position, round(ahead[job.lane], 1)))
+        infos = [QueueInfo(j.job_id, "running", 0, round(self._left(j, now), 1)) for j in self._running.values()]
+        ahead = self._ahead(now)
+        for job_id, (position, lane, waited) in self._waiting.positions(self._rate).items():  # in run order
+            infos.append(QueueInfo(job_id, "waiting", position, round(ahead[lane] + waited, 1)))
         return infos
+
+    def _left(self, job: ClusterJob, now: float) -> float:
+        """Seconds a running job has left, by the rates measured so far."""
+        return max(0.0, self._rate[job.lane] - (now - (job.started_at or now)))
+
+    def _ahead(self, now: float) -> dict[str, float]:
+        """Seconds until each lane's running jobs are done (what its first waiting job waits for)."""
+        ahead = {lane: 0.0 for lane in LANES}
+        for job in self._running.values():
+            ahead[job.lane] = max(ahead[job.lane], self._left(job, now))
+        return ahead
 
     async def health(self) -> EngineHealth:
         """From the last background check: no network call here."""
@@ -241,6 +252,27 @@ class ClusterEngine:
 
     # ---- dispatch and one job ------------------------------------------------------------------
 
+    async def _supervised(self, what: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop for as long as the engine runs: should it die of anything but a
+        cancel, say so in one log line and start it again after a short wait (no job is ever left
+        waiting for a loop that is gone)."""
+        delay = RESTART_FIRST_S
+        while not self._closing:
+            began = time.monotonic()
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() - began > 60.0:
+                    delay = RESTART_FIRST_S  # it had been running a while: not a crash loop
+                log.error("the cluster client's %s stopped (%r); restarting it in %.1f s", what, exc, delay)
+                log.debug("what stopped the cluster client's %s", what, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(self._max_backoff, delay * 2)
+                self._wake.set()
+
     async def _dispatch(self) -> None:
         """Start waiting jobs while the cluster is reachable and has room."""
         while True:
@@ -260,7 +292,7 @@ class ClusterEngine:
         try:
             result = await self._link.run(job.job_id, job.request, lambda line: self._progress(job, line))
             self._learn(job)
-            result = _with_client_timings(result, job)
+            result = with_client_timings(result, job)
             if not job.future.done():
                 job.future.set_result(result)
         except asyncio.CancelledError:
@@ -334,46 +366,24 @@ class ClusterEngine:
         except ClusterDown as exc:
             self._mark_unreachable(str(exc))
             return False
-        self._apply_status(status)
+        try:
+            self._apply_status(status)
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+            # 200 with a body that is not this bot's /health (a proxy's page, another version): no
+            # capacity to trust, so nothing is sent; checked again with backoff like an unreachable one.
+            self._mark_unreachable(f"the cluster's /health answer cannot be read ({exc.__class__.__name__})")
+            log.warning("the engine cluster's /health answer cannot be read: %r (%.200r)", exc, status)
+            return False
         return True
 
-    def _apply_status(self, status: dict[str, Any]) -> None:
-        replicas = status.get("replicas") or {}
-        capacity = status.get("capacity") or {}
-        self._replicas = {"draft": int(replicas.get("draft", 0)), "final": int(replicas.get("final", 0))}
-        self._waiting.capacity = {
-            "draft_images": int(capacity.get("draft_images", 0)),
-            "final": int(capacity.get("final", 0)),
-        }
-        offer = status.get("offer") or {}
-        known = {f.name for f in fields(EngineOffer)}
-        values = {k: v for k, v in offer.items() if k in known}
-        for name in ("final_models", "loras"):
-            if name in values:
-                values[name] = tuple(values[name])
-        if self._queue_max_override is not None:  # this side's limit, and the offer says so
-            values["queue_max"] = self._queue_max_override
-        self._offer = EngineOffer(**{**values, "backend": "ray"})
+    def _apply_status(self, status: Any) -> None:
+        """Take a ``/health`` answer; raises on one that is not this bot's, having changed nothing."""
+        self._replicas, self._waiting.capacity, self._offer = read_health(status, self._queue_max_override)
         self._waiting.queue.max_size = self._offer.queue_max
         if not self._reachable:
             log.info("the engine cluster at %s is reachable: %s", self.url, self._replicas)
         self._reachable = True
         self._error = None if status.get("ok") else "the cluster has no running draft or final replica"
-
-
-def _with_client_timings(result: JobResult, job: ClusterJob) -> JobResult:
-    """Timings as the bot sees them: ``queued`` adds the wait here, ``total`` is since submit,
-    ``cluster`` the time in flight and ``overhead`` what of it was not the replica's own work
-    (HTTP, Serve's routing, JSON and base64)."""
-    now = time.monotonic()
-    timings = dict(result.timings)
-    started = job.started_at or now
-    on_replica = sum(timings.get(k, 0.0) for k in ("queued", "run", "encode"))
-    timings["queued"] = round(timings.get("queued", 0.0) + (started - job.submitted_at), 4)
-    timings["total"] = round(now - job.submitted_at, 4)
-    timings["cluster"] = round(now - started, 4)
-    timings["overhead"] = round(max(0.0, now - started - on_replica), 4)
-    return replace(result, timings=timings)
 
 
 def _fail(future: asyncio.Future, exc: BaseException) -> None:

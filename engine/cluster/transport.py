@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any, NoReturn
 
 import aiohttp
 
-from ..api import JobCancelled, JobFailed
+from ..api import EngineOffer, JobCancelled, JobFailed
 from ..requests import Request
 from ..results import JobResult
 from . import wire
@@ -148,3 +149,26 @@ def raise_error(line: dict[str, Any]) -> NoReturn:
     if kind == "worker_lost":
         raise WorkerLost(message)
     raise JobFailed(message)
+
+
+def read_health(status: Any, queue_max: int | None) -> tuple[dict[str, int], dict[str, int], EngineOffer]:
+    """(replicas, capacity, offer) from the cluster's ``/health`` answer; ``queue_max``: this side's limit.
+
+    Raises AttributeError, TypeError, ValueError or OverflowError on an answer that is not this bot's
+    ingress's (a proxy's page, another version): everything is read before anything is used.
+    """
+    replicas = status.get("replicas") or {}
+    capacity = status.get("capacity") or {}
+    counts = {"draft": int(replicas.get("draft", 0)), "final": int(replicas.get("final", 0))}
+    room = {"draft_images": int(capacity.get("draft_images", 0)), "final": int(capacity.get("final", 0))}
+    offer = status.get("offer") or {}
+    known = {f.name for f in fields(EngineOffer)}
+    values = {k: v for k, v in offer.items() if k in known}
+    for name in ("final_models", "loras"):
+        if name in values:
+            values[name] = tuple(values[name])
+    if "queue_max" in values:
+        values["queue_max"] = int(values["queue_max"])
+    if queue_max is not None:  # this side's limit, and the offer says so
+        values["queue_max"] = queue_max
+    return counts, room, EngineOffer(**{**values, "backend": "ray"})

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..api import ProgressFn
 from ..queue import LANES, FairQueue, QueuedJob, lane_of
 from ..requests import Request
+from ..results import JobResult
 
 
 @dataclass(eq=False)
@@ -49,6 +50,9 @@ class WaitingRoom:
         self.queue = FairQueue(max_size, final_after_s)
         self._front: dict[str, deque[ClusterJob]] = {lane: deque() for lane in LANES}  # retries go first
         self.capacity = {"draft_images": 0, "final": 0}
+        # Each waiting job's position, lane and the wait of its lane's jobs up to it, for one order:
+        # kept until the order, the rates or the capacity change (a status line asks once per round).
+        self._positions: tuple[tuple, dict[str, tuple[int, str, float]]] | None = None
 
     @property
     def max_size(self) -> int:
@@ -63,6 +67,10 @@ class WaitingRoom:
     def retry_first(self, job: ClusterJob) -> None:
         """``job`` again, first of its lane (its worker was lost)."""
         self._front[job.lane].appendleft(job)
+
+    def order_key(self) -> tuple:
+        """What :meth:`in_order` depends on: the same while this is (for positions kept between questions)."""
+        return (self.queue.order_key(), tuple(job.job_id for lane in LANES for job in self._front[lane]))
 
     def in_order(self) -> list[ClusterJob]:
         front = [job for lane in LANES for job in self._front[lane]]
@@ -105,3 +113,35 @@ class WaitingRoom:
                 return self._front[lane].popleft()
         queued = self.queue.pop(lanes) if lanes else None
         return queued.payload if queued is not None else None
+
+    def positions(self, rate: dict[str, float]) -> dict[str, tuple[int, str, float]]:
+        """job id -> (position from 1, lane, seconds its lane's waiting jobs up to it take), in run order.
+
+        ``rate``: seconds a job of each lane takes in flight. One pass over the order, kept until the
+        order, the rates or the capacity change: every waiting job's status line asks each round.
+        """
+        parallel = self.parallel()
+        key = (self.order_key(), tuple(rate.items()), tuple(parallel.items()))
+        if self._positions is None or self._positions[0] != key:
+            positions: dict[str, tuple[int, str, float]] = {}
+            waited = {lane: 0.0 for lane in LANES}
+            for position, job in enumerate(self.in_order(), start=1):
+                waited[job.lane] += rate[job.lane] / parallel[job.lane]
+                positions[job.job_id] = (position, job.lane, waited[job.lane])
+            self._positions = (key, positions)
+        return self._positions[1]
+
+
+def with_client_timings(result: JobResult, job: ClusterJob) -> JobResult:
+    """Timings as the bot sees them: ``queued`` adds the wait here, ``total`` is since submit,
+    ``cluster`` the time in flight and ``overhead`` what of it was not the replica's own work
+    (HTTP, Serve's routing, JSON and base64)."""
+    now = time.monotonic()
+    timings = dict(result.timings)
+    started = job.started_at or now
+    on_replica = sum(timings.get(k, 0.0) for k in ("queued", "run", "encode"))
+    timings["queued"] = round(timings.get("queued", 0.0) + (started - job.submitted_at), 4)
+    timings["total"] = round(now - job.submitted_at, 4)
+    timings["cluster"] = round(now - started, 4)
+    timings["overhead"] = round(max(0.0, now - started - on_replica), 4)
+    return replace(result, timings=timings)

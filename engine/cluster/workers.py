@@ -242,6 +242,7 @@ class FinalWorker(_Worker):
             return self.recipes.final(request, on_step=on_step, cancel=cancel)
 
         task = asyncio.ensure_future(loop.run_in_executor(self._gpu, make))
+        getter: asyncio.Future[bytes] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(events.get())
@@ -262,6 +263,8 @@ class FinalWorker(_Worker):
             timings = {"queued": round(begin - queued_at, 4), "run": round(time.monotonic() - begin, 4)}
             yield await self._encode(request, out.images, out.steps, out.guidance, timings, 1)
         finally:
+            if getter is not None and not getter.done():
+                getter.cancel()  # cancelled while waiting: no task is left pending on the queue
             if not task.done():
                 cancel.set()  # the caller went away: stop at the next step
                 log.info("final %s stopped: the caller cancelled", job_id)

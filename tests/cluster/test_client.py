@@ -160,3 +160,92 @@ async def test_a_wrong_token_keeps_jobs_queued_with_a_clear_error():
         await asyncio.sleep(0.3)
         assert cluster.arrivals == []
         assert await engine.close(timeout=1) == ["kept"]
+
+
+class GarbledHealth(FakeCluster):
+    """A /health that first answers what is not this bot's ingress (a proxy's page, another version), then well."""
+
+    def __init__(self, garbage: list[web.Response]):
+        super().__init__()
+        self.garbage = garbage
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.garbage:
+            return self.garbage.pop(0)
+        return await super().health(request)
+
+
+GARBAGE = {
+    "a list": lambda: web.json_response([1, 2]),
+    "words for numbers": lambda: web.json_response({"ok": True, "replicas": {"draft": "one"}, "capacity": {}}),
+    "a capacity that is a list": lambda: web.json_response({"ok": True, "capacity": [4, 1]}),
+    "an offer of wrong types": lambda: web.json_response({"ok": True, "offer": {"loras": 3, "queue_max": "many"}}),
+    "html": lambda: web.Response(text="<html>It works!</html>", content_type="text/html"),
+    "a 500 with html": lambda: web.Response(status=500, text="<html>oops</html>", content_type="text/html"),
+    "null": lambda: web.json_response(None),
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("answer", list(GARBAGE))
+async def test_a_health_answer_that_cannot_be_read_is_waited_out_and_jobs_still_run(answer, caplog):
+    async with GarbledHealth([GARBAGE[answer](), GARBAGE[answer]()]) as cluster:
+        engine = ClusterEngine(cluster.url, TOKEN, max_backoff_s=0.2)
+        await engine.start(wait_s=2)
+        handle = await engine.submit(draft(5), user="a", job_id="after-garbage")
+        result = await asyncio.wait_for(handle.result(), 10)
+        assert result.request.seed == 5 and cluster.arrivals == ["after-garbage"]
+        health = await engine.health()
+        assert health.ok and health.info["capacity"] == {"draft_images": 4, "final": 1}
+        assert engine.offer.queue_max == 5
+        assert await engine.close() == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # waited out, not a crash of a loop
+
+
+@pytest.mark.timeout(30)
+async def test_a_dispatch_loop_that_dies_is_started_again_with_one_log_line(caplog, monkeypatch):
+    async with FakeCluster() as cluster:
+        engine = ClusterEngine(cluster.url, TOKEN, max_backoff_s=0.2)
+        await engine.start(wait_s=2)
+        real_next = engine._waiting.next_job
+        failures = [RuntimeError("a bug in the waiting room")]
+
+        def next_job(running):
+            if failures:
+                raise failures.pop()
+            return real_next(running)
+
+        monkeypatch.setattr(engine._waiting, "next_job", next_job)
+        first = await engine.submit(draft(1), user="a", job_id="first")
+        second = await engine.submit(draft(2), user="b", job_id="second")
+        await asyncio.wait_for(asyncio.gather(first.result(), second.result()), 10)
+        assert sorted(cluster.arrivals) == ["first", "second"]
+        assert await engine.close() == []
+    stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage() and r.levelname == "ERROR"]
+    assert len(stopped) == 1 and "dispatch" in stopped[0] and "a bug in the waiting room" in stopped[0]
+
+
+@pytest.mark.timeout(30)
+async def test_a_final_cancelled_in_flight_leaves_no_task_behind():
+    async with FakeCluster() as cluster:
+        engine = ClusterEngine(cluster.url, TOKEN)
+        await engine.start()
+        before = asyncio.all_tasks()
+        cluster.release.clear()  # the final stays in flight, after its first progress frame
+        steps = asyncio.Event()
+        request = FinalRequest("owl", seed=2, width=256, height=256)
+        try:
+            handle = await engine.submit(request, user="a", job_id="f-cancelled", on_progress=lambda p: steps.set())
+            await asyncio.wait_for(steps.wait(), 5)
+            assert await handle.cancel()
+            with pytest.raises(JobCancelled):
+                await handle.result()
+        finally:
+            cluster.release.set()  # the stand-in's own handler (a task of this loop too) may end
+        for _ in range(100):
+            if not asyncio.all_tasks() - before:
+                break
+            await asyncio.sleep(0.02)
+        assert asyncio.all_tasks() - before == set()
+        assert (await engine.queue_info("f-cancelled")).state == "unknown"
+        assert await engine.close() == []

@@ -292,6 +292,27 @@ async def test_a_channel_that_never_answers_ends_in_a_clear_error_within_the_bou
     assert time.monotonic() - began < 1.0 and channel.nonces == ["r6", "r6"]
 
 
+class LateChannel(Channel):
+    """A channel that takes every post, but answers only ``late`` seconds later (Discord slow, not down)."""
+
+    def __init__(self, late: float) -> None:
+        super().__init__()
+        self.late = late
+
+    async def send(self, content: str, *, files: list[discord.File], **kwargs: Any) -> Any:
+        await asyncio.sleep(self.late)
+        return await super().send(content, files=files, **kwargs)
+
+
+async def test_a_channel_post_answered_past_its_bound_is_handed_over_to_be_recorded_when_it_lands():
+    channel = LateChannel(late=0.5)
+    with pytest.raises(DeliveryError, match="did not take the images in time") as caught:
+        await asyncio.wait_for(channel_delivery(channel, call_timeout=0.1).post("done", FILES, None, nonce="r8"), 2)
+    assert len(caught.value.late_posts) == 2  # both attempts (same nonce: Discord keeps one message)
+    landed = await asyncio.wait_for(asyncio.gather(*caught.value.late_posts), 2)
+    assert [m.id for m in landed] == [1, 1] and len(channel.sent) == 2
+
+
 async def test_a_note_or_reaction_that_never_answers_does_not_hold_the_job():
     never = asyncio.Event()
 

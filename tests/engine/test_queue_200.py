@@ -104,3 +104,71 @@ def test_the_cluster_waiting_room_answers_200_positions_from_one_order(counted):
         assert counted["next_lane"] <= 2 * N
 
     asyncio.run(scenario())
+
+
+def full_requests() -> list[tuple[str, str, DraftRequest | FinalRequest]]:
+    return [
+        (f"j{i}", user_of(i), FinalRequest(f"p{i}", i) if lane_of(i) == "final" else DraftRequest(f"p{i}", i))
+        for i in range(N)
+    ]
+
+
+def test_a_round_of_200_position_questions_to_the_local_engine_estimates_each_job_once(tmp_path, monkeypatch):
+    from engine.estimates import RunRates
+    from engine.queue import lane_of as lane_of_request
+    from engine.worker import Engine
+
+    from .conftest import tiny_settings
+
+    engine = Engine(tiny_settings(tmp_path))  # not started: the queue alone, as submit fills it
+    engine._rates.guess(on_gpu=False)
+    for job_id, user, request in full_requests():
+        engine._queue.push(QueuedJob(job_id, user, lane_of_request(request), request))
+    expected = {info.job_id: info for info in engine.queue_snapshot()}
+    estimates = Counter()
+    estimate = RunRates.estimate
+
+    def counting(self, *args, **kwargs):
+        estimates["estimate"] += 1
+        return estimate(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunRates, "estimate", counting)
+    for _ in range(2):  # two rounds of status lines: one question per waiting job
+        answers = {f"j{i}": engine.queue_info(f"j{i}") for i in range(N)}
+    assert estimates["estimate"] <= N  # once per job, not once per job per question (40,000 a round)
+    assert answers == expected  # the same positions and ETAs as the whole snapshot shows
+    engine._queue.remove("j0")  # a change is seen at once
+    after = {info.job_id: info for info in engine.queue_snapshot()}
+    assert engine.queue_info("j0").state == "unknown"
+    assert {f"j{i}": engine.queue_info(f"j{i}") for i in range(1, N)} == after
+
+
+def test_a_round_of_200_position_questions_to_the_cluster_client_reads_the_order_once(monkeypatch):
+    from engine.cluster.client import ClusterEngine
+
+    async def scenario() -> None:
+        engine = ClusterEngine("http://127.0.0.1:9", None)  # never started: the waiting room alone
+        engine._waiting.capacity = {"draft_images": 8, "final": 2}
+        loop = asyncio.get_running_loop()
+        for job_id, user, request in full_requests():
+            engine._waiting.push(ClusterJob(job_id, user, request, loop.create_future(), None))
+        expected = {info.job_id: info for info in await engine.queue_snapshot()}
+        orders = Counter()
+        in_order = WaitingRoom.in_order
+
+        def counting(self):
+            orders["in_order"] += 1
+            return in_order(self)
+
+        monkeypatch.setattr(WaitingRoom, "in_order", counting)
+        for _ in range(2):
+            answers = {f"j{i}": await engine.queue_info(f"j{i}") for i in range(N)}
+        assert orders["in_order"] <= 1  # one pass over the queue, not one per question
+        assert answers == expected
+        first = engine._waiting.in_order()[0]
+        engine._waiting.remove(first)  # a change is seen at once
+        after = {info.job_id: info for info in await engine.queue_snapshot()}
+        assert (await engine.queue_info(first.job_id)).state == "unknown"
+        assert {i.job_id: await engine.queue_info(i.job_id) for i in after.values()} == after
+
+    asyncio.run(scenario())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import discord
+
 from core.delivery import DeliveryError
 from tests.core.doubles import RecordingOrigin, eventually
 from tests.core.jobs.support import wait_status
@@ -130,3 +134,29 @@ async def test_an_author_without_a_live_interaction_is_told_by_dm_how_to_get_the
     row, _ = await final_that_could_not_be_posted(service, store, engine, origin)
     (user_id, text, files), = await eventually(lambda: dms.sent)
     assert user_id == 1 and files == [] and f"/show {row.id}" in text and "kept" in text
+
+
+async def test_a_result_whose_post_landed_after_its_bound_is_recorded_and_not_posted_again_by_show(
+    service, store, engine, inputs
+):
+    origin = RecordingOrigin()
+    await store.update_guild_settings(10, finals_outside_nsfw=True)
+    service.guilds.forget()
+    job = await service.final(origin, prompt="a lighthouse", seed=3)
+    late = asyncio.get_running_loop().create_future()
+    error = DeliveryError("Discord did not take the images in time (10 s).")
+    error.late_posts = (late,)  # Discord had the POST; only its answer was late
+    origin.deliveries[0].post_error = error
+    engine.finish(job.id)
+    row = await wait_status(store, job.id, "done")
+    assert row.result_message_id is None  # nothing posted, as far as anyone knows yet
+    late.set_result(discord.Object(id=424242))  # then Discord's answer: it is in the channel
+    for _ in range(200):
+        if (row := await store.get_job(job.id)).result_message_id is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert row.result_message_id == 424242 and row.status == "done"
+
+    again = RecordingOrigin()
+    await service.repost(again, row.id)
+    assert all(not d.posts for d in again.deliveries)  # the kept image is not posted a second time
