@@ -83,7 +83,7 @@ def describe(job: JobRecord, *, steps: int | None = None) -> str:
     elif job.mode == JobMode.OUTPAINT and job.parent_id is not None:
         how = OUTPAINT_WORDS.get(job.params.outpaint or "", "Extended")
         what = f"{how} from job #{job.parent_id}"
-    elif job.mode == JobMode.VARIATION and job.parent_id is not None:
+    elif job.mode == JobMode.VARY and job.parent_id is not None:
         how = VARY_WORDS.get(job.params.vary or "", "Variation")
         what = f"{how} of job #{job.parent_id}"
     elif job.mode == JobMode.INPAINT:

@@ -41,7 +41,8 @@ class JobMode(str, enum.Enum):
     FINAL = "final"  # /final: one final straight from the prompt
     INPAINT = "inpaint"  # /edit: a final that paints a masked area again
     OUTPAINT = "outpaint"  # zoom out or pan a final
-    VARIATION = "variation"  # V1-V4 on drafts, Vary (subtle/strong) on a final
+    VARIATION = "variation"  # V1-V4: four new drafts near one draft
+    VARY = "vary"  # Vary (subtle/strong): a new final near a final (stored as "variation" before migration 0006)
     FINAL_OF_DRAFT = "upscale"  # U1-U4 and 1️⃣-4️⃣: the final of one draft (stored as "upscale" since the start)
     REROLL = "reroll"  # 🔁: the same job with a new seed
     REMIX = "remix"  # Remix: the same job (seed, size, settings) with the prompt edited in a form

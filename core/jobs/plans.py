@@ -177,7 +177,7 @@ def vary(parent: JobRecord, source: bytes, action: str, offer: EngineOffer) -> P
     )
     if known_aspect(parent.params.aspect):
         params = dataclasses.replace(params, aspect=parent.params.aspect)
-    fields = new_job_fields(request, mode=JobMode.VARIATION, parent_id=parent.id, params=params)
+    fields = new_job_fields(request, mode=JobMode.VARY, parent_id=parent.id, params=params)
     return Plan(request, fields)
 
 

@@ -138,7 +138,7 @@ async def test_vary_subtle_makes_a_new_final(bot: RunningBot, final: Final) -> N
     [image] = result.images()
     assert image.size == (final.job["width"], final.job["height"])
     job = await bot.finished_job_for(result)
-    assert (job["status"], job["kind"], job["mode"]) == ("done", "final", "variation")
+    assert (job["status"], job["kind"], job["mode"]) == ("done", "final", "vary")
     assert job["parent_id"] == final.job["id"] and job["params"]["vary"] == "subtle"
     # It starts from the final's kept image, which the row names: no second copy in data/inputs/.
     assert job["params"]["init_result"] == final.job["id"] and "init_image" not in job["params"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import textwrap
 from pathlib import Path
@@ -9,6 +10,11 @@ from pathlib import Path
 import pytest
 
 from core.history import MIGRATIONS_DIR, GuildStyle, HistoryStore, JobParams, MigrationError, load_migrations
+from core.inputs import InputStore
+from core.jobs.rows import rebuild_request
+from core.render import describe
+from engine.api import FinalRequest, ImageInit
+from tests.core.doubles import png
 from tests.core.history.sqlite import raw, tables, user_version
 from tests.core.records import new_job
 
@@ -217,7 +223,7 @@ async def test_migration_5_indexes_the_image_keys_of_a_version_4_database(db_pat
         await store.close()
     store = await HistoryStore.open(db_path)
     try:
-        assert store.schema_version == 5
+        assert store.schema_version == LATEST
         assert await store.get_job(created.id) == created
         assert await store.image_in_use("d" * 64) is True
     finally:
@@ -225,3 +231,39 @@ async def test_migration_5_indexes_the_image_keys_of_a_version_4_database(db_pat
     with raw(db_path) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"jobs_by_init_image", "jobs_by_mask_image", "jobs_by_reference_image"} <= names
+
+
+async def test_migration_6_gives_a_stored_vary_its_own_mode_and_it_rebuilds_the_same(db_path: Path, tmp_path: Path):
+    first_five = tmp_path / "first-five"
+    first_five.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("000[1-5]_*.sql")):
+        shutil.copy(path, first_five / path.name)
+    inputs = InputStore(tmp_path / "data")
+    store = await HistoryStore.open(db_path, migrations_dir=first_five)
+    try:
+        final = await store.create_job(new_job(kind="final", mode="final", model="sdxl", count=1))
+        await inputs.put_result(final.id, png(512, 512))
+        # As the bot stored them before: V2 of a draft and Vary (subtle) of a final, both "variation".
+        v2 = await store.create_job(new_job(mode="variation", parent_id=final.id, parent_index=1, strength=0.5))
+        vary = await store.create_job(new_job(
+            kind="final", mode="variation", model="sdxl", count=1, parent_id=final.id, strength=0.35, seed=77,
+            params=JobParams(vary="subtle", init_result=final.id),
+        ))
+        asked = await rebuild_request(store, vary, inputs)
+    finally:
+        await store.close()
+    told = f"Subtle variation of job #{final.id} · seed `77` · sdxl · 512×512 · job #{vary.id}"  # as before
+    assert asked == FinalRequest(
+        prompt=vary.prompt, seed=77, width=512, height=512, model="sdxl", init=ImageInit(png(512, 512)), strength=0.35
+    )
+
+    store = await HistoryStore.open(db_path)
+    try:
+        assert store.schema_version == LATEST
+        migrated = await store.get_job(vary.id)
+        assert migrated.mode == "vary" and migrated == dataclasses.replace(vary, mode="vary")
+        assert (await store.get_job(v2.id)).mode == "variation"  # V1-V4 keep theirs
+        assert describe(migrated) == told
+        assert await rebuild_request(store, migrated, inputs) == asked
+    finally:
+        await store.close()

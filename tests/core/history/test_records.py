@@ -44,7 +44,8 @@ def test_job_mode_is_its_text() -> None:
     assert json.dumps({"mode": mode}) == '{"mode": "imagine"}'
     assert JobMode("reroll") is JobMode.REROLL
     assert {m.value for m in JobMode} == {
-        "imagine", "img2img", "final", "inpaint", "outpaint", "variation", "upscale", "reroll", "remix", "upscale2x",
+        "imagine", "img2img", "final", "inpaint", "outpaint", "variation", "vary", "upscale", "reroll", "remix",
+        "upscale2x",
     }  # fmt: skip
 
 

@@ -171,7 +171,7 @@ async def test_vary_makes_a_new_final_from_the_stored_image(service, store, engi
     assert (request.prompt, request.model) == ("a harbour", "sdxl")
     assert (request.width, request.height) == (parent.width, parent.height)
     row = await store.get_job(job.id)
-    assert (row.mode, row.parent_id, row.parent_index) == ("variation", parent.id, None)
+    assert (row.mode, row.parent_id, row.parent_index) == ("vary", parent.id, None)
     assert row.params.vary == action.removeprefix("vary_") and row.strength == strength
     assert row.params.init_result == parent.id and row.params.init_image is None
     assert not inputs.inputs.exists() or list(inputs.inputs.iterdir()) == []  # no second copy of the final's image
@@ -191,6 +191,7 @@ async def test_vary_makes_a_new_final_from_the_stored_image(service, store, engi
     assert (await store.get_job(rerolled.id)).params.init_result == parent.id
     reposted = await service.repost(RecordingOrigin(), job.id)
     assert engine.item(reposted.id).request == request
+    assert (await store.get_job(reposted.id)).mode == "vary"  # a re-post is a vary again, not a V1-V4
 
 
 async def test_vary_runs_at_least_one_step_with_few_final_steps(store, engine, inputs):

@@ -97,7 +97,7 @@ async def test_an_upscale_row_rebuilds_from_the_kept_result_it_names(store, inpu
 async def test_a_vary_row_starts_from_the_kept_result_it_names(store, inputs):
     source = png(512, 384)
     await inputs.put_result(6, source)
-    row = _row(id=7, kind="final", mode="variation", model="sdxl", width=512, height=384, steps=None, count=1,
+    row = _row(id=7, kind="final", mode="vary", model="sdxl", width=512, height=384, steps=None, count=1,
                seed=3, parent_id=6, strength=0.35, params=JobParams(vary="subtle", init_result=6))
     assert await rebuild_request(store, row, inputs) == FinalRequest(
         prompt="p", seed=3, negative_prompt="n", width=512, height=384, model="sdxl", init=ImageInit(source),
