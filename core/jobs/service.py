@@ -256,7 +256,7 @@ class JobService:
             )
         except RequestError as e:
             raise Refusal(str(e)) from e
-        plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent)
+        plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent, origin)
         return await self.admission.admit(origin, plan, guild)
 
     @refusals_answered
@@ -267,18 +267,21 @@ class JobService:
         guild = await self.checks.guild_of(origin)
         with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
             parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
-            plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
+            plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent, origin)
             return await self.admission.admit(origin, plan, guild)
 
-    async def _with_parent_addons(self, plan: Plan, parent: JobRecord) -> Plan:
+    async def _with_parent_addons(self, plan: Plan, parent: JobRecord, origin: Origin) -> Plan:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any.
 
         An upscaled final takes none (it only enlarges): the add-ons are those of the final it enlarged.
+        A reference is its author's upload: only they and moderators may reuse it (``Checks.may_remake``).
         """
         if parent.params.upscale is not None and parent.parent_id is not None:
             parent = await self.store.get_job(parent.parent_id) or parent
         if not parent.params.loras and not parent.params.reference_image:
             return plan
+        if parent.params.reference_image:
+            await self.checks.may_remake(origin, parent)
         return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)
 
     @refusals_answered
@@ -307,11 +310,7 @@ class JobService:
 
     async def remix_source(self, origin: Origin, job_id: int) -> JobRecord:
         """The job whose prompts the Remix form shows, once it may be remixed here. Raises Refusal."""
-        guild = await self.checks.guild_of(origin)
-        job = await self.checks.job_in_guild(origin, job_id)
-        if job.kind == "final":
-            self.checks.finals_allowed(guild, origin)
-        return job
+        return await self.checks.remixable(origin, await self.checks.guild_of(origin), job_id)
 
     @refusals_answered
     async def remix(
@@ -323,7 +322,7 @@ class JobService:
         its kind (drafts stay drafts, a final stays a final).
         """
         guild = await self.checks.guild_of(origin)
-        job = await self.remix_source(origin, job_id)
+        job = await self.checks.remixable(origin, guild, job_id)
         text = self.checks.prompt_allowed(prompt, guild, origin)
         negative = check_negative_prompt(negative_prompt)
         rebuilt = await self.checks.rebuild(job)
