@@ -3,8 +3,7 @@
 The rooms behind it (each module says what it may touch):
 
 - :mod:`core.jobs.checks`: the server, the prompt, the job a button names, the user's defaults;
-- :mod:`core.jobs.plans`: pure builders of the request and the new row (with :mod:`~core.jobs.rows`
-  and :mod:`~core.jobs.preferences`);
+- :mod:`core.jobs.plans`: pure builders of the request and the new row (with ``rows`` and ``preferences``);
 - :mod:`core.jobs.admission`: limits, the row, the acknowledgement, then :mod:`core.jobs.runner`,
   which submits, follows, cancels, restarts and shuts down; :mod:`core.jobs.outcome` posts and records.
 
@@ -244,15 +243,18 @@ class JobService:
 
     @refusals_answered
     async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
-        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
+        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted.
+
+        Discord is answered and the limits checked before the canvas (4096 px: seconds) is built, in a thread."""
         if action not in plans.OUTPAINT_ACTIONS:
             raise Refusal(f"Unknown outpaint action {quoted(action, 20)}.")
+        await origin.defer()
         guild = await self.checks.guild_of(origin)
         parent, source = await self.checks.final_source(origin, guild, job_id, "zoom and pan", "extend")
-        budget = self.settings.final_size**2
-        try:  # a few hundred ms of PIL for a large final: off the loop
+        await self.admission.precheck(origin, guild)  # over a limit: no canvas work (admit checks again)
+        try:
             extended = await asyncio.to_thread(
-                canvas.outpaint, source, budget=budget, **plans.OUTPAINT_ACTIONS[action]
+                canvas.outpaint, source, budget=self.settings.final_size**2, **plans.OUTPAINT_ACTIONS[action]
             )
         except RequestError as e:
             raise Refusal(str(e)) from e
@@ -274,7 +276,6 @@ class JobService:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any.
 
         An upscaled final takes none (it only enlarges): the add-ons are those of the final it enlarged.
-        A reference is its author's upload: only they and moderators may reuse it (``Checks.may_remake``).
         """
         if parent.params.upscale is not None and parent.parent_id is not None:
             parent = await self.store.get_job(parent.parent_id) or parent
