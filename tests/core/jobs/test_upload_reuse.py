@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.jobs.addons import Addons
 from core.limits import Refusal
 from tests.core.doubles import RecordingOrigin, png
 from tests.core.jobs.support import wait_status
@@ -72,3 +73,15 @@ async def test_an_edit_is_not_remade_by_another_member(service, store, engine):
     assert await service.reroll(other, edit.id) is None
     assert await service.remix(other, edit.id, prompt="a blue hat") is None
     assert len(other.refusals) == 2 and all("its author uploaded" in text for text in other.refusals)
+
+
+async def test_vary_and_zoom_carry_a_reference_upload_only_for_its_author_and_moderators(service, store, engine):
+    addons = Addons.from_options(reference=png(256, 256, (10, 200, 30)))
+    final = await done(store, engine, await service.final(RecordingOrigin(user_id=AUTHOR), prompt="a fox",
+                                                            addons=addons))
+    other = RecordingOrigin(user_id=OTHER)
+    assert await service.vary(other, final.id, "vary_subtle") is None
+    assert await service.outpaint(other, final.id, "zoom2") is None
+    assert len(other.refusals) == 2 and all("its author uploaded" in text for text in other.refusals)
+    moderator = RecordingOrigin(user_id=OTHER, moderator=True)
+    assert await service.vary(moderator, final.id, "vary_subtle") is not None and moderator.refusals == []
