@@ -68,6 +68,9 @@ class Origin(ABC):
         """Whether the user may act on ``job`` of another member as a moderator (``core.scope``)."""
         return False
 
+    async def defer(self) -> None:  # noqa: B027 - a hook: only an interaction has a deadline to answer by
+        """Answer at once before slow work (an interaction's "thinking…"); nothing to do elsewhere."""
+
     def expect_more(self) -> None:  # noqa: B027 - a hook: only an interaction answers more than once specially
         """More than one job will be acknowledged (a prompt's permutations): each gets a message of its own."""
 

@@ -19,7 +19,7 @@ from typing import Any
 import discord
 
 from cogs.ui import layout
-from cogs.ui.client import bot_of
+from cogs.ui.client import bot_of, require_result_message
 from cogs.ui.remix import RemixForm
 from core.delivery import DEFAULT_UPLOAD_LIMIT, NO_MENTIONS, bounded
 from core.limits import Refusal
@@ -79,23 +79,11 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=layout.JOB_T
 
     async def _check_message(self, interaction: discord.Interaction) -> None:
         """Refuse a click whose message is not the result message of the job its custom id names."""
-        if not 1 <= self.job_id < 2**63:
-            return  # no such row can exist; the job service says "There is no job #N"
-        job = await bot_of(interaction).store.get_job(self.job_id)
-        if job is None:
-            return  # the job service says "There is no job #N"
-        message = interaction.message
-        if message is None or job.result_message_id != message.id:
-            log.info(
-                "button %s on message %s refused: job %s was posted as message %s",
-                self.action,
-                message.id if message is not None else None,
-                job.id,
-                job.result_message_id,
-            )
-            raise Refusal(
-                f"This button is not on the result of job #{job.id}; use the buttons under that result."
-            )
+        await require_result_message(
+            interaction,
+            self.job_id,
+            f"This button is not on the result of job #{self.job_id}; use the buttons under that result.",
+        )
 
 
 class TiledPreviewButton(discord.ui.DynamicItem[discord.ui.Button], template=layout.TILE_TEMPLATE):

@@ -5,7 +5,8 @@ The Remix button (``cogs.ui.buttons``) opens :class:`RemixForm`; its custom id c
 stopped before it is sent, so discord.py holds no modal for it and discards the submit, which
 :func:`remix_submitted` (called by ``cogs.imagine`` for every interaction) takes from there. A form
 opened before a restart is therefore still submitted after it, and the service rebuilds everything
-else from the job's row.
+else from the job's row. Like the button, a submit counts only from the job's result message (the
+message the form was opened from) and passes the same checks as the button (``JobService.remix``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import discord
 
+from cogs.ui.client import require_result_message
 from core.history import JobRecord
 from core.jobs import JobService
 from core.origins import InteractionOrigin
@@ -64,6 +66,12 @@ async def remix_submitted(interaction: discord.Interaction, jobs: JobService) ->
     values = form_values(data.get("components") or [])
     log.info("remix of job %s submitted by user %s", job_id, interaction.user.id)
     try:
+        # As its button: the form counts only when opened from the job's own result (interaction.message).
+        await require_result_message(
+            interaction,
+            job_id,
+            f"This form was not opened from the result of job #{job_id}; use the Remix button under that result.",
+        )
         await jobs.remix(
             InteractionOrigin(interaction),
             job_id,

@@ -109,16 +109,55 @@ class Checks:
     async def again(self, origin: Origin, guild: GuildSettings, job_id: int, *, own: bool = False) -> JobRecord:
         """A job of this server that may be made again here (🔁, /show): finals only where finals are allowed.
 
-        With ``own``, only its author or a moderator may (a re-post shows the same images again).
+        With ``own``, only its author or a moderator may (a re-post shows the same images again); without,
+        others may too unless it started from its author's upload (:meth:`may_remake`).
         """
         job = await self.job_in_guild(origin, job_id)
         if own and job.user_id != origin.user_id and not origin.moderates(job):
             raise Refusal(
                 f"Job #{job.id} belongs to someone else; only moderators can re-post other members' jobs."
             )
+        await self.may_remake(origin, job)
         if job.kind == "final":
             self.finals_allowed(guild, origin)
         self.prompt_allowed(job.prompt, guild, origin)
+        return job
+
+    async def may_remake(self, origin: Origin, job: JobRecord) -> None:
+        """Refuse another member's job that started from their upload unless ``origin`` moderates it.
+
+        🔁, Remix, U and V make such a job again from the member's stored upload (start image, mask,
+        image reference), which was theirs to share: only its author and moderators may reuse it.
+        """
+        if job.user_id == origin.user_id or origin.moderates(job):
+            return
+        if await self._uses_upload(job):
+            log.info("job %s reuse by user %s refused: it starts from its author's upload", job.id, origin.user_id)
+            raise Refusal(
+                f"Job #{job.id} started from an image its author uploaded; only they and moderators can make it "
+                "again."
+            )
+
+    async def _uses_upload(self, job: JobRecord) -> bool:
+        """Whether ``job``, or a draft it starts from, names a member's upload (not a bot result's copy)."""
+        item: JobRecord | None = job
+        for _ in range(MAX_INIT_DEPTH + 2):
+            if item is None:
+                return False
+            params = item.params
+            if params.reference_image or (params.init_image and params.outpaint is None and params.upscale is None):
+                return True
+            if item.parent_index is None or params.init_image or item.parent_id is None:
+                return False
+            item = await self._store.get_job(item.parent_id)
+        return False
+
+    async def remixable(self, origin: Origin, guild: GuildSettings, job_id: int) -> JobRecord:
+        """A job of this server whose prompts may be edited into a new job here (Remix)."""
+        job = await self.job_in_guild(origin, job_id)
+        await self.may_remake(origin, job)
+        if job.kind == "final":
+            self.finals_allowed(guild, origin)
         return job
 
     async def rebuild(self, job: JobRecord) -> Request:
@@ -133,6 +172,7 @@ class Checks:
     async def parent_draft(self, origin: Origin, job_id: int, index: int) -> tuple[JobRecord, DraftRequest]:
         """A finished draft job of this server with an image ``index``, and its request (U and V)."""
         parent = await self.job_in_guild(origin, job_id)
+        await self.may_remake(origin, parent)
         if parent.kind != "draft":
             raise Refusal(f"Job #{parent.id} is a final; U and V buttons work on drafts.")
         _require_done(parent, "it has no images to start from")

@@ -3,8 +3,7 @@
 The rooms behind it (each module says what it may touch):
 
 - :mod:`core.jobs.checks`: the server, the prompt, the job a button names, the user's defaults;
-- :mod:`core.jobs.plans`: pure builders of the request and the new row (with :mod:`~core.jobs.rows`
-  and :mod:`~core.jobs.preferences`);
+- :mod:`core.jobs.plans`: pure builders of the request and the new row (with ``rows`` and ``preferences``);
 - :mod:`core.jobs.admission`: limits, the row, the acknowledgement, then :mod:`core.jobs.runner`,
   which submits, follows, cancels, restarts and shuts down; :mod:`core.jobs.outcome` posts and records.
 
@@ -244,19 +243,22 @@ class JobService:
 
     @refusals_answered
     async def outpaint(self, origin: Origin, job_id: int, action: str) -> JobRecord | None:
-        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted."""
+        """Zoom out (``zoom15``, ``zoom2``) or pan (``pan_left`` ...) a final: a new final with the new area painted.
+
+        Discord is answered and the limits checked before the canvas (4096 px: seconds) is built, in a thread."""
         if action not in plans.OUTPAINT_ACTIONS:
             raise Refusal(f"Unknown outpaint action {quoted(action, 20)}.")
+        await origin.defer()
         guild = await self.checks.guild_of(origin)
         parent, source = await self.checks.final_source(origin, guild, job_id, "zoom and pan", "extend")
-        budget = self.settings.final_size**2
-        try:  # a few hundred ms of PIL for a large final: off the loop
+        await self.admission.precheck(origin, guild)  # over a limit: no canvas work (admit checks again)
+        try:
             extended = await asyncio.to_thread(
-                canvas.outpaint, source, budget=budget, **plans.OUTPAINT_ACTIONS[action]
+                canvas.outpaint, source, budget=self.settings.final_size**2, **plans.OUTPAINT_ACTIONS[action]
             )
         except RequestError as e:
             raise Refusal(str(e)) from e
-        plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent)
+        plan = await self._with_parent_addons(plans.outpaint(parent, extended, action), parent, origin)
         return await self.admission.admit(origin, plan, guild)
 
     @refusals_answered
@@ -267,10 +269,10 @@ class JobService:
         guild = await self.checks.guild_of(origin)
         with self.images.holding_result(job_id):  # the row names the final's image: no prune between read and row
             parent, source = await self.checks.final_source(origin, guild, job_id, "Vary buttons", "vary")
-            plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent)
+            plan = await self._with_parent_addons(plans.vary(parent, source, action, self.engine.offer), parent, origin)
             return await self.admission.admit(origin, plan, guild)
 
-    async def _with_parent_addons(self, plan: Plan, parent: JobRecord) -> Plan:
+    async def _with_parent_addons(self, plan: Plan, parent: JobRecord, origin: Origin) -> Plan:
         """``plan`` (a new final from ``parent``'s image) with ``parent``'s LoRAs and reference, when it had any.
 
         An upscaled final takes none (it only enlarges): the add-ons are those of the final it enlarged.
@@ -279,6 +281,8 @@ class JobService:
             parent = await self.store.get_job(parent.parent_id) or parent
         if not parent.params.loras and not parent.params.reference_image:
             return plan
+        if parent.params.reference_image:
+            await self.checks.may_remake(origin, parent)
         return addon_plans.carried(plan, await self.checks.rebuild(parent), parent.params)
 
     @refusals_answered
@@ -307,11 +311,7 @@ class JobService:
 
     async def remix_source(self, origin: Origin, job_id: int) -> JobRecord:
         """The job whose prompts the Remix form shows, once it may be remixed here. Raises Refusal."""
-        guild = await self.checks.guild_of(origin)
-        job = await self.checks.job_in_guild(origin, job_id)
-        if job.kind == "final":
-            self.checks.finals_allowed(guild, origin)
-        return job
+        return await self.checks.remixable(origin, await self.checks.guild_of(origin), job_id)
 
     @refusals_answered
     async def remix(
@@ -323,7 +323,7 @@ class JobService:
         its kind (drafts stay drafts, a final stays a final).
         """
         guild = await self.checks.guild_of(origin)
-        job = await self.remix_source(origin, job_id)
+        job = await self.checks.remixable(origin, guild, job_id)
         text = self.checks.prompt_allowed(prompt, guild, origin)
         negative = check_negative_prompt(negative_prompt)
         rebuilt = await self.checks.rebuild(job)
