@@ -263,6 +263,7 @@ class HistoryCog(commands.Cog):
         await self.bot.jobs.repost(InteractionOrigin(interaction), job)
 
     @app_commands.command(name="forget", description="Delete everything I keep about you (asks first).")
+    @app_commands.guild_only()  # like every command; it forgets the member everywhere (all servers, DMs)
     async def forget(self, interaction: discord.Interaction) -> None:
         user_id = interaction.user.id
 
