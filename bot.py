@@ -1,7 +1,7 @@
 """Start the bot: ``python bot.py``. Settings come from the environment and ``.env`` (see ``.env.example``).
 
-``python bot.py --help`` lists the other uses (``--backup DIR``). One bot per database: a lock beside it
-(``core.dblock``) turns a second one away.
+``python bot.py --help`` lists the other uses (``--backup DIR``, ``--purge-user USER_ID``). One bot per
+database: a lock beside it (``core.dblock``) turns a second one away.
 
 settings -> HistoryStore -> engine (``ENGINE_BACKEND``: ``local`` = engine.local.LocalEngine in this
 process, ``ray`` = engine.cluster.client.ClusterEngine on a Ray Serve cluster) -> ImagineBot -> run until
@@ -27,6 +27,7 @@ from dotenv import load_dotenv
 
 from cogs.ui.layout import Layout
 from core.dblock import DatabaseInUse, lock_database
+from core.forget import add_purge_argument, configured_database, purge_user
 from core.guilds import PUBLIC_WARNING, GuildGate, install_gateway_filter
 from core.history import HistoryError, HistoryStore
 from core.history.backup import BackupError, backup_all
@@ -81,12 +82,7 @@ class ImagineBot(commands.AutoShardedBot):
     failed_extensions: list[str]  # extensions that did not load (logged loudly in setup_hook)
 
     def __init__(
-        self,
-        *,
-        settings: BotSettings,
-        store: HistoryStore,
-        engine: ImageEngine,
-        run_log: RunLog | None = None,
+        self, *, settings: BotSettings, store: HistoryStore, engine: ImageEngine, run_log: RunLog | None = None
     ) -> None:
         intents = discord.Intents.default()
         intents.message_content = settings.message_content
@@ -303,15 +299,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="copy the history database (DATABASE_PATH, consistently, while the bot runs) and its stored images "
         "into DIR, then exit; to restore, point DATABASE_PATH at the copy",
     )
-    return parser.parse_args(argv)
+    return add_purge_argument(parser).parse_args(argv)
 
 
 def run_backup(directory: Path) -> int:
     """``--backup DIR``: needs only DATABASE_PATH (no token), takes no bot lock."""
-    raw = BotSettings.read().get("database_path")
-    database = Path(raw).expanduser() if raw else BotSettings.model_fields["database_path"].default
     try:
-        for line in backup_all(database, directory):
+        for line in backup_all(configured_database(), directory):
             print(line)
     except BackupError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -346,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv(".env", override=False)  # .env in the directory the bot starts from; the environment wins
     if arguments.backup is not None:
         return run_backup(arguments.backup)
+    if arguments.purge_user is not None:  # the owner forgets a member (core.forget); refused while the bot runs
+        return purge_user(configured_database(), arguments.purge_user)
     try:
         settings = BotSettings.from_env()
         # The cluster reads its own engine settings where it runs; here only the local engine needs them.

@@ -1,10 +1,11 @@
-"""/history (paged, searchable, favourites only, with a menu to re-post an entry) and /show.
+"""/history (paged, searchable, favourites only, with a menu to re-post an entry), /show and /forget.
 
 A member sees their own jobs in this server; moderators (Manage Messages for the whole server)
 may look at another member's, in the channels they can see (``core.scope``). Pages are stateless:
 the paging buttons carry viewer, member, page and search text in their custom ids (``histf:`` for
 favourites), so they keep working after a restart.
-A favourite is a job its author marked with ⭐ (``cogs.prefs``).
+A favourite is a job its author marked with ⭐ (``cogs.prefs``). ``/forget`` deletes everything the bot
+keeps about the member who asks, after a confirmation (``cogs.ui.confirm``, ``core.forget``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from discord.ext import commands
 
 from cogs.options import JobId, Page, Search
 from cogs.ui.client import bot_of
+from cogs.ui.confirm import FORGET_ASK, ForgetConfirm
 from core import render
 from core.delivery import NO_MENTIONS
+from core.forget import forget_in_bot
 from core.history import HistoryStore, JobRecord
 from core.limits import Refusal, check_search
 from core.origins import InteractionOrigin
@@ -258,6 +261,18 @@ class HistoryCog(commands.Cog):
     @app_commands.describe(job="Job number (from /history or under a result)")
     async def show(self, interaction: discord.Interaction, job: JobId) -> None:
         await self.bot.jobs.repost(InteractionOrigin(interaction), job)
+
+    @app_commands.command(name="forget", description="Delete everything I keep about you (asks first).")
+    @app_commands.guild_only()  # like every command; it forgets the member everywhere (all servers, DMs)
+    async def forget(self, interaction: discord.Interaction) -> None:
+        user_id = interaction.user.id
+
+        async def forget_now() -> str:
+            report = await forget_in_bot(self.bot.jobs, self.bot.store, user_id)
+            first = f" ({report.cancelled} waiting or running job(s) cancelled first)" if report.cancelled else ""
+            return f"Done: I deleted {report.line()}{first}."
+
+        await interaction.response.send_message(FORGET_ASK, view=ForgetConfirm(user_id, forget_now), ephemeral=True)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -29,7 +29,8 @@ async def bot(store):
 async def test_every_extension_loads_with_its_commands(bot):
     names = sorted(command.name for command in bot.tree.get_commands())
     assert names == [
-        "cancel", "describe", "edit", "final", "help", "history", "imagine", "prefer", "queue", "settings", "show"
+        "cancel", "describe", "edit", "final", "forget", "help", "history", "imagine", "prefer", "queue", "settings",
+        "show",
     ]
     assert sorted(bot.cogs) == [
         "AdminCog", "DescribeCog", "HelpCog", "HistoryCog", "ImageChannelsCog", "ImagineCog", "PrefsCog", "QueueCog"

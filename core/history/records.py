@@ -320,3 +320,12 @@ class NewJob:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(mode=self.mode.value, params=self.params.to_json())
         return values
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What :meth:`HistoryStore.forget_member` deleted: rows by table, and the stored images no row names now."""
+
+    rows: dict[str, int]  # rows deleted, by table
+    inputs: tuple[str, ...]  # input keys (``inputs/<key>.*``) only the member's rows named
+    results: tuple[int, ...]  # job ids whose kept result (``results/<id>.png``) no remaining row starts from

@@ -74,6 +74,22 @@ SELECT EXISTS (
         AND id NOT IN (SELECT value FROM json_each(?))
 )
 """
+# Forgetting a member (HistoryStore.forget_member): every table that keeps member data, and its statement.
+# tests/core/test_forget_member.py fails when a table with a user_id-like column is missing here.
+FORGET_MEMBER = {
+    "jobs": "DELETE FROM jobs WHERE user_id = ?",
+    "user_prefs": "DELETE FROM user_prefs WHERE user_id = ?",
+}
+MEMBER_IMAGES = """
+SELECT id, json_extract(params, '$.init_image'), json_extract(params, '$.mask_image'),
+    json_extract(params, '$.reference_image') FROM jobs WHERE user_id = ?
+"""
+# A kept result another row starts from (an upscale or a Vary of it names it as params.init_result).
+RESULT_IN_USE = """
+SELECT EXISTS (
+    SELECT 1 FROM jobs WHERE status IN ('queued', 'running', 'done') AND json_extract(params, '$.init_result') = ?
+)
+"""
 CLEAR_EXPIRED_TOKENS = (
     "UPDATE jobs SET interaction_token = NULL WHERE interaction_token IS NOT NULL AND interaction_expires_at <= ?"
 )

@@ -30,7 +30,7 @@ from core.history import sql
 from core.history.choices import GUILD_CHECKS, PREF_CHECKS, GuildSettings, GuildStyle, UserPrefs, checked_changes
 from core.history.connection import Database, change, one
 from core.history.migrations import MIGRATIONS_DIR, load_migrations
-from core.history.records import HistoryError, JobNotFound, JobRecord, NewJob
+from core.history.records import Forgotten, HistoryError, JobNotFound, JobRecord, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,20 @@ class HistoryStore:
             row = await one(conn, sql.IMAGE_IN_USE, (key, key, key, ids))
         return bool(row[0]) if row is not None else False
 
+    async def forget_member(self, user_id: int) -> Forgotten:
+        """Delete member ``user_id``'s rows (jobs with their favourites, preferences) in one transaction.
+
+        Returns the counts and the stored images no remaining row names (``core.forget`` removes them).
+        """
+        async with self._db.write() as conn:
+            rows = await conn.execute_fetchall(sql.MEMBER_IMAGES, (user_id,))
+            counts = {table: await change(conn, forget, (user_id,)) for table, forget in sql.FORGET_MEMBER.items()}
+            keys = sorted({k for r in rows for k in (r[1], r[2], r[3]) if isinstance(k, str)})
+            unused = [k for k in keys if not (await one(conn, sql.IMAGE_IN_USE, (k, k, k, "[]")) or (0,))[0]]
+            results = [r[0] for r in rows if not (await one(conn, sql.RESULT_IN_USE, (r[0],)) or (0,))[0]]
+        log.info("Member %d forgotten: %s", user_id, counts)
+        return Forgotten(counts, tuple(unused), tuple(results))
+
     async def count_recent(self, user_id: int, since: float) -> int:
         """How many jobs this user created at or after ``since`` (unix seconds), any status."""
         async with self._db.read() as conn:
@@ -374,16 +388,7 @@ class HistoryStore:
             prefs = replace(await self._load_prefs(conn, user_id), **checked)
             if not checked:
                 return prefs
-            await conn.execute(
-                sql.UPSERT_PREFS,
-                (
-                    user_id,
-                    prefs.aspect,
-                    prefs.negative_prompt,
-                    prefs.style_suffix,
-                    prefs.final_model,
-                    1 if prefs.dm_results else 0,
-                ),
-            )
+            values = (user_id, prefs.aspect, prefs.negative_prompt, prefs.style_suffix, prefs.final_model)
+            await conn.execute(sql.UPSERT_PREFS, (*values, 1 if prefs.dm_results else 0))
         log.debug("User %d preferences changed: %s", user_id, ", ".join(sorted(checked)))
         return prefs
