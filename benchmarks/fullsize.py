@@ -192,6 +192,7 @@ def run_row(row: str, args: argparse.Namespace) -> Row:
     out = Row(row)
     root = Path(args.work_dir)
     engine = None
+    saved_env = {key: os.environ.get(key) for key in addon_environment(root)}
     try:
         reset_peak_rss()
         started = time.perf_counter()
@@ -230,6 +231,11 @@ def run_row(row: str, args: argparse.Namespace) -> Row:
     finally:
         if engine is not None:
             engine.shutdown(timeout=30)
+        for key, value in saved_env.items():  # a row run in-process (tests) leaves the caller's add-ons as they were
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return out
 
 

@@ -3,6 +3,8 @@ code, recipes and add-ons. CI runs the whole run on the tiny preset's shapes and
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from benchmarks import addon_weights, fullsize
@@ -27,8 +29,11 @@ def test_every_row_runs_through_the_engine_on_tiny_shapes(tmp_path, capsys):
 def test_a_failing_row_prints_its_error_and_fails_the_run(tmp_path, capsys):
     (tmp_path / "esrgan").mkdir()
     (tmp_path / "esrgan" / "RealESRGAN_x4plus-random.safetensors").write_bytes(b"not a model")
+    addon_keys = fullsize.addon_environment(tmp_path)
+    environment = {key: os.environ.get(key) for key in addon_keys}
     rc = fullsize.main(["--arch", "tiny", "--rows", "upscale", "--size", "64", "--work-dir", str(tmp_path)])
     printed = capsys.readouterr().out
+    assert {key: os.environ.get(key) for key in addon_keys} == environment  # not LORA_DIR etc. for later tests
     assert rc == 1
     (row,) = table_rows(printed)
     assert "| FAILED |" in row and "upscaler" in row
