@@ -52,7 +52,7 @@ def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> st
 
 def offload_batch_limit(device: str, max_batch: int) -> int:
     """In ``offload`` mode on CUDA: ``max_batch`` lowered to the draft batch the card holds with Turbo
-    resident and its CUDA graphs (``engine.memory.offload_max_batch``: 4 on an 8 GB card, 16 from 12 GB)."""
+    resident and its CUDA graphs (``engine.memory.offload_max_batch``: 4 on an 8 GB card, 16 from 10 GiB)."""
     if not device.startswith("cuda"):
         return max_batch
     import torch

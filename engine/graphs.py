@@ -3,8 +3,8 @@
 A 1-step Turbo draft is a few milliseconds of GPU work behind hundreds of kernel launches; a graph
 launches them all at once. Only the module's forward is captured: noise, generators and the scheduler
 step stay outside, so each image keeps the noise of its own seed. Used on CUDA when torch.compile is
-off (with compile, ``mode="reduce-overhead"`` records its own graphs); never when offloading, whose
-hooks move weights during the forward.
+off (with compile, ``mode="reduce-overhead"`` records its own graphs); only for Turbo, which stays resident
+in offload mode too (its graphs are dropped before it leaves the GPU for a final: ``engine.placement``).
 
 A graph holds the addresses of the weights it read at capture. Whatever replaces a weight's storage
 (a module rebuilt, ``.to(dtype)`` and back) would make a replay read freed memory, so a graph

@@ -288,6 +288,10 @@ class ModelRegistry:
     def loaded_names(self) -> list[str]:
         return list(self._loaded)
 
+    def loaded(self) -> list[Loaded]:
+        """The loaded models as they are: unlike ``get``, nothing moves (offload keeps Turbo where it is)."""
+        return list(self._loaded.values())
+
     def failures(self) -> dict[str, str]:
         return {name: msg for name, (_, msg) in self._failed.items()}
 

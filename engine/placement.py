@@ -6,8 +6,9 @@ models run under accelerate's model offload (one component on the GPU at a time)
 final's component is about to run (a forward pre-hook on each), Turbo's modules move to the host: its
 UNet, text encoders and VAE; TAESDXL (5 MB) stays. The CUDA graphs of the draft path are dropped first
 (their pools would otherwise stay reserved, and they hold pointers to the weights that move). The next
-``ModelRegistry.get("turbo")`` moves the final models' modules off and Turbo back; graphs are captured
-again on the next drafts. Resident mode never moves anything.
+``ModelRegistry.get("turbo")`` (the next draft; the idle worker does not capture while Turbo is away)
+moves the final models' modules off and Turbo back; its graphs are captured again while the queue is idle
+after that draft. Resident mode never moves anything.
 """
 
 from __future__ import annotations

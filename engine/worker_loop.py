@@ -144,7 +144,9 @@ class WorkerLoop:
         if registry is None or recipes is None:
             return False
         shape = None
-        if (registry.graphs or registry.compiled) and "turbo" in registry.loaded_names():
+        # Not while Turbo is off the GPU for finals (offload): the next draft brings it back, and its shapes then.
+        drafts_home = not registry.placement.drafts_away
+        if (registry.graphs or registry.compiled) and drafts_home and "turbo" in registry.loaded_names():
             shape = recipes.next_idle_capture()
         if shape is not None:
             self._capture(shape)

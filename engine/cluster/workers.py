@@ -43,14 +43,16 @@ class _Worker:
         # transformers' image processors (torchvision) from a second thread can fail half-way.
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline  # noqa: F401
 
-        from ..device import quiet_libraries, resolve_device, resolve_dtype, resolve_memory
+        from ..device import offload_batch_limit, quiet_libraries, resolve_device, resolve_dtype, resolve_memory
         from ..models import ModelRegistry
         from ..recipes import Recipes
 
-        self.settings = settings
         self.device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, self.device)
-        self.memory = resolve_memory(settings.memory, self.device)
+        self.memory = resolve_memory(settings.memory, self.device, settings.final_model)  # as engine.worker does
+        if self.memory == "offload":
+            settings = settings.replace(max_batch_images=offload_batch_limit(self.device, settings.max_batch_images))
+        self.settings = settings
         quiet_libraries()
         self.registry = ModelRegistry(settings, self.device, dtype, self.memory)
         self.recipes = Recipes(self.registry, settings)

@@ -176,8 +176,7 @@ class RecipeBase:
         if self._reference is not None:
             self._reference.release()
         if self._lora_library is not None:
-            for name in self.registry.loaded_names():
-                loaded = self.registry.get(name)
+            for loaded in self.registry.loaded():  # not get(): in offload mode that would bring Turbo back now
                 self._lora_library.unload(loaded.text2img or loaded.img2img)
 
     # ---- decoders ----------------------------------------------------------------------------

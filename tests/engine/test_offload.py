@@ -240,3 +240,23 @@ def test_offload_mode_lowers_draft_batches_to_what_the_card_holds(monkeypatch, t
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total // 2, total))
     assert offload_batch_limit("cuda", limit) == batch
     assert offload_batch_limit("cpu", limit) == limit
+
+
+def test_out_of_memory_and_the_idle_worker_leave_turbo_where_a_final_put_it(make_engine):
+    """After a final in offload mode Turbo is on the host. Freeing memory on an out-of-memory error walked the
+    models with ``registry.get``, which brought Turbo's 6.9 GB back onto the GPU right then; the idle worker's
+    graph captures did the same after every final. Both wait for the next draft now."""
+    engine = make_engine(memory="offload")
+    engine.registry.graphs = True  # as on CUDA: the idle worker would capture draft shapes
+    engine.submit(DraftRequest("a pier", seed=1, count=1), user="u").future.result(timeout=120)
+    engine.recipes.lora_library()  # free_memory walks the models to unload LoRAs
+    final = FinalRequest("a pier at night", seed=2, model="ssd-1b", steps=1, width=256, height=256)
+    engine.submit(final, user="u").future.result(timeout=300)
+    placement = engine.registry.placement
+    assert placement.drafts_away
+    engine.recipes.free_memory()
+    assert placement.drafts_away, "freeing memory brought Turbo back onto the GPU"
+    assert not engine._idle_step() or placement.drafts_away  # idle work must not bring Turbo back
+    assert placement.drafts_away
+    after = engine.submit(DraftRequest("a pier", seed=1, count=1), user="u").future.result(timeout=120)
+    assert len(after.images) == 1 and not placement.drafts_away  # the next draft brings it back
