@@ -35,9 +35,10 @@ def resolve_dtype(setting: str, device: str):
     return getattr(torch, setting)
 
 
-def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> str:
+def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b", fused: bool = False) -> str:
     """``ENGINE_MEMORY`` for ``device``: ``auto`` keeps models resident on a GPU that holds their peak
-    (``engine.memory.resident_peak``: about 16.3 GB with SSD-1B finals), else offloads."""
+    (``engine.memory.resident_peak``: about 14.4 GB with SSD-1B finals, 16.3 GB with ENGINE_FUSE_QKV), else
+    offloads."""
     if setting != "auto":
         return setting
     if not device.startswith("cuda"):
@@ -47,7 +48,7 @@ def resolve_memory(setting: str, device: str, final_model: str = "ssd-1b") -> st
     from .memory import memory_mode_for
 
     _, total = torch.cuda.mem_get_info(torch.device(device))
-    return memory_mode_for(total, final_model)
+    return memory_mode_for(total, final_model, fused)
 
 
 def offload_batch_limit(device: str, max_batch: int) -> int:

@@ -60,7 +60,7 @@ def torch_findings(settings: EngineSettings) -> tuple[list[Finding], str | None]
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
         findings.append(Finding(f"GPU {index}: {props.name}, {props.total_memory / 2**30:.1f} GiB"))
-        mode = resolve_memory(settings.memory, device)
+        mode = resolve_memory(settings.memory, device, settings.final_model, settings.fuse_qkv)
         findings.append(Finding(f"memory mode: {mode} (ENGINE_MEMORY={settings.memory})"))
     elif settings.preset == "sdxl":
         findings.append(

@@ -50,15 +50,16 @@ def _peak(resident_weights: int, persistent: int, transient: int) -> int:
     return resident_weights + CUDA_CONTEXT + round((persistent + transient) * (1 + ALLOCATOR_SLACK))
 
 
-def resident_peak(final_model: str = "ssd-1b") -> int:
-    """Every model on the GPU (fused QKV, shared text encoders and VAE, draft graphs for batches up to 16)."""
+def resident_peak(final_model: str = "ssd-1b", fused: bool = False) -> int:
+    """Every model on the GPU (shared text encoders and VAE, draft graphs for batches up to 16; with the fused
+    QKV duplicates when ``fused``, ``ENGINE_FUSE_QKV``)."""
     encoders = weights("text_encoder") + weights("text_encoder_2")
-    common = weights("sdxl_unet", fused=True) + encoders + weights("vae") + weights("taesd")
+    common = weights("sdxl_unet", fused=fused) + encoders + weights("vae") + weights("taesd")
     if final_model == "ssd-1b":
-        finals = weights("ssd1b_unet", fused=True)
+        finals = weights("ssd1b_unet", fused=fused)
         unet_act = ACTIVATIONS["final_unet_1024_cfg"]
-    else:  # SDXL base (fused) + refiner (fused; it shares text_encoder_2 and the VAE)
-        finals = weights("sdxl_unet", fused=True) + weights("refiner_unet", fused=True)
+    else:  # SDXL base + refiner (it shares text_encoder_2 and the VAE)
+        finals = weights("sdxl_unet", fused=fused) + weights("refiner_unet", fused=fused)
         unet_act = ACTIVATIONS["refiner_unet_1024_cfg"]
     pools = ACTIVATIONS["draft_unet_512_x16"] + ACTIVATIONS["taesd_512_x16"]
     transient = max(unet_act, ACTIVATIONS["vae_decode_1024"])
@@ -95,6 +96,6 @@ def offload_max_batch(total_bytes: int, limit: int) -> int:
     return max(fitting, default=1)
 
 
-def memory_mode_for(total_bytes: int, final_model: str = "ssd-1b") -> str:
+def memory_mode_for(total_bytes: int, final_model: str = "ssd-1b", fused: bool = False) -> str:
     """``auto``: ``resident`` when the card holds the resident peak, else ``offload``."""
-    return "resident" if total_bytes >= resident_peak(final_model) else "offload"
+    return "resident" if total_bytes >= resident_peak(final_model, fused) else "offload"

@@ -67,7 +67,8 @@ class Engine(WorkerLoop):
 
         self.device = resolve_device(self.settings.device)
         dtype = resolve_dtype(self.settings.dtype, self.device)
-        self.memory = resolve_memory(self.settings.memory, self.device, self.settings.final_model)
+        settings = self.settings
+        self.memory = resolve_memory(settings.memory, self.device, settings.final_model, settings.fuse_qkv)
         if self.memory == "offload":  # bursts that would not fit beside a resident Turbo and its graphs
             limit = offload_batch_limit(self.device, self.settings.max_batch_images)
             if limit < self.settings.max_batch_images:

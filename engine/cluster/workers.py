@@ -49,7 +49,8 @@ class _Worker:
 
         self.device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, self.device)
-        self.memory = resolve_memory(settings.memory, self.device, settings.final_model)  # as engine.worker does
+        # As engine.worker does: the peak depends on the final model and fused QKV; offload caps the batch.
+        self.memory = resolve_memory(settings.memory, self.device, settings.final_model, settings.fuse_qkv)
         if self.memory == "offload":
             settings = settings.replace(max_batch_images=offload_batch_limit(self.device, settings.max_batch_images))
         self.settings = settings
