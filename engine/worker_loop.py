@@ -144,8 +144,7 @@ class WorkerLoop:
         if registry is None or recipes is None:
             return False
         shape = None
-        # Not while Turbo is off the GPU for finals (offload): the next draft brings it back, and its shapes then.
-        drafts_home = not registry.placement.drafts_away
+        drafts_home = not registry.placement.drafts_away  # offload: Turbo comes back with the next draft, not here
         if (registry.graphs or registry.compiled) and drafts_home and "turbo" in registry.loaded_names():
             shape = recipes.next_idle_capture()
         if shape is not None:

@@ -205,6 +205,9 @@ class FakeRecipes:
 class FakeRegistry:
     graphs, compiled, device = True, False, "cuda"
 
+    class placement:  # noqa: N801 (engine.placement.Placement's flag: Turbo is on the device)
+        drafts_away = False
+
     def loaded_names(self):
         return ["turbo"]
 
