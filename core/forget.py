@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from core.dblock import DatabaseInUse, lock_database
 from core.history import Forgotten, HistoryStore
+from core.history.backup import IMAGE_DIRS
 from core.inputs import InputStore
 from core.limits import Refusal
 from core.settings import BotSettings
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MEMBER_FOLDERS = ("inputs", "results")  # the image store's folders (InputStore attributes) of member images
+MEMBER_FOLDERS = IMAGE_DIRS  # the image store's folders (InputStore attributes) of member images
 EXIT_REFUSED = 2  # bot.py's exit status for a settings problem: the purge could not run
 
 

@@ -15,17 +15,13 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ..device import is_oom
-from ..graphs import CudaGraphs
+from ..graphs import CudaGraphs, graph_key
 from ..requests import ASPECTS, size_for_aspect
 from ..settings import BATCH_BUCKETS
 
 log = logging.getLogger(__name__)
 
 DRAFT_SIDE = 512  # DraftRequest's default size; other aspects keep its pixel count
-
-
-def shape_key(tensors: tuple[torch.Tensor, ...]) -> tuple:
-    return tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors)
 
 
 class GraphedForward:
@@ -45,7 +41,7 @@ class GraphedForward:
         self.eager_calls = 0  # calls that ran eagerly (a shape not captured yet, or after a failure)
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
-        key = shape_key(tensors)
+        key = graph_key(tensors)
         if self.failed or (key not in self.captured and not self.may_capture()):
             self.eager_calls += 1
             return self.fn(*tensors)
