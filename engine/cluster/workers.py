@@ -176,9 +176,13 @@ class DraftWorker(_Worker):
         """Run one group; if the batch fails (out of memory), run its requests one by one.
 
         ``received``: when each request reached this replica (its ``queued`` time starts there)."""
+        from ..recipes.images import InvalidImage, PartlyInvalid
+
         started = time.monotonic()
         try:
             per_request = await self._on_gpu(self.recipes.drafts, requests)
+        except PartlyInvalid as exc:  # an invalid image fails its own request; the others are delivered
+            per_request = exc.per_request
         except Exception as exc:
             if len(requests) == 1:
                 return [(indexes, [failure_frame(exc)])]
@@ -188,12 +192,14 @@ class DraftWorker(_Worker):
                 out += await self._run_group([index], [request], [when])
             return out
         run_s = round(time.monotonic() - started, 4)
-        lines = await asyncio.gather(
-            *(
-                self._encode(r, images, r.steps, 0.0, {"queued": round(started - when, 4), "run": run_s}, len(requests))
-                for r, images, when in zip(requests, per_request, received, strict=True)
-            )
-        )
+
+        async def frame(r: DraftRequest, images, when: float) -> bytes:
+            if isinstance(images, InvalidImage):
+                return failure_frame(images)
+            timings = {"queued": round(started - when, 4), "run": run_s}
+            return await self._encode(r, images, r.steps, 0.0, timings, len(requests))
+
+        lines = await asyncio.gather(*(frame(*args) for args in zip(requests, per_request, received, strict=True)))
         return [(indexes, list(lines))]
 
 

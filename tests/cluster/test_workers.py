@@ -55,3 +55,34 @@ async def test_a_final_cancelled_while_it_runs_stops_and_leaves_no_task_pending(
     await asyncio.sleep(0)
     assert asyncio.all_tasks() - before == set()  # was: a Queue.get task left pending ("destroyed but pending")
     worker._gpu.shutdown(wait=True)
+
+
+async def test_a_draft_batch_with_one_invalid_image_fails_only_that_request_and_runs_once():
+    """The replica delivers the batch's good drafts and fails the bad one alone, as the local worker does; it
+    ran every request again one by one before (N times the GPU work for one NaN image)."""
+    from engine.cluster.workers import DraftWorker
+    from engine.recipes.images import InvalidImage, PartlyInvalid
+    from engine.requests import DraftRequest
+
+    calls: list[int] = []
+
+    class OneBadImage:
+        def drafts(self, requests):
+            calls.append(len(requests))
+            raise PartlyInvalid([["image a"], InvalidImage("The image came out black; try another seed."), ["image c"]])
+
+    async def encode(request, images, steps, guidance, timings, batch_size):
+        return f"result {request.prompt} {images}".encode()
+
+    worker = DraftWorker.__new__(DraftWorker)  # no models: the batch's own logic
+    worker.recipes = OneBadImage()
+    worker._gpu = concurrent.futures.ThreadPoolExecutor(1)
+    worker._encode = encode
+    requests = [DraftRequest(p, seed=1, width=256, height=256) for p in ("a", "b", "c")]
+    try:
+        [(indexes, lines)] = await worker._run_group([0, 1, 2], requests, [0.0, 0.0, 0.0])
+    finally:
+        worker._gpu.shutdown(wait=True)
+    assert calls == [3] and indexes == [0, 1, 2]
+    assert lines[0].startswith(b"result a") and lines[2].startswith(b"result c")
+    assert b"black" in lines[1] and not lines[1].startswith(b"result")
